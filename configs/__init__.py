@@ -1,0 +1,1 @@
+"""Shipped YAML config groups (package data): config.yaml plus one folder per group."""

@@ -1,0 +1,5 @@
+import sys
+
+from nevisbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""`nevisbench` command line: parse, compose the config, call the library. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from nevisbench.errors import NevisbenchError
+
+__all__ = ["main"]
+
+LIST_WHAT = ("learners", "streams", "tasks")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list}")
+    run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
+                         "Overrides: group=option (learner=, stream=, trainer=, logger=) and dotted key=value.")
+    run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x")
+    lst = sub.add_parser("list", help="list learners, streams or tasks")
+    lst.add_argument("what", choices=LIST_WHAT)
+    lst.add_argument("--stream", default="demo", help="stream whose tasks to list (default: demo)")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _list(args: argparse.Namespace, console: Console) -> None:
+    from nevisbench.config import group_options
+
+    if args.what == "learners":
+        rows = _learner_rows(group_options("learner"))
+        columns = ("name", "learner", "description")
+    elif args.what == "streams":
+        from nevisbench.tasks import get_stream
+
+        rows = []
+        for option in group_options("stream"):
+            from nevisbench.config import compose
+
+            stream = get_stream(compose([f"stream={option}"]).stream.name)
+            rows.append({"name": option, "num_tasks": len(stream.tasks), "description": stream.description})
+        columns = ("name", "num_tasks", "description")
+    else:
+        from nevisbench.tasks import get_stream
+
+        stream = get_stream(args.stream)
+        rows = [{"key": t.key, "name": t.name, "position": i + 1, "year": t.year, "domain": t.domain,
+                 "num_classes": t.num_classes, "multi_label": t.multi_label} for i, t in enumerate(stream.tasks)]
+        columns = ("position", "key", "name", "domain", "num_classes", "multi_label")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{args.what}" + (f" of stream '{args.stream}'" if args.what == "tasks" else ""), title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table)
+
+
+def _learner_rows(options: list[str]) -> list[dict[str, str]]:
+    from nevisbench.config import compose
+    from nevisbench.registry import get_learner_class
+
+    rows = []
+    for option in options:
+        cfg = compose([f"learner={option}"])
+        cls = get_learner_class(cfg.learner.name)
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
+        rows.append({"name": option, "learner": cfg.learner.name, "description": doc[0] if doc else ""})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        if args.command == "run":
+            from nevisbench.config import compose
+            from nevisbench.runner import run
+
+            cfg = compose(args.overrides)
+            run(cfg, console=console)
+        elif args.command == "list":
+            _list(args, console)
+    except NevisbenchError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("[bold red]interrupted[/]: results of finished tasks are kept in the run folder.")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Task data held as uint8 tensors, and a loader that builds batches on the compute device.
+
+Augmentation (the Nevis protocol's random resized crop + horizontal flip) is applied to a whole
+batch at once with one `affine_grid`/`grid_sample`, never per image in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nevisbench.errors import DataError
+
+__all__ = ["Split", "TaskData", "BatchLoader", "split_indices", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+# Normalisation of torchvision's ImageNet weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, (N, C, H, W), C in {1, 3}
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class TaskData:
+    """The train/dev/test splits of one task."""
+
+    key: str
+    num_classes: int
+    train: Split
+    dev: Split
+    test: Split
+    hflip: bool = True  # mirror images during augmentation (off for OCR, where it changes meaning)
+
+    def validate(self) -> None:
+        """Refuse malformed data before any training: dtypes, shapes, label range, empty splits."""
+        for name in SPLITS:
+            split: Split = getattr(self, name)
+            where = f"task '{self.key}', split '{name}'"
+            if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[1] not in (1, 3):
+                raise DataError(f"{where}: images must be uint8 (N, 1|3, H, W), got {split.images.dtype} {tuple(split.images.shape)}")
+            if split.labels.shape != (split.images.shape[0],):
+                raise DataError(f"{where}: {split.images.shape[0]} images but labels of shape {tuple(split.labels.shape)}")
+            if len(split) == 0:
+                raise DataError(f"{where}: the split is empty")
+            low, high = int(split.labels.min()), int(split.labels.max())
+            if low < 0 or high >= self.num_classes:
+                raise DataError(f"{where}: label {high if high >= self.num_classes else low} is out of range 0..{self.num_classes - 1}")
+
+
+def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Deterministic random split of range(n) into disjoint parts of the given fractions (the
+    last part takes the rounding remainder)."""
+    order = np.random.default_rng(seed).permutation(n)
+    names = list(fractions)
+    out, start = {}, 0
+    for i, name in enumerate(names):
+        size = n - start if i == len(names) - 1 else int(round(fractions[name] * n))
+        out[name] = np.sort(order[start : start + size])
+        start += size
+    return out
+
+
+class BatchLoader:
+    """Iterates (images float32 normalised, labels) batches on `device`.
+
+    Shuffling uses its own generator seeded from (seed, epoch), so a run is reproducible and the
+    global RNG is untouched.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int,
+        image_size: int,
+        train: bool,
+        device: torch.device | str = "cpu",
+        augment: bool = True,
+        hflip: bool = True,
+        min_crop_scale: float = 0.35,
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.train = train
+        self.augment = augment and train
+        self.hflip = hflip
+        self.min_crop_scale = min_crop_scale
+        self.seed = seed
+        self.epoch = 0
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(n, device=self.device, generator=generator) if self.train else torch.arange(n, device=self.device)
+        batch = min(self.batch_size, n)
+        for i in range(len(self)):
+            index = order[i * batch : (i + 1) * batch]
+            yield self._transform(self.images[index], generator), self.labels[index]
+
+    def _transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = images.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.augment:
+            x = self._random_resized_crop(x, generator)
+        elif x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+    def _random_resized_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        u = torch.rand(b, 5, device=self.device, generator=generator)
+        area = self.min_crop_scale + (1 - self.min_crop_scale) * u[:, 0]
+        log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
+        ratio = torch.exp(log_ratio)
+        width = torch.sqrt(area * ratio).clamp(max=1.0)  # fractions of the full image
+        height = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (1 - width) * (2 * u[:, 2] - 1)  # normalised centre, crop stays inside the image
+        cy = (1 - height) * (2 * u[:, 3] - 1)
+        flip = torch.where((u[:, 4] < 0.5) & self.hflip, -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3, device=self.device)
+        theta[:, 0, 0] = width * flip
+        theta[:, 0, 2] = cx
+        theta[:, 1, 1] = height
+        theta[:, 1, 2] = cy
+        grid = F.affine_grid(theta, [b, 3, self.image_size, self.image_size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

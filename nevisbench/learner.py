@@ -1,0 +1,168 @@
+"""The public learner API.
+
+A learner turns a backbone into one `LightningModule` per task. It is built from its config
+(`Learner.Config`, a dataclass), prepares the backbone once per stream (`prepare`), returns a module
+for each task (`begin_task`) and may keep state across tasks (`end_task`). It never sees the FLOP
+meter, the results store or the loggers: the runner owns those, so no learner can under-report.
+
+The base class implements both scenarios: in `transfer` every task starts from the prepared
+backbone; in `continual` every task starts from the backbone the previous task ended with.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "TaskModule"]
+
+
+@dataclass
+class LearnerConfig:
+    """Base of every learner's config dataclass. Subclasses add typed fields with defaults and may
+    define `validate()` raising `nevisbench.ConfigError` for values out of range."""
+
+    name: str = "finetune"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a learner may know about a task."""
+
+    key: str
+    name: str
+    index: int
+    domain: str
+    num_classes: int
+    multi_label: bool = False
+
+
+@dataclass(frozen=True)
+class LearnerContext:
+    """Run-level settings a learner may read (never the meter or the store)."""
+
+    scenario: str  # transfer | continual
+    seed: int
+    image_size: int
+    train: Any  # the `train` config section (optimizer, lr, ...)
+    feature_dim: int  # width of the backbone's pooled features
+
+
+class TaskModule(L.LightningModule):
+    """Backbone + linear head, trained with cross-entropy; reports accuracy on dev and test.
+
+    Learners return this (or a subclass) from `begin_task`. `self.backbone(x)` must return pooled
+    features of shape (batch, feature_dim).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, *, task: TaskInfo, train: Any) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.task = task
+        self.train_cfg = train
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
+        self.dev_accuracy = MulticlassAccuracy(num_classes=task.num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes=task.num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss_fn(self(x), y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.dev_accuracy.update(self(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("dev/error", 1.0 - self.dev_accuracy.compute())
+        self.dev_accuracy.reset()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_accuracy.update(self(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/error", 1.0 - self.test_accuracy.compute())
+        self.test_accuracy.reset()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        params = self.trainable_parameters()
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = max(1, int(self.trainer.max_steps))
+        warmup = min(int(cfg.warmup_steps), total - 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if cfg.schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class Learner:
+    """Base class of every learner. Subclasses set `Config` and usually override `prepare` and/or
+    `build_module`; the scenario logic (transfer vs continual) lives here."""
+
+    Config: ClassVar[type[LearnerConfig]] = LearnerConfig
+
+    def __init__(self, config: LearnerConfig, context: LearnerContext) -> None:
+        self.config = config
+        self.context = context
+        self._initial: nn.Module | None = None
+        self._carried: nn.Module | None = None
+
+    # -- hooks a learner overrides ---------------------------------------------------------------
+    def prepare(self, backbone: nn.Module) -> nn.Module:
+        """Adapt the pretrained backbone once per stream (prune it, add adapters, ...)."""
+        return backbone
+
+    def build_module(self, backbone: nn.Module, task: TaskInfo) -> L.LightningModule:
+        """Wrap this task's starting backbone in a LightningModule with a new head."""
+        head = nn.Linear(self.context.feature_dim, task.num_classes)
+        return TaskModule(backbone, head, task=task, train=self.context.train)
+
+    # -- the API the runner calls ----------------------------------------------------------------
+    def setup(self, backbone: nn.Module) -> None:
+        """Called once per stream with the freshly built backbone."""
+        self._initial = self.prepare(backbone)
+
+    def begin_task(self, task: TaskInfo) -> L.LightningModule:
+        if self._initial is None:
+            raise RuntimeError("Learner.setup(backbone) must be called before begin_task")
+        start = self._carried if (self.context.scenario == "continual" and self._carried is not None) else self._initial
+        return self.build_module(copy.deepcopy(start), task)
+
+    def end_task(self, task: TaskInfo, module: L.LightningModule) -> None:
+        if self.context.scenario == "continual":
+            self._carried = module.backbone
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried across tasks (the continual backbone), for resuming a run."""
+        return {"carried": None if self._carried is None else self._carried.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("carried") is not None and self._initial is not None:
+            self._carried = copy.deepcopy(self._initial)
+            self._carried.load_state_dict(state["carried"])

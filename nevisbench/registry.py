@@ -1,0 +1,52 @@
+"""The learner registry: every learner, built-in or third-party, is an entry point in the group
+`nevisbench.learners` (name -> `module:Class`). Names registered twice are refused."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
+
+from nevisbench.errors import PluginError, choice_error
+
+__all__ = ["ENTRY_POINT_GROUP", "learner_names", "get_learner_class"]
+
+ENTRY_POINT_GROUP = "nevisbench.learners"
+
+
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise PluginError(
+                f"Learner '{ep.name}' is registered twice: by '{found[ep.name].value}' and by "
+                f"'{ep.value}'. Uninstall one of the packages."
+            )
+        found[ep.name] = ep
+    return found
+
+
+def learner_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+def get_learner_class(name: str) -> type:
+    """Load the learner class registered as `name`, checking it honours the learner API."""
+    from nevisbench.learner import Learner, LearnerConfig
+
+    eps = _entry_points()
+    if name not in eps:
+        raise choice_error("learner", name, eps, fix="See `nevisbench list learners`.")
+    try:
+        cls = eps[name].load()
+    except Exception as exc:
+        raise PluginError(f"Learner plugin '{name}' ({eps[name].value}) failed to import: {exc!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Learner)):
+        raise PluginError(
+            f"Learner plugin '{name}' ({eps[name].value}) is not a subclass of nevisbench.Learner"
+        )
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, LearnerConfig)):
+        raise PluginError(
+            f"Learner plugin '{name}': its Config must be a dataclass subclassing nevisbench.LearnerConfig"
+        )
+    return cls

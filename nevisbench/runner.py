@@ -1,0 +1,237 @@
+"""The stream runner: feeds a stream's tasks, in order, to a learner; owns the FLOP meter, the
+results store and the loggers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from nevisbench.backbones import build_backbone
+from nevisbench.callbacks import FlopMeterCallback
+from nevisbench.config import to_yaml
+from nevisbench.data import BatchLoader, TaskData
+from nevisbench.errors import ConfigError, PluginError
+from nevisbench.flops import FlopMeter
+from nevisbench.learner import Learner, LearnerContext, TaskInfo
+from nevisbench.loggers import make_sink
+from nevisbench.registry import get_learner_class
+from nevisbench.report import print_warning, summary_table, task_table
+from nevisbench.results import ResultsStore
+from nevisbench.tasks import get_stream
+
+__all__ = ["run", "resolve_precision", "summarize"]
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
+
+
+def resolve_precision(cfg: DictConfig) -> str:
+    """`trainer.precision=null` means bf16-mixed on CUDA (fp16-mixed without bf16), fp32 on CPU."""
+    if cfg.trainer.precision:
+        return str(cfg.trainer.precision)
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    if wants_gpu and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    """The device this process trains on (batches are built there directly)."""
+    accelerator = cfg.trainer.accelerator
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if accelerator in ("gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA device is available; use cpu or auto")
+    if accelerator == "mps":
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _run_dir(cfg: DictConfig) -> tuple[Path, str]:
+    out_dir = Path(os.path.expanduser(cfg.out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create out_dir '{cfg.out_dir}': {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"out_dir '{cfg.out_dir}' is not writable")
+    base = cfg.run_name or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.choices.learner}"
+    name, suffix = base, 1
+    while (out_dir / name).exists():
+        suffix += 1
+        name = f"{base}-{suffix}"
+    (out_dir / name).mkdir()
+    return out_dir / name, name
+
+
+def _task_info(spec: Any, index: int) -> TaskInfo:
+    return TaskInfo(key=spec.key, name=spec.name, index=index, domain=spec.domain,
+                    num_classes=spec.num_classes, multi_label=spec.multi_label)
+
+
+def _loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> tuple[BatchLoader, BatchLoader]:
+    common = dict(image_size=cfg.data.image_size, device=device, hflip=data.hflip, seed=seed)
+    train = BatchLoader(data.train, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
+                        min_crop_scale=cfg.data.min_crop_scale, **common)
+    test = BatchLoader(data.test, batch_size=cfg.data.eval_batch_size, train=False, **common)
+    return train, test
+
+
+def summarize(cfg: DictConfig, run_name: str, results: list[dict[str, Any]], meter_total: dict[str, float]) -> dict[str, Any]:
+    errors = [r["test_error"] for r in results]
+    by_domain: dict[str, list[float]] = {}
+    for r in results:
+        by_domain.setdefault(r["domain"], []).append(r["test_error"])
+    return {
+        "run_name": run_name,
+        "learner": cfg.choices.learner,
+        "learner_config": OmegaConf.to_container(cfg.learner, resolve=True),
+        "stream": cfg.stream.name,
+        "scenario": cfg.scenario,
+        "seed": cfg.seed,
+        "backbone": cfg.backbone.name,
+        "num_tasks": len(results),
+        "mean_test_error": sum(errors) / len(errors) if errors else None,
+        "mean_test_error_by_domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
+        "total_flops": meter_total["total"],
+        "flops": meter_total,
+        "wall_seconds": sum(r["wall_seconds"] for r in results),
+        "tasks": results,
+    }
+
+
+def _make_learner(cfg: DictConfig, feature_dim: int) -> Learner:
+    cls = get_learner_class(cfg.learner.name)
+    context = LearnerContext(scenario=cfg.scenario, seed=cfg.seed, image_size=cfg.data.image_size,
+                             train=cfg.train, feature_dim=feature_dim)
+    try:
+        return cls(OmegaConf.to_object(cfg.learner), context)
+    except Exception as exc:
+        raise PluginError(f"Learner '{cfg.learner.name}' failed to initialise: {exc!r}") from exc
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> Path:
+    """Run the configured learner over the configured stream; return the run folder."""
+    console = console or Console()
+    _quiet_lightning()
+    stream = get_stream(cfg.stream.name).select(list(cfg.stream.tasks) if cfg.stream.tasks else None)
+    get_learner_class(cfg.learner.name)  # fail on a broken plugin before creating anything
+    run_dir, run_name = _run_dir(cfg)
+    store = ResultsStore(run_dir)
+    store.write_config(to_yaml(cfg))
+    precision = resolve_precision(cfg)
+    console.print(f"[bold]nevisbench[/] run [cyan]{run_name}[/]: learner={cfg.choices.learner} "
+                  f"stream={stream.name} ({len(stream.tasks)} tasks) scenario={cfg.scenario} "
+                  f"backbone={cfg.backbone.name} precision={precision} -> {run_dir}")
+    if cfg.backbone.weights == "none":
+        print_warning(console, f"backbone.weights=none: {cfg.backbone.name} starts from RANDOM initialisation, "
+                               "not pretrained weights (fine for the demo, not the paper's protocol).")
+
+    L.seed_everything(cfg.seed, verbose=False)
+    backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)
+    learner = _make_learner(cfg, feature_dim)
+    try:
+        learner.setup(backbone)
+    except Exception as exc:
+        raise PluginError(f"Learner '{cfg.learner.name}' failed in prepare(): {exc!r}") from exc
+
+    sink = make_sink(cfg, run_dir, run_name, console)
+    meter = FlopMeter()
+    results: list[dict[str, Any]] = []
+    for index, spec in enumerate(stream.tasks):
+        results.append(_run_task(cfg, spec, index, learner, meter, store, sink, precision, run_dir))
+        console.print(task_table(results[-1], len(stream.tasks)))
+
+    summary = summarize(cfg, run_name, results, meter.stream.as_dict())
+    store.write_summary(summary)
+    if sink is not None:
+        sink.finish(summary)
+    console.print(summary_table(summary))
+    console.print(f"Results: {run_dir}")
+    return run_dir
+
+
+def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: FlopMeter,
+              store: ResultsStore, sink: Any, precision: str, run_dir: Path) -> dict[str, Any]:
+    task = _task_info(spec, index)
+    seed = cfg.seed + index
+    L.seed_everything(seed, verbose=False)
+    data = spec.load(root=os.path.expanduser(cfg.data.root), image_size=cfg.data.image_size, seed=seed)
+    data.validate()
+
+    try:
+        module = learner.begin_task(task)
+    except Exception as exc:
+        raise PluginError(f"Learner '{cfg.learner.name}' failed in begin_task({task.key}): {exc!r}") from exc
+    if not isinstance(module, L.LightningModule):
+        raise PluginError(f"Learner '{cfg.learner.name}'.begin_task must return a LightningModule, "
+                          f"got {type(module).__name__}")
+
+    meter.start_task()
+    device = _device(cfg)
+    train_loader, test_loader = _loaders(data, cfg, device, seed)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=precision,
+        max_steps=cfg.train.max_steps,
+        max_epochs=math.ceil(cfg.train.max_steps / len(train_loader)),  # max_steps stops first
+        deterministic=cfg.trainer.deterministic,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=min(cfg.trainer.log_every_n_steps, cfg.train.max_steps),
+        logger=sink.lightning_logger() if sink is not None else False,
+        callbacks=[FlopMeterCallback(meter)],
+        default_root_dir=str(run_dir),
+    )
+    if trainer.strategy.root_device != device:
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices} selects {trainer.strategy.root_device}; "
+                          "nevisbench runs one device per process (use DDP launchers for more)")
+
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_loader)
+    tested = trainer.test(module, dataloaders=test_loader, verbose=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - start
+    learner.end_task(task, module)
+    tally = meter.end_task()
+
+    result = {
+        "task": task.key,
+        "index": index,
+        "domain": task.domain,
+        "num_classes": task.num_classes,
+        "metric": "top1_error",
+        "test_error": float(tested[0]["test/error"]),
+        "steps": int(trainer.global_step),
+        "flops": tally.as_dict(),
+        "cumulative_flops": meter.stream.total,
+        "wall_seconds": wall,
+        "num_train": len(data.train),
+        "num_test": len(data.test),
+        "status": "ok",
+    }
+    store.append(result)
+    if sink is not None:
+        sink.log_task(result)
+    return result
