@@ -1,14 +1,32 @@
 """nevisbench: a compute-aware benchmark harness for continual and transfer learning.
 
 The public API for learner authors: `Learner`, `LearnerConfig`, `LearnerContext`, `TaskInfo`,
-`TaskModule`, and the errors they may raise.
+`TaskModule`, and the errors they may raise. Names load lazily, so `import nevisbench` and config
+validation stay fast (torch and Lightning load when a run starts).
 """
 
-from nevisbench.errors import ConfigError, DataError, NevisbenchError, PluginError
-from nevisbench.learner import Learner, LearnerConfig, LearnerContext, TaskInfo, TaskModule
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "ConfigError", "DataError", "NevisbenchError", "PluginError",
-    "Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "TaskModule", "__version__",
-]
+
+_EXPORTS = {
+    "ConfigError": "nevisbench.errors",
+    "DataError": "nevisbench.errors",
+    "NevisbenchError": "nevisbench.errors",
+    "PluginError": "nevisbench.errors",
+    "Learner": "nevisbench.learner",
+    "LearnerConfig": "nevisbench.learner",
+    "LearnerContext": "nevisbench.learner",
+    "TaskInfo": "nevisbench.learner",
+    "TaskModule": "nevisbench.module",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'nevisbench' has no attribute {name!r}")

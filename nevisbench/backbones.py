@@ -59,7 +59,11 @@ def build_backbone(name: str, weights: str) -> tuple[nn.Module, int]:
     model.fc = nn.Identity()
     state = load_weights(name, weights)
     if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+            raise ConfigError(f"backbone.weights='{weights}' do not fit {name}: {first}") from None
         if missing or unexpected:
             raise ConfigError(
                 f"backbone.weights='{weights}' do not fit {name}: missing {sorted(missing)[:3]}..., "

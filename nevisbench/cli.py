@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             from nevisbench.config import compose
+
+            cfg = compose(args.overrides)  # validated before torch is even imported
             from nevisbench.runner import run
 
-            cfg = compose(args.overrides)
             run(cfg, console=console)
         elif args.command == "list":
             _list(args, console)

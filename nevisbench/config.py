@@ -181,6 +181,15 @@ def _keys_of(node: Any) -> list[str]:
     return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
+_NODE_KINDS = {
+    "IntegerNode": "an integer",
+    "FloatNode": "a number",
+    "BooleanNode": "a boolean (true/false)",
+    "StringNode": "a string",
+    "EnumNode": "one of the allowed names",
+}
+
+
 def _explain(exc: OmegaConfBaseException, key: str, value: str, root: DictConfig) -> ConfigError:
     """Turn an omegaconf exception into one line naming the key, the value and the valid keys."""
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
@@ -198,13 +207,17 @@ def _explain(exc: OmegaConfBaseException, key: str, value: str, root: DictConfig
             node = node[part]
         return ConfigError(f"Config key '{key}' cannot be set to '{value}': {exc.msg}")
     if isinstance(exc, ValidationError):
-        expected = getattr(exc, "ref_type", None)
-        kind = getattr(expected, "__name__", None) or str(expected or "another type")
-        return ConfigError(f"Invalid value for '{key}': '{value}' is not a valid {kind.lower()}")
+        parent, _, leaf = key.rpartition(".")
+        node = (OmegaConf.select(root, parent) if parent else root)._get_node(leaf)
+        kind = _NODE_KINDS.get(type(node).__name__, "value of the right type")
+        return ConfigError(f"Invalid value for '{key}': '{value}' is not {kind}")
     return ConfigError(f"Cannot set '{key}={value}': {exc.msg if hasattr(exc, 'msg') else exc}")
 
 
 def _set(root: DictConfig, key: str, value: str) -> None:
+    if key in ("learner.name", "stream.name"):
+        group = key.partition(".")[0]
+        raise ConfigError(f"Set '{key}' by choosing the option: {group}={value} (see `nevisbench list {group}s`)")
     try:
         parsed = OmegaConf.from_dotlist([f"{key}={value}"])
         root.merge_with(parsed)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny run settings so real runs finish in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# A real run, cut down: two steps per task, 16x16 images, deterministic CPU fp32, no progress bar.
+TINY = [
+    "train.max_steps=2",
+    "data.image_size=16",
+    "data.batch_size=16",
+    "trainer=cpu",
+    "trainer.progress_bar=false",
+]
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes outside its tmp dir or reaches the network through W&B or the torch hub."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real `nevisbench` command in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)

@@ -1,0 +1,70 @@
+"""The real `nevisbench` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY, run_cli
+
+
+def test_run_on_a_reduced_demo_prints_tables_and_writes_the_files(tmp_path):
+    proc = run_cli("run", "learner=finetune", "seed=1", *TINY, "stream.tasks=[textures,shapes]", f"out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Task 1/2: textures (texture)" in proc.stdout and "Task 2/2: shapes (object)" in proc.stdout
+    assert "Summary: finetune on demo (transfer)" in proc.stdout
+    assert "RANDOM initialisation" in proc.stdout  # weights=none is said loudly
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name.endswith("-finetune")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "results.jsonl", "summary.json"]
+    lines = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    required = {"task", "index", "domain", "num_classes", "test_error", "steps", "flops", "wall_seconds"}
+    assert all(required <= set(line) for line in lines)
+    assert all(set(line["flops"]) >= {"train", "eval", "total"} for line in lines)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"learner", "stream", "scenario", "num_tasks", "mean_test_error", "total_flops", "tasks"} <= set(summary)
+    assert summary["tasks"] == lines and summary["seed"] == 1
+    assert "seed: 1" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["learner=nope"], "Unknown learner 'nope'. Valid: finetune"),
+        (["stream=nope"], "Unknown stream 'nope'. Valid: demo"),
+        (["scenario=nope"], "Valid: continual, transfer"),
+        (["foo.bar=1"], "Unknown config key 'foo.bar'"),
+        (["train.max_steps=abc"], "'abc' is not an integer"),
+        (["seed=-1"], "it must be >= 0"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_traceback(args, fragment, tmp_path):
+    proc = run_cli("run", *args, f"out_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_out_dir_that_is_a_file_is_refused_and_kept(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("precious")
+    proc = run_cli("run", f"out_dir={target}")
+    assert proc.returncode == 2 and "is a file, not a directory" in proc.stderr
+    assert target.read_text() == "precious"
+
+
+def test_list_learners_streams_and_tasks_as_json():
+    learners = json.loads(run_cli("list", "learners", "--json").stdout)
+    assert {"name": "finetune", "learner": "finetune"}.items() <= learners[0].items()
+    streams = json.loads(run_cli("list", "streams", "--json").stdout)
+    assert streams[0]["name"] == "demo" and streams[0]["num_tasks"] == 4
+    tasks = json.loads(run_cli("list", "tasks", "--stream", "demo", "--json").stdout)
+    assert [t["key"] for t in tasks] == ["digits", "textures", "faces", "shapes"]
+    assert {t["domain"] for t in tasks} == {"ocr", "texture", "face", "object"}
+
+
+def test_list_tasks_of_unknown_stream_is_a_clear_error():
+    proc = run_cli("list", "tasks", "--stream", "shrot")
+    assert proc.returncode == 2 and "Unknown stream 'shrot'" in proc.stderr and "Traceback" not in proc.stderr

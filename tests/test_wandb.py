@@ -1,0 +1,30 @@
+"""W&B offline: config, per-task metrics with cumulative FLOPs, summary, read back from disk."""
+
+from __future__ import annotations
+
+import json
+
+from wandb_records import read_run
+
+from nevisbench.config import compose
+from nevisbench.runner import run
+
+
+def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
+    cfg = compose([*tiny, "logger=wandb", f"out_dir={tmp_path}", "stream.tasks=[digits,faces]"])
+    run_dir = run(cfg)
+    assert "W&B offline run at" in capsys.readouterr().out
+    logs = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    logged = read_run(logs[0])
+    summary = json.loads((run_dir / "summary.json").read_text())
+
+    rows = [row for row in logged["history"] if "task/test_error" in row]
+    assert [row["task/index"] for row in rows] == [0, 1]
+    assert [row["task/test_error"] for row in rows] == [t["test_error"] for t in summary["tasks"]]
+    assert [row["stream/cumulative_flops"] for row in rows] == [t["cumulative_flops"] for t in summary["tasks"]]
+    assert logged["summary"]["mean_test_error"] == summary["mean_test_error"]
+    assert logged["summary"]["total_flops"] == summary["total_flops"]
+    assert logged["config"]["learner"] == {"name": "finetune"}
+    assert logged["config"]["stream"] == {"name": "demo", "tasks": ["digits", "faces"]}
+    assert any("train/loss" in row for row in logged["history"])  # the Lightning logger shares the run
