@@ -18,7 +18,7 @@ LIST_WHAT = ("learners", "streams", "tasks")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,flops,plot}")
     run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
                          "Overrides: group=option (learner=, stream=, trainer=, logger=) and dotted key=value.")
     run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x")
@@ -26,7 +26,40 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=LIST_WHAT)
     lst.add_argument("--stream", default="demo", help="stream whose tasks to list (default: demo)")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
+    flops = sub.add_parser("flops", help="per-image FLOPs of one training step and one evaluation pass",
+                           description="Per-image FLOPs (algorithmic and executed) of the configured learner.")
+    flops.add_argument("overrides", nargs="*", help="e.g. learner=finetune backbone.name=resnet50 data.image_size=224")
+    flops.add_argument("--num-classes", type=int, default=1000, help="head size (default: 1000)")
+    flops.add_argument("--json", action="store_true", help="machine-readable output")
+    plot = sub.add_parser("plot", help="compute-performance curves of finished runs, one figure")
+    plot.add_argument("runs", nargs="+", help="run folders (with summary.json), e.g. runs/*")
+    plot.add_argument("--out", default="compute_performance.png", help="output file (.png, .pdf, .svg)")
+    plot.add_argument("--x", default="algorithmic", choices=("algorithmic", "executed", "seconds"), help="compute axis")
     return parser
+
+
+def _flops(args: argparse.Namespace, console: Console) -> None:
+    from nevisbench.config import compose
+
+    if args.num_classes < 1:
+        raise NevisbenchError(f"Invalid --num-classes {args.num_classes}: it must be >= 1")
+    cfg = compose(args.overrides)
+    from nevisbench.profile import step_flops
+    from nevisbench.report import format_flops
+
+    report = step_flops(cfg, num_classes=args.num_classes)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"FLOPs per image: {report['learner']} on {report['backbone']} at "
+                        f"{report['image_size']}px, {report['num_classes']} classes", title_justify="left")
+    for column in ("step", "measure", "forward", "backward", "total"):
+        table.add_column(column, justify="right" if column not in ("step", "measure") else "left")
+    for step in ("train_step", "eval_step"):
+        for measure in ("algorithmic", "executed"):
+            row = report[step][measure]
+            table.add_row(step, measure, *(format_flops(row[k]) for k in ("forward", "backward", "total")))
+    console.print(table)
 
 
 def _list(args: argparse.Namespace, console: Console) -> None:
@@ -90,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             run(cfg, console=console)
         elif args.command == "list":
             _list(args, console)
+        elif args.command == "flops":
+            _flops(args, console)
+        elif args.command == "plot":
+            from nevisbench.plot import plot_runs
+
+            out = plot_runs(args.runs, args.out, x=args.x)
+            console.print(f"Wrote {out}")
     except NevisbenchError as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code

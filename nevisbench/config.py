@@ -86,6 +86,16 @@ class LoggerConfig:
 
 
 @dataclass
+class BudgetConfig:
+    flops_per_task: Optional[float] = None  # training FLOPs per task; null: train.max_steps decides
+    measure: str = MISSING  # algorithmic | executed: the compute that budgets and curves count
+    milestones: int = MISSING  # anytime dev evaluations per task, log-spaced in training compute
+    first_milestone: float = MISSING  # the first milestone, as a fraction of the planned compute
+    auc_min_flops: float = MISSING  # the fixed log-compute range of the AUC score
+    auc_max_flops: float = MISSING
+
+
+@dataclass
 class RootConfig:
     learner: Any = MISSING  # typed by the chosen learner's own Config dataclass
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -94,6 +104,7 @@ class RootConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     scenario: str = MISSING
     seed: int = MISSING
     out_dir: str = MISSING
@@ -108,6 +119,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "backbone.name": BACKBONES,
     "logger.mode": ("online", "offline", "disabled"),
+    "budget.measure": ("algorithmic", "executed"),
 }
 # Lower bounds (key -> (minimum, inclusive)).
 _MINIMUMS: dict[str, tuple[float, bool]] = {
@@ -123,6 +135,10 @@ _MINIMUMS: dict[str, tuple[float, bool]] = {
     "data.eval_batch_size": (1, True),
     "data.min_crop_scale": (0, False),
     "trainer.log_every_n_steps": (1, True),
+    "budget.flops_per_task": (0, False),
+    "budget.milestones": (1, True),
+    "budget.first_milestone": (0, False),
+    "budget.auc_min_flops": (0, False),
 }
 
 
@@ -247,6 +263,11 @@ def _check_values(cfg: DictConfig) -> None:
         if value < minimum or (not inclusive and value == minimum):
             bound = f">= {minimum}" if inclusive else f"> {minimum}"
             raise ConfigError(f"Invalid value for '{key}': {value}; it must be {bound}")
+    if cfg.budget.first_milestone > 1:
+        raise ConfigError(f"Invalid value for 'budget.first_milestone': {cfg.budget.first_milestone}; it must be in (0, 1]")
+    if cfg.budget.auc_max_flops <= cfg.budget.auc_min_flops:
+        raise ConfigError(f"Invalid AUC range: budget.auc_max_flops={cfg.budget.auc_max_flops:g} must exceed "
+                          f"budget.auc_min_flops={cfg.budget.auc_min_flops:g}")
     precision = cfg.trainer.precision
     if precision is not None and str(precision) not in PRECISIONS:
         raise choice_error("value for 'trainer.precision':", precision, PRECISIONS + ("null (auto)",))

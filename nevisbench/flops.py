@@ -1,22 +1,38 @@
-"""FLOP arithmetic: counting one step with torch's dispatch-level counter, and the meter that
-accumulates counted steps per task and per stream.
+"""FLOP arithmetic: counting one step with torch's dispatch-level counter, sparsity-aware
+(algorithmic) accounting from weight masks, and the meter that accumulates steps per task and per
+stream.
 
 Counting is done once per (mode, per-sample input shape) and cached; later steps with the same key
 are charged from the cache (FLOPs of convolutions and matmuls are linear in the batch size), so the
 ~5% dispatch overhead of counting is paid on one step, not every step.
+
+Two FLOP measures are kept:
+- `executed`: what the hardware ran (every matmul/conv, 2 FLOPs per multiply-add).
+- `algorithmic`: executed, with each masked layer charged its kept fraction. A layer declares its
+  sparsity by carrying a `<param>_mask` buffer (the `torch.nn.utils.prune` convention); a layer with
+  kernel density d costs d x its dense FLOPs in forward, grad-input and grad-weight alike. The mask
+  is checked against the weight the layer really uses, so a mask cannot lower the count without
+  zeroing the weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-__all__ = ["StepFlops", "FlopTally", "FlopMeter", "counting_mode", "conv_backward_flop"]
+from nevisbench.errors import PluginError
+
+__all__ = [
+    "StepFlops", "FlopTally", "FlopMeter", "StepCounter", "counting_mode", "conv_backward_flop",
+    "mask_densities", "KINDS",
+]
 
 aten = torch.ops.aten
+KINDS = ("train", "eval", "search")
 
 
 def conv_backward_flop(
@@ -39,49 +55,167 @@ def counting_mode() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping={aten.convolution_backward: conv_backward_flop})
 
 
+def mask_densities(root: nn.Module) -> dict[str, float]:
+    """Kept fraction of every masked module, by its name in `root` ('' for root itself).
+
+    Raises PluginError when a mask claims zeros the layer's weight does not have.
+    """
+    densities: dict[str, float] = {}
+    for name, module in root.named_modules():
+        kept, total = 0.0, 0
+        for buffer_name, mask in module.named_buffers(recurse=False):
+            if not buffer_name.endswith("_mask"):
+                continue
+            param_name = buffer_name.removesuffix("_mask")
+            weight = getattr(module, param_name, None)
+            if not isinstance(weight, torch.Tensor) or weight.shape != mask.shape:
+                raise PluginError(f"Module '{name}' has a mask '{buffer_name}' that matches no parameter '{param_name}'")
+            if bool((weight.detach()[mask == 0] != 0).any()):
+                raise PluginError(f"Module '{name}' declares '{buffer_name}' but its {param_name} is non-zero "
+                                  "where the mask is zero: the mask must really be applied")
+            if param_name == "weight":  # FLOPs scale with the kept weights; biases are negligible
+                kept, total = float(mask.count_nonzero()), mask.numel()
+        if total:
+            densities[name] = kept / total
+    return densities
+
+
+def _counter_names(root: nn.Module, name: str) -> list[str]:
+    """The names FlopCounterMode may give module `name`: it prefixes the class name of whichever
+    ancestor the step called first (root.forward, or e.g. root.backbone directly)."""
+    parts = name.split(".") if name else []
+    names, ancestor = [], root
+    for i in range(len(parts) + 1):
+        rest = ".".join(parts[i:])
+        names.append(type(ancestor).__name__ + (f".{rest}" if rest else ""))
+        if i < len(parts):
+            ancestor = getattr(ancestor, parts[i])
+    return names
+
+
+def _per_module(mode: FlopCounterMode) -> dict[str, int]:
+    return {name: sum(ops.values()) for name, ops in mode.get_flop_counts().items()}
+
+
 @dataclass(frozen=True)
 class StepFlops:
-    """FLOPs of one step for ONE sample."""
+    """FLOPs of one step, per sample: executed and algorithmic, forward and backward."""
 
     forward: float
     backward: float = 0.0
+    algorithmic_forward: float | None = None
+    algorithmic_backward: float | None = None
 
     @property
-    def total(self) -> float:
-        return self.forward + self.backward
+    def algo_forward(self) -> float:
+        return self.forward if self.algorithmic_forward is None else self.algorithmic_forward
 
-    def __mul__(self, n: float) -> StepFlops:
-        return StepFlops(self.forward * n, self.backward * n)
+    @property
+    def algo_backward(self) -> float:
+        return self.backward if self.algorithmic_backward is None else self.algorithmic_backward
+
+    def scaled(self, factor: float) -> StepFlops:
+        return StepFlops(self.forward * factor, self.backward * factor, self.algo_forward * factor, self.algo_backward * factor)
+
+
+class StepCounter:
+    """Counts one step of `root`: `with StepCounter(root) as c: fwd...; c.mark_forward(); bwd...`,
+    then `c.result(batch_size)` gives per-sample StepFlops."""
+
+    def __init__(self, root: nn.Module) -> None:
+        self.root = root
+        self.mode = counting_mode()
+        self._forward_total: int | None = None
+        self._forward_modules: dict[str, int] = {}
+
+    def __enter__(self) -> StepCounter:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(*exc)
+
+    def mark_forward(self) -> None:
+        self._forward_total = self.mode.get_total_flops()
+        self._forward_modules = _per_module(self.mode)
+
+    def result(self, batch_size: int) -> StepFlops:
+        total = self.mode.get_total_flops()
+        forward = total if self._forward_total is None else self._forward_total
+        modules_total = _per_module(self.mode)
+        modules_forward = modules_total if self._forward_total is None else self._forward_modules
+        saved_forward = saved_backward = 0.0
+        for name, density in mask_densities(self.root).items():
+            label = next((n for n in _counter_names(self.root, name) if n in modules_total), None)
+            if label is None:
+                continue  # the masked layer did not run in this step
+            fwd = modules_forward.get(label, 0)
+            saved_forward += fwd * (1 - density)
+            saved_backward += (modules_total[label] - fwd) * (1 - density)
+        step = StepFlops(forward, total - forward, forward - saved_forward, total - forward - saved_backward)
+        return step.scaled(1.0 / batch_size)
 
 
 @dataclass
 class FlopTally:
-    """Accumulated FLOPs by kind."""
+    """Accumulated compute by kind: algorithmic FLOPs (the default measure), executed FLOPs, seconds."""
 
     train_forward: float = 0.0
     train_backward: float = 0.0
     eval: float = 0.0
+    search: float = 0.0
+    executed_train_forward: float = 0.0
+    executed_train_backward: float = 0.0
+    executed_eval: float = 0.0
+    executed_search: float = 0.0
+    seconds_train: float = 0.0
+    seconds_eval: float = 0.0
+    seconds_search: float = 0.0
 
     @property
     def train(self) -> float:
         return self.train_forward + self.train_backward
 
     @property
+    def executed_train(self) -> float:
+        return self.executed_train_forward + self.executed_train_backward
+
+    @property
     def total(self) -> float:
-        return self.train + self.eval
+        return self.train + self.eval + self.search
+
+    def measure(self, measure: str, kind: str = "total") -> float:
+        """`measure` in algorithmic | executed | seconds; `kind` in train | eval | search | total."""
+        prefix = {"algorithmic": "", "executed": "executed_", "seconds": "seconds_"}[measure]
+        if kind == "total":
+            return sum(self.measure(measure, k) for k in KINDS)
+        if kind == "train" and measure != "seconds":
+            return getattr(self, f"{prefix}train_forward") + getattr(self, f"{prefix}train_backward")
+        return getattr(self, f"{prefix}{kind}")
 
     def as_dict(self) -> dict[str, float]:
-        return {"train": self.train, "eval": self.eval, "total": self.total, **asdict(self)}
+        """The `flops` object of a results line (algorithmic), with executed FLOPs and seconds."""
+        return {
+            "train": self.train, "eval": self.eval, "search": self.search, "total": self.total,
+            "train_forward": self.train_forward, "train_backward": self.train_backward,
+            "executed": {k: self.measure("executed", k) for k in (*KINDS, "total")}
+            | {"train_forward": self.executed_train_forward, "train_backward": self.executed_train_backward},
+            "seconds": {k: self.measure("seconds", k) for k in (*KINDS, "total")},
+        }
 
     def add(self, other: FlopTally) -> None:
-        self.train_forward += other.train_forward
-        self.train_backward += other.train_backward
-        self.eval += other.eval
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def copy(self) -> FlopTally:
+        out = FlopTally()
+        out.add(self)
+        return out
 
 
 @dataclass
 class FlopMeter:
-    """Per-task and cumulative FLOPs. Plain Python; `FlopMeterCallback` adapts it to Lightning."""
+    """Per-task and cumulative compute. Plain Python; Lightning callbacks adapt it."""
 
     task: FlopTally = field(default_factory=FlopTally)
     stream: FlopTally = field(default_factory=FlopTally)
@@ -99,22 +233,28 @@ class FlopMeter:
     def cached(self, key: Hashable) -> StepFlops | None:
         return self._per_sample.get(key)
 
-    def store(self, key: Hashable, counted: StepFlops, batch_size: int) -> StepFlops:
-        per_sample = counted * (1.0 / batch_size)
+    def store(self, key: Hashable, per_sample: StepFlops) -> StepFlops:
         self._per_sample[key] = per_sample
         return per_sample
 
     def charge_train(self, per_sample: StepFlops, batch_size: int) -> None:
-        self.task.train_forward += per_sample.forward * batch_size
-        self.task.train_backward += per_sample.backward * batch_size
+        t = self.task
+        t.train_forward += per_sample.algo_forward * batch_size
+        t.train_backward += per_sample.algo_backward * batch_size
+        t.executed_train_forward += per_sample.forward * batch_size
+        t.executed_train_backward += per_sample.backward * batch_size
 
-    def charge_eval(self, per_sample: StepFlops, batch_size: int) -> None:
-        self.task.eval += per_sample.total * batch_size
+    def charge_eval(self, per_sample: StepFlops, batch_size: int, *, kind: str = "eval") -> None:
+        setattr(self.task, kind, getattr(self.task, kind) + (per_sample.algo_forward + per_sample.algo_backward) * batch_size)
+        executed = f"executed_{kind}"
+        setattr(self.task, executed, getattr(self.task, executed) + per_sample.forward * batch_size + per_sample.backward * batch_size)
+
+    def charge_seconds(self, kind: str, seconds: float) -> None:
+        setattr(self.task, f"seconds_{kind}", getattr(self.task, f"seconds_{kind}") + seconds)
 
     @property
     def cumulative(self) -> FlopTally:
         """Stream total including the task in progress."""
-        total = FlopTally()
-        total.add(self.stream)
+        total = self.stream.copy()
         total.add(self.task)
         return total

@@ -33,13 +33,17 @@ class WandbSink:
             mode=mode,
             reinit="create_new",
         )
+        # FLOPs, not steps, are the x-axis of every nevisbench metric
         self.run.define_metric("stream/cumulative_flops")
         self.run.define_metric("task/*", step_metric="stream/cumulative_flops")
+        self.run.define_metric("task_error/*", step_metric="stream/cumulative_flops")
+        self.run.define_metric("anytime/cumulative_train_flops")
+        self.run.define_metric("anytime/*", step_metric="anytime/cumulative_train_flops")
+        self._train_flops_before = 0.0
         if mode == "offline":
-            console.print(
-                f"W&B offline run at [bold]{self.run.dir.removesuffix('/files')}[/]; "
-                f"upload it later with `wandb sync {self.run.dir.removesuffix('/files')}`"
-            )
+            where = self.run.settings.sync_dir
+            console.print(f"W&B offline run at {where}; upload it later with `wandb sync {where}`",
+                          soft_wrap=True, highlight=False)
 
     def lightning_logger(self) -> Any:
         from lightning.pytorch.loggers import WandbLogger
@@ -65,12 +69,38 @@ class WandbSink:
             "task/wall_seconds": result["wall_seconds"],
             f"task_error/{result['task']}": result["test_error"],
         }
-        self._guard("logging", lambda: self.run.log(metrics))
+        rows = [{
+            "anytime/cumulative_train_flops": self._train_flops_before + record["train_flops"],
+            "anytime/dev_error": record["dev_error"],
+            "anytime/task_index": result["index"],
+            "anytime/fraction": record["fraction"],
+        } for record in result.get("anytime", [])]
+        self._train_flops_before += result["flops"]["train"]
+
+        def _log() -> None:
+            for row in rows:
+                self.run.log(row)
+            self.run.log(metrics)
+
+        self._guard("logging", _log)
 
     def finish(self, summary: dict[str, Any]) -> None:
         def _finish() -> None:
-            for key in ("mean_test_error", "total_flops", "num_tasks"):
-                self.run.summary[key] = summary[key]
+            import wandb
+
+            for key in ("mean_test_error", "total_flops", "num_tasks", "auc", "final_mean_error"):
+                self.run.summary[key] = summary.get(key)
+            for name, group in (summary.get("sub_streams") or {}).items():
+                self.run.summary[f"{name}/auc"] = group["auc"]
+                self.run.summary[f"{name}/final_mean_error"] = group["final_mean_error"]
+            curve = summary.get("curve") or []
+            if curve:
+                columns = ["flops", "mean_error", "flops_executed", "seconds"]
+                table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])
+                self.run.log({
+                    "curve_points": table,
+                    "compute_performance": wandb.plot.line(table, "flops", "mean_error", title="compute-performance curve"),
+                })
             self.run.finish()
 
         self._guard("finishing", _finish)

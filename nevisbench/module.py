@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from nevisbench.learner import TaskInfo
 
@@ -15,10 +14,12 @@ __all__ = ["TaskModule"]
 
 
 class TaskModule(L.LightningModule):
-    """Backbone + linear head, trained with cross-entropy; reports accuracy on dev and test.
+    """Backbone + linear head, trained with cross-entropy.
 
-    Learners return this (or a subclass) from `begin_task`. `self.backbone(x)` must return pooled
-    features of shape (batch, feature_dim).
+    Learners return this (or a subclass) from `begin_task`. `forward(x)` must return class logits:
+    the harness evaluates dev and test itself through it. `self.backbone(x)` returns pooled
+    features of shape (batch, feature_dim). The LR schedule spans `trainer.max_steps`, which a FLOP
+    budget may set after the first step; the schedule reads it at every step.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, *, task: TaskInfo, train: Any) -> None:
@@ -28,8 +29,6 @@ class TaskModule(L.LightningModule):
         self.task = task
         self.train_cfg = train
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
-        self.dev_accuracy = MulticlassAccuracy(num_classes=task.num_classes, average="micro")
-        self.test_accuracy = MulticlassAccuracy(num_classes=task.num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -39,22 +38,6 @@ class TaskModule(L.LightningModule):
         loss = self.loss_fn(self(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.dev_accuracy.update(self(x), y)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("dev/error", 1.0 - self.dev_accuracy.compute())
-        self.dev_accuracy.reset()
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.test_accuracy.update(self(x), y)
-
-    def on_test_epoch_end(self) -> None:
-        self.log("test/error", 1.0 - self.test_accuracy.compute())
-        self.test_accuracy.reset()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -66,10 +49,9 @@ class TaskModule(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = max(1, int(self.trainer.max_steps))
-        warmup = min(int(cfg.warmup_steps), total - 1)
-
         def factor(step: int) -> float:
+            total = max(1, int(self.trainer.max_steps))
+            warmup = min(int(cfg.warmup_steps), total - 1)
             if step < warmup:
                 return (step + 1) / (warmup + 1)
             if cfg.schedule == "constant":

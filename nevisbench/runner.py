@@ -18,16 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from nevisbench.backbones import build_backbone
-from nevisbench.callbacks import FlopMeterCallback
+from nevisbench.callbacks import FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions
 from nevisbench.config import to_yaml
 from nevisbench.data import BatchLoader, TaskData
 from nevisbench.errors import ConfigError, PluginError
+from nevisbench.evaluation import evaluate
 from nevisbench.flops import FlopMeter
 from nevisbench.learner import Learner, LearnerContext, TaskInfo
 from nevisbench.loggers import make_sink
 from nevisbench.registry import get_learner_class
 from nevisbench.report import print_warning, summary_table, task_table
 from nevisbench.results import ResultsStore
+from nevisbench.scores import stream_scores
 from nevisbench.tasks import get_stream
 
 __all__ = ["run", "resolve_precision", "summarize"]
@@ -39,6 +41,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
 def resolve_precision(cfg: DictConfig) -> str:
@@ -85,16 +88,18 @@ def _task_info(spec: Any, index: int) -> TaskInfo:
                     num_classes=spec.num_classes, multi_label=spec.multi_label)
 
 
-def _loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> tuple[BatchLoader, BatchLoader]:
+def _loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> tuple[BatchLoader, BatchLoader, BatchLoader]:
     common = dict(image_size=cfg.data.image_size, device=device, hflip=data.hflip, seed=seed)
     train = BatchLoader(data.train, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
                         min_crop_scale=cfg.data.min_crop_scale, **common)
+    dev = BatchLoader(data.dev, batch_size=cfg.data.eval_batch_size, train=False, **common)
     test = BatchLoader(data.test, batch_size=cfg.data.eval_batch_size, train=False, **common)
-    return train, test
+    return train, dev, test
 
 
-def summarize(cfg: DictConfig, run_name: str, results: list[dict[str, Any]], meter_total: dict[str, float]) -> dict[str, Any]:
+def summarize(cfg: DictConfig, run_name: str, results: list[dict[str, Any]], meter_total: dict[str, Any]) -> dict[str, Any]:
     errors = [r["test_error"] for r in results]
+    scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops)
     by_domain: dict[str, list[float]] = {}
     for r in results:
         by_domain.setdefault(r["domain"], []).append(r["test_error"])
@@ -112,6 +117,8 @@ def summarize(cfg: DictConfig, run_name: str, results: list[dict[str, Any]], met
         "total_flops": meter_total["total"],
         "flops": meter_total,
         "wall_seconds": sum(r["wall_seconds"] for r in results),
+        "budget": OmegaConf.to_container(cfg.budget, resolve=True),
+        **scores,
         "tasks": results,
     }
 
@@ -185,13 +192,24 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
 
     meter.start_task()
     device = _device(cfg)
-    train_loader, test_loader = _loaders(data, cfg, device, seed)
+    train_loader, dev_loader, test_loader = _loaders(data, cfg, device, seed)
+    budget = cfg.budget
+    plan = TaskPlan(measure=budget.measure, max_steps=cfg.train.max_steps, budget=budget.flops_per_task,
+                    fractions=milestone_fractions(budget.milestones, budget.first_milestone))
+    holder: dict[str, L.Trainer] = {}
+
+    def evaluate_on(loader: BatchLoader) -> float:
+        return evaluate(module, loader, meter, num_classes=task.num_classes,
+                        forward_context=holder["trainer"].precision_plugin.forward_context)
+
+    steps_per_epoch = len(train_loader)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         precision=precision,
-        max_steps=cfg.train.max_steps,
-        max_epochs=math.ceil(cfg.train.max_steps / len(train_loader)),  # max_steps stops first
+        # with a budget the step count is decided after the first counted step
+        max_steps=-1 if plan.budget is not None else cfg.train.max_steps,
+        max_epochs=-1 if plan.budget is not None else math.ceil(cfg.train.max_steps / steps_per_epoch),
         deterministic=cfg.trainer.deterministic,
         enable_progress_bar=cfg.trainer.progress_bar,
         enable_model_summary=False,
@@ -200,18 +218,20 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         limit_val_batches=0,
         log_every_n_steps=min(cfg.trainer.log_every_n_steps, cfg.train.max_steps),
         logger=sink.lightning_logger() if sink is not None else False,
-        callbacks=[FlopMeterCallback(meter)],
+        callbacks=[FlopMeterCallback(meter), ScheduleCallback(meter, plan, lambda: evaluate_on(dev_loader), steps_per_epoch=steps_per_epoch)],
         default_root_dir=str(run_dir),
     )
+    holder["trainer"] = trainer
     if trainer.strategy.root_device != device:
         raise ConfigError(f"trainer.devices={cfg.trainer.devices} selects {trainer.strategy.root_device}; "
                           "nevisbench runs one device per process (use DDP launchers for more)")
 
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader)
-    tested = trainer.test(module, dataloaders=test_loader, verbose=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    meter.charge_seconds("train", time.perf_counter() - start - meter.task.seconds_eval)
+    test_error = evaluate_on(test_loader)
     wall = time.perf_counter() - start
     learner.end_task(task, module)
     tally = meter.end_task()
@@ -222,15 +242,20 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         "domain": task.domain,
         "num_classes": task.num_classes,
         "metric": "top1_error",
-        "test_error": float(tested[0]["test/error"]),
+        "test_error": test_error,
+        "dev_error": plan.records[-1]["dev_error"] if plan.records else None,
         "steps": int(trainer.global_step),
         "flops": tally.as_dict(),
         "cumulative_flops": meter.stream.total,
+        "anytime": plan.records,
         "wall_seconds": wall,
         "num_train": len(data.train),
         "num_test": len(data.test),
         "status": "ok",
     }
+    if plan.budget is not None:
+        spent = tally.measure(plan.measure, "train")
+        result["budget"] = {"flops_per_task": plan.budget, "measure": plan.measure, "spent": spent, "ratio": spent / plan.budget}
     store.append(result)
     if sink is not None:
         sink.log_task(result)

@@ -68,3 +68,26 @@ def test_list_learners_streams_and_tasks_as_json():
 def test_list_tasks_of_unknown_stream_is_a_clear_error():
     proc = run_cli("list", "tasks", "--stream", "shrot")
     assert proc.returncode == 2 and "Unknown stream 'shrot'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_flops_json_reports_train_and_eval_steps_per_image():
+    proc = run_cli("flops", "backbone.name=resnet18", "data.image_size=32", "--num-classes", "10", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["num_classes"] == 10 and report["image_size"] == 32 and report["backbone"] == "resnet18"
+    for step in ("train_step", "eval_step"):
+        for measure in ("algorithmic", "executed"):
+            row = report[step][measure]
+            assert row["total"] == row["forward"] + row["backward"] > 0
+    assert report["train_step"]["algorithmic"] == report["train_step"]["executed"]  # dense finetune
+    assert report["eval_step"]["executed"]["backward"] == 0
+    assert report["train_step"]["executed"]["forward"] == report["eval_step"]["executed"]["forward"]
+
+
+def test_flops_of_resnet50_at_224_match_the_reference_figure():
+    from nevisbench.config import compose
+    from nevisbench.profile import step_flops
+
+    report = step_flops(compose(["backbone.name=resnet50", "data.image_size=224"]), num_classes=1000)
+    assert report["train_step"]["algorithmic"]["total"] == pytest.approx(24.30e9, rel=0.005)
+    assert report["train_step"]["algorithmic"]["forward"] == pytest.approx(8.18e9, rel=0.005)

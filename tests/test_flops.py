@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nevisbench.callbacks import FlopMeterCallback
 from nevisbench.data import BatchLoader, Split
-from nevisbench.flops import FlopMeter, FlopTally, StepFlops, counting_mode
+from nevisbench.flops import FlopMeter, StepFlops, counting_mode
 from nevisbench.learner import TaskInfo
 from nevisbench.module import TaskModule
 
@@ -69,16 +69,18 @@ def test_frozen_layers_cost_no_backward():
 def test_meter_accumulates_per_task_and_per_stream():
     meter = FlopMeter()
     meter.start_task()
-    step = meter.store("k", StepFlops(forward=40, backward=80), batch_size=4)
-    assert step == StepFlops(10, 20)
+    step = meter.store("k", StepFlops(forward=40, backward=80, algorithmic_forward=20, algorithmic_backward=40).scaled(1 / 4))
+    assert meter.cached("k") == StepFlops(10, 20, 5, 10)
     meter.charge_train(step, 4)
     meter.charge_train(step, 2)
     meter.charge_eval(StepFlops(5), 3)
-    assert meter.task == FlopTally(train_forward=60, train_backward=120, eval=15)
+    assert (meter.task.train_forward, meter.task.train_backward, meter.task.eval) == (30, 60, 15)
+    assert (meter.task.executed_train_forward, meter.task.executed_train_backward, meter.task.executed_eval) == (60, 120, 15)
     meter.end_task()
     meter.start_task()
     meter.charge_eval(StepFlops(1), 1)
-    assert meter.cumulative.total == 196 and meter.stream.total == 195
+    assert meter.cumulative.total == 106 and meter.stream.total == 105
+    assert meter.cumulative.measure("executed") == 196
 
 
 def _fit_one_step(module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) -> FlopMeter:
@@ -113,3 +115,74 @@ def test_resnet50_training_step_counts_24_30_gflop_per_224px_image():
     with FlopCounterMode(display=False) as stock:
         nn.functional.cross_entropy(probe(xf), y).backward()
     assert meter.task.train == pytest.approx(stock.get_total_flops(), rel=1e-6)
+
+
+# -- algorithmic (sparsity-aware) accounting ------------------------------------------------------
+import torch.nn.utils.prune as prune  # noqa: E402
+
+from nevisbench.errors import PluginError  # noqa: E402
+from nevisbench.flops import StepCounter, mask_densities  # noqa: E402
+
+
+class _TwoConvs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(x)).mean()
+
+
+def _step(model: nn.Module, x: torch.Tensor):
+    with StepCounter(model) as counter:
+        loss = model(x)
+        counter.mark_forward()
+        loss.backward()
+    return counter.result(int(x.shape[0]))
+
+
+def test_masked_layer_costs_its_kept_fraction_in_forward_and_backward():
+    model = _TwoConvs()
+    x = torch.randn(2, 3, 6, 6)
+    dense = _step(model, x)
+    # keep exactly 1/4 of body.0's 3x3 kernels: 16 x 8 kernels, mask 32 of 128 kernels on
+    mask = torch.zeros(16, 8, 3, 3)
+    mask.view(-1, 9)[::4] = 1
+    prune.custom_from_mask(model.body[0], "weight", mask)
+    assert mask_densities(model) == {"body.0": 0.25}
+    sparse = _step(model, x)
+    stem_fwd = 2 * 36 * 8 * 3 * 9  # per image: 2 * HW * Cout * Cin * K
+    body_fwd = 2 * 36 * 16 * 8 * 9
+    assert dense.forward == stem_fwd + body_fwd
+    assert sparse.forward == dense.forward  # executed: the masked conv still runs densely
+    assert sparse.algo_forward == stem_fwd + 0.25 * body_fwd
+    # backward: stem needs grad-weight only (input needs no grad); body needs grad-input + grad-weight
+    assert sparse.backward == stem_fwd + 2 * body_fwd
+    assert sparse.algo_backward == stem_fwd + 0.25 * 2 * body_fwd
+
+
+def test_masks_are_found_under_the_lightning_module_root_during_training():
+    import torchvision
+
+    backbone = torchvision.models.resnet18()
+    backbone.fc = nn.Identity()
+    from nevisbench.config import compose
+
+    module = TaskModule(backbone, nn.Linear(512, 10), task=TaskInfo("t", "t", 0, "object", 10), train=compose([]).train)
+    dense = _fit_one_step(module, torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1]))
+    conv = module.backbone.layer3[0].conv2
+    prune.random_unstructured(conv, "weight", amount=0.5)
+    sparse = _fit_one_step(module, torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1]))
+    # layer3.0.conv2: 256->256 3x3 at 2x2 output, per image forward; backward = 2x forward
+    conv_fwd = 2 * 4 * 256 * 256 * 9
+    saved = 0.5 * 3 * conv_fwd * 2  # both images, forward + backward, half the weights masked
+    assert sparse.task.executed_train == dense.task.executed_train
+    assert dense.task.train - sparse.task.train == pytest.approx(saved, rel=1e-3)
+
+
+def test_a_mask_that_is_not_applied_is_refused():
+    model = _TwoConvs()
+    model.body[0].register_buffer("weight_mask", torch.zeros_like(model.body[0].weight))
+    with pytest.raises(PluginError, match="non-zero where the mask is zero"):
+        mask_densities(model)

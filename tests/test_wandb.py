@@ -28,3 +28,12 @@ def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     assert logged["config"]["learner"] == {"name": "finetune"}
     assert logged["config"]["stream"] == {"name": "demo", "tasks": ["digits", "faces"]}
     assert any("train/loss" in row for row in logged["history"])  # the Lightning logger shares the run
+    # anytime milestones against cumulative training FLOPs, the curve table and chart, the scores
+    anytime = [row for row in logged["history"] if "anytime/dev_error" in row]
+    assert len(anytime) == 2 * summary["budget"]["milestones"]
+    xs = [row["anytime/cumulative_train_flops"] for row in anytime]
+    assert xs == sorted(xs) and xs[-1] == summary["flops"]["train"]
+    (points,) = [row for row in logged["history"] if "curve_points/nrows" in row]
+    assert points["curve_points/nrows"] == len(summary["curve"]) and points["curve_points/ncols"] == 4
+    assert any(key.startswith("compute_performance") for row in logged["history"] for key in row)  # line chart
+    assert logged["summary"]["auc"] == summary["auc"]

@@ -1,0 +1,78 @@
+"""Overhead of the FLOP meter: a 200-step CPU training run with the meter vs without it.
+
+Both runs use the same Lightning Trainer, module, data and seed; only FlopMeterCallback differs.
+Repetitions are interleaved (with, without, with, ...) so drift in machine speed hits both alike;
+the ratio printed last is the median of per-pair ratios (goal: below 1.01).
+
+    python benchmarks/flop_meter_overhead.py            # ResNet18, 32x32, batch 32, 200 steps, 3 pairs
+    python benchmarks/flop_meter_overhead.py --tiny     # seconds; used by the tests so it cannot rot
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+import warnings
+
+import lightning as L
+import torch
+import torchvision
+from torch import nn
+
+from nevisbench.callbacks import FlopMeterCallback
+from nevisbench.config import compose
+from nevisbench.data import BatchLoader, Split
+from nevisbench.flops import FlopMeter
+from nevisbench.learner import TaskInfo
+from nevisbench.module import TaskModule
+
+
+def _fit(*, with_meter: bool, steps: int, model: str, image_size: int, batch_size: int) -> tuple[float, FlopMeter]:
+    L.seed_everything(0, verbose=False)
+    backbone = torchvision.models.get_model(model)
+    width = backbone.fc.in_features
+    backbone.fc = nn.Identity()
+    module = TaskModule(backbone, nn.Linear(width, 10), task=TaskInfo("bench", "bench", 0, "object", 10), train=compose([]).train)
+    n = batch_size * 4
+    data = Split(torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8), torch.arange(n) % 10)
+    loader = BatchLoader(data, batch_size=batch_size, image_size=image_size, train=True, augment=False)
+    meter = FlopMeter()
+    meter.start_task()
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=steps, max_epochs=-1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[FlopMeterCallback(meter)] if with_meter else [])
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader)
+    return time.perf_counter() - start, meter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tiny", action="store_true", help="3 steps, 1 pair, 16px: a smoke test")
+    args = parser.parse_args()
+    if args.tiny:
+        args.steps, args.pairs, args.image_size, args.batch_size = 3, 1, 16, 4
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    settings = dict(steps=args.steps, model=args.model, image_size=args.image_size, batch_size=args.batch_size)
+    _fit(with_meter=True, **{**settings, "steps": 2})  # warm-up (allocator, kernels)
+    ratios = []
+    for pair in range(args.pairs):
+        with_meter, meter = _fit(with_meter=True, **settings)
+        without, _ = _fit(with_meter=False, **settings)
+        ratios.append(with_meter / without)
+        print(f"pair {pair + 1}: with meter {with_meter:.2f} s, without {without:.2f} s, ratio {ratios[-1]:.4f}", flush=True)
+    print(f"device: cpu ({torch.get_num_threads()} threads), torch {torch.__version__}, {args.model} "
+          f"{args.image_size}px batch {args.batch_size}, {args.steps} steps; counted {meter.task.train:.4g} training FLOPs")
+    print(f"flop meter overhead ratio (median, with/without): {statistics.median(ratios):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Evaluation owned by the harness: the learner's module only supplies `forward(x) -> logits`, so
+no learner can change how it is scored. Every evaluated batch is charged to the FLOP meter."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from nevisbench.flops import FlopMeter, StepCounter
+
+__all__ = ["evaluate"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    module: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    meter: FlopMeter,
+    *,
+    num_classes: int,
+    forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    kind: str = "eval",
+) -> float:
+    """Top-1 error of `module` on `loader`, charged to `meter` as `kind` compute (FLOPs and seconds).
+
+    Train/eval flags of every submodule are restored afterwards, so this may run mid-training.
+    """
+    flags = {m: m.training for m in module.modules()}
+    device = next(module.parameters()).device
+    metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
+    _sync(device)
+    start = time.perf_counter()
+    module.eval()
+    try:
+        with torch.no_grad(), forward_context():
+            for x, y in loader:
+                key = ("eval", tuple(x.shape[1:]), x.dtype)
+                per_sample = meter.cached(key)
+                if per_sample is None:
+                    with StepCounter(module) as counter:
+                        logits = module(x)
+                    per_sample = meter.store(key, counter.result(int(x.shape[0])))
+                else:
+                    logits = module(x)
+                meter.charge_eval(per_sample, int(x.shape[0]), kind=kind)
+                metric.update(logits.float(), y)
+        error = 1.0 - float(metric.compute())
+    finally:
+        for m, training in flags.items():
+            m.train(training)
+    _sync(device)
+    meter.charge_seconds(kind, time.perf_counter() - start)
+    return error

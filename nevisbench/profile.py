@@ -1,0 +1,67 @@
+"""Per-image FLOPs of one training step and one evaluation pass of the configured learner
+(`nevisbench flops`), measured by running them for real under the FLOP meter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from nevisbench.backbones import build_backbone
+from nevisbench.callbacks import FlopMeterCallback
+from nevisbench.data import BatchLoader, Split
+from nevisbench.evaluation import evaluate
+from nevisbench.flops import FlopMeter, StepFlops
+from nevisbench.learner import TaskInfo
+
+__all__ = ["step_flops"]
+
+
+def _table(step: StepFlops) -> dict[str, dict[str, float]]:
+    return {
+        "algorithmic": {"forward": step.algo_forward, "backward": step.algo_backward, "total": step.algo_forward + step.algo_backward},
+        "executed": {"forward": step.forward, "backward": step.backward, "total": step.forward + step.backward},
+    }
+
+
+def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2) -> dict[str, Any]:
+    """{'train_step': {...}, 'eval_step': {...}} per image, for `cfg`'s learner and backbone."""
+    from nevisbench.runner import _make_learner, _quiet_lightning
+
+    _quiet_lightning()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
+    L.seed_everything(cfg.seed, verbose=False)
+    backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)
+    learner = _make_learner(cfg, feature_dim)
+    learner.setup(backbone)
+    task = TaskInfo(key="probe", name="probe", index=0, domain="object", num_classes=num_classes)
+    module = learner.begin_task(task)
+    size = cfg.data.image_size
+    generator = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=generator),
+                  torch.arange(batch_size) % num_classes)
+    loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=True, augment=False)
+    meter = FlopMeter()
+    meter.start_task()
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[FlopMeterCallback(meter)])
+    trainer.fit(module, train_dataloaders=loader)
+    eval_loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=False)
+    evaluate(module, eval_loader, meter, num_classes=num_classes)
+    shape = (3, size, size)
+    train = meter.cached(("train", shape, torch.float32))
+    evaluation = meter.cached(("eval", shape, torch.float32))
+    return {
+        "learner": cfg.choices.learner,
+        "learner_config": dict(cfg.learner),
+        "backbone": cfg.backbone.name,
+        "image_size": size,
+        "num_classes": num_classes,
+        "per": "image",
+        "train_step": _table(train),
+        "eval_step": _table(evaluation),
+    }

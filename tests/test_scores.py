@@ -1,0 +1,57 @@
+"""Stream scores: curve over matching milestones, AUC over a fixed log range, sub-streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from nevisbench.callbacks import milestone_fractions
+from nevisbench.scores import curve_auc, stream_curve, stream_scores
+
+
+def _point(flops: float, error: float) -> dict[str, float]:
+    return {"flops": flops, "mean_error": error, "flops_executed": flops, "seconds": 0.0}
+
+
+def test_auc_of_a_hand_made_curve():
+    # log10 range [0, 4]: error 1.0 on [0, 1) (no model yet), then 0.6 -> 0.2 linearly on [1, 3], 0.2 on [3, 4]
+    curve = [_point(10, 0.6), _point(1000, 0.2)]
+    expected = (1 * 1.0 + 2 * (0.6 + 0.2) / 2 + 1 * 0.2) / 4
+    assert curve_auc(curve, 1, 1e4) == pytest.approx(expected)
+
+
+def test_auc_clips_the_curve_to_the_range():
+    curve = [_point(1, 0.8), _point(100, 0.4), _point(1e6, 0.4)]
+    # range [10, 1000]: interpolated 0.6 at 10 -> 0.4 at 100, then 0.4
+    assert curve_auc(curve, 10, 1000) == pytest.approx(((0.6 + 0.4) / 2 + 0.4) / 2)
+    assert curve_auc([], 1, 10) is None
+
+
+def _task(domain: str, errors: list[float], flops: list[float], test_error: float) -> dict:
+    return {"domain": domain, "test_error": test_error,
+            "anytime": [{"train_flops": f, "train_flops_executed": 2 * f, "train_seconds": 1.0, "dev_error": e} for f, e in zip(flops, errors)]}
+
+
+def test_stream_curve_means_errors_and_sums_flops_at_matching_milestones():
+    tasks = [_task("object", [0.9, 0.5, 0.3], [1, 10, 100], 0.25), _task("ocr", [0.7, 0.3, 0.1], [2, 20, 200], 0.05)]
+    curve = stream_curve(tasks)
+    assert [p["flops"] for p in curve] == [3, 30, 300]
+    assert [p["flops_executed"] for p in curve] == [6, 60, 600]
+    assert [p["mean_error"] for p in curve] == pytest.approx([0.8, 0.4, 0.2])
+    scores = stream_scores(tasks, auc_min_flops=1, auc_max_flops=1000)
+    assert scores["final_mean_error"] == pytest.approx(0.15)
+    assert set(scores["sub_streams"]) == {"objects", "ood"}
+    assert scores["sub_streams"]["objects"]["curve"][0]["flops"] == 1
+    assert scores["sub_streams"]["ood"]["final_mean_error"] == pytest.approx(0.05)
+
+
+def test_no_sub_streams_when_every_task_shares_a_group():
+    tasks = [_task("ocr", [0.5], [1], 0.5), _task("face", [0.5], [1], 0.5)]
+    assert stream_scores(tasks, auc_min_flops=1, auc_max_flops=10)["sub_streams"] == {}
+
+
+def test_milestones_are_log_spaced_and_end_at_the_full_budget():
+    fractions = milestone_fractions(8, 0.01)
+    assert len(fractions) == 8 and fractions[0] == pytest.approx(0.01) and fractions[-1] == pytest.approx(1.0)
+    ratios = [b / a for a, b in zip(fractions, fractions[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 7)
+    assert milestone_fractions(1, 0.01) == [1.0]
