@@ -59,6 +59,8 @@ class FlopMeterCallback(L.Callback):
 
 def milestone_fractions(count: int, first: float) -> list[float]:
     """`count` log-spaced fractions of a task's planned training compute, from `first` to 1."""
+    if count == 0:
+        return []  # anytime evaluation off
     if count == 1:
         return [1.0]
     return [float(f) for f in np.geomspace(first, 1.0, count)]

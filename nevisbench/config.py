@@ -46,6 +46,7 @@ class DataConfig:
     eval_batch_size: int = MISSING
     augment: bool = MISSING
     min_crop_scale: float = MISSING
+    device_share: float = MISSING  # keep task data on the GPU when it fits in this share of free memory
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainConfig:
     schedule: str = MISSING
     warmup_steps: int = MISSING
     label_smoothing: float = MISSING
+    fused: Optional[bool] = None  # fused optimizer kernels; null: on CUDA
 
 
 @dataclass
@@ -74,6 +76,10 @@ class TrainerConfig:
     deterministic: bool = MISSING
     progress_bar: bool = MISSING
     log_every_n_steps: int = MISSING
+    channels_last: Optional[bool] = None  # null: on CUDA
+    benchmark: Optional[bool] = None  # cudnn.benchmark; null: on CUDA unless deterministic
+    compile: bool = MISSING  # torch.compile the task module
+    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null: known GPUs only
 
 
 @dataclass
@@ -134,9 +140,10 @@ _MINIMUMS: dict[str, tuple[float, bool]] = {
     "data.batch_size": (1, True),
     "data.eval_batch_size": (1, True),
     "data.min_crop_scale": (0, False),
+    "data.device_share": (0, True),
     "trainer.log_every_n_steps": (1, True),
     "budget.flops_per_task": (0, False),
-    "budget.milestones": (1, True),
+    "budget.milestones": (0, True),
     "budget.first_milestone": (0, False),
     "budget.auc_min_flops": (0, False),
 }

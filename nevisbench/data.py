@@ -92,10 +92,18 @@ class BatchLoader:
         hflip: bool = True,
         min_crop_scale: float = 0.35,
         seed: int = 0,
+        resident: bool = True,
+        channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
+        # resident: the uint8 task data lives on the compute device; else in (pinned) host memory,
+        # and each batch is copied over asynchronously
+        storage = self.device if resident else torch.device("cpu")
+        self.images = split.images.to(storage)
+        self.labels = split.labels.to(storage)
+        if storage != self.device and self.device.type == "cuda":
+            self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()
+        self.channels_last = channels_last
         self.batch_size = batch_size
         self.image_size = image_size
         self.train = train
@@ -116,10 +124,14 @@ class BatchLoader:
         generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch)
         self.epoch += 1
         order = torch.randperm(n, device=self.device, generator=generator) if self.train else torch.arange(n, device=self.device)
+        order = order.to(self.images.device)
         batch = min(self.batch_size, n)
         for i in range(len(self)):
             index = order[i * batch : (i + 1) * batch]
-            yield self._transform(self.images[index], generator), self.labels[index]
+            images = self.images[index].to(self.device, non_blocking=True)
+            labels = self.labels[index].to(self.device, non_blocking=True)
+            x = self._transform(images, generator)
+            yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), labels
 
     def _transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = images.float()

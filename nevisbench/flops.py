@@ -129,11 +129,15 @@ class StepCounter:
         self._forward_modules: dict[str, int] = {}
 
     def __enter__(self) -> StepCounter:
+        # compiled graphs bypass the dispatcher the counter listens to: count the step eagerly
+        self._stance = torch.compiler.set_stance("force_eager")
+        self._stance.__enter__()
         self.mode.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.mode.__exit__(*exc)
+        self._stance.__exit__(*exc)
 
     def mark_forward(self) -> None:
         self._forward_total = self.mode.get_total_flops()

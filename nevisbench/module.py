@@ -45,10 +45,12 @@ class TaskModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         cfg = self.train_cfg
         params = self.trainable_parameters()
+        fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
+        extra = {"fused": True} if fused else {}
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
         else:
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
         def factor(step: int) -> float:
             total = max(1, int(self.trainer.max_steps))
             warmup = min(int(cfg.warmup_steps), total - 1)

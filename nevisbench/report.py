@@ -20,8 +20,11 @@ def format_flops(flops: float) -> str:
 def task_table(result: dict[str, Any], num_tasks: int) -> Table:
     title = f"Task {result['index'] + 1}/{num_tasks}: {result['task']} ({result['domain']})"
     table = Table(title=title, title_justify="left", show_header=True)
-    for column in ("classes", "test error", "chance", "steps", "train FLOPs", "eval FLOPs", "cumulative FLOPs", "seconds"):
+    for column in ("classes", "test error", "chance", "steps", "train FLOPs", "eval FLOPs", "cumulative FLOPs", "seconds", "img/s", "MFU"):
         table.add_column(column, justify="right")
+    speed = result.get("throughput") or {}
+    images = speed.get("train_images_per_second")
+    mfu = speed.get("mfu")
     table.add_row(
         str(result["num_classes"]),
         f"{result['test_error']:.4f}",
@@ -31,6 +34,8 @@ def task_table(result: dict[str, Any], num_tasks: int) -> Table:
         format_flops(result["flops"]["eval"]),
         format_flops(result["cumulative_flops"]),
         f"{result['wall_seconds']:.1f}",
+        f"{images:.0f}" if images else "-",
+        f"{mfu:.1%}" if mfu else "-",
     )
     return table
 

@@ -24,6 +24,7 @@ from nevisbench.data import BatchLoader, TaskData
 from nevisbench.errors import ConfigError, PluginError
 from nevisbench.evaluation import evaluate
 from nevisbench.flops import FlopMeter
+from nevisbench.hardware import fits_on_device, peak_flops
 from nevisbench.learner import Learner, LearnerContext, TaskInfo
 from nevisbench.loggers import make_sink
 from nevisbench.registry import get_learner_class
@@ -88,8 +89,15 @@ def _task_info(spec: Any, index: int) -> TaskInfo:
                     num_classes=spec.num_classes, multi_label=spec.multi_label)
 
 
+def _channels_last(cfg: DictConfig, device: torch.device) -> bool:
+    return cfg.trainer.channels_last if cfg.trainer.channels_last is not None else device.type == "cuda"
+
+
 def _loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> tuple[BatchLoader, BatchLoader, BatchLoader]:
-    common = dict(image_size=cfg.data.image_size, device=device, hflip=data.hflip, seed=seed)
+    nbytes = sum(s.images.numel() + s.labels.numel() * 8 for s in (data.train, data.dev, data.test))
+    common = dict(image_size=cfg.data.image_size, device=device, hflip=data.hflip, seed=seed,
+                  resident=fits_on_device(nbytes, device, cfg.data.device_share),
+                  channels_last=_channels_last(cfg, device))
     train = BatchLoader(data.train, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
                         min_crop_scale=cfg.data.min_crop_scale, **common)
     dev = BatchLoader(data.dev, batch_size=cfg.data.eval_batch_size, train=False, **common)
@@ -174,6 +182,27 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     return run_dir
 
 
+def _throughput(tally: Any, images: int, device: torch.device, precision: str, configured_peak: float | None) -> dict[str, Any]:
+    seconds = tally.seconds_train
+    achieved = tally.executed_train / seconds if seconds > 0 else None
+    peak = peak_flops(device, precision, configured_peak)
+    return {
+        "train_images_per_second": images / seconds if seconds > 0 else None,
+        "train_flops_per_second": achieved,  # executed FLOPs: what the hardware really ran
+        "peak_flops": peak,
+        "mfu": achieved / peak if (achieved and peak) else None,
+    }
+
+
+def _peak_memory(device: torch.device) -> int:
+    """Peak device memory of the task on CUDA; peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: FlopMeter,
               store: ResultsStore, sink: Any, precision: str, run_dir: Path) -> dict[str, Any]:
     task = _task_info(spec, index)
@@ -193,6 +222,12 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
     meter.start_task()
     device = _device(cfg)
     train_loader, dev_loader, test_loader = _loaders(data, cfg, device, seed)
+    if _channels_last(cfg, device):
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        module.compile()  # in place: the module keeps its type, names and parameters
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     budget = cfg.budget
     plan = TaskPlan(measure=budget.measure, max_steps=cfg.train.max_steps, budget=budget.flops_per_task,
                     fractions=milestone_fractions(budget.milestones, budget.first_milestone))
@@ -211,6 +246,7 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         max_steps=-1 if plan.budget is not None else cfg.train.max_steps,
         max_epochs=-1 if plan.budget is not None else math.ceil(cfg.train.max_steps / steps_per_epoch),
         deterministic=cfg.trainer.deterministic,
+        benchmark=cfg.trainer.benchmark if cfg.trainer.benchmark is not None else (device.type == "cuda" and not cfg.trainer.deterministic),
         enable_progress_bar=cfg.trainer.progress_bar,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -249,6 +285,9 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         "cumulative_flops": meter.stream.total,
         "anytime": plan.records,
         "wall_seconds": wall,
+        "throughput": _throughput(tally, int(trainer.global_step) * cfg.data.batch_size, device, precision, cfg.trainer.peak_flops),
+        "peak_memory_bytes": _peak_memory(device),
+        "data_on_device": train_loader.images.device == device,
         "num_train": len(data.train),
         "num_test": len(data.test),
         "status": "ok",
