@@ -5,8 +5,8 @@ nevisbench runs the real task path (`nevisbench.runner._run_task`): Lightning Tr
 logging, progress bar; anytime evaluation off (`budget.milestones=0`), augmentation off (data cost
 is measured by data_pipeline.py). Its throughput is images / training seconds as the run reports
 them (fit time, including Lightning's start-up). The reference loop trains on normalised batches
-already on the device. Repetitions alternate (nevisbench, reference, ...); the ratio printed last is
-the median over pairs. Goal: >= 0.97 on CPU (ResNet18, 64x64, batch 64), >= 0.95 on a GPU
+already on the device. Pairs run in ABBA order (which side goes first alternates, so drift in machine speed
+cancels); the ratio printed last is the median over pairs. Goal: >= 0.97 on CPU (ResNet18, 64x64, batch 64), >= 0.95 on a GPU
 (ResNet50, 64x64, batch 256, bf16).
 
     python benchmarks/harness_overhead.py                 # picks CUDA when present, else CPU
@@ -53,8 +53,8 @@ def nevisbench_images_per_second(cfg, split, out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=None, help="steps per run (default: 30 CPU, 200 GPU)")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default: 20 CPU, 200 GPU)")
+    parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--model", default=None, help="default: resnet18 on CPU, resnet50 on GPU")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on CPU, 256 on GPU")
@@ -65,7 +65,7 @@ def main() -> None:
     gpu = device.type == "cuda"
     args.model = args.model or ("resnet50" if gpu else "resnet18")
     args.batch_size = args.batch_size or (256 if gpu else 64)
-    args.steps = args.steps or (200 if gpu else 30)
+    args.steps = args.steps or (200 if gpu else 20)
     if args.tiny:
         args.steps, args.pairs, args.image_size, args.batch_size = 3, 1, 16, 8
     out = Path(tempfile.mkdtemp(prefix="nevisbench-bench-"))
@@ -78,21 +78,30 @@ def main() -> None:
     split = synthetic_split(args.batch_size * 8, args.image_size, NUM_CLASSES)
     batches = premade_batches(split, args.batch_size, args.image_size, device, channels_last=channels_last)
 
-    ratios = []
-    for pair in range(args.pairs + 1):  # pair 0 warms up both paths and is not counted
+    def run_harness() -> float:
         L.seed_everything(0, verbose=False)
-        harness = nevisbench_images_per_second(cfg, split, out)
+        return nevisbench_images_per_second(cfg, split, out)
+
+    def run_reference() -> float:
         L.seed_everything(0, verbose=False)
         net = model(args.model, NUM_CLASSES).to(device)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         seconds = reference_loop(net, batches, args.steps, lr=cfg.train.lr, momentum=cfg.train.momentum,
                                  weight_decay=cfg.train.weight_decay, autocast=autocast, device=device)
-        reference = args.steps * args.batch_size / seconds
-        if pair == 0 and not args.tiny:
-            continue
+        return args.steps * args.batch_size / seconds
+
+    if not args.tiny:  # warm both paths up (allocator, kernels); not counted
+        run_harness(), run_reference()
+    ratios = []
+    for pair in range(args.pairs):
+        # ABBA: alternate which side runs first, so drift in machine speed cancels
+        if pair % 2 == 0:
+            harness, reference = run_harness(), run_reference()
+        else:
+            reference, harness = run_reference(), run_harness()
         ratios.append(harness / reference)
-        print(f"pair {len(ratios)}: nevisbench {harness:.1f} img/s, reference loop {reference:.1f} img/s, ratio {ratios[-1]:.4f}", flush=True)
+        print(f"pair {pair + 1}: nevisbench {harness:.1f} img/s, reference loop {reference:.1f} img/s, ratio {ratios[-1]:.4f}", flush=True)
     name = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device: {name}, torch {torch.__version__}, {args.model} {args.image_size}px batch {args.batch_size}, "
           f"{precision}, {args.steps} steps")

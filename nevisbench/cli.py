@@ -104,9 +104,22 @@ def _learner_rows(options: list[str]) -> list[dict[str, str]]:
     for option in options:
         cfg = compose([f"learner={option}"])
         cls = get_learner_class(cfg.learner.name)
-        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
-        rows.append({"name": option, "learner": cfg.learner.name, "description": doc[0] if doc else ""})
+        rows.append({"name": option, "learner": cfg.learner.name, "description": _description(option, cls),
+                     "config": {k: v for k, v in cfg.learner.items() if k != "name"}})
     return rows
+
+
+def _description(option: str, cls: type) -> str:
+    """The first comment line of the option's YAML file, else the first line of the class doc."""
+    from nevisbench.config import config_dir
+
+    path = config_dir() / "learner" / f"{option}.yaml"
+    if path.is_file():
+        first = path.read_text().splitlines()[0]
+        if first.startswith("#"):
+            return first.lstrip("# ").strip()
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ Two FLOP measures are kept:
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Hashable
 from dataclasses import dataclass, field, fields
 
@@ -50,9 +51,64 @@ def conv_backward_flop(
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+# The StepCounter in progress, if any: the raw formulas below report masked layers' FLOPs to it.
+_ACTIVE: contextvars.ContextVar[StepCounter | None] = contextvars.ContextVar("nevisbench_step_counter", default=None)
+
+
+def _raw(fn):
+    fn._get_raw = True  # FlopCounterMode passes real tensors (not shapes) to such formulas
+    return fn
+
+
+@_raw
+def _conv_forward_raw(x, w, _bias, _stride, _padding, _dilation, transposed, *rest, out_val=None, **kwargs) -> int:
+    flops = conv_flop_count(list(x.shape), list(w.shape), list(out_val.shape), bool(transposed))
+    counter = _ACTIVE.get()
+    if counter is not None:
+        counter._forward_op(w, flops)
+    return flops
+
+
+@_raw
+def _conv_backward_raw(grad_out, x, w, *args, out_val=None, **kwargs) -> int:
+    flops = conv_backward_flop(grad_out.shape, x.shape, w.shape, *args)
+    counter = _ACTIVE.get()
+    if counter is not None:
+        counter._backward_op(w, flops)
+    return flops
+
+
+def _mm_flops(a: torch.Tensor, b: torch.Tensor) -> int:
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
+@_raw
+def _mm_raw(a, b, *, out_val=None, **kwargs) -> int:
+    flops = _mm_flops(a, b)
+    counter = _ACTIVE.get()
+    if counter is not None:
+        counter._matmul_op((a, b), flops)
+    return flops
+
+
+@_raw
+def _addmm_raw(_bias, a, b, *, out_val=None, **kwargs) -> int:
+    flops = _mm_flops(a, b)
+    counter = _ACTIVE.get()
+    if counter is not None:
+        counter._matmul_op((a, b), flops)
+    return flops
+
+
 def counting_mode() -> FlopCounterMode:
     """A FlopCounterMode with nevisbench's corrections, silent."""
-    return FlopCounterMode(display=False, custom_mapping={aten.convolution_backward: conv_backward_flop})
+    return FlopCounterMode(display=False, custom_mapping={
+        aten.convolution: _conv_forward_raw,
+        aten._convolution: _conv_forward_raw,
+        aten.convolution_backward: _conv_backward_raw,
+        aten.mm: _mm_raw,
+        aten.addmm: _addmm_raw,
+    })
 
 
 def mask_densities(root: nn.Module) -> dict[str, float]:
@@ -93,10 +149,6 @@ def _counter_names(root: nn.Module, name: str) -> list[str]:
     return names
 
 
-def _per_module(mode: FlopCounterMode) -> dict[str, int]:
-    return {name: sum(ops.values()) for name, ops in mode.get_flop_counts().items()}
-
-
 @dataclass(frozen=True)
 class StepFlops:
     """FLOPs of one step, per sample: executed and algorithmic, forward and backward."""
@@ -120,43 +172,74 @@ class StepFlops:
 
 class StepCounter:
     """Counts one step of `root`: `with StepCounter(root) as c: fwd...; c.mark_forward(); bwd...`,
-    then `c.result(batch_size)` gives per-sample StepFlops."""
+    then `c.result(batch_size)` gives per-sample StepFlops.
+
+    Masked layers are recognised in the forward pass by the module running the op (the counter's
+    module tracking is reliable in forward), and their weight tensor is remembered; backward ops
+    are matched to them by that weight's storage, because module tracking in backward wrongly
+    charges a residual block's shortcut with its main branch's gradients.
+    """
 
     def __init__(self, root: nn.Module) -> None:
         self.root = root
         self.mode = counting_mode()
         self._forward_total: int | None = None
-        self._forward_modules: dict[str, int] = {}
+        self._density_by_label: dict[str, float] = {}
+        self._density_by_storage: dict[int, float] = {}
+        self._saved_forward = 0.0
+        self._saved_backward = 0.0
 
     def __enter__(self) -> StepCounter:
+        for name, density in mask_densities(self.root).items():
+            for label in _counter_names(self.root, name):
+                self._density_by_label[label] = density
         # compiled graphs bypass the dispatcher the counter listens to: count the step eagerly
         self._stance = torch.compiler.set_stance("force_eager")
         self._stance.__enter__()
+        self._token = _ACTIVE.set(self)
         self.mode.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.mode.__exit__(*exc)
+        _ACTIVE.reset(self._token)
         self._stance.__exit__(*exc)
+
+    def _active_density(self) -> float | None:
+        labels = [p for p in self.mode.mod_tracker.parents if p in self._density_by_label]
+        return self._density_by_label[max(labels, key=len)] if labels else None
+
+    def _forward_op(self, weight: torch.Tensor, flops: int) -> None:
+        density = self._active_density()
+        if density is not None:
+            self._density_by_storage[weight.untyped_storage().data_ptr()] = density
+            self._saved_forward += flops * (1 - density)
+
+    def _backward_op(self, weight: torch.Tensor, flops: int) -> None:
+        density = self._density_by_storage.get(weight.untyped_storage().data_ptr())
+        if density is not None:
+            self._saved_backward += flops * (1 - density)
+
+    def _matmul_op(self, operands: tuple[torch.Tensor, torch.Tensor], flops: int) -> None:
+        if self._forward_total is None:
+            density = self._active_density()
+            if density is not None:
+                self._density_by_storage[operands[1].untyped_storage().data_ptr()] = density
+                self._saved_forward += flops * (1 - density)
+        else:  # grad-input of a masked linear uses its weight; grad-weight does not (not discounted)
+            for operand in operands:
+                density = self._density_by_storage.get(operand.untyped_storage().data_ptr())
+                if density is not None:
+                    self._saved_backward += flops * (1 - density)
+                    break
 
     def mark_forward(self) -> None:
         self._forward_total = self.mode.get_total_flops()
-        self._forward_modules = _per_module(self.mode)
 
     def result(self, batch_size: int) -> StepFlops:
         total = self.mode.get_total_flops()
         forward = total if self._forward_total is None else self._forward_total
-        modules_total = _per_module(self.mode)
-        modules_forward = modules_total if self._forward_total is None else self._forward_modules
-        saved_forward = saved_backward = 0.0
-        for name, density in mask_densities(self.root).items():
-            label = next((n for n in _counter_names(self.root, name) if n in modules_total), None)
-            if label is None:
-                continue  # the masked layer did not run in this step
-            fwd = modules_forward.get(label, 0)
-            saved_forward += fwd * (1 - density)
-            saved_backward += (modules_total[label] - fwd) * (1 - density)
-        step = StepFlops(forward, total - forward, forward - saved_forward, total - forward - saved_backward)
+        step = StepFlops(forward, total - forward, forward - self._saved_forward, total - forward - self._saved_backward)
         return step.scaled(1.0 / batch_size)
 
 

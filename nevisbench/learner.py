@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch and Lightning load only when a run starts, not to val
     import lightning as L
     from torch import nn
 
-__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo"]
+__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module"]
 
 
 @dataclass
@@ -53,6 +53,19 @@ class LearnerContext:
     feature_dim: int  # width of the backbone's pooled features
 
 
+def clone_module(module: nn.Module) -> nn.Module:
+    """A deep copy of `module`. Tensors that hooks derive at every forward (e.g. the masked `weight`
+    of `torch.nn.utils.prune`, weight_orig * weight_mask) are plain non-leaf attributes that
+    deepcopy refuses; they are detached first, and the hook recomputes them at the next forward."""
+    import torch
+
+    for sub in module.modules():
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                setattr(sub, name, value.detach())
+    return copy.deepcopy(module)
+
+
 class Learner:
     """Base class of every learner. Subclasses set `Config` and usually override `prepare` and/or
     `build_module`; the scenario logic (transfer vs continual) lives here."""
@@ -62,6 +75,7 @@ class Learner:
     def __init__(self, config: LearnerConfig, context: LearnerContext) -> None:
         self.config = config
         self.context = context
+        self.feature_dim = context.feature_dim  # prepare() may change it (pruning, truncation)
         self._initial: nn.Module | None = None
         self._carried: nn.Module | None = None
 
@@ -76,7 +90,7 @@ class Learner:
 
         from nevisbench.module import TaskModule
 
-        head = nn.Linear(self.context.feature_dim, task.num_classes)
+        head = nn.Linear(self.feature_dim, task.num_classes)
         return TaskModule(backbone, head, task=task, train=self.context.train)
 
     # -- the API the runner calls ----------------------------------------------------------------
@@ -88,7 +102,7 @@ class Learner:
         if self._initial is None:
             raise RuntimeError("Learner.setup(backbone) must be called before begin_task")
         start = self._carried if (self.context.scenario == "continual" and self._carried is not None) else self._initial
-        return self.build_module(copy.deepcopy(start), task)
+        return self.build_module(clone_module(start), task)
 
     def end_task(self, task: TaskInfo, module: L.LightningModule) -> None:
         if self.context.scenario == "continual":
@@ -100,5 +114,5 @@ class Learner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("carried") is not None and self._initial is not None:
-            self._carried = copy.deepcopy(self._initial)
+            self._carried = clone_module(self._initial)
             self._carried.load_state_dict(state["carried"])

@@ -16,22 +16,40 @@ __all__ = ["TaskModule"]
 class TaskModule(L.LightningModule):
     """Backbone + linear head, trained with cross-entropy.
 
-    Learners return this (or a subclass) from `begin_task`. `forward(x)` must return class logits:
+    Learners return this (or a subclass) from `begin_task`; `frozen` submodules get no gradients
+    and stay in eval mode. `forward(x)` must return class logits:
     the harness evaluates dev and test itself through it. `self.backbone(x)` returns pooled
     features of shape (batch, feature_dim). The LR schedule spans `trainer.max_steps`, which a FLOP
     budget may set after the first step; the schedule reads it at every step.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, *, task: TaskInfo, train: Any) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, *, task: TaskInfo, train: Any,
+                 frozen: list[nn.Module] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # frozen parts: no gradients, and kept in eval mode so BatchNorm statistics do not move
+        self._frozen = list(frozen or [])
+        for part in self._frozen:
+            part.requires_grad_(False)
+            part.eval()
         self.task = task
         self.train_cfg = train
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores each submodule's captured mode; re-assert that frozen parts stay in eval
+        for part in self._frozen:
+            part.eval()
+
+    def train(self, mode: bool = True) -> TaskModule:
+        super().train(mode)
+        for part in self._frozen:
+            part.eval()
+        return self
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

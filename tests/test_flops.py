@@ -186,3 +186,28 @@ def test_a_mask_that_is_not_applied_is_refused():
     model.body[0].register_buffer("weight_mask", torch.zeros_like(model.body[0].weight))
     with pytest.raises(PluginError, match="non-zero where the mask is zero"):
         mask_densities(model)
+
+
+def test_masked_shortcut_is_charged_only_its_own_backward():
+    """Module tracking in backward charges a residual shortcut with its main branch's gradients;
+    the meter matches backward ops to masked layers by weight instead."""
+    import torchvision
+
+    net = torchvision.models.resnet50()
+    net.fc = nn.Identity()
+    x = torch.randn(2, 3, 32, 32)
+
+    def step() -> StepFlops:
+        with StepCounter(net) as counter:
+            out = net(x).sum()
+            counter.mark_forward()
+            out.backward()
+        return counter.result(2)
+
+    dense = step()
+    shortcut = net.layer2[0].downsample[0]  # 256 -> 512, 1x1, stride 2: 4x4 output at 32px input
+    prune.custom_from_mask(shortcut, "weight", torch.zeros_like(shortcut.weight))
+    sparse = step()
+    conv_fwd = 2 * 16 * 512 * 256
+    assert dense.algo_forward - sparse.algo_forward == pytest.approx(conv_fwd)
+    assert dense.algo_backward - sparse.algo_backward == pytest.approx(2 * conv_fwd)
