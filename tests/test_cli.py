@@ -30,7 +30,7 @@ def test_run_on_a_reduced_demo_prints_tables_and_writes_the_files(tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["learner=nope"], "Unknown learner 'nope'. Valid: finetune"),
+        (["learner=nope"], "Unknown learner 'nope'. Valid: adp1x1, block_0to0_ft_all"),
         (["stream=nope"], "Unknown stream 'nope'. Valid: demo"),
         (["scenario=nope"], "Valid: continual, transfer"),
         (["foo.bar=1"], "Unknown config key 'foo.bar'"),
@@ -56,8 +56,12 @@ def test_out_dir_that_is_a_file_is_refused_and_kept(tmp_path):
 
 
 def test_list_learners_streams_and_tasks_as_json():
-    learners = json.loads(run_cli("list", "learners", "--json").stdout)
-    assert {"name": "finetune", "learner": "finetune"}.items() <= learners[0].items()
+    learners = {row["name"]: row for row in json.loads(run_cli("list", "learners", "--json").stdout)}
+    paper = {"finetune", "weight_prune", "conv_prune", "channel_prune", "ft_head", "adp1x1",
+             *(f"ft_block_{x}to3" for x in range(4)), *(f"block_0to{x}_ft_all" for x in range(3))}
+    assert paper <= set(learners)
+    assert learners["ft_block_2to3"]["learner"] == "ft_block" and learners["ft_block_2to3"]["config"] == {"first_trained_block": 2}
+    assert learners["conv_prune"]["config"]["sparsity"] == 0.5
     streams = json.loads(run_cli("list", "streams", "--json").stdout)
     assert streams[0]["name"] == "demo" and streams[0]["num_tasks"] == 4
     tasks = json.loads(run_cli("list", "tasks", "--stream", "demo", "--json").stdout)

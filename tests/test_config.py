@@ -44,7 +44,8 @@ def test_command_line_beats_group_global_section():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("learner=nope", "Unknown learner 'nope'. Valid: finetune"),
+        ("learner=nope", "Unknown learner 'nope'. Valid: adp1x1, block_0to0_ft_all, block_0to1_ft_all"),
+        ("learner.sparsity=2", "'sparsity' is not a key of learner"),
         ("learner=fintune", "Did you mean 'finetune'?"),
         ("stream=nope", "Unknown stream 'nope'. Valid: demo"),
         ("scenario=nope", "Unknown value for 'scenario': 'nope'. Valid: continual, transfer"),
@@ -76,3 +77,22 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         compose([f"out_dir={target}"])
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["learner=conv_prune", "learner.sparsity=1.5"], "Invalid value for 'learner.sparsity': 1.5; it must be in [0, 1)"),
+        (["learner=conv_prune", "learner.impl=fast"], "Unknown value for 'learner.impl': 'fast'. Valid: grouped, masked"),
+        (["learner=weight_prune", "learner.scope=layer"], "Unknown value for 'learner.scope': 'layer'. Valid: global, local"),
+        (["learner=channel_prune", "learner.signal=taylor"], "Valid: magnitude, random"),
+        (["learner=ft_block_1to3", "learner.first_trained_block=5"], "it must be 0..3 (ft_block_Xto3) or 4 (ft_head)"),
+        (["learner=block_0to1_ft_all", "learner.last_block=7"], "it must be 0..3"),
+        (["learner=adp1x1", "learner.targets=some"], "Valid: all, spatial"),
+        (["learner=conv_prune", "learner.sparsty=0.5"], "Did you mean 'sparsity'?"),
+    ],
+)
+def test_learner_options_are_validated(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        compose(overrides)
+    assert message in str(info.value)
