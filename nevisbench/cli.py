@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,flops,plot}")
     run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
                          "Overrides: group=option (learner=, stream=, trainer=, logger=) and dotted key=value.")
-    run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x")
+    run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x, or resume=RUN_DIR")
     lst = sub.add_parser("list", help="list learners, streams or tasks")
     lst.add_argument("what", choices=LIST_WHAT)
     lst.add_argument("--stream", default="demo", help="stream whose tasks to list (default: demo)")
@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("[bold red]interrupted[/]: results of finished tasks are kept in the run folder.")
         return 130
+    except OSError as exc:  # a full disk, a folder that cannot be written, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        errors.print(f"[bold red]error:[/] {exc.strerror or exc}{where}; results written so far are intact.",
+                     highlight=False, soft_wrap=True)
+        return 1
     return 0
 
 

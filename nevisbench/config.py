@@ -59,6 +59,7 @@ class TrainConfig:
     schedule: str = MISSING
     warmup_steps: int = MISSING
     label_smoothing: float = MISSING
+    checkpoint_every_n_steps: int = MISSING  # mid-task checkpoints for resuming (0: off)
     fused: Optional[bool] = None  # fused optimizer kernels; null: on CUDA
 
 
@@ -115,6 +116,8 @@ class RootConfig:
     seed: int = MISSING
     out_dir: str = MISSING
     run_name: Optional[str] = None
+    on_failure: str = MISSING  # stop | skip: what the stream does after a task fails (NaN loss)
+    resume: Optional[str] = None  # a run folder to continue
 
 
 # Closed sets of values, checked after composition (key -> valid values).
@@ -126,6 +129,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "backbone.name": BACKBONES,
     "logger.mode": ("online", "offline", "disabled"),
     "budget.measure": ("algorithmic", "executed"),
+    "on_failure": ("stop", "skip"),
 }
 # Lower bounds (key -> (minimum, inclusive)).
 _MINIMUMS: dict[str, tuple[float, bool]] = {
@@ -136,6 +140,7 @@ _MINIMUMS: dict[str, tuple[float, bool]] = {
     "train.weight_decay": (0, True),
     "train.warmup_steps": (0, True),
     "train.label_smoothing": (0, True),
+    "train.checkpoint_every_n_steps": (0, True),
     "data.image_size": (8, True),
     "data.batch_size": (1, True),
     "data.eval_batch_size": (1, True),
@@ -293,9 +298,65 @@ def _check_values(cfg: DictConfig) -> None:
         validate()  # learner-specific checks raise ConfigError themselves
 
 
-def compose(overrides: list[str] | None = None) -> DictConfig:
-    """Compose the run config from the shipped YAML groups and command-line overrides."""
-    groups, dotted = _parse_overrides(list(overrides or []))
+# Keys a resumed run may change: they do not affect what is computed.
+HARMLESS_ON_RESUME = ("logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "out_dir", "resume", "choices.logger")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
+    """The saved config of `run_dir` with `overrides` applied; refuses changes that matter."""
+    path = Path(os.path.expanduser(run_dir))
+    saved_file = path / "config.yaml"
+    if not saved_file.is_file():
+        raise ConfigError(f"Cannot resume '{run_dir}': it is not a nevisbench run folder (no config.yaml)")
+    saved = OmegaConf.to_container(_load_yaml(saved_file), resolve=True)
+    choices = saved.pop("choices", None) or {}
+    flat = _flatten(saved)
+    base = [f"{group}={option}" for group, option in choices.items()]
+    dotted = [f"{key}={_literal(value)}" for key, value in flat.items() if key not in ("learner.name", "stream.name")]
+    cfg = compose([*base, *dotted, *overrides], _resuming=True)
+    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    old = {**_flatten(saved), **{f"choices.{k}": v for k, v in choices.items()}}
+    # keys the saved config lacks (added to nevisbench since) keep their defaults
+    changed = sorted(k for k in old if new.get(k) != old[k] and not k.startswith(HARMLESS_ON_RESUME))
+    if changed:
+        detail = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
+        raise ConfigError(f"Cannot resume '{run_dir}' with a different config: {detail}. "
+                          "Start a new run instead, or drop those overrides.")
+    OmegaConf.set_struct(cfg, False)
+    cfg.resume = str(path)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _literal(value: Any) -> str:
+    """A value as an override string that parses back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def compose(overrides: list[str] | None = None, *, _resuming: bool = False) -> DictConfig:
+    """Compose the run config from the shipped YAML groups and command-line overrides.
+    `resume=<run dir>` continues that run with its saved config (see `compose_resume`)."""
+    overrides = list(overrides or [])
+    resume = [o for o in overrides if o.startswith("resume=")]
+    if resume and not _resuming:
+        rest = [o for o in overrides if not o.startswith("resume=")]
+        return compose_resume(resume[-1].partition("=")[2], rest)
+    groups, dotted = _parse_overrides(overrides)
     base = _load_yaml(config_dir() / "config.yaml")
     selection = dict(base.pop("defaults", {}))
     selection.update(groups)

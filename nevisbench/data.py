@@ -112,6 +112,8 @@ class BatchLoader:
         self.min_crop_scale = min_crop_scale
         self.seed = seed
         self.epoch = 0
+        self._position = (0, 0)  # (epoch, batches consumed) as of the last checkpoint
+        self._resume_skip = 0
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
 
@@ -126,12 +128,28 @@ class BatchLoader:
         order = torch.randperm(n, device=self.device, generator=generator) if self.train else torch.arange(n, device=self.device)
         order = order.to(self.images.device)
         batch = min(self.batch_size, n)
-        for i in range(len(self)):
+        skip, self._resume_skip = self._resume_skip, 0
+        for _ in range(skip):  # resuming mid-epoch: replay the skipped batches' random draws only
+            if self.augment:
+                torch.rand(batch, 5, device=self.device, generator=generator)
+        for i in range(skip, len(self)):
             index = order[i * batch : (i + 1) * batch]
             images = self.images[index].to(self.device, non_blocking=True)
             labels = self.labels[index].to(self.device, non_blocking=True)
             x = self._transform(images, generator)
             yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), labels
+
+    # -- resumable position (Lightning saves and restores it with mid-task checkpoints) -----------
+    def mark_position(self, consumed: int) -> None:
+        """Record that `consumed` batches of the current epoch are done (called before a checkpoint)."""
+        epoch = self.epoch - 1
+        self._position = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._position[0], "consumed": self._position[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._resume_skip = int(state["epoch"]), int(state["consumed"])
 
     def _transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = images.float()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["NevisbenchError", "ConfigError", "DataError", "PluginError", "choice_error"]
+__all__ = ["NevisbenchError", "ConfigError", "DataError", "PluginError", "RunInterrupted", "RunFailed", "TaskFailed", "choice_error"]
 
 
 class NevisbenchError(Exception):
@@ -24,6 +24,26 @@ class DataError(NevisbenchError):
 
 class PluginError(NevisbenchError):
     """A learner plugin that does not honour the learner API."""
+
+
+class RunInterrupted(NevisbenchError):
+    """Ctrl-C: what was in flight is written; the message says how to resume."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir: object, finished: int) -> None:
+        super().__init__(f"interrupted; {finished} finished task(s) are kept in {run_dir}. "
+                         f"Resume with: nevisbench run resume={run_dir}")
+
+
+class RunFailed(NevisbenchError):
+    """A task failed and `on_failure=stop` ended the stream."""
+
+    exit_code = 1
+
+
+class TaskFailed(Exception):
+    """A task cannot go on (e.g. a NaN loss); the runner records it and applies `on_failure`."""
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

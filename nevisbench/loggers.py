@@ -46,9 +46,16 @@ class WandbSink:
                           soft_wrap=True, highlight=False)
 
     def lightning_logger(self) -> Any:
+        """Lightning's WandbLogger on this run; its failures go through the same warn-once guard."""
         from lightning.pytorch.loggers import WandbLogger
 
-        return WandbLogger(experiment=self.run)
+        sink = self
+
+        class _GuardedWandbLogger(WandbLogger):
+            def log_metrics(self, metrics: Any, step: Any = None) -> None:
+                sink._guard("logging", lambda: WandbLogger.log_metrics(self, metrics, step))
+
+        return _GuardedWandbLogger(experiment=self.run)
 
     def _guard(self, action: str, fn: Any) -> None:
         if self._failed:
@@ -57,7 +64,7 @@ class WandbSink:
             fn()
         except Exception as exc:  # a tracker must never kill a run
             self._failed = True
-            self.console.print(f"[yellow]W&B {action} failed ({exc!r}); local results files remain the source of truth.[/]")
+            self.console.print(f"[yellow]W&B {action} failed ({exc!r}); local results files remain the source of truth.[/]", soft_wrap=True)
 
     def log_task(self, result: dict[str, Any]) -> None:
         metrics = {

@@ -17,26 +17,29 @@ def format_flops(flops: float) -> str:
     return f"{flops:.3g} FLOP"
 
 
+def _error(result: dict[str, Any]) -> str:
+    return "[red]failed[/]" if result.get("status") == "failed" else f"{result['test_error']:.4f}"
+
+
 def task_table(result: dict[str, Any], num_tasks: int) -> Table:
-    title = f"Task {result['index'] + 1}/{num_tasks}: {result['task']} ({result['domain']})"
-    table = Table(title=title, title_justify="left", show_header=True)
-    for column in ("classes", "test error", "chance", "steps", "train FLOPs", "eval FLOPs", "cumulative FLOPs", "seconds", "img/s", "MFU"):
-        table.add_column(column, justify="right")
+    title = f"Task {result['index'] + 1}/{num_tasks}: {result['task']} ({result['domain']}, {result['num_classes']} classes)"
     speed = result.get("throughput") or {}
-    images = speed.get("train_images_per_second")
-    mfu = speed.get("mfu")
-    table.add_row(
-        str(result["num_classes"]),
-        f"{result['test_error']:.4f}",
-        f"{1 - 1 / result['num_classes']:.4f}",
-        str(result["steps"]),
-        format_flops(result["flops"]["train"]),
-        format_flops(result["flops"]["eval"]),
-        format_flops(result["cumulative_flops"]),
-        f"{result['wall_seconds']:.1f}",
-        f"{images:.0f}" if images else "-",
-        f"{mfu:.1%}" if mfu else "-",
-    )
+    images, mfu = speed.get("train_images_per_second"), speed.get("mfu")
+    columns = {
+        "test error (chance)": f"{_error(result)} ({1 - 1 / result['num_classes']:.2f})",
+        "steps": str(result["steps"]),
+        "train FLOPs": format_flops(result["flops"]["train"]),
+        "eval FLOPs": format_flops(result["flops"]["eval"]),
+        "stream FLOPs": format_flops(result["cumulative_flops"]),
+        "seconds": f"{result['wall_seconds']:.1f}",
+        "img/s": f"{images:.0f}" if images else "-",
+    }
+    if mfu:
+        columns["MFU"] = f"{mfu:.1%}"
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*columns.values())
     return table
 
 
@@ -45,11 +48,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for column in ("task", "domain", "test error", "FLOPs"):
         table.add_column(column, justify="right" if column != "task" else "left")
     for task in summary["tasks"]:
-        table.add_row(task["task"], task["domain"], f"{task['test_error']:.4f}", format_flops(task["flops"]["total"]))
+        table.add_row(task["task"], task["domain"], _error(task), format_flops(task["flops"]["total"]))
     table.add_section()
-    table.add_row("mean", "", f"{summary['mean_test_error']:.4f}", format_flops(summary["total_flops"]))
+    mean = summary["mean_test_error"]
+    table.add_row("mean", "", "-" if mean is None else f"{mean:.4f}", format_flops(summary["total_flops"]))
     return table
 
 
 def print_warning(console: Console, message: str) -> None:
-    console.print(f"[bold yellow]WARNING:[/] {message}")
+    console.print(f"[bold yellow]WARNING:[/] {message}", soft_wrap=True)

@@ -5,18 +5,60 @@ torn one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nevisbench._faults import crash_point
 from nevisbench.errors import DataError
 
-__all__ = ["atomic_write_text", "ResultsStore"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "sigint_deferred", "ResultsStore"]
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done (main thread only), so a write in flight completes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a file through `write(handle)` atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    with sigint_deferred():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    with sigint_deferred():
+        _atomic_write_text(path, text)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -27,6 +69,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,6 +121,42 @@ class ResultsStore:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.run_dir / self.SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    # -- resume state: learner state + stream FLOPs after each finished task, mid-task checkpoints
+    @property
+    def state_dir(self) -> Path:
+        path = self.run_dir / "state"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def task_checkpoint(self, index: int) -> Path:
+        return self.state_dir / f"task_{index}.ckpt"
+
+    def save_task_state(self, index: int, state: dict[str, Any]) -> None:
+        import torch
+
+        atomic_write_bytes(self.state_dir / f"after_task_{index}.pt", lambda handle: torch.save(state, handle))
+
+    def load_task_state(self, index: int) -> dict[str, Any]:
+        import torch
+
+        path = self.state_dir / f"after_task_{index}.pt"
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DataError(f"Cannot resume: the state after task {index} ({path}) is missing or unreadable: {exc}") from None
+
+    def prune_state(self, keep_index: int) -> None:
+        """After task `keep_index` is committed, older state and its mid-task checkpoint go."""
+        for path in self.state_dir.glob("after_task_*.pt"):
+            if int(path.stem.rpartition("_")[2]) < keep_index:
+                path.unlink(missing_ok=True)
+        self.task_checkpoint(keep_index).unlink(missing_ok=True)
+
+    def clear_state(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.run_dir / "state", ignore_errors=True)
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads((self.run_dir / self.SUMMARY).read_text(encoding="utf-8"))

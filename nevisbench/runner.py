@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 import warnings
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from nevisbench._faults import crash_point
 from nevisbench.backbones import build_backbone
-from nevisbench.callbacks import FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions
+from nevisbench.callbacks import (
+    CheckpointCallback, FiniteLossCallback, FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions,
+)
 from nevisbench.config import to_yaml
 from nevisbench.data import BatchLoader, TaskData
-from nevisbench.errors import ConfigError, PluginError
+from nevisbench.errors import ConfigError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.evaluation import evaluate
-from nevisbench.flops import FlopMeter
+from nevisbench.flops import FlopMeter, FlopTally
 from nevisbench.hardware import fits_on_device, peak_flops
 from nevisbench.learner import Learner, LearnerContext, TaskInfo
 from nevisbench.loggers import make_sink
@@ -106,7 +111,8 @@ def _loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -
     return train, dev, test
 
 
-def summarize(cfg: DictConfig, run_name: str, results: list[dict[str, Any]], meter_total: dict[str, Any]) -> dict[str, Any]:
+def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]], meter_total: dict[str, Any]) -> dict[str, Any]:
+    results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
     scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops)
     by_domain: dict[str, list[float]] = {}
@@ -128,7 +134,8 @@ def summarize(cfg: DictConfig, run_name: str, results: list[dict[str, Any]], met
         "wall_seconds": sum(r["wall_seconds"] for r in results),
         "budget": OmegaConf.to_container(cfg.budget, resolve=True),
         **scores,
-        "tasks": results,
+        "failed_tasks": [r["task"] for r in all_results if r["status"] != "ok"],
+        "tasks": all_results,
     }
 
 
@@ -143,14 +150,29 @@ def _make_learner(cfg: DictConfig, feature_dim: int) -> Learner:
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> Path:
-    """Run the configured learner over the configured stream; return the run folder."""
+    """Run the configured learner over the configured stream; return the run folder.
+
+    With `cfg.resume` set, continue that run: finished tasks are kept as they are, the learner's
+    state and the stream's FLOP counts are restored from the state saved after the last finished
+    task, and an interrupted task restarts from its last mid-task checkpoint (or its start).
+    """
     console = console or Console()
     _quiet_lightning()
     stream = get_stream(cfg.stream.name).select(list(cfg.stream.tasks) if cfg.stream.tasks else None)
     get_learner_class(cfg.learner.name)  # fail on a broken plugin before creating anything
-    run_dir, run_name = _run_dir(cfg)
-    store = ResultsStore(run_dir)
-    store.write_config(to_yaml(cfg))
+    if cfg.resume:
+        run_dir, run_name = Path(cfg.resume), Path(cfg.resume).name
+        store = ResultsStore(run_dir)
+        if (run_dir / ResultsStore.SUMMARY).exists():
+            console.print(f"Run {run_dir} is already finished; nothing to do.")
+            return run_dir
+        finished = store.read_results()
+        console.print(f"Resuming [cyan]{run_name}[/]: {len(finished)} of {len(stream.tasks)} tasks finished.")
+    else:
+        run_dir, run_name = _run_dir(cfg)
+        store = ResultsStore(run_dir)
+        store.write_config(to_yaml(cfg))
+        finished = []
     precision = resolve_precision(cfg)
     console.print(f"[bold]nevisbench[/] run [cyan]{run_name}[/]: learner={cfg.choices.learner} "
                   f"stream={stream.name} ({len(stream.tasks)} tasks) scenario={cfg.scenario} "
@@ -167,20 +189,45 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     except Exception as exc:
         raise PluginError(f"Learner '{cfg.learner.name}' failed in prepare(): {exc!r}") from exc
 
-    sink = make_sink(cfg, run_dir, run_name, console)
     meter = FlopMeter()
-    results: list[dict[str, Any]] = []
-    for index, spec in enumerate(stream.tasks):
-        results.append(_run_task(cfg, spec, index, learner, meter, store, sink, precision, run_dir))
-        console.print(task_table(results[-1], len(stream.tasks)))
+    if finished:
+        state = store.load_task_state(len(finished) - 1)
+        learner.load_state_dict(state["learner"])
+        meter.stream = FlopTally(**state["meter"])
+    sink = make_sink(cfg, run_dir, run_name, console)
+    results: list[dict[str, Any]] = list(finished)
+    try:
+        for index, spec in enumerate(stream.tasks):
+            if index < len(finished):
+                continue
+            result = _run_task(cfg, spec, index, learner, meter, store, sink, precision, run_dir)
+            results.append(result)
+            console.print(task_table(result, len(stream.tasks)))
+            if result["status"] == "failed":
+                print_warning(console, result["error"])
+                if cfg.on_failure == "stop":
+                    raise RunFailed(f"{result['error']}. The stream stopped (on_failure=stop); finished "
+                                    f"results are in {run_dir}. Fix the cause and resume with: "
+                                    f"nevisbench run resume={run_dir}, or run with on_failure=skip")
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir, sum(r["status"] == "ok" for r in results)) from None
 
     summary = summarize(cfg, run_name, results, meter.stream.as_dict())
     store.write_summary(summary)
+    store.clear_state()  # a finished run needs no resume state
     if sink is not None:
         sink.finish(summary)
     console.print(summary_table(summary))
     console.print(f"Results: {run_dir}")
     return run_dir
+
+
+def _progress_bar() -> L.Callback:
+    """Lightning's default rich bar redraws from a background thread 100 times a second, which on a
+    2-core machine takes measurable time from the training threads; 4 redraws a second is plenty."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return RichProgressBar(refresh_rate=4)
 
 
 def _throughput(tally: Any, images: int, device: torch.device, precision: str, configured_peak: float | None) -> dict[str, Any]:
@@ -255,7 +302,13 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         limit_val_batches=0,
         log_every_n_steps=min(cfg.trainer.log_every_n_steps, cfg.train.max_steps),
         logger=sink.lightning_logger() if sink is not None else False,
-        callbacks=[FlopMeterCallback(meter), ScheduleCallback(meter, plan, lambda: evaluate_on(dev_loader), steps_per_epoch=steps_per_epoch)],
+        callbacks=[
+            FlopMeterCallback(meter),
+            FiniteLossCallback(task.key),
+            ScheduleCallback(meter, plan, lambda: evaluate_on(dev_loader), steps_per_epoch=steps_per_epoch),
+            CheckpointCallback(store.task_checkpoint(index), cfg.train.checkpoint_every_n_steps, train_loader),
+            *([_progress_bar()] if cfg.trainer.progress_bar else []),
+        ],
         default_root_dir=str(run_dir),
     )
     holder["trainer"] = trainer
@@ -263,14 +316,24 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         raise ConfigError(f"trainer.devices={cfg.trainer.devices} selects {trainer.strategy.root_device}; "
                           "nevisbench runs one device per process (use DDP launchers for more)")
 
+    checkpoint = store.task_checkpoint(index)
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    meter.charge_seconds("train", time.perf_counter() - start - meter.task.seconds_eval)
-    test_error = evaluate_on(test_loader)
+    failure = None
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, weights_only=True,
+                    ckpt_path=str(checkpoint) if checkpoint.exists() else None)
+    except TaskFailed as exc:
+        failure = str(exc)
+    except SystemExit:
+        # Lightning turns Ctrl-C into graceful shutdown + sys.exit(1), ignoring further SIGINTs
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    test_error = evaluate_on(test_loader) if failure is None else None
     wall = time.perf_counter() - start
-    learner.end_task(task, module)
+    if failure is None:
+        learner.end_task(task, module)
     tally = meter.end_task()
 
     result = {
@@ -291,12 +354,19 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         "data_on_device": train_loader.images.device == device,
         "num_train": len(data.train),
         "num_test": len(data.test),
-        "status": "ok",
+        "status": "ok" if failure is None else "failed",
     }
+    if failure is not None:
+        result["error"] = failure
     if plan.budget is not None:
         spent = tally.measure(plan.measure, "train")
         result["budget"] = {"flops_per_task": plan.budget, "measure": plan.measure, "spent": spent, "ratio": spent / plan.budget}
+    # commit order: the state after this task first, then its results line (the commit point);
+    # a crash in between leaves the line missing and the previous state in place
+    store.save_task_state(index, {"learner": learner.state_dict(), "meter": asdict(meter.stream)})
     store.append(result)
+    crash_point(f"after_task:{index}")
+    store.prune_state(index)
     if sink is not None:
         sink.log_task(result)
     return result

@@ -11,7 +11,7 @@ from conftest import TINY, run_cli
 def test_run_on_a_reduced_demo_prints_tables_and_writes_the_files(tmp_path):
     proc = run_cli("run", "learner=finetune", "seed=1", *TINY, "stream.tasks=[textures,shapes]", f"out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
-    assert "Task 1/2: textures (texture)" in proc.stdout and "Task 2/2: shapes (object)" in proc.stdout
+    assert "Task 1/2: textures (texture, 4 classes)" in proc.stdout and "Task 2/2: shapes (object, 5 classes)" in proc.stdout
     assert "Summary: finetune on demo (transfer)" in proc.stdout
     assert "RANDOM initialisation" in proc.stdout  # weights=none is said loudly
     (run_dir,) = tmp_path.iterdir()

@@ -1,0 +1,16 @@
+"""Crash points for fault-injection tests. With NEVISBENCH_FAULT=<point> set, the process kills
+itself with SIGKILL when it reaches that point (no cleanup, like a pre-empted node). Points:
+`after_task:<index>` (its results line committed), `step:<index>:<global step>` (mid-task, after
+that step), `write:<file name>` (temporary file written and synced, before the rename)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["crash_point"]
+
+
+def crash_point(point: str) -> None:
+    if os.environ.get("NEVISBENCH_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
