@@ -18,7 +18,7 @@ LIST_WHAT = ("learners", "streams", "tasks")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,flops,plot}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,flops,plot,data}")
     run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
                          "Overrides: group=option (learner=, stream=, trainer=, logger=) and dotted key=value.")
     run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x, or resume=RUN_DIR")
@@ -35,7 +35,67 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="run folders (with summary.json), e.g. runs/*")
     plot.add_argument("--out", default="compute_performance.png", help="output file (.png, .pdf, .svg)")
     plot.add_argument("--x", default="algorithmic", choices=("algorithmic", "executed", "seconds"), help="compute axis")
+    data = sub.add_parser("data", help="prepare SHORT tasks from their original files; show what is ready",
+                          description="Prepare the SHORT tasks' packed cache, or show its status.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{prepare,status}")
+    prep = data_sub.add_parser("prepare", help="pack tasks into the cache the runner reads",
+                               description="Pack tasks from their publishers' files into the cache under --root. "
+                                           "TARGETS are task keys or streams (short, short_objects, short_ood, short_heldout).")
+    prep.add_argument("targets", nargs="+", metavar="TARGET", help="task keys or stream names, e.g. mnist cifar10, or short")
+    prep.add_argument("--root", default=None, help="cache folder (default: data.root of the config, ~/nevis-data)")
+    prep.add_argument("--source-dir", default=None, help="folder with the downloaded files (one sub-folder per task key "
+                      "when preparing several tasks)")
+    prep.add_argument("--download", action="store_true", help="fetch the files from the catalogue's URLs (resumable)")
+    prep.add_argument("--mirror", default=None, help="with --download: fetch <mirror>/<task key>/<file name> instead")
+    prep.add_argument("--no-verify", action="store_true", help="skip source checksums (re-packed mirrors, test fixtures)")
+    prep.add_argument("--size", type=int, default=64, help="stored image size in pixels (default: 64, the Nevis protocol)")
+    prep.add_argument("--jobs", type=int, default=None, help="tasks packed in parallel (default: number of CPUs)")
+    prep.add_argument("--force", action="store_true", help="prepare again tasks that are already ready")
+    stat = data_sub.add_parser("status", help="per task: ready, missing or corrupt", description="Per task: ready / missing / corrupt, with sizes.")
+    stat.add_argument("targets", nargs="*", metavar="TARGET", help="task keys or streams (default: short and short_heldout)")
+    stat.add_argument("--root", default=None, help="cache folder (default: data.root of the config, ~/nevis-data)")
+    stat.add_argument("--json", action="store_true", help="machine-readable output")
+    stat.add_argument("--quick", action="store_true", help="check file sizes only, do not re-hash the files")
     return parser
+
+
+def _default_root() -> str:
+    from nevisbench.config import compose
+
+    return str(compose([]).data.root)
+
+
+def _data(args: argparse.Namespace, console: Console) -> None:
+    from pathlib import Path
+
+    root = Path(args.root or _default_root()).expanduser()
+    if args.data_command == "prepare":
+        from nevisbench.prepare import prepare
+
+        if args.jobs is not None and args.jobs < 1:
+            raise NevisbenchError(f"Invalid --jobs {args.jobs}: it must be >= 1")
+        prepare(args.targets, root, source_dir=Path(args.source_dir).expanduser() if args.source_dir else None,
+                download=args.download, verify=not args.no_verify, size=args.size, jobs=args.jobs,
+                force=args.force, mirror=args.mirror, console=console)
+        return
+    from nevisbench.prepare import status_rows
+
+    rows = status_rows(root, args.targets or None, verify=not args.quick)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"SHORT task data in {root}", title_justify="left")
+    for column in ("task", "status", "examples", "train/dev/dev_test/test", "MiB", "note"):
+        table.add_column(column)
+    colour = {"ready": "green", "missing": "yellow", "corrupt": "red"}
+    for row in rows:
+        splits = row.get("splits")
+        table.add_row(row["key"], f"[{colour[row['status']]}]{row['status']}[/]", str(row["num_examples"] or ""),
+                      "/".join(str(splits[k]) for k in ("train", "dev", "dev_test", "test")) if splits else "",
+                      f"{row['bytes'] / 2**20:.1f}" if row["bytes"] else "", row["reason"] or "")
+    console.print(table)
+    ready = sum(r["status"] == "ready" for r in rows)
+    console.print(f"{ready} of {len(rows)} ready.")
 
 
 def _flops(args: argparse.Namespace, console: Console) -> None:
@@ -82,7 +142,7 @@ def _list(args: argparse.Namespace, console: Console) -> None:
         from nevisbench.tasks import get_stream
 
         stream = get_stream(args.stream)
-        rows = [{"key": t.key, "name": t.name, "position": i + 1, "year": t.year, "domain": t.domain,
+        rows = [{"key": t.key, "name": t.name, "position": t.position or i + 1, "year": t.year, "domain": t.domain,
                  "num_classes": t.num_classes, "multi_label": t.multi_label} for i, t in enumerate(stream.tasks)]
         columns = ("position", "key", "name", "domain", "num_classes", "multi_label")
     if args.json:
@@ -138,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             _list(args, console)
         elif args.command == "flops":
             _flops(args, console)
+        elif args.command == "data":
+            _data(args, console)
         elif args.command == "plot":
             from nevisbench.plot import plot_runs
 

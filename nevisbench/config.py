@@ -67,6 +67,7 @@ class TrainConfig:
 class StreamConfig:
     name: str = MISSING
     tasks: Optional[list[str]] = None
+    allow_missing: bool = False  # run the prepared tasks only, warn and record the missing ones
 
 
 @dataclass

@@ -27,7 +27,7 @@ SPLITS = ("train", "dev", "test")
 @dataclass
 class Split:
     images: torch.Tensor  # uint8, (N, C, H, W), C in {1, 3}
-    labels: torch.Tensor  # int64, (N,)
+    labels: torch.Tensor  # int64 (N,) class ids, or uint8 (N, num_classes) multi-hot
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -43,6 +43,8 @@ class TaskData:
     dev: Split
     test: Split
     hflip: bool = True  # mirror images during augmentation (off for OCR, where it changes meaning)
+    multi_label: bool = False  # labels are multi-hot (N, num_classes); scored by mean average precision
+    dev_test: Split | None = None  # Nevis' dev-test split, where the source defines one
 
     def validate(self) -> None:
         """Refuse malformed data before any training: dtypes, shapes, label range, empty splits."""
@@ -51,10 +53,15 @@ class TaskData:
             where = f"task '{self.key}', split '{name}'"
             if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[1] not in (1, 3):
                 raise DataError(f"{where}: images must be uint8 (N, 1|3, H, W), got {split.images.dtype} {tuple(split.images.shape)}")
-            if split.labels.shape != (split.images.shape[0],):
-                raise DataError(f"{where}: {split.images.shape[0]} images but labels of shape {tuple(split.labels.shape)}")
+            expected = (split.images.shape[0], self.num_classes) if self.multi_label else (split.images.shape[0],)
+            if tuple(split.labels.shape) != expected:
+                raise DataError(f"{where}: {split.images.shape[0]} images but labels of shape {tuple(split.labels.shape)}, expected {expected}")
             if len(split) == 0:
                 raise DataError(f"{where}: the split is empty")
+            if self.multi_label:
+                if int(split.labels.min()) < 0 or int(split.labels.max()) > 1:
+                    raise DataError(f"{where}: multi-hot labels must be 0 or 1")
+                continue
             low, high = int(split.labels.min()), int(split.labels.max())
             if low < 0 or high >= self.num_classes:
                 raise DataError(f"{where}: label {high if high >= self.num_classes else low} is out of range 0..{self.num_classes - 1}")

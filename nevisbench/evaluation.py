@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
 from nevisbench.flops import FlopMeter, StepCounter
 
@@ -28,21 +29,28 @@ def evaluate(
     meter: FlopMeter,
     *,
     num_classes: int,
+    multi_label: bool = False,
     forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     kind: str = "eval",
 ) -> float:
-    """Top-1 error of `module` on `loader`, charged to `meter` as `kind` compute (FLOPs and seconds).
+    """Top-1 error of `module` on `loader` (1 - macro mean average precision on multi-label tasks,
+    as Nevis scores Pascal VOC), charged to `meter` as `kind` compute (FLOPs and seconds).
 
     Train/eval flags of every submodule are restored afterwards, so this may run mid-training.
     """
     flags = {m: m.training for m in module.modules()}
     device = next(module.parameters()).device
-    metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
+    if multi_label:
+        metric = MultilabelAveragePrecision(num_labels=num_classes, average="macro").to(device)
+    else:
+        metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
     _sync(device)
     start = time.perf_counter()
     module.eval()
     try:
-        with torch.no_grad(), forward_context():
+        with torch.no_grad(), forward_context(), warnings.catch_warnings():
+            # a class without positives in a (small) split scores AP 0, as sklearn's does; warn once, not per class
+            warnings.filterwarnings("ignore", message="No positive samples found in target")
             for x, y in loader:
                 key = ("eval", tuple(x.shape[1:]), x.dtype)
                 per_sample = meter.cached(key)
@@ -53,8 +61,11 @@ def evaluate(
                 else:
                     logits = module(x)
                 meter.charge_eval(per_sample, int(x.shape[0]), kind=kind)
-                metric.update(logits.float(), y)
-        error = 1.0 - float(metric.compute())
+                if multi_label:
+                    metric.update(torch.sigmoid(logits.float()), y.int())
+                else:
+                    metric.update(logits.float(), y)
+            error = 1.0 - float(metric.compute())
     finally:
         for m, training in flags.items():
             m.train(training)

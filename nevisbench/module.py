@@ -14,7 +14,8 @@ __all__ = ["TaskModule"]
 
 
 class TaskModule(L.LightningModule):
-    """Backbone + linear head, trained with cross-entropy.
+    """Backbone + linear head, trained with cross-entropy (binary cross-entropy per class on
+    multi-label tasks).
 
     Learners return this (or a subclass) from `begin_task`; `frozen` submodules get no gradients
     and stay in eval mode. `forward(x)` must return class logits:
@@ -35,7 +36,8 @@ class TaskModule(L.LightningModule):
             part.eval()
         self.task = task
         self.train_cfg = train
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
+        # multi-label tasks (Pascal VOC 2007/2012): one sigmoid per class, binary cross-entropy
+        self.loss_fn = nn.BCEWithLogitsLoss() if task.multi_label else nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -53,7 +55,8 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self(x), y)
+        logits = self(x)
+        loss = self.loss_fn(logits, y.to(logits.dtype) if self.task.multi_label else y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -26,7 +26,7 @@ from nevisbench.callbacks import (
 )
 from nevisbench.config import to_yaml
 from nevisbench.data import BatchLoader, TaskData
-from nevisbench.errors import ConfigError, PluginError, RunFailed, RunInterrupted, TaskFailed
+from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.evaluation import evaluate
 from nevisbench.flops import FlopMeter, FlopTally
 from nevisbench.hardware import fits_on_device, peak_flops
@@ -111,7 +111,8 @@ def _loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -
     return train, dev, test
 
 
-def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]], meter_total: dict[str, Any]) -> dict[str, Any]:
+def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]], meter_total: dict[str, Any],
+              skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
     results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
     scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops)
@@ -135,8 +136,39 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
         "budget": OmegaConf.to_container(cfg.budget, resolve=True),
         **scores,
         "failed_tasks": [r["task"] for r in all_results if r["status"] != "ok"],
+        "skipped_tasks": list(skipped or []),  # not prepared under data.root (stream.allow_missing=true)
         "tasks": all_results,
     }
+
+
+def _available(stream: Any, cfg: DictConfig, console: Console) -> tuple[Any, list[dict[str, str]]]:
+    """Refuse a stream whose prepared data is missing or corrupt (before any training), unless
+    `stream.allow_missing`: then drop those tasks, warn loudly, and return them to be recorded."""
+    from nevisbench.cache import STATUS_READY, task_status
+    from nevisbench.tasks.catalog import Stream
+
+    root = Path(os.path.expanduser(cfg.data.root))
+    bad: dict[str, str] = {}
+    for spec in stream.tasks:
+        if spec.requires_data and spec.key not in bad:
+            status = task_status(root, spec.key, verify=False)
+            if status["status"] != STATUS_READY:
+                bad[spec.key] = f"{status['status']}: {status['reason']}"
+    if not bad:
+        return stream, []
+    keys = list(bad)
+    command = f"nevisbench data prepare {' '.join(keys)} --root {cfg.data.root} --source-dir DIR (or --download)"
+    listing = "; ".join(f"{k} ({v})" for k, v in bad.items())
+    if not cfg.stream.allow_missing:
+        raise DataError(f"{len(keys)} task(s) of stream '{stream.name}' are not prepared in {root}: {listing}. "
+                        f"Prepare them with: {command} -- or run the others with stream.allow_missing=true")
+    kept = tuple(t for t in stream.tasks if t.key not in bad)
+    if not kept:
+        raise DataError(f"no task of stream '{stream.name}' is prepared in {root}; prepare them with: {command}")
+    print_warning(console, f"stream.allow_missing=true: SKIPPING {len(keys)} unprepared task(s): {listing}. "
+                           f"This run covers {len(kept)} of {len(stream.tasks)} tasks; summary.json lists the skipped ones. "
+                           f"To add them: {command}")
+    return Stream(stream.name, stream.description, kept), [{"task": k, "reason": v} for k, v in bad.items()]
 
 
 def _make_learner(cfg: DictConfig, feature_dim: int) -> Learner:
@@ -159,6 +191,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     console = console or Console()
     _quiet_lightning()
     stream = get_stream(cfg.stream.name).select(list(cfg.stream.tasks) if cfg.stream.tasks else None)
+    stream, skipped = _available(stream, cfg, console)
     get_learner_class(cfg.learner.name)  # fail on a broken plugin before creating anything
     if cfg.resume:
         run_dir, run_name = Path(cfg.resume), Path(cfg.resume).name
@@ -167,6 +200,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
             console.print(f"Run {run_dir} is already finished; nothing to do.")
             return run_dir
         finished = store.read_results()
+        planned = [t.key for t in stream.tasks]
+        if [r["task"] for r in finished] != planned[: len(finished)]:
+            raise ConfigError(f"the tasks finished in {run_dir} ({', '.join(r['task'] for r in finished)}) are not the "
+                              f"first tasks of the stream as it stands now ({', '.join(planned)}); did the prepared data change?")
         console.print(f"Resuming [cyan]{run_name}[/]: {len(finished)} of {len(stream.tasks)} tasks finished.")
     else:
         run_dir, run_name = _run_dir(cfg)
@@ -212,7 +249,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     except KeyboardInterrupt:
         raise RunInterrupted(run_dir, sum(r["status"] == "ok" for r in results)) from None
 
-    summary = summarize(cfg, run_name, results, meter.stream.as_dict())
+    summary = summarize(cfg, run_name, results, meter.stream.as_dict(), skipped=skipped)
     store.write_summary(summary)
     store.clear_state()  # a finished run needs no resume state
     if sink is not None:
@@ -282,7 +319,7 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
     holder: dict[str, L.Trainer] = {}
 
     def evaluate_on(loader: BatchLoader) -> float:
-        return evaluate(module, loader, meter, num_classes=task.num_classes,
+        return evaluate(module, loader, meter, num_classes=task.num_classes, multi_label=task.multi_label,
                         forward_context=holder["trainer"].precision_plugin.forward_context)
 
     steps_per_epoch = len(train_loader)
@@ -341,7 +378,7 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
         "index": index,
         "domain": task.domain,
         "num_classes": task.num_classes,
-        "metric": "top1_error",
+        "metric": "1-mAP" if task.multi_label else "top1_error",  # test_error = 1 - mean average precision
         "test_error": test_error,
         "dev_error": plan.records[-1]["dev_error"] if plan.records else None,
         "steps": int(trainer.global_step),

@@ -23,6 +23,8 @@ class TaskSpec:
     multi_label: bool = False
     year: int | None = None
     source: str = ""
+    position: int | None = None  # position in the full stream (sub-streams keep SHORT's numbering)
+    requires_data: bool = False  # reads a prepared cache under data.root (see `nevisbench data`)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def register_stream(name: str) -> Callable[[Callable[[], Stream]], Callable[[], 
 
 
 def get_stream(name: str) -> Stream:
-    from nevisbench.tasks import demo  # noqa: F401  (registers the built-in streams)
+    from nevisbench.tasks import demo, short  # noqa: F401  (registers the built-in streams)
 
     if name not in STREAMS:
         raise choice_error("stream", name, STREAMS)

@@ -1,0 +1,222 @@
+"""Reading publishers' files safely, and fetching them.
+
+- `tar_members` / `zip_members` iterate archive members without extracting anything to disk, and
+  refuse members whose names escape the archive (`../x`, `/etc/x`): a hostile or broken archive
+  stops the preparation with one line naming the member.
+- `fetch` downloads a `SourceFile` over HTTP(S) with resume (`Range`), verifies its checksum and
+  moves it into place atomically; a dead URL is reported with what to do instead.
+- `decode_image` turns encoded bytes into a PIL image, naming the member if it cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from nevisbench.errors import DataError
+
+__all__ = ["SourceFile", "tar_members", "zip_members", "check_member_name", "decode_image",
+           "file_digest", "verify_file", "fetch", "filename_from_url"]
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file as its publisher distributes it.
+
+    `name` is the file name in the source folder; `pattern` (a glob) replaces it where publishers'
+    names are not known (then `md5_any` lists the checksums any matching file may have)."""
+
+    name: str
+    url: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    pattern: str | None = None
+    md5_any: tuple[str, ...] = ()
+    optional: bool = False
+
+    @property
+    def checksum(self) -> tuple[str, str] | None:
+        if self.sha256:
+            return "sha256", self.sha256
+        if self.md5:
+            return "md5", self.md5
+        return None
+
+
+def filename_from_url(url: str) -> str:
+    """`https://host/path/Cars_2001.zip?download=1` -> `Cars_2001.zip`."""
+    return PurePosixPath(urllib.parse.urlparse(url).path).name
+
+
+# -- archive members ----------------------------------------------------------------------------
+def check_member_name(name: str, archive: str | Path) -> str:
+    """The member name, normalised to '/' separators; a path that could escape the archive is
+    refused (absolute, drive letters, any '..' component)."""
+    clean = name.replace("\\", "/")
+    parts = PurePosixPath(clean).parts
+    if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean) or ".." in parts:
+        raise DataError(f"archive {Path(str(archive)).name} has an unsafe member name '{name}' "
+                        "(absolute or '..'); refusing to read it. Re-download the archive from its publisher.")
+    return clean
+
+
+def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(name, read) for every regular file of a tar (any compression), in stored order. `read()`
+    must be called before the next member is requested. Links and devices are skipped."""
+    label = label or str(source)
+    try:
+        tar = tarfile.open(source, mode="r:*") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r:*")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"cannot open {Path(label).name} as a tar archive: {exc}") from None
+    with tar:
+        try:
+            for member in tar:
+                name = check_member_name(member.name, label)
+                if not member.isfile():
+                    continue
+                yield name, _tar_reader(tar, member, label)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{Path(label).name} is truncated or corrupt ({exc}); delete it and download it again") from None
+
+
+def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        handle = tar.extractfile(member)
+        if handle is None:
+            raise DataError(f"cannot read member {member.name} of {Path(label).name}")
+        return handle.read()
+
+    return read
+
+
+def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(name, read) for every file of a zip, in sorted name order (how the Nevis handlers list zips)."""
+    label = label or str(source)
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"cannot open {Path(label).name} as a zip archive: {exc}") from None
+    # not closed when the loop ends: readers may collect (name, read) pairs and read them later;
+    # the file is closed when the last read function is garbage-collected
+    infos = {check_member_name(info.filename, label): info for info in archive.infolist()}
+    for name in sorted(infos):
+        if infos[name].is_dir():
+            continue
+
+        def read(info: zipfile.ZipInfo = infos[name]) -> bytes:
+            try:
+                return archive.read(info)
+            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+                raise DataError(f"member {info.filename} of {Path(label).name} is corrupt: {exc}") from None
+
+        yield name, read
+
+
+def nested(data: bytes) -> io.BytesIO:
+    return io.BytesIO(data)
+
+
+def decode_image(data: bytes, name: str, *, draft: int | None = None) -> Any:
+    """A PIL image from encoded bytes; `draft` lets JPEG decoding skip detail below that size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        if draft and image.format == "JPEG":
+            image.draft("RGB" if image.mode not in ("L", "1") else "L", (draft, draft))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image {name}: {exc}") from None
+    return image
+
+
+# -- checksums and downloads --------------------------------------------------------------------
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, source: SourceFile) -> str | None:
+    """None when `path` has the catalogue's checksum (or none is known); else a one-line reason."""
+    if source.md5_any:
+        got = file_digest(path, "md5")
+        return None if got in source.md5_any else f"{path.name}: md5 {got} is not one of the catalogue's {len(source.md5_any)} checksums for these files"
+    if source.checksum is None:
+        return None
+    algorithm, expected = source.checksum
+    got = file_digest(path, algorithm)
+    return None if got == expected.lower() else f"{path.name}: {algorithm} {got}, expected {expected}"
+
+
+def fetch(source: SourceFile, folder: Path, *, url: str | None = None, verify: bool = True,
+          progress: Callable[[int, int | None], None] | None = None, timeout: float = 60.0) -> Path:
+    """Download `source` into `folder`, resuming a previous partial download (`<name>.part`),
+    verify its checksum and move it into place. Returns the final path."""
+    url = url or source.url
+    if not url:
+        raise DataError(f"{source.name} has no download URL; it must be obtained by hand (see docs/short-stream.md)")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    if target.exists() and (not verify or verify_file(target, source) is None):
+        return target
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "nevisbench", **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the partial file is already complete
+            response = None
+        else:
+            raise DataError(f"{url} is dead or refused (HTTP {exc.code} {exc.reason}). Download {source.name} "
+                            f"from a mirror by hand and pass --source-dir (see docs/short-stream.md)") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"{url} is unreachable ({reason}). Download {source.name} by hand and pass "
+                        f"--source-dir, or retry later (partial downloads resume)") from None
+    if response is not None:
+        with response:
+            if "text/html" in (response.headers.get("Content-Type") or "") and not source.name.endswith((".html", ".htm")):
+                raise DataError(f"{url} returned a web page instead of {source.name} (a quota or confirmation page?). "
+                                f"Download it in a browser and pass --source-dir")
+            resumed = have and response.status == 206
+            if not resumed:
+                have = 0
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length else None
+            done = have
+            with open(part, "ab" if resumed else "wb") as out:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+                out.flush()
+                os.fsync(out.fileno())
+    if verify:
+        problem = verify_file(part, source)
+        if problem:
+            bad = part.with_name(source.name + ".corrupt")
+            os.replace(part, bad)
+            raise DataError(f"checksum mismatch for {url}: {problem}. The file was moved to {bad}; "
+                            "delete it and retry, or fetch it from another mirror")
+    os.replace(part, target)
+    return target
+
