@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import re
@@ -46,7 +47,7 @@ class SourceFile:
     sha256: str | None = None
     pattern: str | None = None
     md5_any: tuple[str, ...] = ()
-    optional: bool = False
+    alternatives: tuple[str, ...] = ()  # other accepted forms (e.g. already gunzipped); not checksummed
 
     @property
     def checksum(self) -> tuple[str, str] | None:
@@ -95,10 +96,13 @@ def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
 
 def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Callable[[], bytes]:
     def read() -> bytes:
-        handle = tar.extractfile(member)
-        if handle is None:
-            raise DataError(f"cannot read member {member.name} of {Path(label).name}")
-        return handle.read()
+        try:
+            handle = tar.extractfile(member)
+            if handle is None:
+                raise DataError(f"cannot read member {member.name} of {Path(label).name}")
+            return handle.read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise DataError(f"{Path(label).name} is truncated or corrupt ({exc}); delete it and download it again") from None
 
     return read
 
@@ -203,13 +207,20 @@ def fetch(source: SourceFile, folder: Path, *, url: str | None = None, verify: b
             total = have + int(length) if length else None
             done = have
             with open(part, "ab" if resumed else "wb") as out:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
+                try:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+                except (http.client.HTTPException, OSError) as exc:
+                    out.flush()
+                    raise DataError(f"download of {url} broke off after {done} bytes ({exc!r}); run the same "
+                                    f"command again to resume from {part.name}") from None
                 out.flush()
                 os.fsync(out.fileno())
+            if total is not None and done < total:
+                raise DataError(f"download of {url} ended early ({done} of {total} bytes); run the same command again to resume")
     if verify:
         problem = verify_file(part, source)
         if problem:

@@ -130,7 +130,8 @@ def task_status(root: Path, key: str, *, verify: bool = True) -> dict[str, Any]:
     try:
         meta = read_meta(folder)
         row.update(bytes=meta.get("bytes", 0), num_examples=meta.get("num_examples"), splits=meta.get("splits"),
-                   image_shape=meta.get("image_shape"))
+                   num_classes=meta.get("num_classes"), classes_present=meta.get("classes_present"),
+                   image_shape=meta.get("image_shape"), checksums_verified=meta.get("checksums_verified"))
         problem = _problem(folder, meta, verify=verify)
     except DataError as exc:
         problem = str(exc)

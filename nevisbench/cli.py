@@ -85,14 +85,16 @@ def _data(args: argparse.Namespace, console: Console) -> None:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title=f"SHORT task data in {root}", title_justify="left")
-    for column in ("task", "status", "examples", "train/dev/dev_test/test", "MiB", "note"):
+    for column in ("task", "status", "examples", "classes", "train/dev/dev_test/test", "MiB", "note"):
         table.add_column(column)
     colour = {"ready": "green", "missing": "yellow", "corrupt": "red"}
     for row in rows:
         splits = row.get("splits")
-        table.add_row(row["key"], f"[{colour[row['status']]}]{row['status']}[/]", str(row["num_examples"] or ""),
+        classes = f"{row['classes_present']}/{row['num_classes']}" if row.get("num_classes") else ""
+        note = row["reason"] or ("sources not verified (--no-verify)" if row.get("checksums_verified") is False else "")
+        table.add_row(row["key"], f"[{colour[row['status']]}]{row['status']}[/]", str(row["num_examples"] or ""), classes,
                       "/".join(str(splits[k]) for k in ("train", "dev", "dev_test", "test")) if splits else "",
-                      f"{row['bytes'] / 2**20:.1f}" if row["bytes"] else "", row["reason"] or "")
+                      f"{row['bytes'] / 2**20:.1f}" if row["bytes"] else "", note)
     console.print(table)
     ready = sum(r["status"] == "ready" for r in rows)
     console.print(f"{ready} of {len(rows)} ready.")
@@ -209,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        errors.print("[bold red]interrupted[/]: results of finished tasks are kept in the run folder.")
+        if args.command == "data":
+            errors.print("[bold red]interrupted[/]: prepared tasks are kept; run the same command again to prepare the rest.")
+        else:
+            errors.print("[bold red]interrupted[/]: results of finished tasks are kept in the run folder.")
         return 130
     except OSError as exc:  # a full disk, a folder that cannot be written, ...
         where = f" ({exc.filename})" if exc.filename else ""

@@ -92,7 +92,7 @@ def _locate(dataset: Any, folders: tuple[Path, ...]) -> tuple[dict[SourceFile, l
             if not folder.is_dir():
                 continue
             paths = sorted(p for p in folder.iterdir() if p.is_file() and p.match(f.pattern)) if f.pattern else \
-                ([folder / f.name] if (folder / f.name).is_file() else [])
+                [folder / n for n in (f.name, *f.alternatives) if (folder / n).is_file()][:1]
             if paths:
                 found[f] = paths
                 break
@@ -106,11 +106,14 @@ def _verify(dataset: Any, found: dict[SourceFile, list[Path]], verify: bool) -> 
     records = []
     for f, paths in found.items():
         for path in paths:
-            problem = verify_file(path, f) if verify else None
+            alternative = not f.pattern and path.name != f.name
+            problem = verify_file(path, f) if verify and not alternative else None
             if problem:
                 raise DataError(f"{dataset.key}: checksum mismatch, {problem}. Re-download it, or pass --no-verify "
                                 "if it is a re-packed mirror you trust")
             state = ("verified" if (f.checksum or f.md5_any) else "none published") if verify else "not verified (--no-verify)"
+            if alternative:
+                state = f"none published for this form of {f.name}"
             records.append({"file": path.name, "bytes": path.stat().st_size, "checksum": state})
     return records
 
@@ -308,18 +311,20 @@ def _pack_all(todo: dict[str, Path], root: Path, *, size: int, verify: bool, job
 
 def _ok_row(key: str, status: dict[str, Any], start: float) -> dict[str, Any]:
     return {"key": key, "result": "prepared", "num_examples": status["num_examples"], "splits": status["splits"],
-            "bytes": status["bytes"], "classes_present": status["meta"]["classes_present"], "seconds": time.perf_counter() - start}
+            "bytes": status["bytes"], "classes_present": status["meta"]["classes_present"],
+            "num_classes": status["meta"]["num_classes"], "seconds": time.perf_counter() - start}
 
 
 def _print_rows(rows: list[dict[str, Any]], console: Console) -> None:
     from rich.table import Table
 
     table = Table(title="data prepare", title_justify="left")
-    for column in ("task", "result", "examples", "train/dev/dev_test/test", "seconds"):
+    for column in ("task", "result", "examples", "classes", "train/dev/dev_test/test", "seconds"):
         table.add_column(column)
     for row in rows:
         splits = row.get("splits")
-        table.add_row(row["key"], row["result"], str(row.get("num_examples", "")),
+        classes = f"{row['classes_present']}/{row['num_classes']}" if row.get("num_classes") else ""
+        table.add_row(row["key"], row["result"], str(row.get("num_examples", "")), classes,
                       "/".join(str(splits[k]) for k in ("train", "dev", "dev_test", "test")) if splits else "",
                       f"{row['seconds']:.1f}")
     console.print(table)

@@ -295,6 +295,10 @@ def _run_task(cfg: DictConfig, spec: Any, index: int, learner: Learner, meter: F
     L.seed_everything(seed, verbose=False)
     data = spec.load(root=os.path.expanduser(cfg.data.root), image_size=cfg.data.image_size, seed=seed)
     data.validate()
+    stored = int(data.train.images.shape[-1])
+    if spec.requires_data and stored < cfg.data.image_size:
+        print_warning(Console(), f"task '{spec.key}' was prepared at {stored} px but data.image_size={cfg.data.image_size}: "
+                                 f"images are upsampled. Prepare it with --size {cfg.data.image_size} --force for full detail.")
 
     try:
         module = learner.begin_task(task)

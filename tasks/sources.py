@@ -148,8 +148,11 @@ IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-i
 
 def _idx(path: Path) -> np.ndarray:
     try:
-        with gzip.open(path, "rb") as handle:
-            data = handle.read()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                data = handle.read()
+        else:  # already gunzipped by the user
+            data = path.read_bytes()
     except (OSError, EOFError) as exc:
         raise DataError(f"{path.name} is not a readable gzip file ({exc})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
@@ -164,8 +167,8 @@ def _idx(path: Path) -> np.ndarray:
 
 def read_idx(src: Sources) -> Iterator[Example]:
     for group, prefix in (("train", "train"), ("test", "t10k")):
-        images = _idx(src.path(f"{prefix}-images-idx3-ubyte.gz"))
-        labels = _idx(src.path(f"{prefix}-labels-idx1-ubyte.gz"))
+        images = _idx(src.first(f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"))
+        labels = _idx(src.first(f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels-idx1-ubyte"))
         if len(images) != len(labels):
             raise DataError(f"{prefix} images ({len(images)}) and labels ({len(labels)}) differ in count")
         for i in range(len(labels)):
@@ -187,7 +190,9 @@ def read_cifar(folder: str, archive: str, label_key: str, train_members: tuple[s
         for member in (*train_members, test_member):
             if member not in batches:
                 raise DataError(f"{archive} has no {folder}/{member}")
-            batch = batches[member]
+            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batches[member].items()}
+            if "data" not in batch or label_key not in batch:
+                raise DataError(f"{archive}: {folder}/{member} has no '{label_key}' or 'data' entry")
             data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             for i, label in enumerate(batch[label_key]):
                 yield Example(data[i], int(label), "test" if member == test_member else "train", f"{member}[{i}]")
@@ -721,7 +726,7 @@ def build_datasets(catalogue: dict[str, Any]) -> dict[str, Dataset]:
         D("coil100", (SourceFile("coil-100.zip", entries["coil100"]["source"]["tfds_underlying_download"][0]["url"],
                                  sha256=entries["coil100"]["source"]["tfds_underlying_download"][0]["sha256_per_tfds"]),),
           3, read_coil100, by_group, "pose-based: train = angles 350-10, dev = 80-100, dev_test = 250-270 degrees, test = the other 57 poses"),
-        D("mnist", tuple(SourceFile(f, f"https://storage.googleapis.com/cvdf-datasets/mnist/{f}", md5=mnist_md5[f]) for f in IDX_FILES),
+        D("mnist", tuple(SourceFile(f, f"https://storage.googleapis.com/cvdf-datasets/mnist/{f}", md5=mnist_md5[f], alternatives=(f[:-3],)) for f in IDX_FILES),
           1, read_idx, tfds_split, "tfds_train_test: official train 70/15/15 -> train/dev/dev_test, official test -> test", (tfds_order,)),
         D("pascal_voc2005", files("pascal_voc2005"), 3, read_voc2005, pool_and_test(S.FOR_TRAIN),
           "random assignment 70/15/15 (RandomState(0)) over voc2005_1; test = voc2005_2"),
@@ -733,7 +738,8 @@ def build_datasets(catalogue: dict[str, Any]) -> dict[str, Dataset]:
           "random assignment 70/15/15 (RandomState(0)) over trainval images with a positive class; test = the test tar",
           ("Single label per image: the last positive class list read wins (as the handler does); class ids follow the order of the list files in the trainval tar.",)),
         D("caltech101", (SourceFile("caltech-101.zip", "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip",
-                                    md5="3138e1922a9193bfa496528edbbc45d0"),), 3, read_caltech101, tfds_split,
+                                    md5="3138e1922a9193bfa496528edbbc45d0",
+                                    alternatives=("101_ObjectCategories.tar.gz",)),), 3, read_caltech101, tfds_split,
           "TFDS: 30 random images per class (RandomState(1234)) are the official train split, the rest test; then tfds_train_test",
           ("Classes and files are visited in sorted order (TFDS uses the directory listing order), so the 30 training images per class may differ from TFDS's; sizes match.", tfds_order),
           ),
@@ -778,7 +784,7 @@ def build_datasets(catalogue: dict[str, Any]) -> dict[str, Dataset]:
           ("hdf5 files are visited in sorted name order (the handler uses the directory listing order).",)),
         D("isic2017_melanoma", files("isic2017_melanoma"), 3, read_isic, by_group,
           "official training set permuted by default_rng(1): first 80% train, rest dev; official validation -> dev_test; official test (v2) -> test"),
-        D("fashion_mnist", tuple(SourceFile(f, f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{f}", md5=fashion_md5[f]) for f in IDX_FILES),
+        D("fashion_mnist", tuple(SourceFile(f, f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{f}", md5=fashion_md5[f], alternatives=(f[:-3],)) for f in IDX_FILES),
           1, read_idx, tfds_split, "tfds_train_test: official train 70/15/15 -> train/dev/dev_test, official test -> test", (tfds_order,)),
         D("stanford_dogs", tuple(SourceFile(n, f"http://vision.stanford.edu/aditya86/ImageNetDogs/{n}") for n in ("images.tar", "lists.tar")),
           3, read_stanford_dogs, tfds_split, "tfds_train_test over the official train_list.mat / test_list.mat", (tfds_order,)),

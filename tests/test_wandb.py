@@ -26,7 +26,7 @@ def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     assert logged["summary"]["mean_test_error"] == summary["mean_test_error"]
     assert logged["summary"]["total_flops"] == summary["total_flops"]
     assert logged["config"]["learner"] == {"name": "finetune"}
-    assert logged["config"]["stream"] == {"name": "demo", "tasks": ["digits", "faces"]}
+    assert logged["config"]["stream"] == {"name": "demo", "tasks": ["digits", "faces"], "allow_missing": False}
     assert any("train/loss" in row for row in logged["history"])  # the Lightning logger shares the run
     # anytime milestones against cumulative training FLOPs, the curve table and chart, the scores
     anytime = [row for row in logged["history"] if "anytime/dev_error" in row]
