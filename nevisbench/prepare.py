@@ -242,7 +242,8 @@ def prepare(targets: list[str], root: Path, *, source_dir: Path | None = None, d
     _print_rows(ordered, console)
     if failed:
         for row in failed:
-            console.print(f"[bold red]{row['key']}:[/] {row['error']}", highlight=False)
+            error = row["error"] if row["error"].startswith(f"{row['key']}:") else f"{row['key']}: {row['error']}"
+            console.print(f"[bold red]failed[/] {error}", highlight=False)
         raise DataError(f"{len(failed)} of {len(keys)} task(s) failed: {', '.join(r['key'] for r in failed)}; "
                         f"the other tasks are kept in {root}")
     return ordered
