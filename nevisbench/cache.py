@@ -17,12 +17,12 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nevisbench.archives import file_digest
 from nevisbench.errors import DataError
 
 __all__ = ["FORMAT_VERSION", "CacheWriter", "PackedTask", "task_status", "load_packed", "STATUS_READY"]
@@ -31,14 +31,6 @@ FORMAT_VERSION = 1
 FILES = ("images.u8", "labels.npy", "splits.npz")
 STATUS_READY, STATUS_MISSING, STATUS_CORRUPT = "ready", "missing", "corrupt"
 SPLIT_NAMES = ("train", "dev", "dev_test", "test")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class CacheWriter:
@@ -90,8 +82,8 @@ class CacheWriter:
             "image_shape": [self.channels, self.size, self.size],
             "labels_shape": list(labels.shape),
             "splits": {k: int(len(splits[k])) for k in SPLIT_NAMES},
-            "sha256": {"images.u8": self._hash.hexdigest(), "labels.npy": _sha256(self.tmp / "labels.npy"),
-                       "splits.npz": _sha256(self.tmp / "splits.npz")},
+            "sha256": {"images.u8": self._hash.hexdigest(), "labels.npy": file_digest(self.tmp / "labels.npy"),
+                       "splits.npz": file_digest(self.tmp / "splits.npz")},
             "bytes": sum((self.tmp / f).stat().st_size for f in FILES),
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **meta,
@@ -155,7 +147,7 @@ def _problem(folder: Path, meta: dict[str, Any], *, verify: bool) -> str | None:
         return f"images.u8 has {(folder / 'images.u8').stat().st_size} bytes, expected {n * c * s * s} (truncated?)"
     if verify:
         for name in FILES:
-            if _sha256(folder / name) != meta["sha256"][name]:
+            if file_digest(folder / name) != meta["sha256"][name]:
                 return f"{name} does not match its checksum in meta.json"
     return None
 
@@ -183,6 +175,3 @@ class PackedTask:
 def load_packed(root: Path, key: str, *, verify: bool = True) -> PackedTask:
     return PackedTask(root, key, verify=verify)
 
-
-def statuses(root: Path, keys: Iterable[str], *, verify: bool = True) -> list[dict[str, Any]]:
-    return [task_status(root, k, verify=verify) for k in keys]

@@ -41,9 +41,11 @@ def _short():
 
 def expand_targets(targets: list[str]) -> list[str]:
     """Dataset keys from task keys and stream names (`short`, `short_objects`, ...), in order, once each."""
+    from nevisbench.tasks import get_stream
+
     short = _short()
     known = short.datasets()
-    streams = {name: [e["key"] for e in _stream_events(name)] for name in short.STREAM_NAMES}
+    streams = {name: [t.key for t in get_stream(name).tasks] for name in short.STREAM_NAMES}
     keys: list[str] = []
     for target in targets:
         if target in streams:
@@ -54,12 +56,6 @@ def expand_targets(targets: list[str]) -> list[str]:
             raise choice_error("task or stream", target, [*streams, *known])
         keys += [k for k in found if k not in keys]
     return keys
-
-
-def _stream_events(name: str) -> list[dict[str, Any]]:
-    from nevisbench.tasks import get_stream
-
-    return [{"key": t.key} for t in get_stream(name).tasks]
 
 
 def to_stored(image: Any, size: int, channels: int, name: str) -> np.ndarray:

@@ -101,10 +101,6 @@ def tfds_split(groups: np.ndarray) -> dict[str, np.ndarray]:
     return S.tfds_train_test(_where(groups, "train"), _where(groups, "test"))
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 class Dedup:
     """Drops exact duplicates (decoded pixels + label), keeping the first, as Nevis'
     `deduplicate_data_generator` does."""

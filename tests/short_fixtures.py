@@ -83,10 +83,6 @@ def write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
             archive.writestr(name, data)
 
 
-def sizes(parts: dict) -> dict:
-    return {k: int(len(v)) for k, v in S.merge(*parts).items()} if isinstance(parts, tuple) else {k: int(len(v)) for k, v in S.merge(parts).items()}
-
-
 def random_sizes(n: int, fractions: dict) -> dict:
     return {k: int(len(v)) for k, v in S.random_assignment(np.arange(n), fractions).items()}
 
