@@ -106,8 +106,8 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
     if args.num_classes < 1:
         raise NevisbenchError(f"Invalid --num-classes {args.num_classes}: it must be >= 1")
     cfg = compose(args.overrides)
-    from nevisbench.profile import step_flops
-    from nevisbench.report import format_flops
+    from nevisbench.compute.probe import step_flops
+    from nevisbench.run.report import format_flops
 
     report = step_flops(cfg, num_classes=args.num_classes)
     if args.json:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             from nevisbench.config import compose
 
             cfg = compose(args.overrides)  # validated before torch is even imported
-            from nevisbench.runner import run
+            from nevisbench.run.runner import run
 
             run(cfg, console=console)
         elif args.command == "list":

@@ -29,7 +29,7 @@ TINY = ["stream=demo", "stream.tasks=[faces,shapes]", "backbone.name=resnet18", 
 
 def _run(learner: str, out: Path, scenario: str, steps: int, overrides: list[str]) -> dict[str, Any]:
     from nevisbench.config import compose
-    from nevisbench.runner import run
+    from nevisbench.run.runner import run
 
     cfg = compose([*TINY, f"learner={learner}", f"scenario={scenario}", f"train.max_steps={steps}",
                    f"out_dir={out}", *overrides])

@@ -14,10 +14,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from nevisbench._faults import crash_point
+from nevisbench.run._faults import crash_point
 from nevisbench.errors import TaskFailed
-from nevisbench.flops import FlopMeter, FlopTally, StepCounter
-from nevisbench.results import sigint_deferred
+from nevisbench.compute.flops import FlopMeter, FlopTally, StepCounter
+from nevisbench.run.results import sigint_deferred
 
 __all__ = ["FlopMeterCallback", "TaskPlan", "ScheduleCallback", "FiniteLossCallback", "CheckpointCallback", "milestone_fractions"]
 

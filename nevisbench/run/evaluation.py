@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
-from nevisbench.flops import FlopMeter, StepCounter
+from nevisbench.compute.flops import FlopMeter, StepCounter
 
 __all__ = ["evaluate"]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nevisbench._faults import crash_point
+from nevisbench.run._faults import crash_point
 from nevisbench.errors import DataError
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "sigint_deferred", "ResultsStore"]

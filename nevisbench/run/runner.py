@@ -19,22 +19,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from nevisbench._faults import crash_point
-from nevisbench.backbones import build_backbone
-from nevisbench.callbacks import (
+from nevisbench.run._faults import crash_point
+from nevisbench.run.backbones import build_backbone
+from nevisbench.run.callbacks import (
     CheckpointCallback, FiniteLossCallback, FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions,
 )
 from nevisbench.config import to_yaml
 from nevisbench.data import BatchLoader, TaskData
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
-from nevisbench.evaluation import evaluate
-from nevisbench.flops import FlopMeter, FlopTally
-from nevisbench.hardware import fits_on_device, peak_flops
+from nevisbench.run.evaluation import evaluate
+from nevisbench.compute.flops import FlopMeter, FlopTally
+from nevisbench.compute.hardware import fits_on_device, peak_flops
 from nevisbench.learner import Learner, LearnerContext, TaskInfo
-from nevisbench.loggers import make_sink
+from nevisbench.run.loggers import make_sink
 from nevisbench.registry import get_learner_class
-from nevisbench.report import print_warning, summary_table, task_table
-from nevisbench.results import ResultsStore
+from nevisbench.run.report import print_warning, summary_table, task_table
+from nevisbench.run.results import ResultsStore
 from nevisbench.scores import stream_scores
 from nevisbench.tasks import get_stream
 

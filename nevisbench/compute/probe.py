@@ -10,11 +10,11 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from nevisbench.backbones import build_backbone
-from nevisbench.callbacks import FlopMeterCallback
+from nevisbench.run.backbones import build_backbone
+from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.data import BatchLoader, Split
-from nevisbench.evaluation import evaluate
-from nevisbench.flops import FlopMeter, StepFlops
+from nevisbench.run.evaluation import evaluate
+from nevisbench.compute.flops import FlopMeter, StepFlops
 from nevisbench.learner import TaskInfo
 
 __all__ = ["step_flops"]
@@ -29,7 +29,7 @@ def _table(step: StepFlops) -> dict[str, dict[str, float]]:
 
 def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2) -> dict[str, Any]:
     """{'train_step': {...}, 'eval_step': {...}} per image, for `cfg`'s learner and backbone."""
-    from nevisbench.runner import _make_learner, _quiet_lightning
+    from nevisbench.run.runner import _make_learner, _quiet_lightning
 
     _quiet_lightning()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
