@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "data":
             _data(args, console)
         elif args.command == "plot":
-            from nevisbench.plot import plot_runs
+            from nevisbench.analysis.plot import plot_runs
 
             out = plot_runs(args.runs, args.out, x=args.x)
             console.print(f"Wrote {out}")

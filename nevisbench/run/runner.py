@@ -35,7 +35,7 @@ from nevisbench.run.loggers import make_sink
 from nevisbench.registry import get_learner_class
 from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
-from nevisbench.scores import stream_scores
+from nevisbench.analysis.scores import stream_scores
 from nevisbench.tasks import get_stream
 
 __all__ = ["run", "resolve_precision", "summarize"]

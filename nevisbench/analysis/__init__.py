@@ -1,0 +1,3 @@
+"""Analysis of finished runs: stream scores and the compute-performance plots."""
+
+__all__: list[str] = []
