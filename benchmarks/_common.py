@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from nevisbench.data import BatchLoader, Split
+from nevisbench.tasks.loader import BatchLoader, Split
 
 
 def quiet() -> None:

@@ -20,7 +20,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_ratio, model, pick_device, premade_batches, quiet, sync, synthetic_split  # noqa: E402
 
-from nevisbench.data import BatchLoader  # noqa: E402
+from nevisbench.tasks.loader import BatchLoader  # noqa: E402
 
 NUM_CLASSES = 10
 

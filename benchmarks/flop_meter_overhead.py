@@ -22,10 +22,10 @@ import torch
 import torchvision
 from torch import nn
 
-from nevisbench.callbacks import FlopMeterCallback
+from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.config import compose
-from nevisbench.data import BatchLoader, Split
-from nevisbench.flops import FlopMeter
+from nevisbench.tasks.loader import BatchLoader, Split
+from nevisbench.compute.flops import FlopMeter
 from nevisbench.learner import TaskInfo
 from nevisbench.module import TaskModule
 

@@ -1,7 +1,7 @@
 """Harness overhead: nevisbench's training throughput over a task divided by a minimal
 hand-written PyTorch loop's, same model, optimizer, batch, precision and steps.
 
-nevisbench runs the real task path (`nevisbench.runner._run_task`): Lightning Trainer, FLOP meter,
+nevisbench runs the real task path (`nevisbench.run.runner._run_task`): Lightning Trainer, FLOP meter,
 logging, progress bar; anytime evaluation off (`budget.milestones=0`), augmentation off (data cost
 is measured by data_pipeline.py). Its throughput is images / training seconds as the run reports
 them (fit time, including Lightning's start-up). The reference loop trains on normalised batches
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_ratio, model, pick_device, premade_batches, quiet, reference_loop, synthetic_split  # noqa: E402
 
 from nevisbench.config import compose  # noqa: E402
-from nevisbench.flops import FlopMeter  # noqa: E402
+from nevisbench.compute.flops import FlopMeter  # noqa: E402
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
 from nevisbench.learner import LearnerContext  # noqa: E402
-from nevisbench.data import TaskData  # noqa: E402
-from nevisbench.results import ResultsStore  # noqa: E402
-from nevisbench.runner import _run_task, resolve_precision  # noqa: E402
+from nevisbench.tasks.loader import TaskData  # noqa: E402
+from nevisbench.run.results import ResultsStore  # noqa: E402
+from nevisbench.run.runner import _run_task, resolve_precision  # noqa: E402
 from nevisbench.tasks.catalog import TaskSpec  # noqa: E402
 
 NUM_CLASSES = 10

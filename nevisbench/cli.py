@@ -70,7 +70,7 @@ def _data(args: argparse.Namespace, console: Console) -> None:
 
     root = Path(args.root or _default_root()).expanduser()
     if args.data_command == "prepare":
-        from nevisbench.prepare import prepare
+        from nevisbench.tasks.prepare import prepare
 
         if args.jobs is not None and args.jobs < 1:
             raise NevisbenchError(f"Invalid --jobs {args.jobs}: it must be >= 1")
@@ -78,7 +78,7 @@ def _data(args: argparse.Namespace, console: Console) -> None:
                 download=args.download, verify=not args.no_verify, size=args.size, jobs=args.jobs,
                 force=args.force, mirror=args.mirror, console=console)
         return
-    from nevisbench.prepare import status_rows
+    from nevisbench.tasks.prepare import status_rows
 
     rows = status_rows(root, args.targets or None, verify=not args.quick)
     if args.json:

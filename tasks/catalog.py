@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nevisbench.data import TaskData
+from nevisbench.tasks.loader import TaskData
 from nevisbench.errors import ConfigError, choice_error
 
 __all__ = ["TaskSpec", "Stream", "STREAMS", "register_stream", "get_stream"]

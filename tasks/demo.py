@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nevisbench.data import Split, TaskData, split_indices
+from nevisbench.tasks.loader import Split, TaskData, split_indices
 from nevisbench.tasks.catalog import Stream, TaskSpec, register_stream
 
 __all__ = ["demo_stream", "TEXTURE_PHOTOS", "SHAPES"]

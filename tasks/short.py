@@ -40,8 +40,8 @@ def load_prepared(key: str, *, root: str, image_size: int, seed: int, verify: bo
     """A prepared task's train/dev/dev_test/test splits from the packed cache in `root`."""
     import torch
 
-    from nevisbench.cache import load_packed
-    from nevisbench.data import Split, TaskData
+    from nevisbench.tasks.cache import load_packed
+    from nevisbench.tasks.loader import Split, TaskData
 
     packed = load_packed(Path(root), key, verify=verify)
     entry = _entries()[key]

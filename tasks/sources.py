@@ -3,7 +3,7 @@
 Each `Dataset` names its files (with the catalogue's URLs and checksums), how to read them into
 examples in the order the Nevis handlers (or TFDS builders) visit them, and how those examples are
 split. Readers never extract archives to disk: members are read in memory, and every member name
-is checked (see `nevisbench.archives`). Facts come from `nevis_short.yaml`; every deviation from
+is checked (see `nevisbench.tasks.archives`). Facts come from `nevis_short.yaml`; every deviation from
 the original pipeline is listed with its dataset and in docs/short-stream.md.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nevisbench.archives import SourceFile, decode_image, filename_from_url, nested, tar_members, zip_members
+from nevisbench.tasks.archives import SourceFile, decode_image, filename_from_url, nested, tar_members, zip_members
 from nevisbench.errors import DataError
 from nevisbench.tasks import splits as S
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from nevisbench.backbones import build_backbone
+from nevisbench.run.backbones import build_backbone
 from nevisbench.errors import ConfigError
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nevisbench.config import compose
-from nevisbench.runner import run
+from nevisbench.run.runner import run
 
 # resnet18 at 16px, batch 16: one training step costs ~0.9 GFLOP (head-size dependent)
 TASKS = "stream.tasks=[digits,faces]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nevisbench.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Split, split_indices
+from nevisbench.tasks.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Split, split_indices
 
 
 def _split(n: int = 10, size: int = 8, channels: int = 1) -> Split:

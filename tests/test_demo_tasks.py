@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nevisbench.data import Split, TaskData
+from nevisbench.tasks.loader import Split, TaskData
 from nevisbench.errors import DataError
 from nevisbench.tasks import get_stream
 

@@ -13,8 +13,8 @@ import pytest
 
 import short_fixtures as F
 from conftest import run_cli
-from nevisbench.archives import SourceFile, fetch
-from nevisbench.cache import task_status
+from nevisbench.tasks.archives import SourceFile, fetch
+from nevisbench.tasks.cache import task_status
 from nevisbench.errors import DataError
 
 

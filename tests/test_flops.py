@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nevisbench.callbacks import FlopMeterCallback
-from nevisbench.data import BatchLoader, Split
-from nevisbench.flops import FlopMeter, StepFlops, counting_mode
+from nevisbench.run.callbacks import FlopMeterCallback
+from nevisbench.tasks.loader import BatchLoader, Split
+from nevisbench.compute.flops import FlopMeter, StepFlops, counting_mode
 from nevisbench.learner import TaskInfo
 from nevisbench.module import TaskModule
 
@@ -121,7 +121,7 @@ def test_resnet50_training_step_counts_24_30_gflop_per_224px_image():
 import torch.nn.utils.prune as prune  # noqa: E402
 
 from nevisbench.errors import PluginError  # noqa: E402
-from nevisbench.flops import StepCounter, mask_densities  # noqa: E402
+from nevisbench.compute.flops import StepCounter, mask_densities  # noqa: E402
 
 
 class _TwoConvs(nn.Module):

@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nevisbench.config import compose, group_options
-from nevisbench.data import BatchLoader, Split
+from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.learner import LearnerContext, TaskInfo
-from nevisbench.profile import step_flops
+from nevisbench.compute.probe import step_flops
 from nevisbench.registry import get_learner_class
-from nevisbench.runner import run
+from nevisbench.run.runner import run
 
 TASK = TaskInfo("t", "t", 0, "object", 5)
 

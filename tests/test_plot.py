@@ -13,8 +13,8 @@ from conftest import TINY, run_cli
 from nbclient import NotebookClient
 
 from nevisbench.config import compose
-from nevisbench.plot import pareto_front, run_label
-from nevisbench.runner import run
+from nevisbench.analysis.plot import pareto_front, run_label
+from nevisbench.run.runner import run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compute_performance.ipynb"
 

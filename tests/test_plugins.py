@@ -14,7 +14,7 @@ from conftest import TINY, run_cli
 from nevisbench import registry
 from nevisbench.config import compose
 from nevisbench.errors import PluginError
-from nevisbench.runner import run
+from nevisbench.run.runner import run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nevisbench-example-learner"
 

@@ -137,7 +137,7 @@ def test_wandb_failing_mid_run_never_kills_the_run(tmp_path, tiny, monkeypatch, 
     import wandb.sdk.wandb_run
 
     from nevisbench.config import compose
-    from nevisbench.runner import run
+    from nevisbench.run.runner import run
 
     def broken_log(self, *args, **kwargs):
         raise ConnectionError("W&B is unreachable")

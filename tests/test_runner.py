@@ -12,7 +12,7 @@ from torch import nn
 from nevisbench.config import compose
 from nevisbench.learner import LearnerContext, TaskInfo
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner
-from nevisbench.runner import run
+from nevisbench.run.runner import run
 
 
 def _run(tmp_path: Path, tiny: list[str], *extra: str) -> Path:

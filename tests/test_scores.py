@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nevisbench.callbacks import milestone_fractions
-from nevisbench.scores import curve_auc, stream_curve, stream_scores
+from nevisbench.run.callbacks import milestone_fractions
+from nevisbench.analysis.scores import curve_auc, stream_curve, stream_scores
 
 
 def _point(flops: float, error: float) -> dict[str, float]:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import short_fixtures as F
-from nevisbench.archives import SourceFile, file_digest
-from nevisbench.cache import load_packed, task_status
+from nevisbench.tasks.archives import SourceFile, file_digest
+from nevisbench.tasks.cache import load_packed, task_status
 from nevisbench.errors import DataError
-from nevisbench.prepare import prepare, prepare_task, to_stored
+from nevisbench.tasks.prepare import prepare, prepare_task, to_stored
 from nevisbench.tasks import short
 from nevisbench.tasks import splits as S
 

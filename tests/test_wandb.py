@@ -7,7 +7,7 @@ import json
 from wandb_records import read_run
 
 from nevisbench.config import compose
-from nevisbench.runner import run
+from nevisbench.run.runner import run
 
 
 def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from nevisbench.run.backbones import build_backbone
 from nevisbench.run.callbacks import FlopMeterCallback
-from nevisbench.data import BatchLoader, Split
+from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.run.evaluation import evaluate
 from nevisbench.compute.flops import FlopMeter, StepFlops
 from nevisbench.learner import TaskInfo

@@ -25,7 +25,7 @@ from nevisbench.run.callbacks import (
     CheckpointCallback, FiniteLossCallback, FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions,
 )
 from nevisbench.config import to_yaml
-from nevisbench.data import BatchLoader, TaskData
+from nevisbench.tasks.loader import BatchLoader, TaskData
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.run.evaluation import evaluate
 from nevisbench.compute.flops import FlopMeter, FlopTally
@@ -144,7 +144,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
 def _available(stream: Any, cfg: DictConfig, console: Console) -> tuple[Any, list[dict[str, str]]]:
     """Refuse a stream whose prepared data is missing or corrupt (before any training), unless
     `stream.allow_missing`: then drop those tasks, warn loudly, and return them to be recorded."""
-    from nevisbench.cache import STATUS_READY, task_status
+    from nevisbench.tasks.cache import STATUS_READY, task_status
     from nevisbench.tasks.catalog import Stream
 
     root = Path(os.path.expanduser(cfg.data.root))

@@ -4,7 +4,7 @@ Per task: find its files (`--source-dir`) or fetch them (`--download`, resumable
 verify the catalogue's checksums, read every example in the order the Nevis pipeline visits
 them, store each as a uint8 square of `size` pixels (central square crop of side min(h, w), then
 an antialiased bilinear resize: the Nevis evaluation preprocessing), apply the dataset's split
-rule, and publish the task folder atomically (see `nevisbench.cache`). Finished tasks are skipped
+rule, and publish the task folder atomically (see `nevisbench.tasks.cache`). Finished tasks are skipped
 on the next call, so an interrupted preparation resumes task by task. Several tasks are packed in
 parallel processes.
 """
@@ -24,8 +24,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from nevisbench.archives import SourceFile, decode_image, fetch, verify_file
-from nevisbench.cache import STATUS_READY, CacheWriter, task_status
+from nevisbench.tasks.archives import SourceFile, decode_image, fetch, verify_file
+from nevisbench.tasks.cache import STATUS_READY, CacheWriter, task_status
 from nevisbench.errors import DataError, choice_error
 
 __all__ = ["expand_targets", "prepare", "prepare_task", "status_rows", "to_stored", "DEFAULT_SIZE"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nevisbench.archives import file_digest
+from nevisbench.tasks.archives import file_digest
 from nevisbench.errors import DataError
 
 __all__ = ["FORMAT_VERSION", "CacheWriter", "PackedTask", "task_status", "load_packed", "STATUS_READY"]
