@@ -26,8 +26,8 @@ from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.config import compose
 from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.compute.flops import FlopMeter
-from nevisbench.learner import TaskInfo
-from nevisbench.module import TaskModule
+from nevisbench.api.learner import TaskInfo
+from nevisbench.api.module import TaskModule
 
 
 def _fit(*, with_meter: bool, steps: int, model: str, image_size: int, batch_size: int) -> tuple[float, FlopMeter]:

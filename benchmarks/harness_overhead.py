@@ -29,7 +29,7 @@ from _common import median_ratio, model, pick_device, premade_batches, quiet, re
 from nevisbench.config import compose  # noqa: E402
 from nevisbench.compute.flops import FlopMeter  # noqa: E402
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
-from nevisbench.learner import LearnerContext  # noqa: E402
+from nevisbench.api.learner import LearnerContext  # noqa: E402
 from nevisbench.tasks.loader import TaskData  # noqa: E402
 from nevisbench.run.results import ResultsStore  # noqa: E402
 from nevisbench.run.runner import _run_task, resolve_precision  # noqa: E402

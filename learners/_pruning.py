@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from nevisbench.errors import ConfigError, choice_error
-from nevisbench.learner import LearnerConfig
+from nevisbench.api.learner import LearnerConfig
 
 __all__ = ["PruneConfig", "scores"]
 

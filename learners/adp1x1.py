@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nevisbench.errors import choice_error
-from nevisbench.learner import Learner, LearnerConfig, TaskInfo
+from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo
 from nevisbench.learners._resnet import block_convs
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Adp1x1Learner(Learner):
         for name, param in backbone.named_parameters():
             # trainable: adapters and BatchNorm affine parameters; frozen: every other weight
             param.requires_grad_(".adapter." in name or _is_bn(backbone, name))
-        from nevisbench.module import TaskModule
+        from nevisbench.api.module import TaskModule
 
         head = nn.Linear(self.feature_dim, task.num_classes)
         return TaskModule(backbone, head, task=task, train=self.context.train)

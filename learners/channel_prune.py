@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nevisbench.learner import Learner
+from nevisbench.api.learner import Learner
 from nevisbench.learners._pruning import PruneConfig
 
 __all__ = ["ChannelPruneConfig", "ChannelPruneLearner"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nevisbench.learner import Learner, LearnerConfig
+from nevisbench.api.learner import Learner, LearnerConfig
 
 __all__ = ["FinetuneConfig", "FinetuneLearner"]
 

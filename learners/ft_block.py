@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from nevisbench.errors import ConfigError
-from nevisbench.learner import Learner, LearnerConfig, TaskInfo
+from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo
 from nevisbench.learners._resnet import blocks, stem
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class FtBlockLearner(Learner):
 
     def build_module(self, backbone: nn.Module, task: TaskInfo) -> L.LightningModule:
         frozen = stem(backbone) + blocks(backbone)[: self.config.first_trained_block]
-        from nevisbench.module import TaskModule
+        from nevisbench.api.module import TaskModule
 
         head = nn.Linear(self.feature_dim, task.num_classes)
         return TaskModule(backbone, head, task=task, train=self.context.train, frozen=frozen)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nevisbench.errors import ConfigError
-from nevisbench.learner import Learner, LearnerConfig
+from nevisbench.api.learner import Learner, LearnerConfig
 from nevisbench.learners._resnet import blocks
 
 __all__ = ["TruncatedConfig", "TruncatedLearner"]

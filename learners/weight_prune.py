@@ -13,7 +13,7 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from nevisbench.learner import Learner
+from nevisbench.api.learner import Learner
 from nevisbench.learners._pruning import PruneConfig, scores
 from nevisbench.learners._resnet import block_convs
 

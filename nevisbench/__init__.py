@@ -17,11 +17,11 @@ _EXPORTS = {
     "DataError": "nevisbench.errors",
     "NevisbenchError": "nevisbench.errors",
     "PluginError": "nevisbench.errors",
-    "Learner": "nevisbench.learner",
-    "LearnerConfig": "nevisbench.learner",
-    "LearnerContext": "nevisbench.learner",
-    "TaskInfo": "nevisbench.learner",
-    "TaskModule": "nevisbench.module",
+    "Learner": "nevisbench.api.learner",
+    "LearnerConfig": "nevisbench.api.types",
+    "LearnerContext": "nevisbench.api.types",
+    "TaskInfo": "nevisbench.api.types",
+    "TaskModule": "nevisbench.api.module",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -32,7 +32,7 @@ def learner_names() -> list[str]:
 
 def get_learner_class(name: str) -> type:
     """Load the learner class registered as `name`, checking it honours the learner API."""
-    from nevisbench.learner import Learner, LearnerConfig
+    from nevisbench.api.learner import Learner, LearnerConfig
 
     eps = _entry_points()
     if name not in eps:

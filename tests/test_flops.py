@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.compute.flops import FlopMeter, StepFlops, counting_mode
-from nevisbench.learner import TaskInfo
-from nevisbench.module import TaskModule
+from nevisbench.api.learner import TaskInfo
+from nevisbench.api.module import TaskModule
 
 
 def _count(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:

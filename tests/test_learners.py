@@ -14,7 +14,7 @@ from torch import nn
 
 from nevisbench.config import compose, group_options
 from nevisbench.tasks.loader import BatchLoader, Split
-from nevisbench.learner import LearnerContext, TaskInfo
+from nevisbench.api.learner import LearnerContext, TaskInfo
 from nevisbench.compute.probe import step_flops
 from nevisbench.registry import get_learner_class
 from nevisbench.run.runner import run

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nevisbench.config import compose
-from nevisbench.learner import LearnerContext, TaskInfo
+from nevisbench.api.learner import LearnerContext, TaskInfo
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner
 from nevisbench.run.runner import run
 

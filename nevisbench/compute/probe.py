@@ -15,7 +15,7 @@ from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.run.evaluation import evaluate
 from nevisbench.compute.flops import FlopMeter, StepFlops
-from nevisbench.learner import TaskInfo
+from nevisbench.api.learner import TaskInfo
 
 __all__ = ["step_flops"]
 

@@ -30,7 +30,7 @@ from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, Ru
 from nevisbench.run.evaluation import evaluate
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.compute.hardware import fits_on_device, peak_flops
-from nevisbench.learner import Learner, LearnerContext, TaskInfo
+from nevisbench.api.learner import Learner, LearnerContext, TaskInfo
 from nevisbench.run.loggers import make_sink
 from nevisbench.registry import get_learner_class
 from nevisbench.run.report import print_warning, summary_table, task_table

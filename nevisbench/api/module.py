@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from nevisbench.learner import TaskInfo
+from nevisbench.api.types import TaskInfo
 
 __all__ = ["TaskModule"]
 

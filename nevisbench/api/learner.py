@@ -12,45 +12,15 @@ backbone; in `continual` every task starts from the backbone the previous task e
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from nevisbench.api.types import LearnerConfig, LearnerContext, TaskInfo
 
 if TYPE_CHECKING:  # torch and Lightning load only when a run starts, not to validate a config
     import lightning as L
     from torch import nn
 
 __all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module"]
-
-
-@dataclass
-class LearnerConfig:
-    """Base of every learner's config dataclass. Subclasses add typed fields with defaults and may
-    define `validate()` raising `nevisbench.ConfigError` for values out of range."""
-
-    name: str = "finetune"
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What a learner may know about a task."""
-
-    key: str
-    name: str
-    index: int
-    domain: str
-    num_classes: int
-    multi_label: bool = False
-
-
-@dataclass(frozen=True)
-class LearnerContext:
-    """Run-level settings a learner may read (never the meter or the store)."""
-
-    scenario: str  # transfer | continual
-    seed: int
-    image_size: int
-    train: Any  # the `train` config section (optimizer, lr, ...)
-    feature_dim: int  # width of the backbone's pooled features
 
 
 def clone_module(module: nn.Module) -> nn.Module:
@@ -88,7 +58,7 @@ class Learner:
         """Wrap this task's starting backbone in a LightningModule with a new head."""
         from torch import nn
 
-        from nevisbench.module import TaskModule
+        from nevisbench.api.module import TaskModule
 
         head = nn.Linear(self.feature_dim, task.num_classes)
         return TaskModule(backbone, head, task=task, train=self.context.train)
