@@ -1,7 +1,7 @@
 """Harness overhead: nevisbench's training throughput over a task divided by a minimal
 hand-written PyTorch loop's, same model, optimizer, batch, precision and steps.
 
-nevisbench runs the real task path (`nevisbench.run.runner._run_task`): Lightning Trainer, FLOP meter,
+nevisbench runs the real task path (`nevisbench.run.runner.StreamRunner.run_task`): Lightning Trainer, FLOP meter,
 logging, progress bar; anytime evaluation off (`budget.milestones=0`), augmentation off (data cost
 is measured by data_pipeline.py). Its throughput is images / training seconds as the run reports
 them (fit time, including Lightning's start-up). The reference loop trains on normalised batches
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_ratio, model, pick_device, premade_batches, quiet, reference_loop, synthetic_split  # noqa: E402
 
 from nevisbench.config import compose  # noqa: E402
-from nevisbench.compute.flops import FlopMeter  # noqa: E402
+from rich.console import Console  # noqa: E402
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
 from nevisbench.api.learner import LearnerContext  # noqa: E402
 from nevisbench.tasks.loader import TaskData  # noqa: E402
 from nevisbench.run.results import ResultsStore  # noqa: E402
-from nevisbench.run.runner import _run_task, resolve_precision  # noqa: E402
+from nevisbench.run.runner import StreamRunner, resolve_precision  # noqa: E402
 from nevisbench.tasks.catalog import TaskSpec  # noqa: E402
 
 NUM_CLASSES = 10
@@ -46,8 +46,9 @@ def nevisbench_images_per_second(cfg, split, out: Path) -> float:
     backbone.fc = torch.nn.Identity()
     learner = FinetuneLearner(FinetuneConfig(), LearnerContext(scenario="transfer", seed=0, image_size=cfg.data.image_size,
                                                                train=cfg.train, feature_dim=width))
-    learner.setup(backbone)
-    result = _run_task(cfg, spec, 0, learner, FlopMeter(), ResultsStore(out), None, resolve_precision(cfg), out)
+    runner = StreamRunner(cfg, backbone=backbone, feature_dim=width, store=ResultsStore(out), console=Console(quiet=True),
+                          learner=learner)
+    result = runner.run_task(spec, 0)
     return result["throughput"]["train_images_per_second"]
 
 

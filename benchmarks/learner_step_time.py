@@ -46,8 +46,7 @@ def build(option: str, overrides: list[str], backbone_name: str, image_size: int
     backbone, width = build_backbone(cfg.backbone.name, "none")
     learner = get_learner_class(cfg.learner.name)(
         OmegaConf.to_object(cfg.learner), LearnerContext("transfer", 0, image_size, cfg.train, width))
-    learner.setup(backbone)
-    module = learner.begin_task(TaskInfo("bench", "bench", 0, "object", 10)).to(device)
+    module = learner.begin_task(TaskInfo("bench", "bench", 0, "object", 10), learner.prepare(backbone)).to(device)
     params = [p for p in module.parameters() if p.requires_grad]
     return module, torch.optim.SGD(params, lr=0.01, momentum=0.9)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nevisbench.errors import choice_error
-from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo
+from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo, replace_submodule
 from nevisbench.learners._resnet import block_convs
 
 if TYPE_CHECKING:
@@ -52,18 +52,14 @@ class Adp1x1Learner(Learner):
     def prepare(self, backbone: nn.Module) -> nn.Module:
         for name, conv in block_convs(backbone, include_stem=False, include_downsample=False):
             if self.config.targets == "all" or conv.kernel_size != (1, 1):
-                parent, _, child = name.rpartition(".")
-                setattr(backbone.get_submodule(parent), child, ParallelAdapter(conv))
+                replace_submodule(backbone, name, ParallelAdapter(conv))
         return backbone
 
-    def build_module(self, backbone: nn.Module, task: TaskInfo) -> L.LightningModule:
+    def begin_task(self, task: TaskInfo, backbone: nn.Module) -> L.LightningModule:
         for name, param in backbone.named_parameters():
             # trainable: adapters and BatchNorm affine parameters; frozen: every other weight
             param.requires_grad_(".adapter." in name or _is_bn(backbone, name))
-        from nevisbench.api.module import TaskModule
-
-        head = nn.Linear(self.feature_dim, task.num_classes)
-        return TaskModule(backbone, head, task=task, train=self.context.train)
+        return self.task_module(backbone, task)
 
 
 def _is_bn(root: nn.Module, param_name: str) -> bool:

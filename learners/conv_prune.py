@@ -24,7 +24,7 @@ import torch.nn.utils.prune as prune
 from torch import nn
 
 from nevisbench.errors import ConfigError, choice_error
-from nevisbench.api.learner import Learner
+from nevisbench.api.learner import Learner, replace_submodule
 from nevisbench.learners._pruning import PruneConfig, scores
 from nevisbench.learners._resnet import block_convs
 
@@ -79,7 +79,7 @@ class ConvPruneLearner(Learner):
             for (name, conv), score in zip(convs, kernel_scores):
                 keep = max(1, round((1 - cfg.sparsity) * conv.in_channels))
                 groups = min(cfg.groups, conv.out_channels)
-                _replace(backbone, name, GroupSharedConv(conv, groups, keep, score))
+                replace_submodule(backbone, name, GroupSharedConv(conv, groups, keep, score))
             return backbone
         if cfg.scope == "global":  # one threshold over kernels normalised per layer
             normalised = [s / s.mean().clamp_min(1e-12) for s in kernel_scores]
@@ -98,7 +98,3 @@ class ConvPruneLearner(Learner):
             prune.custom_from_mask(conv, "weight", mask[:, :, None, None].expand_as(conv.weight).contiguous())
         return backbone
 
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)

@@ -37,9 +37,6 @@ class FtBlockConfig(LearnerConfig):
 class FtBlockLearner(Learner):
     Config = FtBlockConfig
 
-    def build_module(self, backbone: nn.Module, task: TaskInfo) -> L.LightningModule:
+    def begin_task(self, task: TaskInfo, backbone: nn.Module) -> L.LightningModule:
         frozen = stem(backbone) + blocks(backbone)[: self.config.first_trained_block]
-        from nevisbench.api.module import TaskModule
-
-        head = nn.Linear(self.feature_dim, task.num_classes)
-        return TaskModule(backbone, head, task=task, train=self.context.train, frozen=frozen)
+        return self.task_module(backbone, task, frozen=frozen)

@@ -21,17 +21,17 @@ class _Config(LearnerConfig):
 class ReturnsAModule(Learner):
     Config = _Config
 
-    def begin_task(self, task):
+    def begin_task(self, task, backbone):
         return nn.Linear(2, 2)  # not a LightningModule
 
 
 class FailsOnSecondTask(Learner):
     Config = _Config
 
-    def begin_task(self, task):
+    def begin_task(self, task, backbone):
         if task.index == 1:
             raise RuntimeError("out of ideas")
-        return super().begin_task(task)
+        return super().begin_task(task, backbone)
 
 
 class FailsInPrepare(Learner):

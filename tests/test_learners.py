@@ -18,6 +18,7 @@ from nevisbench.api.learner import LearnerContext, TaskInfo
 from nevisbench.compute.probe import step_flops
 from nevisbench.registry import get_learner_class
 from nevisbench.run.runner import run
+from nevisbench.run.scenario import Scenario
 
 TASK = TaskInfo("t", "t", 0, "object", 5)
 
@@ -31,8 +32,20 @@ def _learner(option: str, *overrides: str, image_size: int = 32, backbone: str =
         OmegaConf.to_object(cfg.learner),
         LearnerContext(scenario="transfer", seed=0, image_size=image_size, train=cfg.train, feature_dim=width),
     )
-    learner.setup(net)
-    return learner
+    return _Prepared(learner, Scenario("transfer", learner.prepare(net)))
+
+
+class _Prepared:
+    """A learner after `prepare`, whose `begin_task(task)` starts from the runner's scenario."""
+
+    def __init__(self, learner, scenario: Scenario) -> None:
+        self.learner, self.scenario = learner, scenario
+
+    def begin_task(self, task: TaskInfo) -> L.LightningModule:
+        return self.learner.begin_task(task, self.scenario.start())
+
+    def __getattr__(self, name: str):
+        return getattr(self.learner, name)
 
 
 def _train(module: L.LightningModule, steps: int = 3, image_size: int = 32) -> None:

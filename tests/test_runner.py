@@ -13,6 +13,7 @@ from nevisbench.config import compose
 from nevisbench.api.learner import LearnerContext, TaskInfo
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner
 from nevisbench.run.runner import run
+from nevisbench.run.scenario import Scenario
 
 
 def _run(tmp_path: Path, tiny: list[str], *extra: str) -> Path:
@@ -45,11 +46,30 @@ def test_same_seed_gives_identical_results(tmp_path, tiny):
     assert a["total_flops"] == b["total_flops"]
 
 
-def _learner(scenario: str) -> FinetuneLearner:
-    train = compose([]).train
-    learner = FinetuneLearner(FinetuneConfig(), LearnerContext(scenario=scenario, seed=0, image_size=16, train=train, feature_dim=4))
-    learner.setup(nn.Sequential(nn.Flatten(), nn.Linear(12, 4)))
-    return learner
+class _Stream:
+    """The runner's per-task protocol around a learner: prepare once, then begin/end each task."""
+
+    def __init__(self, scenario: str) -> None:
+        train = compose([]).train
+        self.learner = FinetuneLearner(FinetuneConfig(), LearnerContext(scenario=scenario, seed=0, image_size=16, train=train, feature_dim=4))
+        self.scenario = Scenario(scenario, self.learner.prepare(nn.Sequential(nn.Flatten(), nn.Linear(12, 4))))
+
+    def begin_task(self, task: TaskInfo):
+        return self.learner.begin_task(task, self.scenario.start())
+
+    def end_task(self, task: TaskInfo, module) -> None:
+        self.learner.end_task(task, module)
+        self.scenario.finish(module)
+
+    def state_dict(self):
+        return self.scenario.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.scenario.load_state_dict(state)
+
+
+def _learner(scenario: str) -> _Stream:
+    return _Stream(scenario)
 
 
 @pytest.mark.parametrize("scenario", ["transfer", "continual"])

@@ -1,12 +1,17 @@
 """The public learner API.
 
-A learner turns a backbone into one `LightningModule` per task. It is built from its config
-(`Learner.Config`, a dataclass), prepares the backbone once per stream (`prepare`), returns a module
-for each task (`begin_task`) and may keep state across tasks (`end_task`). It never sees the FLOP
-meter, the results store or the loggers: the runner owns those, so no learner can under-report.
+A learner turns a backbone into one `LightningModule` per task. Its verbs are the names the runner
+calls and the names its errors use:
 
-The base class implements both scenarios: in `transfer` every task starts from the prepared
-backbone; in `continual` every task starts from the backbone the previous task ended with.
+- `prepare(backbone) -> backbone`: once per stream, before the first task (prune it, add adapters...).
+- `begin_task(task, backbone) -> LightningModule`: for each task; `backbone` is this task's starting
+  point, a private copy (the prepared backbone in the `transfer` scenario, the previous task's in
+  `continual`). The default wraps it with a new linear head (`task_module`).
+- `end_task(task, module)`: after each finished task.
+- `state_dict()` / `load_state_dict(state)`: the learner's own state across tasks, for resume.
+
+The runner owns the scenario (which backbone a task starts from), the FLOP meter, the results
+store and the loggers: no learner can change what is counted.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ if TYPE_CHECKING:  # torch and Lightning load only when a run starts, not to val
     import lightning as L
     from torch import nn
 
-__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module"]
+    from nevisbench.api.module import TaskModule
+
+__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module", "replace_submodule"]
 
 
 def clone_module(module: nn.Module) -> nn.Module:
@@ -36,9 +43,14 @@ def clone_module(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module)
 
 
+def replace_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` in place of `root`'s submodule called `name` (a dotted path such as 'layer1.0.conv2')."""
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
 class Learner:
-    """Base class of every learner. Subclasses set `Config` and usually override `prepare` and/or
-    `build_module`; the scenario logic (transfer vs continual) lives here."""
+    """Base class of every learner. Subclasses set `Config` and override any of the verbs."""
 
     Config: ClassVar[type[LearnerConfig]] = LearnerConfig
 
@@ -46,43 +58,31 @@ class Learner:
         self.config = config
         self.context = context
         self.feature_dim = context.feature_dim  # prepare() may change it (pruning, truncation)
-        self._initial: nn.Module | None = None
-        self._carried: nn.Module | None = None
 
-    # -- hooks a learner overrides ---------------------------------------------------------------
     def prepare(self, backbone: nn.Module) -> nn.Module:
         """Adapt the pretrained backbone once per stream (prune it, add adapters, ...)."""
         return backbone
 
-    def build_module(self, backbone: nn.Module, task: TaskInfo) -> L.LightningModule:
-        """Wrap this task's starting backbone in a LightningModule with a new head."""
+    def begin_task(self, task: TaskInfo, backbone: nn.Module) -> L.LightningModule:
+        """The LightningModule that trains on `task`, built around `backbone` (a private copy)."""
+        return self.task_module(backbone, task)
+
+    def end_task(self, task: TaskInfo, module: L.LightningModule) -> None:
+        """Called after `task` finished training and was scored."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The learner's own state across tasks (the runner saves the carried backbone itself)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    def task_module(self, backbone: nn.Module, task: TaskInfo, *, frozen: list[nn.Module] | None = None) -> TaskModule:
+        """The default module: `backbone` + a new linear head of `task.num_classes` outputs, with
+        `frozen` parts kept without gradients and in eval mode."""
         from torch import nn
 
         from nevisbench.api.module import TaskModule
 
         head = nn.Linear(self.feature_dim, task.num_classes)
-        return TaskModule(backbone, head, task=task, train=self.context.train)
-
-    # -- the API the runner calls ----------------------------------------------------------------
-    def setup(self, backbone: nn.Module) -> None:
-        """Called once per stream with the freshly built backbone."""
-        self._initial = self.prepare(backbone)
-
-    def begin_task(self, task: TaskInfo) -> L.LightningModule:
-        if self._initial is None:
-            raise RuntimeError("Learner.setup(backbone) must be called before begin_task")
-        start = self._carried if (self.context.scenario == "continual" and self._carried is not None) else self._initial
-        return self.build_module(clone_module(start), task)
-
-    def end_task(self, task: TaskInfo, module: L.LightningModule) -> None:
-        if self.context.scenario == "continual":
-            self._carried = module.backbone
-
-    def state_dict(self) -> dict[str, Any]:
-        """State carried across tasks (the continual backbone), for resuming a run."""
-        return {"carried": None if self._carried is None else self._carried.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("carried") is not None and self._initial is not None:
-            self._carried = clone_module(self._initial)
-            self._carried.load_state_dict(state["carried"])
+        return TaskModule(backbone, head, task=task, train=self.context.train, frozen=frozen)

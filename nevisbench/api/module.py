@@ -20,8 +20,9 @@ class TaskModule(L.LightningModule):
     Learners return this (or a subclass) from `begin_task`; `frozen` submodules get no gradients
     and stay in eval mode. `forward(x)` must return class logits:
     the harness evaluates dev and test itself through it. `self.backbone(x)` returns pooled
-    features of shape (batch, feature_dim). The LR schedule spans `trainer.max_steps`, which a FLOP
-    budget may set after the first step; the schedule reads it at every step.
+    features of shape (batch, feature_dim). The LR schedule (linear warmup, then cosine) spans the
+    task plan's steps (`nevisbench.run.schedule.planned_steps`), which a FLOP budget decides during
+    step 0, before the scheduler first steps.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, *, task: TaskInfo, train: Any,
@@ -72,15 +73,12 @@ class TaskModule(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+        from nevisbench.run.schedule import lr_factor, planned_steps
+
         def factor(step: int) -> float:
-            total = max(1, int(self.trainer.max_steps))
-            warmup = min(int(cfg.warmup_steps), total - 1)
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            if cfg.schedule == "constant":
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
+            # the task plan's step count (a FLOP budget decides it during step 0, before this is
+            # first needed for a step other than 0; step 0's rate is recomputed then)
+            return lr_factor(step, total=planned_steps(self._trainer), warmup=int(cfg.warmup_steps), schedule=cfg.schedule)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

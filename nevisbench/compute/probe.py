@@ -29,16 +29,17 @@ def _table(step: StepFlops) -> dict[str, dict[str, float]]:
 
 def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2) -> dict[str, Any]:
     """{'train_step': {...}, 'eval_step': {...}} per image, for `cfg`'s learner and backbone."""
-    from nevisbench.run.runner import _make_learner, _quiet_lightning
+    from nevisbench.run.plugin import build_learner
+    from nevisbench.run.trainer import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
     L.seed_everything(cfg.seed, verbose=False)
     backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)
-    learner = _make_learner(cfg, feature_dim)
-    learner.setup(backbone)
+    learner = build_learner(cfg, feature_dim)
+    prepared = learner.prepare(backbone)
     task = TaskInfo(key="probe", name="probe", index=0, domain="object", num_classes=num_classes)
-    module = learner.begin_task(task)
+    module = learner.begin_task(task, prepared)
     size = cfg.data.image_size
     generator = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=generator),
@@ -53,7 +54,7 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     eval_loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=False)
     evaluate(module, eval_loader, meter, num_classes=num_classes)
     shape = (3, size, size)
-    train = meter.cached(("train", shape, torch.float32))
+    train = meter.last_train_cost.scaled(1.0 / batch_size)
     evaluation = meter.cached(("eval", shape, torch.float32))
     return {
         "learner": cfg.choices.learner,

@@ -73,6 +73,7 @@ class ResultsStore:
     CONFIG = "config.yaml"
     RESULTS = "results.jsonl"
     SUMMARY = "summary.json"
+    REQUIRED = ("task", "index", "status", "flops", "test_error", "wall_seconds", "domain")
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
@@ -94,9 +95,14 @@ class ResultsStore:
             if not line.strip():
                 continue
             try:
-                lines.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"{self.results_path}: line {number} is torn or not JSON: {line[:60]!r}") from None
+            missing = [k for k in self.REQUIRED if not isinstance(record, dict) or k not in record]
+            if missing:
+                raise DataError(f"{self.results_path}: line {number} is not a task result (missing "
+                                f"{', '.join(missing)}): {line[:60]!r}")
+            lines.append(record)
         if text and not text.endswith("\n"):
             raise DataError(f"{self.results_path}: the last line is incomplete (torn write)")
         return lines
@@ -123,14 +129,33 @@ class ResultsStore:
 
         atomic_write_bytes(self.state_dir / f"after_task_{index}.pt", lambda handle: torch.save(state, handle))
 
-    def load_task_state(self, index: int) -> dict[str, Any]:
+    def load_task_state(self, index: int) -> tuple[Path, dict[str, Any]]:
+        """The state saved after task `index`, and its path (loaded with weights_only=True)."""
         import torch
 
         path = self.state_dir / f"after_task_{index}.pt"
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise DataError(f"Cannot resume: the state after task {index} ({path}) is missing or unreadable: {exc}") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"Cannot resume: the state after task {index} ({path}) is missing or unreadable: {reason}") from None
+        if not isinstance(state, dict) or not {"learner", "scenario", "meter"} <= state.keys():
+            raise DataError(f"Cannot resume: the state after task {index} ({path}) is not a nevisbench state file")
+        return path, state
+
+    def check_checkpoint(self, path: Path) -> None:
+        """Refuse a mid-task checkpoint that cannot be read safely, naming it (before Lightning tries)."""
+        import torch
+
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"Cannot resume from the mid-task checkpoint {path}: {reason[:200]}. Delete it to "
+                            "restart that task from its start") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise DataError(f"Cannot resume from the mid-task checkpoint {path}: it is not a Lightning checkpoint. "
+                            "Delete it to restart that task from its start")
 
     def prune_state(self, keep_index: int) -> None:
         """After task `keep_index` is committed, older state and its mid-task checkpoint go."""
@@ -145,4 +170,18 @@ class ResultsStore:
         shutil.rmtree(self.run_dir / "state", ignore_errors=True)
 
     def read_summary(self) -> dict[str, Any]:
-        return json.loads((self.run_dir / self.SUMMARY).read_text(encoding="utf-8"))
+        path = self.run_dir / self.SUMMARY
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path} is damaged ({exc}); delete it and resume to write it again") from None
+        if not isinstance(summary, dict) or "tasks" not in summary:
+            raise DataError(f"{path} is not a run summary; delete it and resume to write it again")
+        return summary
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files a crash left behind (`.results.jsonl.<random>.tmp` and the like)."""
+        for folder in (self.run_dir, self.run_dir / "state"):
+            if folder.is_dir():
+                for path in folder.glob(".*.tmp"):
+                    path.unlink(missing_ok=True)

@@ -25,9 +25,9 @@ class BitFitConfig(LearnerConfig):
 class BitFitLearner(Learner):
     Config = BitFitConfig
 
-    def build_module(self, backbone: nn.Module, task: TaskInfo) -> TaskModule:
+    def begin_task(self, task: TaskInfo, backbone: nn.Module) -> TaskModule:
         for module in backbone.modules():
             is_bn = isinstance(module, nn.BatchNorm2d)
             for name, param in module.named_parameters(recurse=False):
                 param.requires_grad_(name == "bias" or (is_bn and self.config.train_batchnorm))
-        return TaskModule(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+        return self.task_module(backbone, task)

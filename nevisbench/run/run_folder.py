@@ -1,0 +1,132 @@
+"""The run folder: naming a new run, reopening one to resume it, holding it with an OS lock so two
+processes never write one run, and refusing a stream whose prepared data is missing."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+
+from nevisbench.errors import ConfigError, DataError
+from nevisbench.run.report import print_warning
+from nevisbench.run.results import ResultsStore
+from nevisbench.tasks.cache import STATUS_READY, task_status
+from nevisbench.tasks.catalog import Stream
+
+__all__ = ["RunFolder", "check_prepared"]
+
+LOCK_FILE = ".lock"
+
+
+def _new_folder(cfg: DictConfig) -> Path:
+    out_dir = Path(os.path.expanduser(cfg.out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create out_dir '{cfg.out_dir}': {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"out_dir '{cfg.out_dir}' is not writable")
+    base = cfg.run_name or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.choices.learner}"
+    name, suffix = base, 1
+    while (out_dir / name).exists():
+        suffix += 1
+        name = f"{base}-{suffix}"
+    (out_dir / name).mkdir()
+    return out_dir / name
+
+
+@dataclass
+class RunFolder:
+    """One run's folder, held by this process until `release()`."""
+
+    path: Path
+    store: ResultsStore
+    finished: list[dict[str, Any]] = field(default_factory=list)  # results lines already committed
+    done: bool = False  # summary.json exists: nothing left to do
+    _lock: IO[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, cfg: DictConfig, config_yaml: str) -> RunFolder:
+        path = _new_folder(cfg)
+        folder = cls(path, ResultsStore(path))
+        folder._acquire()
+        folder.store.write_config(config_yaml)
+        return folder
+
+    @classmethod
+    def reopen(cls, run_dir: Path, planned: list[str]) -> RunFolder:
+        """A run to resume: its committed lines must be the first tasks of the stream as it stands."""
+        folder = cls(Path(run_dir), ResultsStore(Path(run_dir)))
+        folder._acquire()
+        folder.store.remove_stale_temporaries()
+        if (folder.path / ResultsStore.SUMMARY).exists():
+            folder.store.read_summary()  # a damaged summary is an error, not "finished"
+            folder.done = True
+            return folder
+        folder.finished = folder.store.read_results()
+        keys = [r["task"] for r in folder.finished]
+        if keys != planned[: len(keys)]:
+            raise ConfigError(f"the tasks finished in {run_dir} ({', '.join(keys)}) are not the first tasks of the "
+                              f"stream as it stands now ({', '.join(planned)}); did the prepared data change?")
+        return folder
+
+    def _acquire(self) -> None:
+        """Hold the folder with an exclusive OS lock (released when the process ends, even on SIGKILL)."""
+        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(f"run folder {self.path} is in use by {holder}; wait for it to finish "
+                              "(or stop it) before resuming") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+
+def check_prepared(stream: Stream, cfg: DictConfig, console: Console) -> tuple[Stream, list[dict[str, str]]]:
+    """Refuse a stream whose prepared data is missing or corrupt (before any training), unless
+    `stream.allow_missing`: then drop those tasks, warn loudly, and return them to be recorded."""
+    root = Path(os.path.expanduser(cfg.data.root))
+    bad: dict[str, str] = {}
+    for spec in stream.tasks:
+        if spec.requires_data and spec.key not in bad:
+            status = task_status(root, spec.key, verify=False)
+            if status["status"] != STATUS_READY:
+                bad[spec.key] = f"{status['status']}: {status['reason']}"
+    if not bad:
+        return stream, []
+    keys = list(bad)
+    command = f"nevisbench data prepare {' '.join(keys)} --root {cfg.data.root} --source-dir DIR (or --download)"
+    listing = "; ".join(f"{k} ({v})" for k, v in bad.items())
+    if not cfg.stream.allow_missing:
+        raise DataError(f"{len(keys)} task(s) of stream '{stream.name}' are not prepared in {root}: {listing}. "
+                        f"Prepare them with: {command} -- or run the others with stream.allow_missing=true")
+    kept = tuple(t for t in stream.tasks if t.key not in bad)
+    if not kept:
+        raise DataError(f"no task of stream '{stream.name}' is prepared in {root}; prepare them with: {command}")
+    print_warning(console, f"stream.allow_missing=true: SKIPPING {len(keys)} unprepared task(s): {listing}. "
+                           f"This run covers {len(kept)} of {len(stream.tasks)} tasks; summary.json lists the skipped ones. "
+                           f"To add them: {command}")
+    return Stream(stream.name, stream.description, kept), [{"task": k, "reason": v} for k, v in bad.items()]

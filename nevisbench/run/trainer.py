@@ -1,0 +1,106 @@
+"""Device policy and the Lightning Trainer factory: which device and precision a run uses, how its
+batches are served, and the Trainer every task trains under."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from nevisbench.compute.hardware import fits_on_device
+from nevisbench.errors import ConfigError
+from nevisbench.tasks.loader import BatchLoader, TaskData
+
+__all__ = ["quiet_lightning", "resolve_precision", "training_device", "use_channels_last", "make_loaders", "make_trainer"]
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's info logs and the warnings that do not apply to the harness."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*module.s. in eval mode at the start of training.*")  # frozen parts
+
+
+def resolve_precision(cfg: DictConfig) -> str:
+    """`trainer.precision=null` means bf16-mixed on CUDA (fp16-mixed without bf16), fp32 on CPU."""
+    if cfg.trainer.precision:
+        return str(cfg.trainer.precision)
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    if wants_gpu and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def training_device(cfg: DictConfig) -> torch.device:
+    """The device this process trains on (batches are built there directly)."""
+    accelerator = cfg.trainer.accelerator
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if accelerator in ("gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA device is available; use cpu or auto")
+    if accelerator == "mps":
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def use_channels_last(cfg: DictConfig, device: torch.device) -> bool:
+    return cfg.trainer.channels_last if cfg.trainer.channels_last is not None else device.type == "cuda"
+
+
+def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> tuple[BatchLoader, BatchLoader, BatchLoader]:
+    """Train, dev and test loaders; the task's data lives on the device when it fits."""
+    nbytes = sum(s.images.numel() + s.labels.numel() * 8 for s in (data.train, data.dev, data.test))
+    common = dict(image_size=cfg.data.image_size, device=device, hflip=data.hflip, seed=seed,
+                  resident=fits_on_device(nbytes, device, cfg.data.device_share),
+                  channels_last=use_channels_last(cfg, device))
+    train = BatchLoader(data.train, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
+                        min_crop_scale=cfg.data.min_crop_scale, **common)
+    dev = BatchLoader(data.dev, batch_size=cfg.data.eval_batch_size, train=False, **common)
+    test = BatchLoader(data.test, batch_size=cfg.data.eval_batch_size, train=False, **common)
+    return train, dev, test
+
+
+def _progress_bar() -> L.Callback:
+    """Lightning's default rich bar redraws from a background thread 100 times a second, which on a
+    2-core machine takes measurable time from the training threads; 4 redraws a second is plenty."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return RichProgressBar(refresh_rate=4)
+
+
+def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps_per_epoch: int,
+                 budgeted: bool, callbacks: list[L.Callback], logger: Any, root_dir: str) -> L.Trainer:
+    """The Trainer of one task. With a FLOP budget the step count is planned by the schedule
+    callback from the first step's counted cost, so the Trainer starts unbounded."""
+    max_steps = cfg.train.max_steps
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=precision,
+        max_steps=-1 if budgeted else max_steps,
+        max_epochs=-1 if budgeted else math.ceil(max_steps / steps_per_epoch),
+        deterministic=cfg.trainer.deterministic,
+        benchmark=cfg.trainer.benchmark if cfg.trainer.benchmark is not None else (device.type == "cuda" and not cfg.trainer.deterministic),
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=min(cfg.trainer.log_every_n_steps, max_steps),
+        logger=logger,
+        callbacks=[*callbacks, *([_progress_bar()] if cfg.trainer.progress_bar else [])],
+        default_root_dir=root_dir,
+    )
+    if trainer.strategy.root_device != device:
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices} selects {trainer.strategy.root_device}; "
+                          "nevisbench runs one device per process (use DDP launchers for more)")
+    return trainer
