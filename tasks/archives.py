@@ -130,10 +130,6 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
         yield name, read
 
 
-def nested(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)
-
-
 def decode_image(data: bytes, name: str, *, draft: int | None = None) -> Any:
     """A PIL image from encoded bytes; `draft` lets JPEG decoding skip detail below that size."""
     from PIL import Image, UnidentifiedImageError

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from nevisbench.tasks.archives import file_digest
 from nevisbench.errors import DataError
+from nevisbench.tasks.archives import file_digest
+from nevisbench.tasks.splits import SPLITS
 
 __all__ = ["FORMAT_VERSION", "CacheWriter", "PackedTask", "task_status", "load_packed", "STATUS_READY"]
 
 FORMAT_VERSION = 1
 FILES = ("images.u8", "labels.npy", "splits.npz")
 STATUS_READY, STATUS_MISSING, STATUS_CORRUPT = "ready", "missing", "corrupt"
-SPLIT_NAMES = ("train", "dev", "dev_test", "test")
 
 
 class CacheWriter:
@@ -66,7 +66,7 @@ class CacheWriter:
         self._images.close()
         if len(labels) != self.count:
             raise DataError(f"{self.key}: {self.count} images but {len(labels)} labels")
-        for name in SPLIT_NAMES:
+        for name in SPLITS:
             index = splits.get(name)
             if index is None or len(index) == 0:
                 raise DataError(f"{self.key}: split '{name}' is empty ({self.count} examples in all); "
@@ -74,14 +74,14 @@ class CacheWriter:
             if index.min() < 0 or index.max() >= self.count:
                 raise DataError(f"{self.key}: split '{name}' indexes past the {self.count} examples")
         np.save(self.tmp / "labels.npy", labels)
-        np.savez(self.tmp / "splits.npz", **{k: np.asarray(splits[k], dtype=np.int64) for k in SPLIT_NAMES})
+        np.savez(self.tmp / "splits.npz", **{k: np.asarray(splits[k], dtype=np.int64) for k in SPLITS})
         record = {
             "format_version": FORMAT_VERSION,
             "key": self.key,
             "num_examples": self.count,
             "image_shape": [self.channels, self.size, self.size],
             "labels_shape": list(labels.shape),
-            "splits": {k: int(len(splits[k])) for k in SPLIT_NAMES},
+            "splits": {k: int(len(splits[k])) for k in SPLITS},
             "sha256": {"images.u8": self._hash.hexdigest(), "labels.npy": file_digest(self.tmp / "labels.npy"),
                        "splits.npz": file_digest(self.tmp / "splits.npz")},
             "bytes": sum((self.tmp / f).stat().st_size for f in FILES),
@@ -165,7 +165,7 @@ class PackedTask:
         self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(self.meta["num_examples"], *self.meta["image_shape"]))
         self.labels = np.load(folder / "labels.npy")
         with np.load(folder / "splits.npz") as splits:
-            self.splits = {k: splits[k] for k in SPLIT_NAMES}
+            self.splits = {k: splits[k] for k in SPLITS}
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         index = self.splits[name]

@@ -24,28 +24,26 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from nevisbench.errors import DataError, choice_error
 from nevisbench.tasks.archives import SourceFile, decode_image, fetch, verify_file
 from nevisbench.tasks.cache import STATUS_READY, CacheWriter, task_status
-from nevisbench.errors import DataError, choice_error
+from nevisbench.tasks.datasets import Dataset, dataset_entry, dataset_keys, get_dataset
+from nevisbench.tasks.splits import SPLITS
 
-__all__ = ["expand_targets", "prepare", "prepare_task", "status_rows", "to_stored", "DEFAULT_SIZE"]
+__all__ = ["expand_targets", "prepare", "prepare_task", "status_rows", "status_table", "prepare_table",
+           "to_stored", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE = 64  # the Nevis protocol's image size; 64x64x3 bytes = 12 KiB per image
-
-
-def _short():
-    from nevisbench.tasks import short
-
-    return short
+SPLITS_COLUMN = "/".join(SPLITS)  # table column: sizes of the four splits
 
 
 def expand_targets(targets: list[str]) -> list[str]:
     """Dataset keys from task keys and stream names (`short`, `short_objects`, ...), in order, once each."""
     from nevisbench.tasks import get_stream
+    from nevisbench.tasks.short import STREAM_NAMES
 
-    short = _short()
-    known = short.datasets()
-    streams = {name: [t.key for t in get_stream(name).tasks] for name in short.STREAM_NAMES}
+    known = dataset_keys()
+    streams = {name: [t.key for t in get_stream(name).tasks] for name in STREAM_NAMES}
     keys: list[str] = []
     for target in targets:
         if target in streams:
@@ -78,7 +76,7 @@ def to_stored(image: Any, size: int, channels: int, name: str) -> np.ndarray:
 
 
 # -- sources ------------------------------------------------------------------------------------
-def _locate(dataset: Any, folders: tuple[Path, ...]) -> tuple[dict[SourceFile, list[Path]], list[str]]:
+def _locate(dataset: Dataset, folders: tuple[Path, ...]) -> tuple[dict[SourceFile, list[Path]], list[str]]:
     """Each source file's path(s), looked up in the task's folder first, then in the fallbacks
     (Office-Caltech finds Caltech-256's tar in the caltech256 folder); and what is missing."""
     found: dict[SourceFile, list[Path]] = {}
@@ -97,7 +95,7 @@ def _locate(dataset: Any, folders: tuple[Path, ...]) -> tuple[dict[SourceFile, l
     return found, missing
 
 
-def _verify(dataset: Any, found: dict[SourceFile, list[Path]], verify: bool) -> list[dict[str, Any]]:
+def _verify(dataset: Dataset, found: dict[SourceFile, list[Path]], verify: bool) -> list[dict[str, Any]]:
     """Check every file against the catalogue; a mismatch stops this task with one line."""
     records = []
     for f, paths in found.items():
@@ -126,24 +124,22 @@ def _resolve_folder(key: str, source_dir: Path, single: bool) -> Path:
 def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE, verify: bool = True,
                  progress: Callable[[int, int | None], None] | None = None, extra_folders: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Pack one dataset from the files in `folder` into `root/<key>`; returns its metadata."""
-    from nevisbench.tasks.sources import Sources
+    from nevisbench.tasks.readers.common import SourceFolder
 
-    short = _short()
-    dataset = short.datasets()[key]
-    entry = {d["key"]: d for d in short.catalogue()["datasets"]}[key]
+    dataset = get_dataset(key)
     found, missing = _locate(dataset, (folder, *extra_folders))
     if missing:
         urls = {f.name: f.url for f in dataset.files}
         listed = ", ".join(f"{m} ({urls[m]})" if urls.get(m) else m for m in missing)
         raise DataError(f"{key}: missing from {folder}: {listed}. Download them (or use --download) and pass --source-dir")
     sources = _verify(dataset, found, verify)
-    num_classes, multi_label = int(entry["num_classes"]), bool(entry["multi_label"])
-    total = _expected_total(entry)
+    num_classes, multi_label = dataset.num_classes, dataset.multi_label
+    total = _expected_total(dataset_entry(key))
     writer = CacheWriter(root, key, size=size, channels=dataset.channels)
     labels: list[Any] = []
     groups: list[str] = []
     try:
-        for example in dataset.read(Sources(folder, dataset, {f.pattern or f.name: p for f, p in found.items()})):
+        for example in dataset.read(SourceFolder(folder, key, {f.pattern or f.name: p for f, p in found.items()})):
             writer.add(to_stored(example.image, size, dataset.channels, example.name))
             label = example.label
             ids = label if multi_label else (label,)
@@ -184,7 +180,7 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
 def _expected_total(entry: dict[str, Any]) -> int | None:
     sizes = entry.get("splits", {}).get("sizes")
     if isinstance(sizes, dict):
-        return sum(int(sizes[k]) for k in ("train", "dev", "dev_test", "test") if isinstance(sizes.get(k), int))
+        return sum(int(sizes[k]) for k in SPLITS if isinstance(sizes.get(k), int))
     return None
 
 
@@ -253,7 +249,7 @@ def _sibling_folders(source_dir: Path | None, download: bool, root: Path) -> tup
 
 
 def _download(key: str, folder: Path, *, verify: bool, mirror: str | None, console: Console) -> Path:
-    dataset = _short().datasets()[key]
+    dataset = get_dataset(key)
     with Progress(TextColumn("[cyan]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         for f in dataset.files:
@@ -312,19 +308,48 @@ def _ok_row(key: str, status: dict[str, Any], start: float) -> dict[str, Any]:
             "num_classes": status["meta"]["num_classes"], "seconds": time.perf_counter() - start}
 
 
-def _print_rows(rows: list[dict[str, Any]], console: Console) -> None:
+def prepare_table(rows: list[dict[str, Any]]) -> Any:
+    """The `data prepare` summary: one row per task."""
     from rich.table import Table
 
     table = Table(title="data prepare", title_justify="left")
-    for column in ("task", "result", "examples", "classes", "train/dev/dev_test/test", "seconds"):
+    for column in ("task", "result", "examples", "classes", SPLITS_COLUMN, "seconds"):
         table.add_column(column)
     for row in rows:
-        splits = row.get("splits")
-        classes = f"{row['classes_present']}/{row['num_classes']}" if row.get("num_classes") else ""
-        table.add_row(row["key"], row["result"], str(row.get("num_examples", "")), classes,
-                      "/".join(str(splits[k]) for k in ("train", "dev", "dev_test", "test")) if splits else "",
-                      f"{row['seconds']:.1f}")
-    console.print(table)
+        table.add_row(row["key"], row["result"], str(row.get("num_examples", "")), _classes(row),
+                      _split_sizes(row.get("splits")), f"{row['seconds']:.1f}")
+    return table
+
+
+def _print_rows(rows: list[dict[str, Any]], console: Console) -> None:
+    console.print(prepare_table(rows))
+
+
+def _classes(row: dict[str, Any]) -> str:
+    return f"{row['classes_present']}/{row['num_classes']}" if row.get("num_classes") else ""
+
+
+def _split_sizes(splits: Any) -> str:
+    """'14/3/3/7' from a {split: size} dict; '' when unknown or not a complete dict."""
+    if not isinstance(splits, dict) or not all(isinstance(splits.get(k), int) for k in SPLITS):
+        return ""
+    return "/".join(str(splits[k]) for k in SPLITS)
+
+
+def status_table(rows: list[dict[str, Any]], root: Path) -> Any:
+    """The `data status` table: one row per task (ready / missing / corrupt, with the reason)."""
+    from rich.table import Table
+
+    table = Table(title=f"SHORT task data in {root}", title_justify="left")
+    for column in ("task", "status", "examples", "classes", SPLITS_COLUMN, "MiB", "note"):
+        table.add_column(column)
+    colour = {"ready": "green", "missing": "yellow", "corrupt": "red"}
+    for row in rows:
+        note = row["reason"] or ("sources not verified (--no-verify)" if row.get("checksums_verified") is False else "")
+        size = row["bytes"] if isinstance(row.get("bytes"), (int, float)) else 0
+        table.add_row(row["key"], f"[{colour[row['status']]}]{row['status']}[/]", str(row["num_examples"] or ""),
+                      _classes(row), _split_sizes(row.get("splits")), f"{size / 2**20:.1f}" if size else "", note)
+    return table
 
 
 def status_rows(root: Path, targets: list[str] | None = None, *, verify: bool = True) -> list[dict[str, Any]]:

@@ -8,32 +8,17 @@ packed cache that `nevisbench data prepare` writes under `data.root`.
 from __future__ import annotations
 
 import functools
-from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nevisbench.tasks.catalog import Stream, TaskSpec, register_stream
+from nevisbench.tasks.datasets import catalogue, dataset_entry
+from nevisbench.tasks.splits import SPLITS
 
-__all__ = ["catalogue", "short_events", "datasets", "load_prepared", "STREAM_NAMES"]
+__all__ = ["short_events", "load_prepared", "STREAM_NAMES"]
 
 STREAM_NAMES = ("short", "short_objects", "short_ood", "short_heldout")
-
-
-@functools.cache
-def catalogue() -> dict[str, Any]:
-    import yaml
-
-    text = resources.files("nevisbench.tasks").joinpath("nevis_short.yaml").read_text()
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-@functools.cache
-def datasets() -> dict[str, Any]:
-    from nevisbench.tasks import sources
-
-    if not sources.DATASETS:
-        sources.DATASETS.update(sources.build_datasets(catalogue()))
-    return sources.DATASETS
 
 
 def load_prepared(key: str, *, root: str, image_size: int, seed: int, verify: bool = True, **_: object) -> Any:
@@ -44,9 +29,9 @@ def load_prepared(key: str, *, root: str, image_size: int, seed: int, verify: bo
     from nevisbench.tasks.loader import Split, TaskData
 
     packed = load_packed(Path(root), key, verify=verify)
-    entry = _entries()[key]
+    entry = dataset_entry(key)
     splits = {}
-    for name in ("train", "dev", "dev_test", "test"):
+    for name in SPLITS:
         images, labels = packed.split(name)
         labels_t = torch.from_numpy(labels.astype("int64" if labels.ndim == 1 else "uint8"))
         splits[name] = Split(torch.from_numpy(images), labels_t)
@@ -54,17 +39,12 @@ def load_prepared(key: str, *, root: str, image_size: int, seed: int, verify: bo
                     multi_label=bool(entry["multi_label"]), **splits)
 
 
-@functools.cache
-def _entries() -> dict[str, dict[str, Any]]:
-    return {d["key"]: d for d in catalogue()["datasets"]}
-
-
-def _spec(event: dict[str, Any]) -> TaskSpec:
-    entry = _entries()[event["key"]]
+def _task(event: dict[str, Any]) -> TaskSpec:
+    entry = dataset_entry(event["key"])
     return TaskSpec(key=event["key"], name=event["display_name"], domain=event["domain"],
                     num_classes=int(entry["num_classes"]), multi_label=bool(entry["multi_label"]),
-                    year=int(event["year"]), source="prepared", position=int(event["position_without_imagenet"]), requires_data=True,
-                    load=functools.partial(load_prepared, event["key"]))
+                    year=int(event["year"]), source="prepared", position=int(event["position_without_imagenet"]),
+                    requires_data=True, load=functools.partial(load_prepared, event["key"]))
 
 
 def short_events(*, held_out: bool = False) -> list[dict[str, Any]]:
@@ -73,9 +53,10 @@ def short_events(*, held_out: bool = False) -> list[dict[str, Any]]:
             if e["key"] != "imagenet" and bool(e["held_out"]) == held_out]
 
 
-def _stream(name: str, description: str, keep: Any = None, held_out: bool = False) -> Stream:
+def _stream(name: str, description: str, keep: Callable[[dict[str, Any]], bool] | None = None,
+            held_out: bool = False) -> Stream:
     events = [e for e in short_events(held_out=held_out) if keep is None or keep(e)]
-    return Stream(name, description, tuple(_spec(e) for e in events))
+    return Stream(name, description, tuple(_task(e) for e in events))
 
 
 @register_stream("short")

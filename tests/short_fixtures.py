@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nevisbench.tasks import splits as S
+from nevisbench.tasks import splits
 
 BUILDERS: dict[str, Callable[[Path], dict]] = {}
 _rng = np.random.default_rng(1234)
@@ -84,11 +84,11 @@ def write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 
 def random_sizes(n: int, fractions: dict) -> dict:
-    return {k: int(len(v)) for k, v in S.random_assignment(np.arange(n), fractions).items()}
+    return {k: int(len(v)) for k, v in splits.random_assignment(np.arange(n), fractions).items()}
 
 
 def add(*dicts: dict) -> dict:
-    out = {s: 0 for s in S.SPLITS}
+    out = {s: 0 for s in splits.SPLITS}
     for d in dicts:
         for k, v in d.items():
             out[k] += v
@@ -133,7 +133,7 @@ def voc2005(folder: Path) -> dict:
     test = [f"VOC2005_2/PNGImages/{d}/t{i}.png" for d in ("car", "voiture", "bicycle", "bike", "velo", "motocyclette", "motorbike",
                                                           "motorcycle", "INRIA_graz-person-test", "INRIA_inria-person-test", "pedestrian", "pieton") for i in range(1)]
     write_tar(folder / "voc2005_2.tar.gz", [(n, png()) for n in test], "w:gz")
-    return {"num_classes_present": 4, "sizes": add(random_sizes(30, S.FOR_TRAIN), {"test": 12})}
+    return {"num_classes_present": 4, "sizes": add(random_sizes(30, splits.FOR_TRAIN), {"test": 12})}
 
 
 @builder("caltech_cars_motorbikes")
@@ -143,7 +143,7 @@ def caltech_categories(folder: Path) -> dict:
         stem = inner.split("/")[-1][:-4]
         members = [(f"{stem}/image_{i:04d}.jpg", jpg()) for i in range(n)] + [(f"{stem}/README", b"readme"), (f"{stem}/boxes.mat", b"mat")]
         write_zip(folder / archive, [(inner, tar_bytes(members))])
-    return {"num_classes_present": 2, "sizes": random_sizes(36, S.ALL_DATA)}
+    return {"num_classes_present": 2, "sizes": random_sizes(36, splits.ALL_DATA)}
 
 
 @builder("uiuc_cars")
@@ -155,7 +155,7 @@ def uiuc(folder: Path) -> dict:
     members += [("CarData/TestImages/test-0.pgm", pgm()), ("CarData/TestImages_Scale/test-0.pgm", pgm()), ("CarData/README.txt", b"r"),
                 ("CarData/trueLocations.txt", b"0: (1,2)")]
     write_tar(folder / "uiuc.tar.gz", members, "w:gz")
-    return {"num_classes_present": 2, "sizes": random_sizes(30, S.ALL_DATA)}
+    return {"num_classes_present": 2, "sizes": random_sizes(30, splits.ALL_DATA)}
 
 
 VOC2006 = ("bicycle", "bus", "car", "cat", "cow", "dog", "horse", "motorbike", "person", "sheep")
@@ -181,7 +181,7 @@ def _voc2006_tar(path: Path, suffix: str, n: int) -> int:
 def voc2006(folder: Path) -> dict:
     pool = _voc2006_tar(folder / "voc2006_trainval.tar", "_trainval.txt", 31)
     test = _voc2006_tar(folder / "voc2006_test.tar", "_test.txt", 8)
-    return {"num_classes_present": 10, "sizes": add(random_sizes(pool, S.FOR_TRAIN), {"test": test})}
+    return {"num_classes_present": 10, "sizes": add(random_sizes(pool, splits.FOR_TRAIN), {"test": test})}
 
 
 CALTECH101 = ("accordion airplanes anchor ant BACKGROUND_Google barrel bass beaver binocular bonsai brain brontosaurus "
@@ -214,15 +214,15 @@ def graz02(folder: Path) -> dict:
         members = [(f"{cls}/{s}.image.png", images[s]) for s in stems] + [(f"{cls}/{s}.mask.0.png", png()) for s in stems]
         members += [(f"{cls}_train.txt", "\n".join(stems[:5]).encode()), (f"{cls}_test.txt", "\n".join(stems[5:]).encode())]
         write_zip(folder / f"ig02-v1.0-{cls}.zip", members)
-    return {"num_classes_present": 3, "sizes": random_sizes(27, S.ALL_DATA)}
+    return {"num_classes_present": 3, "sizes": random_sizes(27, splits.ALL_DATA)}
 
 
 @builder("scenes15")
 def scenes15(folder: Path) -> dict:
-    from nevisbench.tasks.sources import SCENES15
+    from nevisbench.tasks.readers.scenes import CLASSES
 
-    write_zip(folder / "scene_categories.zip", [(f"{c}/image_{i:04d}.jpg", jpg(channels=1)) for c in SCENES15 for i in range(1, 3)])
-    return {"num_classes_present": 15, "sizes": random_sizes(30, S.ALL_DATA)}
+    write_zip(folder / "scene_categories.zip", [(f"{c}/image_{i:04d}.jpg", jpg(channels=1)) for c in CLASSES for i in range(1, 3)])
+    return {"num_classes_present": 15, "sizes": random_sizes(30, splits.ALL_DATA)}
 
 
 def _voc_xml(classes: list[tuple[str, int]]) -> bytes:
@@ -231,7 +231,7 @@ def _voc_xml(classes: list[tuple[str, int]]) -> bytes:
 
 
 def _voc_tar(path: Path, year: str, lists: dict[str, int], start: int) -> None:
-    from nevisbench.tasks.sources import VOC_CLASSES
+    from nevisbench.tasks.readers.voc import VOC_CLASSES
 
     members, i = [], start
     for split, n in lists.items():
@@ -273,14 +273,14 @@ def sketch(folder: Path) -> dict:
     members = [(f"png/{c}/{i}.png", png(channels=1)) for c in classes for i in range(1, 11)]
     members += [("png/filelist.txt", b"airplane/1.png"), ("png/airplane/Thumbs.db", b"\0")]
     write_zip(folder / "sketches_png.zip", members)
-    return {"num_classes_present": 3, "sizes": random_sizes(30, S.ALL_DATA)}
+    return {"num_classes_present": 3, "sizes": random_sizes(30, splits.ALL_DATA)}
 
 
 @builder("brodatz")
 def brodatz(folder: Path) -> dict:
-    from nevisbench.tasks.sources import BRODATZ
+    from nevisbench.tasks.readers.brodatz import FILES
 
-    for name in BRODATZ:
+    for name in FILES:
         (folder / name).write_bytes(encode(pixels(20, 20, 1), "GIF"))
     return {"num_classes_present": 111, "sizes": {"train": 555, "dev": 111, "dev_test": 111, "test": 222}}  # the catalogue's
 
@@ -297,7 +297,7 @@ def _caltech256_members(classes: dict[str, int]) -> list[tuple[str, bytes]]:
 @builder("caltech256")
 def caltech256(folder: Path) -> dict:
     write_tar(folder / "256_ObjectCategories.tar", _caltech256_members({"001.ak47": 12, "002.american-flag": 10, "257.clutter": 10}))
-    return {"num_classes_present": 3, "sizes": random_sizes(32, S.ALL_DATA), "labels": {0, 1, 256}}
+    return {"num_classes_present": 3, "sizes": random_sizes(32, splits.ALL_DATA), "labels": {0, 1, 256}}
 
 
 def _cifar(folder: Path, top: str, archive: str, label_key: str, train_members: list[str], n_classes: int) -> dict:
@@ -327,7 +327,7 @@ def usps(folder: Path) -> dict:
 
     (folder / "usps.bz2").write_bytes(bz2.compress(lines(30)))
     (folder / "usps.t.bz2").write_bytes(bz2.compress(lines(6)))
-    return {"num_classes_present": 10, "sizes": add(random_sizes(30, S.FOR_TRAIN), {"test": 6})}
+    return {"num_classes_present": 10, "sizes": add(random_sizes(30, splits.FOR_TRAIN), {"test": 6})}
 
 
 @builder("mnist_m")
@@ -342,7 +342,7 @@ def mnist_m(folder: Path) -> dict:
     members.append(("mnist_m/mnist_m_train_labels.txt", "\n".join(f"{n} {v}" for n, v in train_labels.items()).encode()))
     members.append(("mnist_m/mnist_m_test_labels.txt", "\n".join(f"{n} 9" for n in test).encode()))
     write_tar(folder / "mnist_m.tar.gz", members, "w:gz")
-    return {"num_classes_present": 10, "sizes": random_sizes(31, S.ALL_DATA)}
+    return {"num_classes_present": 10, "sizes": random_sizes(31, splits.ALL_DATA)}
 
 
 OFFICE_FOLDERS = {"back_pack": "003.backpack", "bike": "224.touring-bike", "calculator": "027.calculator", "headphones": "101.head-phones",
@@ -356,7 +356,7 @@ def office_caltech(folder: Path) -> dict:
     members += [("amazon/images/letter_tray/frame_0001.jpg", jpg())]  # an Office-31 class outside the 10: ignored
     write_tar(folder / "domain_adaptation_images.tar.gz", members, "w:gz")
     write_tar(folder / "256_ObjectCategories.tar", _caltech256_members({**{v: 2 for v in OFFICE_FOLDERS.values()}, "001.ak47": 3}))
-    return {"num_classes_present": 10, "sizes": add(random_sizes(30, S.TRAIN_AND_DEV_ONLY), random_sizes(20, S.TEST_AND_DEV_TEST))}
+    return {"num_classes_present": 10, "sizes": add(random_sizes(30, splits.TRAIN_AND_DEV_ONLY), random_sizes(20, splits.TEST_AND_DEV_TEST))}
 
 
 @builder("pacs")
@@ -373,12 +373,12 @@ def pacs(folder: Path) -> dict:
             handle["images"], handle["labels"] = images, labels
         counts[domain] = n
     pool = counts["art_painting"] + counts["cartoon"] + counts["photo"] - 1
-    return {"num_classes_present": 7, "sizes": add(random_sizes(pool, S.TRAIN_AND_DEV_ONLY), random_sizes(10, S.TEST_AND_DEV_TEST))}
+    return {"num_classes_present": 7, "sizes": add(random_sizes(pool, splits.TRAIN_AND_DEV_ONLY), random_sizes(10, splits.TEST_AND_DEV_TEST))}
 
 
 @builder("isic2017_melanoma")
 def isic(folder: Path) -> dict:
-    from nevisbench.tasks.sources import ISIC_PARTS
+    from nevisbench.tasks.readers.isic import ISIC_PARTS
 
     start = 0
     for (part, archive, table), n in zip(ISIC_PARTS, (10, 4, 5)):
@@ -438,7 +438,7 @@ def cars(folder: Path) -> dict:
     buffer = io.BytesIO()
     savemat(buffer, {"annotations": annotations})
     (folder / "cars_annos.mat").write_bytes(buffer.getvalue())
-    return {"num_classes_present": 4, "sizes": add(random_sizes(30, S.FOR_TRAIN), {"test": 6})}
+    return {"num_classes_present": 4, "sizes": add(random_sizes(30, splits.FOR_TRAIN), {"test": 6})}
 
 
 @builder("fgvc_aircraft_family")
@@ -451,4 +451,4 @@ def fgvc(folder: Path) -> dict:
     members += [(f"{top}/images_family_trainval.txt", "\n".join(f"{i} {families[k % 3]}" for k, i in enumerate(ids[:30])).encode()),
                 (f"{top}/images_family_test.txt", "\n".join(f"{i} {families[k % 3]}" for k, i in enumerate(ids[30:])).encode())]
     write_tar(folder / "fgvc-aircraft-2013b.tar.gz", members, "w:gz")
-    return {"num_classes_present": 3, "sizes": add(random_sizes(30, S.FOR_TRAIN), {"test": 6})}
+    return {"num_classes_present": 3, "sizes": add(random_sizes(30, splits.FOR_TRAIN), {"test": 6})}

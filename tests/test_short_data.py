@@ -12,32 +12,33 @@ import numpy as np
 import pytest
 
 import short_fixtures as F
+from nevisbench.errors import DataError
+from nevisbench.tasks import short
 from nevisbench.tasks.archives import SourceFile, file_digest
 from nevisbench.tasks.cache import load_packed, task_status
-from nevisbench.errors import DataError
+from nevisbench.tasks.datasets import dataset_entry, dataset_keys, get_dataset
 from nevisbench.tasks.prepare import prepare, prepare_task, to_stored
-from nevisbench.tasks import short
-from nevisbench.tasks import splits as S
+from nevisbench.tasks.splits import ALL_DATA, FOR_TRAIN, SPLITS, TEST_AND_DEV_TEST, TRAIN_AND_DEV_ONLY, random_assignment
 
-ALL_KEYS = sorted(short.datasets())
+ALL_KEYS = sorted(dataset_keys())
 
 
 def test_every_stream_task_has_a_reader_and_a_fixture() -> None:
     keys = {e["key"] for e in short.short_events()} | {e["key"] for e in short.short_events(held_out=True)}
-    assert keys == set(short.datasets()) == set(F.BUILDERS)
+    assert keys == set(dataset_keys()) == set(F.BUILDERS)
     assert len(keys) == 27  # 23 distinct datasets before 2020 (MNIST twice makes 24 events) + 4 held out
 
 
 @pytest.mark.parametrize(("n", "fractions", "expected"), [
-    (4485, S.ALL_DATA, {"train": 2496, "dev": 525, "dev_test": 555, "test": 909}),      # scenes15
-    (20000, S.ALL_DATA, {"train": 11207, "dev": 2329, "dev_test": 2405, "test": 4059}),  # sketch
-    (30607, S.ALL_DATA, {"train": 17122, "dev": 3574, "dev_test": 3683, "test": 6228}),  # caltech256
-    (7291, S.FOR_TRAIN, {"train": 5139, "dev": 1068, "dev_test": 1084}),                 # usps
-    (1410, S.TRAIN_AND_DEV_ONLY, {"train": 1115, "dev": 295}),                          # office
-    (1123, S.TEST_AND_DEV_TEST, {"dev_test": 543, "test": 580}),                        # caltech side of office
+    (4485, ALL_DATA, {"train": 2496, "dev": 525, "dev_test": 555, "test": 909}),      # scenes15
+    (20000, ALL_DATA, {"train": 11207, "dev": 2329, "dev_test": 2405, "test": 4059}),  # sketch
+    (30607, ALL_DATA, {"train": 17122, "dev": 3574, "dev_test": 3683, "test": 6228}),  # caltech256
+    (7291, FOR_TRAIN, {"train": 5139, "dev": 1068, "dev_test": 1084}),                 # usps
+    (1410, TRAIN_AND_DEV_ONLY, {"train": 1115, "dev": 295}),                          # office
+    (1123, TEST_AND_DEV_TEST, {"dev_test": 543, "test": 580}),                        # caltech side of office
 ])
 def test_random_assignment_reproduces_the_catalogue_sizes(n: int, fractions: dict, expected: dict) -> None:
-    parts = S.random_assignment(np.arange(n), fractions)
+    parts = random_assignment(np.arange(n), fractions)
     assert {k: len(v) for k, v in parts.items()} == expected
     assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(n))
 
@@ -49,11 +50,11 @@ def test_prepare_reads_the_original_format(key: str, tmp_path: Path) -> None:
     assert status["status"] == "ready"
     assert status["splits"] == expected["sizes"]
     packed = load_packed(tmp_path / "root", key)
-    meta, entry = packed.meta, {d["key"]: d for d in short.catalogue()["datasets"]}[key]
+    meta, entry = packed.meta, dataset_entry(key)
     assert meta["num_classes"] == entry["num_classes"]
     if expected["num_classes_present"] is not None:
         assert meta["classes_present"] == expected["num_classes_present"]
-    channels = short.datasets()[key].channels
+    channels = get_dataset(key).channels
     assert packed.images.shape == (meta["num_examples"], channels, 16, 16)
     if entry["multi_label"]:
         assert packed.labels.shape == (meta["num_examples"], entry["num_classes"])
@@ -62,7 +63,7 @@ def test_prepare_reads_the_original_format(key: str, tmp_path: Path) -> None:
         assert packed.labels.min() >= 0 and packed.labels.max() < entry["num_classes"]
     if "labels" in expected:
         assert set(np.unique(packed.labels).tolist()) == expected["labels"]
-    every = np.concatenate([packed.splits[s] for s in S.SPLITS])
+    every = np.concatenate([packed.splits[s] for s in SPLITS])
     assert len(np.unique(every)) == len(every) == meta["num_examples"]  # disjoint and complete
     assert packed.images.std() > 0  # real pixels, not zeros
     task = short.load_prepared(key, root=str(tmp_path / "root"), image_size=16, seed=0)

@@ -11,7 +11,8 @@ import pytest
 
 import short_fixtures as F
 from conftest import TINY, run_cli
-from nevisbench.tasks import get_stream, short
+from nevisbench.tasks import get_stream
+from nevisbench.tasks.datasets import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,7 @@ def test_prepare_status_and_run_from_publishers_files(tmp_path: Path) -> None:
 
 def test_docs_list_every_task_with_source_rule_and_deviations() -> None:
     text = (REPO / "docs" / "short-stream.md").read_text()
-    for key, dataset in short.datasets().items():
+    for key, dataset in datasets().items():
         assert f"`{key}`" in text, key
         assert dataset.rule in text, key
         for deviation in dataset.deviations:
