@@ -3,8 +3,9 @@ inflated without bound, and every failure is a one-line DataError naming the fil
 
 from __future__ import annotations
 
-import io
+import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,113 @@ def test_a_truncated_cifar_pickle_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^cifar-10-python.tar.gz: cannot read cifar-10-batches-py/data_batch_2 "
                                         r"\(\w+: .*\); re-download the archive from https://www.cs.toronto.edu/~kriz/cifar.html$"):
         prepare_task("cifar10", tmp_path / "root", tmp_path / "src", size=16, verify=False)
+
+
+# -- a damaged meta.json -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prepared_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared MNIST fixture task; each test copies it before damaging the copy."""
+    base = tmp_path_factory.mktemp("prepared")
+    F.build("mnist", base / "src")
+    prepare_task("mnist", base / "root", base / "src", size=16, verify=False)
+    return base / "root"
+
+
+def _damaged_copy(prepared: Path, tmp_path: Path, change) -> Path:
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(prepared, root)
+    meta_path = root / "mnist" / "meta.json"
+    change(root / "mnist", json.loads(meta_path.read_text()), meta_path)
+    return root
+
+
+def _write(meta_path: Path, meta: object) -> None:
+    meta_path.write_text(json.dumps(meta))
+
+
+def _flip_bit(folder: Path, meta: dict, path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x40  # '{' -> ';'
+    path.write_bytes(bytes(data))
+
+
+def _not_utf8(folder: Path, meta: dict, path: Path) -> None:
+    path.write_bytes(b"\xff\xfe" + path.read_bytes())
+
+
+def _labels_out_of_range(folder: Path, meta: dict, path: Path) -> None:
+    labels = np.load(folder / "labels.npy")
+    labels[3] = 10
+    np.save(folder / "labels.npy", labels)
+
+
+def _split_out_of_range(folder: Path, meta: dict, path: Path) -> None:
+    with np.load(folder / "splits.npz") as archive:
+        splits = {k: archive[k] for k in archive.files}
+    splits["test"][0] = 1000
+    np.savez(folder / "splits.npz", **splits)
+
+
+def _split_missing(folder: Path, meta: dict, path: Path) -> None:
+    with np.load(folder / "splits.npz") as archive:
+        splits = {k: archive[k] for k in archive.files if k != "dev_test"}
+    np.savez(folder / "splits.npz", **splits)
+
+
+def _pickled_labels(folder: Path, meta: dict, path: Path) -> None:
+    np.save(folder / "labels.npy", np.array([object()] * meta["num_examples"]), allow_pickle=True)
+
+
+DAMAGE = {
+    "bit flip": (_flip_bit, r"meta.json is not valid JSON \(Expecting value: line 1 column 1 \(char 0\)\); prepare the task again"),
+    "not utf-8": (_not_utf8, r"meta.json is not valid JSON \(.*codec can't decode.*\); prepare the task again"),
+    "a list": (lambda f, m, p: _write(p, [m]), r"meta.json holds a JSON list, not an object; prepare the task again"),
+    "missing key": (lambda f, m, p: _write(p, {k: v for k, v in m.items() if k != "num_examples"}),
+                    r"meta.json has a missing or invalid 'num_examples' \(None\)"),
+    "string count": (lambda f, m, p: _write(p, {**m, "num_examples": "27"}), r"invalid 'num_examples' \('27'\)"),
+    "bad shape": (lambda f, m, p: _write(p, {**m, "image_shape": [1, 16]}), r"invalid 'image_shape' \(\[1, 16\]\)"),
+    "reshaped": (lambda f, m, p: _write(p, {**m, "image_shape": [1, 8, 8], "num_examples": 4 * 27, "labels_shape": [108]}),
+                 r"image_shape \[1, 8, 8\] disagrees with its channels 1 and stored_size 16"),
+    "reshaped consistently": (lambda f, m, p: _write(p, {**m, "image_shape": [3, 16, 16], "channels": 3}),
+                              r"images.u8 has 6912 bytes, expected 20736 \(truncated\?\)"),
+    "split sizes": (lambda f, m, p: _write(p, {**m, "splits": {**m["splits"], "test": None}}),
+                    r"meta.json's 'splits' must give the size of each of train, dev, dev_test, test"),
+    "labels shape": (lambda f, m, p: _write(p, {**m, "labels_shape": [26]}), r"labels_shape \[26\] disagrees with 27 examples"),
+    "labels out of range": (_labels_out_of_range, r"labels.npy has label 10, outside 0..9"),
+    "split out of range": (_split_out_of_range, r"splits.npz's 'test' indexes outside the 27 examples"),
+    "split missing": (_split_missing, r"splits.npz has no 'dev_test' split"),
+    "pickled labels": (_pickled_labels, r"labels.npy or splits.npz cannot be read \(Object arrays cannot be loaded"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_meta_is_corrupt_with_a_reason_and_a_run_gets_one_line(prepared_mnist: Path, tmp_path: Path, damage: str) -> None:
+    from nevisbench.tasks.cache import load_packed
+    from nevisbench.tasks.prepare import status_rows
+
+    change, reason = DAMAGE[damage]
+    root = _damaged_copy(prepared_mnist, tmp_path, change)
+    for verify in (False, True):  # `data status --quick` and `data status`; the runner loads with verification
+        (row,) = status_rows(root, ["mnist"], verify=verify)
+        assert row["status"] == "corrupt", (damage, row)
+        assert "\n" not in row["reason"] and row["num_examples"] is None and row["bytes"] == 0
+        if not (verify and damage in ("labels out of range", "split out of range", "split missing", "pickled labels")):
+            assert re.search(reason, row["reason"]), (damage, row["reason"])
+    with pytest.raises(DataError, match=r"^task 'mnist' in .* is corrupt: .*Prepare it with: nevisbench data prepare "
+                                        r"mnist --root .* --force$") as error:
+        load_packed(root, "mnist", verify=False)
+    assert "\n" not in str(error.value)
+
+
+def test_a_damaged_meta_shows_as_corrupt_in_data_status(prepared_mnist: Path, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    root = _damaged_copy(prepared_mnist, tmp_path, lambda f, m, p: _write(p, [m]))
+    done = run_cli("data", "status", "mnist", "usps", "--root", str(root))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(r"mnist\s+.*corrupt", done.stdout) and "0 of 2 ready" in done.stdout
+    rows = json.loads(run_cli("data", "status", "mnist", "--root", str(root), "--json").stdout)
+    assert rows[0]["status"] == "corrupt" and rows[0]["reason"].endswith("meta.json holds a JSON list, not an object; "
+                                                                          "prepare the task again")
