@@ -1,35 +1,41 @@
-"""FLOP arithmetic: counting one step with torch's dispatch-level counter, sparsity-aware
-(algorithmic) accounting from weight masks, and the meter that accumulates steps per task and per
-stream.
-
-Counting is done once per (mode, per-sample input shape) and cached; later steps with the same key
-are charged from the cache (FLOPs of convolutions and matmuls are linear in the batch size), so the
-~5% dispatch overhead of counting is paid on one step, not every step.
+"""FLOP arithmetic: counting a training step with torch's dispatch-level counter, op-exact
+sparsity-aware (algorithmic) accounting from weight masks, and the meter that accumulates steps
+per task and per stream. Plain Python; `nevisbench.run.metering` adapts it to Lightning.
 
 Two FLOP measures are kept:
 - `executed`: what the hardware ran (every matmul/conv, 2 FLOPs per multiply-add).
-- `algorithmic`: executed, with each masked layer charged its kept fraction. A layer declares its
-  sparsity by carrying a `<param>_mask` buffer (the `torch.nn.utils.prune` convention); a layer with
-  kernel density d costs d x its dense FLOPs in forward, grad-input and grad-weight alike. The mask
-  is checked against the weight the layer really uses, so a mask cannot lower the count without
-  zeroing the weights.
+- `algorithmic`: executed, with each op that computes with a masked weight charged the mask's
+  kept fraction. A layer declares its sparsity by carrying a `<param>_mask` buffer (the
+  `torch.nn.utils.prune` convention). The discount applies to an op only when the op's weight
+  operand IS the tensor the layer holds as `<param>` (same memory, whole tensor: the effective
+  weight prune's hook computes as `<param>_orig * <param>_mask`, or an autocast copy of it), and
+  that tensor is zero wherever the mask is. A mask on a module whose weight no op uses discounts
+  nothing. Conv forward, grad-input and grad-weight are matched by the weight operand; a masked
+  linear's grad-weight (which does not read the weight) by the input activation its forward used.
+
+Counting has a per-op Python cost (~5% of a CPU step, more on GPU), so the meter does not count
+every step: a step's cost is cached under the model's structure signature (see
+`structure_signature`) and recounted when the signature changes; `FlopMeter` holds the policy
+(docs/flop-meter.md states it and what the meter cannot see).
 """
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
+from torch.utils.weak import WeakIdKeyDictionary
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from nevisbench.errors import PluginError
 
 __all__ = [
     "StepFlops", "FlopTally", "FlopMeter", "StepCounter", "counting_mode", "conv_backward_flop",
-    "mask_densities", "KINDS",
+    "mask_densities", "structure_signature", "KINDS",
 ]
 
 aten = torch.ops.aten
@@ -51,107 +57,108 @@ def conv_backward_flop(
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
-# The StepCounter in progress, if any: the raw formulas below report masked layers' FLOPs to it.
-_ACTIVE: contextvars.ContextVar[StepCounter | None] = contextvars.ContextVar("nevisbench_step_counter", default=None)
-
-
 def _raw(fn):
     fn._get_raw = True  # FlopCounterMode passes real tensors (not shapes) to such formulas
     return fn
 
 
-@_raw
-def _conv_forward_raw(x, w, _bias, _stride, _padding, _dilation, transposed, *rest, out_val=None, **kwargs) -> int:
-    flops = conv_flop_count(list(x.shape), list(w.shape), list(out_val.shape), bool(transposed))
-    counter = _ACTIVE.get()
-    if counter is not None:
-        counter._forward_op(w, flops)
-    return flops
+def _conv_flops(x, w, _bias, _stride, _padding, _dilation, transposed, *rest, out_val=None, **kwargs) -> int:
+    return conv_flop_count(list(x.shape), list(w.shape), list(out_val.shape), bool(transposed))
 
 
-@_raw
-def _conv_backward_raw(grad_out, x, w, *args, out_val=None, **kwargs) -> int:
-    flops = conv_backward_flop(grad_out.shape, x.shape, w.shape, *args)
-    counter = _ACTIVE.get()
-    if counter is not None:
-        counter._backward_op(w, flops)
-    return flops
+def _conv_backward_flops(grad_out, x, w, *args, out_val=None, **kwargs) -> int:
+    return conv_backward_flop(grad_out.shape, x.shape, w.shape, *args)
 
 
-def _mm_flops(a: torch.Tensor, b: torch.Tensor) -> int:
+def _mm_flops(a, b, *, out_val=None, **kwargs) -> int:
     return 2 * a.shape[0] * a.shape[1] * b.shape[1]
 
 
-@_raw
-def _mm_raw(a, b, *, out_val=None, **kwargs) -> int:
-    flops = _mm_flops(a, b)
-    counter = _ACTIVE.get()
+def _addmm_flops(_bias, a, b, *, out_val=None, **kwargs) -> int:
+    return _mm_flops(a, b)
+
+
+def counting_mode(counter: StepCounter | None = None) -> FlopCounterMode:
+    """A silent FlopCounterMode with nevisbench's corrections (grouped conv backward). With
+    `counter`, every counted op is also reported to it (phase, FLOPs, operands)."""
+    fixed = {
+        aten.convolution: _conv_flops, aten._convolution: _conv_flops,
+        aten.convolution_backward: _conv_backward_flops, aten.mm: _mm_flops, aten.addmm: _addmm_flops,
+    }
+    formulas = {}
+    for op, formula in {**flop_counter.flop_registry, **fixed}.items():
+        raw = formula if (op in fixed or getattr(formula, "_get_raw", False)) else flop_counter.shape_wrapper(formula)
+        formulas[op] = _raw(raw) if counter is None else counter._reporting(op, raw)
     if counter is not None:
-        counter._matmul_op((a, b), flops)
-    return flops
+        formulas[aten._to_copy] = counter._reporting(aten._to_copy, lambda *a, **k: 0)  # autocast copies of weights
+    return FlopCounterMode(display=False, custom_mapping=formulas)
 
 
-@_raw
-def _addmm_raw(_bias, a, b, *, out_val=None, **kwargs) -> int:
-    flops = _mm_flops(a, b)
-    counter = _ACTIVE.get()
-    if counter is not None:
-        counter._matmul_op((a, b), flops)
-    return flops
+def _masked_params(root: nn.Module) -> Iterator[tuple[str, nn.Module, str, torch.Tensor]]:
+    for name, module in root.named_modules():
+        for buffer_name, mask in module._buffers.items():
+            if mask is not None and buffer_name.endswith("_mask"):
+                yield name, module, buffer_name.removesuffix("_mask"), mask
 
 
-def counting_mode() -> FlopCounterMode:
-    """A FlopCounterMode with nevisbench's corrections, silent."""
-    return FlopCounterMode(display=False, custom_mapping={
-        aten.convolution: _conv_forward_raw,
-        aten._convolution: _conv_forward_raw,
-        aten.convolution_backward: _conv_backward_raw,
-        aten.mm: _mm_raw,
-        aten.addmm: _addmm_raw,
-    })
+def _check_mask(name: str, module: nn.Module, param_name: str, mask: torch.Tensor) -> torch.Tensor:
+    weight = getattr(module, param_name, None)
+    if not isinstance(weight, torch.Tensor) or weight.shape != mask.shape:
+        raise PluginError(f"Module '{name}' has a mask '{param_name}_mask' that matches no parameter '{param_name}'")
+    if bool((weight.detach()[mask == 0] != 0).any()):
+        raise PluginError(f"Module '{name}' declares '{param_name}_mask' but its {param_name} is non-zero "
+                          "where the mask is zero: the mask must really be applied")
+    return weight
 
 
 def mask_densities(root: nn.Module) -> dict[str, float]:
-    """Kept fraction of every masked module, by its name in `root` ('' for root itself).
+    """Kept fraction of every masked `weight`, by its module's name in `root` ('' for root itself).
 
     Raises PluginError when a mask claims zeros the layer's weight does not have.
     """
     densities: dict[str, float] = {}
-    for name, module in root.named_modules():
-        kept, total = 0.0, 0
-        for buffer_name, mask in module.named_buffers(recurse=False):
-            if not buffer_name.endswith("_mask"):
-                continue
-            param_name = buffer_name.removesuffix("_mask")
-            weight = getattr(module, param_name, None)
-            if not isinstance(weight, torch.Tensor) or weight.shape != mask.shape:
-                raise PluginError(f"Module '{name}' has a mask '{buffer_name}' that matches no parameter '{param_name}'")
-            if bool((weight.detach()[mask == 0] != 0).any()):
-                raise PluginError(f"Module '{name}' declares '{buffer_name}' but its {param_name} is non-zero "
-                                  "where the mask is zero: the mask must really be applied")
-            if param_name == "weight":  # FLOPs scale with the kept weights; biases are negligible
-                kept, total = float(mask.count_nonzero()), mask.numel()
-        if total:
-            densities[name] = kept / total
+    for name, module, param_name, mask in _masked_params(root):
+        _check_mask(name, module, param_name, mask)
+        if param_name == "weight":  # FLOPs scale with the kept weights; biases are negligible
+            densities[name] = _density(mask)
     return densities
 
 
-def _counter_names(root: nn.Module, name: str) -> list[str]:
-    """The names FlopCounterMode may give module `name`: it prefixes the class name of whichever
-    ancestor the step called first (root.forward, or e.g. root.backbone directly)."""
-    parts = name.split(".") if name else []
-    names, ancestor = [], root
-    for i in range(len(parts) + 1):
-        rest = ".".join(parts[i:])
-        names.append(type(ancestor).__name__ + (f".{rest}" if rest else ""))
-        if i < len(parts):
-            ancestor = getattr(ancestor, parts[i])
-    return names
+# mask -> (version, density): a mask's density is recounted only when the mask is modified in
+# place (its version counter moves) or replaced (a new tensor)
+_DENSITY_CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _density(mask: torch.Tensor) -> float:
+    cached = _DENSITY_CACHE.get(mask)
+    if cached is not None and cached[0] == mask._version:
+        return cached[1]
+    density = float(mask.count_nonzero()) / max(1, mask.numel())
+    _DENSITY_CACHE[mask] = (mask._version, density)
+    return density
+
+
+def structure_signature(root: nn.Module, x: torch.Tensor, kind: str = "train") -> tuple:
+    """What a step's FLOPs depend on, cheap to compute every step (no dispatch, no device sync
+    unless a mask changed): the batch's shape and dtype, every parameter's shape, dtype and
+    requires_grad, every mask's density, every module's train/eval flag and hook count."""
+    flags, params, masks = [], [], []
+    hooks = 0
+    for module in root.modules():
+        flags.append(module.training)
+        for p in module._parameters.values():
+            if p is not None:
+                params.append((p.shape, p.dtype, p.requires_grad))
+        for buffer_name, buffer in module._buffers.items():
+            if buffer is not None and buffer_name.endswith("_mask"):
+                masks.append(_density(buffer))
+        hooks += len(module._forward_hooks) + len(module._forward_pre_hooks) + len(module._backward_hooks)
+    return (kind, tuple(x.shape), x.dtype, tuple(flags), tuple(params), tuple(masks), hooks)
 
 
 @dataclass(frozen=True)
 class StepFlops:
-    """FLOPs of one step, per sample: executed and algorithmic, forward and backward."""
+    """FLOPs of one step (or per sample): executed and algorithmic, forward and backward."""
 
     forward: float
     backward: float = 0.0
@@ -169,78 +176,134 @@ class StepFlops:
     def scaled(self, factor: float) -> StepFlops:
         return StepFlops(self.forward * factor, self.backward * factor, self.algo_forward * factor, self.algo_backward * factor)
 
+    def minus(self, other: StepFlops) -> StepFlops:
+        return StepFlops(self.forward - other.forward, self.backward - other.backward,
+                         self.algo_forward - other.algo_forward, self.algo_backward - other.algo_backward)
+
+    def measure(self, measure: str) -> float:
+        """Forward + backward in `measure` (algorithmic | executed)."""
+        if measure == "executed":
+            return self.forward + self.backward
+        return self.algo_forward + self.algo_backward
+
+
+ZERO = StepFlops(0.0, 0.0, 0.0, 0.0)
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return (t.device, t.data_ptr(), t.numel())
+
 
 class StepCounter:
-    """Counts one step of `root`: `with StepCounter(root) as c: fwd...; c.mark_forward(); bwd...`,
-    then `c.result(batch_size)` gives per-sample StepFlops.
+    """Counts every matmul and convolution run while it is entered:
+    `with StepCounter(root) as c: ...`, then `c.totals()` (whole window) or `c.result(batch_size)`
+    (per sample). Ops run by the autograd engine are backward, all others forward. `pause()`
+    stops counting (e.g. for an evaluation run inside a training window).
 
-    Masked layers are recognised in the forward pass by the module running the op (the counter's
-    module tracking is reliable in forward), and their weight tensor is remembered; backward ops
-    are matched to them by that weight's storage, because module tracking in backward wrongly
-    charges a residual block's shortcut with its main branch's gradients.
+    Masks: see the module docstring. Tensors matched as masked weights (and the inputs of masked
+    linears) are held until the counter exits, so their memory cannot be reused by another tensor
+    that would then be mistaken for them.
     """
 
     def __init__(self, root: nn.Module) -> None:
         self.root = root
-        self.mode = counting_mode()
-        self._forward_total: int | None = None
-        self._density_by_label: dict[str, float] = {}
-        self._density_by_storage: dict[int, float] = {}
-        self._saved_forward = 0.0
-        self._saved_backward = 0.0
+        self.mode = counting_mode(self)
+        self._paused = 0
+        self._executed = [0.0, 0.0]  # forward, backward
+        self._saved = [0.0, 0.0]  # FLOPs the masks discount
+        self._masked: list[tuple[str, nn.Module, str, torch.Tensor]] = []
+        self._weights: dict[tuple, tuple[float, torch.Tensor]] = {}  # operand memory -> (density, tensor)
+        self._inputs: dict[tuple, tuple[float, int, torch.Tensor]] = {}  # masked linear inputs -> (density, weight numel, tensor)
 
     def __enter__(self) -> StepCounter:
-        for name, density in mask_densities(self.root).items():
-            for label in _counter_names(self.root, name):
-                self._density_by_label[label] = density
+        self._masked = list(_masked_params(self.root))
         # compiled graphs bypass the dispatcher the counter listens to: count the step eagerly
         self._stance = torch.compiler.set_stance("force_eager")
         self._stance.__enter__()
-        self._token = _ACTIVE.set(self)
         self.mode.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.mode.__exit__(*exc)
-        _ACTIVE.reset(self._token)
         self._stance.__exit__(*exc)
+        self._weights.clear()
+        self._inputs.clear()
 
-    def _active_density(self) -> float | None:
-        labels = [p for p in self.mode.mod_tracker.parents if p in self._density_by_label]
-        return self._density_by_label[max(labels, key=len)] if labels else None
-
-    def _forward_op(self, weight: torch.Tensor, flops: int) -> None:
-        density = self._active_density()
-        if density is not None:
-            self._density_by_storage[weight.untyped_storage().data_ptr()] = density
-            self._saved_forward += flops * (1 - density)
-
-    def _backward_op(self, weight: torch.Tensor, flops: int) -> None:
-        density = self._density_by_storage.get(weight.untyped_storage().data_ptr())
-        if density is not None:
-            self._saved_backward += flops * (1 - density)
-
-    def _matmul_op(self, operands: tuple[torch.Tensor, torch.Tensor], flops: int) -> None:
-        if self._forward_total is None:
-            density = self._active_density()
-            if density is not None:
-                self._density_by_storage[operands[1].untyped_storage().data_ptr()] = density
-                self._saved_forward += flops * (1 - density)
-        else:  # grad-input of a masked linear uses its weight; grad-weight does not (not discounted)
-            for operand in operands:
-                density = self._density_by_storage.get(operand.untyped_storage().data_ptr())
-                if density is not None:
-                    self._saved_backward += flops * (1 - density)
-                    break
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
 
     def mark_forward(self) -> None:
-        self._forward_total = self.mode.get_total_flops()
+        """Kept for callers of the old API: forward and backward are now told apart per op."""
+
+    def totals(self) -> StepFlops:
+        fwd, bwd = self._executed
+        return StepFlops(fwd, bwd, fwd - self._saved[0], bwd - self._saved[1])
 
     def result(self, batch_size: int) -> StepFlops:
-        total = self.mode.get_total_flops()
-        forward = total if self._forward_total is None else self._forward_total
-        step = StepFlops(forward, total - forward, forward - self._saved_forward, total - forward - self._saved_backward)
-        return step.scaled(1.0 / batch_size)
+        return self.totals().scaled(1.0 / batch_size)
+
+    # -- op reports ---------------------------------------------------------------------------------
+    def _reporting(self, op, formula):
+        @_raw
+        def report(*args, out_val=None, **kwargs) -> int:
+            if self._paused:
+                return 0
+            flops = formula(*args, out_val=out_val, **kwargs)
+            backward = torch._C._current_autograd_node() is not None
+            self._executed[backward] += flops
+            if self._masked:
+                density = self._masked_density(op, args, out_val, backward)
+                if density is not None:
+                    self._saved[backward] += flops * (1.0 - density)
+            return flops
+        return report
+
+    def _weight_density(self, t: object) -> float | None:
+        """The density of the masked weight `t` is (whole, same memory), else None."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        known = self._weights.get(_key(t))
+        if known is not None:
+            return known[0]
+        for name, module, param_name, mask in self._masked:
+            weight = getattr(module, param_name, None)
+            if isinstance(weight, torch.Tensor) and _key(weight) == _key(t):
+                _check_mask(name, module, param_name, mask)
+                density = _density(mask)
+                self._weights[_key(t)] = (density, t)
+                return density
+        return None
+
+    def _masked_density(self, op, args, out_val, backward: bool) -> float | None:
+        if op is aten._to_copy:  # an autocast copy of a masked weight is that weight
+            density = self._weight_density(args[0])
+            if density is not None and isinstance(out_val, torch.Tensor):
+                self._weights[_key(out_val)] = (density, out_val)
+            return None
+        if op in (aten.convolution, aten._convolution):
+            return self._weight_density(args[1])
+        if op is aten.convolution_backward:
+            return self._weight_density(args[2])  # grad-input and grad-weight both
+        if op in (aten.mm, aten.addmm):
+            a, b = args[-2], args[-1]
+            for weight, other in ((b, a), (a, b)):
+                density = self._weight_density(weight)
+                if density is not None:  # forward, or a grad-input that reads the weight
+                    if not backward:
+                        self._inputs[_key(other)] = (density, weight.numel(), other)
+                    return density
+            if backward and isinstance(out_val, torch.Tensor):  # a masked linear's grad-weight
+                for operand in (a, b):
+                    known = self._inputs.get(_key(operand))
+                    if known is not None and known[1] == out_val.numel():
+                        del self._inputs[_key(operand)]
+                        return known[0]
+        return None
 
 
 @dataclass
@@ -301,28 +364,99 @@ class FlopTally:
 
 
 @dataclass
+class _SignatureCost:
+    cost: StepFlops  # the whole step, as last counted
+    stable: bool = False  # two consecutive counted steps of this signature agreed
+    uncounted: int = 0  # steps charged from the cache since the last count
+
+
+@dataclass
 class FlopMeter:
-    """Per-task and cumulative compute. Plain Python; Lightning callbacks adapt it."""
+    """Per-task and cumulative compute, and the policy deciding which training steps are counted.
+
+    Policy (per task; `start_task` forgets everything): a step whose structure signature is new is
+    counted; counting continues, step after step, until two consecutive counted steps of the
+    signature cost the same (a cheap first step, or work done only every other step, is never
+    cached); then steps are charged the cached cost, except every `audit_every`-th step, which is
+    counted again: if it disagrees, the signature is counted every step until two agree again.
+    `audit_every=1` counts every step (exact for any learner, at the counting overhead).
+    """
 
     task: FlopTally = field(default_factory=FlopTally)
     stream: FlopTally = field(default_factory=FlopTally)
+    audit_every: int = 32
     _per_sample: dict[Hashable, StepFlops] = field(default_factory=dict)
+    _train: dict[Hashable, _SignatureCost] = field(default_factory=dict)
+    active: StepCounter | None = None  # the counter of the training window in progress, if any
+    counted_steps: int = 0  # training steps counted in this task (the rest came from the cache)
+    cost_changes: int = 0  # times the cost charged per training step changed in this task
+    last_train_cost: StepFlops | None = None  # the latest counted whole training step
 
     def start_task(self) -> None:
         """A new task may bring a new model structure: forget cached counts."""
         self._per_sample.clear()
+        self._train.clear()
         self.task = FlopTally()
+        self.counted_steps = self.cost_changes = 0
+        self.last_train_cost = None
 
     def end_task(self) -> FlopTally:
         self.stream.add(self.task)
         return self.task
 
+    # -- evaluation (and search): cached per sample by key ----------------------------------------
     def cached(self, key: Hashable) -> StepFlops | None:
         return self._per_sample.get(key)
 
     def store(self, key: Hashable, per_sample: StepFlops) -> StepFlops:
         self._per_sample[key] = per_sample
         return per_sample
+
+    # -- training: the counting policy --------------------------------------------------------------
+    def should_count(self, signature: Hashable) -> bool:
+        entry = self._train.get(signature)
+        if entry is None or not entry.stable:
+            return True
+        return entry.uncounted + 1 >= self.audit_every
+
+    def counted(self, signature: Hashable, cost: StepFlops) -> None:
+        """Record the counted cost of a whole training step (already charged by the caller)."""
+        entry = self._train.get(signature)
+        if entry is None and self._train:
+            # the model changed mid-task: evaluation counts cached by shape may be stale too
+            self._per_sample = {k: v for k, v in self._per_sample.items() if not (isinstance(k, tuple) and k[:1] == ("eval",))}
+        if entry is None or entry.cost != cost:
+            self.cost_changes += entry is not None or bool(self._train)
+            self._train[signature] = _SignatureCost(cost)
+        else:
+            entry.stable, entry.uncounted = True, 0
+        self.counted_steps += 1
+        self.last_train_cost = cost
+
+    def cached_step(self, signature: Hashable) -> StepFlops:
+        """The cost to charge an uncounted step of `signature` (its last counted cost)."""
+        entry = self._train[signature]
+        entry.uncounted += 1
+        return entry.cost
+
+    def step_cost(self, measure: str) -> float | None:
+        """Training FLOPs (in `measure`) of the latest fully counted step; None before the first."""
+        return None if self.last_train_cost is None else self.last_train_cost.measure(measure)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Work inside is not charged to the training window in progress (e.g. the harness's own
+        milestone evaluation, which is charged to evaluation)."""
+        if self.active is None:
+            yield
+        else:
+            with self.active.pause():
+                yield
+
+    # -- charging ---------------------------------------------------------------------------------------
+    def charge_train_step(self, step: StepFlops) -> None:
+        """Charge `step` (whole-step FLOPs, not per sample) to training."""
+        self.charge_train(step, 1)
 
     def charge_train(self, per_sample: StepFlops, batch_size: int) -> None:
         t = self.task

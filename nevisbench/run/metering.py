@@ -1,0 +1,98 @@
+"""`FlopMeterCallback`: adapts the plain-Python FLOP meter (`nevisbench.compute.flops`) to
+Lightning's training loop.
+
+A counted step's window opens at this callback's `on_train_batch_start` (it must be the first
+callback) and closes at the next step's `on_train_batch_start` (or at `on_fit_end`), so it spans the
+whole batch cycle: the module's and every other callback's batch hooks, the training step, backward,
+`on_before_optimizer_step`, the optimizer step, the module's `on_train_batch_end` and epoch hooks
+(the module's hooks run after the callbacks'). What the window has counted by this callback's
+`on_train_batch_end` is charged there (so budget and milestone decisions see the step); the rest of
+the window is charged when it closes. Work before the first batch (the module's `on_train_start`,
+`on_train_epoch_start`) is counted once and charged to training too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+
+from nevisbench.compute.flops import ZERO, FlopMeter, FlopTally, StepCounter, StepFlops, structure_signature
+
+__all__ = ["FlopMeterCallback"]
+
+
+def _inputs(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class FlopMeterCallback(L.Callback):
+    """Charges every training step to `meter`, counting the steps its policy selects."""
+
+    def __init__(self, meter: FlopMeter) -> None:
+        self.meter = meter
+        self._counter: StepCounter | None = None
+        self._signature: tuple | None = None
+        self._batch: tuple[tuple[int, ...], torch.dtype] = ((), torch.float32)
+        self._charged = ZERO  # what the open window has charged so far
+
+    # -- the window ------------------------------------------------------------------------------
+    def _open(self, pl_module: L.LightningModule) -> None:
+        self._counter = StepCounter(pl_module).__enter__()
+        self.meter.active = self._counter
+        self._charged = ZERO
+
+    def _close(self) -> StepFlops | None:
+        """Close the open window, charge what it has not charged yet, return its whole count."""
+        counter, self._counter = self._counter, None
+        self.meter.active = None
+        if counter is None:
+            return None
+        counter.__exit__(None, None, None)
+        total = counter.totals()
+        self.meter.charge_train_step(total.minus(self._charged))
+        return total
+
+    def _finish_window(self) -> None:
+        total = self._close()
+        if total is not None and self._signature is not None:
+            self.meter.counted(self._signature, total)
+            shape, dtype = self._batch  # per sample, for `nevisbench flops` and other readers by shape
+            self.meter.store(("train", shape[1:], dtype), total.scaled(1.0 / max(1, shape[0])))
+
+    # -- hooks --------------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._signature = None  # work before the first batch: counted, charged, never cached
+        self._open(pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._finish_window()
+        x = _inputs(batch)
+        self._batch = (tuple(x.shape), x.dtype)
+        self._signature = structure_signature(pl_module, x)
+        if self.meter.should_count(self._signature):
+            self._open(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._counter is not None:
+            head = self._counter.totals()
+            self.meter.charge_train_step(head.minus(self._charged))
+            self._charged = head
+        else:
+            self.meter.charge_train_step(self.meter.cached_step(self._signature))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._finish_window()
+        self._signature = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._close()
+        self._signature = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task": asdict(self.meter.task)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.meter.task = FlopTally(**state["task"])

@@ -1,0 +1,190 @@
+"""The task plan: how many steps a task trains (its FLOP budget decides, when set), the learning
+rate schedule over those steps, and the anytime dev evaluations at milestones of the planned
+compute.
+
+With `budget.flops_per_task=B` the step count is decided during step 0, at
+`on_before_optimizer_step` (after the step's forward and backward have been counted, before the
+optimizer and the LR scheduler step): steps = floor(B / cost of step 0). The LR schedule reads
+the plan (`planned_steps`), so warmup and cosine span exactly the planned steps from step 0.
+Whenever the counted cost of a whole step differs from the cost the plan assumed (work in hooks
+after the optimizer step, a cheap first step, masks or frozen parts that change mid-task), the
+remaining steps are re-planned from the remaining budget: steps = done + floor((B - spent) / new
+cost); the schedule of the steps already taken is not rewritten, later steps follow the new total.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from nevisbench.compute.flops import FlopMeter
+
+__all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions", "lr_factor", "planned_steps"]
+
+
+def milestone_fractions(count: int, first: float) -> list[float]:
+    """`count` log-spaced fractions of a task's planned training compute, from `first` to 1."""
+    if count == 0:
+        return []  # anytime evaluation off
+    if count == 1:
+        return [1.0]
+    return [float(f) for f in np.geomspace(first, 1.0, count)]
+
+
+def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine") -> float:
+    """The LR multiplier of `step` (0-based): linear warmup over `warmup` steps, then cosine decay
+    to 0 at `total` (or constant). `total=None` (not planned yet) reads as unbounded."""
+    if total is not None:
+        total = max(1, int(total))
+        warmup = min(int(warmup), total - 1)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant" or total is None:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def planned_steps(trainer: L.Trainer | None) -> int | None:
+    """The steps the task's plan gives the trainer; `trainer.max_steps` without a plan (None when
+    unbounded)."""
+    if trainer is None:
+        return None
+    for callback in trainer.callbacks:
+        if isinstance(callback, ScheduleCallback) and callback.plan.steps is not None:
+            return callback.plan.steps
+    return int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None
+
+
+@dataclass
+class TaskPlan:
+    """How long a task trains and when it is evaluated, in training compute of `measure`."""
+
+    measure: str  # algorithmic | executed
+    max_steps: int  # used when there is no budget
+    budget: float | None  # training FLOPs per task
+    fractions: list[float]
+    steps: int | None = None  # decided during step 0 (before the first optimizer step)
+    planned_flops: float | None = None
+    step_cost: float | None = None  # the per-step cost the plan assumes
+    records: list[dict[str, float]] = field(default_factory=list)
+    replans: list[dict[str, float]] = field(default_factory=list)
+
+
+class ScheduleCallback(L.Callback):
+    """Applies the task plan: stops training at the task's FLOP budget and runs the anytime dev
+    evaluation at each milestone (paused out of the training count: it is evaluation compute).
+    Must come after FlopMeterCallback so the step is charged before it is read."""
+
+    def __init__(self, meter: FlopMeter, plan: TaskPlan, evaluate_dev: Callable[[], float], *, steps_per_epoch: int) -> None:
+        self.meter = meter
+        self.plan = plan
+        self.evaluate_dev = evaluate_dev
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+        self._eval_seconds_at_start = self.meter.task.seconds_eval
+        if self.plan.budget is None and self.plan.steps is None:
+            self.plan.steps = self.plan.max_steps
+        if self.plan.steps is not None and self.plan.budget is not None:  # resumed: re-apply the plan
+            self._apply(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        evaluating = self.meter.task.seconds_eval - self._eval_seconds_at_start
+        self.meter.charge_seconds("train", time.perf_counter() - self._start - evaluating)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.plan.steps, "planned_flops": self.plan.planned_flops, "step_cost": self.plan.step_cost,
+                "records": self.plan.records, "replans": self.plan.replans}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plan.steps, self.plan.planned_flops = state["steps"], state["planned_flops"]
+        self.plan.step_cost = state.get("step_cost")
+        self.plan.records = list(state["records"])
+        self.plan.replans = list(state.get("replans", []))
+
+    def _spent(self) -> float:
+        return self.meter.task.measure(self.plan.measure, "train")
+
+    def _apply(self, trainer) -> None:
+        trainer.fit_loop.epoch_loop.max_steps = self.plan.steps
+        trainer.fit_loop.max_epochs = math.ceil(self.plan.steps / self.steps_per_epoch)
+
+    def _decide(self, trainer, per_step: float) -> None:
+        """Plan the steps from `per_step`, the cost of step 0 so far (forward and backward)."""
+        plan = self.plan
+        plan.step_cost = per_step
+        if plan.budget is not None:
+            plan.steps = max(1, math.floor(plan.budget / per_step * (1 + 1e-9)))
+            self._apply(trainer)
+        elif plan.steps is None:
+            plan.steps = plan.max_steps
+        plan.planned_flops = per_step * plan.steps
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.plan.step_cost is not None or self.meter.active is None:
+            return
+        per_step = self.meter.active.totals().measure(self.plan.measure)
+        if per_step <= 0:
+            return  # nothing counted yet: decide at the end of the step
+        self._decide(trainer, per_step)
+        _reapply_step0_lr(trainer)
+
+    def _replan(self, trainer, cost: float) -> None:
+        plan = self.plan
+        done, spent = int(trainer.global_step), self._spent()
+        plan.step_cost = cost
+        if plan.budget is not None:
+            left = max(0, math.floor((plan.budget - spent) / cost * (1 + 1e-9)))
+            plan.steps = max(1, done + left)
+            self._apply(trainer)
+        plan.planned_flops = spent + cost * max(0, plan.steps - done)
+        plan.replans.append({"step": done, "step_cost": cost, "steps": plan.steps})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        plan = self.plan
+        if plan.step_cost is None:  # no optimizer step was seen: plan from the step just charged
+            self._decide(trainer, max(self._spent(), 1e-30))
+        latest = self.meter.step_cost(plan.measure)
+        if latest is not None and latest > 0 and not math.isclose(latest, plan.step_cost, rel_tol=1e-9):
+            self._replan(trainer, latest)
+        spent = self._spent()
+        due = [f for f in plan.fractions[len(plan.records):] if spent >= f * plan.planned_flops * (1 - 1e-9)]
+        if not due:
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        with self.meter.paused():
+            error = self.evaluate_dev()
+        for fraction in due:
+            plan.records.append({
+                "fraction": fraction,
+                "step": int(trainer.global_step),
+                "train_flops": self.meter.task.train,
+                "train_flops_executed": self.meter.task.executed_train,
+                "train_seconds": self.meter.task.seconds_train + time.perf_counter() - self._start
+                - (self.meter.task.seconds_eval - self._eval_seconds_at_start),
+                "dev_error": error,
+            })
+
+
+def _reapply_step0_lr(trainer) -> None:
+    """The LR scheduler computed step 0's rate in `configure_optimizers`, before the plan existed:
+    recompute it now that the plan is known (LambdaLR schedulers, before the first optimizer step)."""
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) and scheduler.last_epoch == 0:
+            rates = [base * fn(0) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+            for group, rate in zip(scheduler.optimizer.param_groups, rates):
+                group["lr"] = rate
+            scheduler._last_lr = rates
