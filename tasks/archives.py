@@ -15,6 +15,7 @@ import http.client
 import io
 import os
 import re
+import struct
 import tarfile
 import urllib.error
 import urllib.parse
@@ -28,10 +29,17 @@ from typing import IO, Any
 
 from nevisbench.errors import DataError
 
-__all__ = ["SourceFile", "tar_members", "zip_members", "check_member_name", "decode_image",
-           "file_digest", "verify_file", "fetch", "filename_from_url"]
+__all__ = ["SourceFile", "tar_members", "zip_members", "check_member_name", "decode_image", "read_capped",
+           "file_digest", "verify_file", "fetch", "filename_from_url", "MAX_MEMBER_BYTES", "MAX_IMAGE_PIXELS"]
 
 CHUNK = 1 << 20
+# The largest archive member a reader holds in memory. The largest real one is CIFAR-100's
+# training batch (50000 x 3072 bytes + pickle framing, ~155 MB); a member declaring more is refused
+# before a byte of it is inflated.
+MAX_MEMBER_BYTES = 256 << 20
+# The largest image decoded, in pixels: Pillow's own decompression-bomb threshold (about a
+# 9500 x 9500 RGB image); the largest real SHORT images (FGVC-Aircraft, ~1-2 MP) are far below it.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
                 name = check_member_name(member.name, label)
                 if not member.isfile():
                     continue
+                _check_size(member.size, name, label)
                 yield name, _tar_reader(tar, member, label)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{Path(label).name} is truncated or corrupt ({exc}); delete it and download it again") from None
@@ -120,27 +129,63 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
     for name in sorted(infos):
         if infos[name].is_dir():
             continue
+        _check_size(infos[name].file_size, name, label)  # zipfile never inflates past the declared size
 
         def read(info: zipfile.ZipInfo = infos[name]) -> bytes:
             try:
                 return archive.read(info)
-            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+            except (zipfile.BadZipFile, OSError, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
                 raise DataError(f"member {info.filename} of {Path(label).name} is corrupt: {exc}") from None
 
         yield name, read
 
 
+def _check_size(size: int, name: str, archive: str | Path) -> None:
+    if size > MAX_MEMBER_BYTES:
+        raise DataError(f"member {name} of {Path(str(archive)).name} declares {size} bytes, more than the "
+                        f"{MAX_MEMBER_BYTES >> 20} MiB any SHORT file needs; refusing to inflate it. Re-download the "
+                        "archive from its publisher.")
+
+
+def read_capped(handle: IO[bytes], limit: int, name: str) -> bytes:
+    """Up to `limit` bytes from a (decompressing) stream, read in chunks; a stream with more is
+    refused without inflating the rest."""
+    parts, size = [], 0
+    while size <= limit:
+        chunk = handle.read(min(CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+    raise DataError(f"{name} holds more than the {limit} bytes it declares; refusing to read on. "
+                    "Re-download it from its publisher.")
+
+
 def decode_image(data: bytes, name: str, *, draft: int | None = None) -> Any:
-    """A PIL image from encoded bytes; `draft` lets JPEG decoding skip detail below that size."""
+    """A PIL image from encoded bytes; `draft` lets JPEG decoding skip detail below that size.
+    Images of more than `MAX_IMAGE_PIXELS` pixels, or of no pixels, are refused before decoding."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
-        if draft and image.format == "JPEG":
-            image.draft("RGB" if image.mode not in ("L", "1") else "L", (draft, draft))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot decode image {name}: {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"image {name} declares {width}x{height} pixels, more than {MAX_IMAGE_PIXELS} "
+                                "(a decompression bomb?); refusing to decode it")
+            if width == 0 or height == 0:
+                raise DataError(f"image {name} is empty ({width}x{height} pixels)")
+            if draft and image.format == "JPEG":
+                image.draft("RGB" if image.mode not in ("L", "1") else "L", (draft, draft))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"image {name} is a decompression bomb ({exc}); refusing to decode it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+            struct.error, zlib.error) as exc:
+        raise DataError(f"cannot decode image {name}: {' '.join(str(exc).split())}") from None
     return image
 
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import struct
+import tarfile
 import time
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -63,11 +67,15 @@ def to_stored(image: Any, size: int, channels: int, name: str) -> np.ndarray:
     if isinstance(image, (bytes, bytearray)):
         image = decode_image(bytes(image), name, draft=size)
     elif isinstance(image, np.ndarray):
-        image = Image.fromarray(np.ascontiguousarray(image))
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise DataError(f"image {name} is {image.dtype} {image.shape}, expected uint8 (H, W) or (H, W, 1|3|4)")
+        image = Image.fromarray(np.ascontiguousarray(image if image.ndim == 2 or image.shape[2] != 1 else image[..., 0]))
     mode = "L" if channels == 1 else "RGB"
+    w, h = image.size
+    if w == 0 or h == 0:
+        raise DataError(f"image {name} is empty ({w}x{h} pixels)")
     if image.mode != mode:
         image = image.convert(mode)
-    w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
@@ -138,8 +146,9 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
     writer = CacheWriter(root, key, size=size, channels=dataset.channels)
     labels: list[Any] = []
     groups: list[str] = []
+    source = SourceFolder(folder, key, {f.pattern or f.name: p for f, p in found.items()})
     try:
-        for example in dataset.read(SourceFolder(folder, key, {f.pattern or f.name: p for f, p in found.items()})):
+        for example in _examples(dataset, source):
             writer.add(to_stored(example.image, size, dataset.channels, example.name))
             label = example.label
             ids = label if multi_label else (label,)
@@ -175,6 +184,22 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
         writer.abort()
         raise
     return task_status(root, key, verify=False) | {"meta": meta}
+
+
+# What a reader's parsing raises on damaged files it could not foresee (a broken table line, text
+# that is not UTF-8, a missing key): reported as the file being damaged, never as a traceback.
+_DAMAGED_FILE_ERRORS = (ValueError, KeyError, IndexError, EOFError, OSError, OverflowError, struct.error, zlib.error,
+                        tarfile.TarError, zipfile.BadZipFile)
+
+
+def _examples(dataset: Dataset, source: Any) -> Iterator[Any]:
+    """The reader's examples; a damaged file stops them with one line naming the file."""
+    try:
+        yield from dataset.read(source)
+    except _DAMAGED_FILE_ERRORS as exc:
+        where = source.opened.name if source.opened else f"the files in {source.folder}"
+        raise DataError(f"{dataset.key}: {where} is damaged or not the publisher's file ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}); re-download it") from None
 
 
 def _expected_total(entry: dict[str, Any]) -> int | None:
@@ -299,6 +324,10 @@ def _pack_all(todo: dict[str, Path], root: Path, *, size: int, verify: bool, job
                         bar.update(bars[key], completed=rows[key]["num_examples"], total=rows[key]["num_examples"])
                     except DataError as exc:
                         rows[key] = {"key": key, "result": "failed", "error": str(exc), "seconds": time.perf_counter() - starts[key]}
+                    except Exception as exc:  # a worker that died (killed, out of memory) or failed unexpectedly
+                        error = f"its worker process failed ({type(exc).__name__}: {' '.join(str(exc).split())}); " \
+                                "run it again with --jobs 1 to see why"
+                        rows[key] = {"key": key, "result": "failed", "error": error, "seconds": time.perf_counter() - starts[key]}
     return rows
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from nevisbench.errors import DataError
 from nevisbench.tasks.readers.common import Example, SourceFolder, decoded
 
 __all__ = ["FILES", "read_brodatz"]
@@ -25,6 +26,8 @@ def read_brodatz(src: SourceFolder) -> Iterator[Example]:
         image = decoded(src.path(file).read_bytes(), file, "L")
         w, h = image.size
         tw, th = w // 3, h // 3
+        if tw == 0 or th == 0:
+            raise DataError(f"brodatz: {file} is {w}x{h} pixels, too small to cut into 3x3 tiles")
         tiles = [(x, y) for x in range(0, 3 * tw, tw) for y in range(0, 3 * th, th) if x + tw < w and y + th < h]  # column by column
         order = rng.permutation(len(tiles))
         for rank, tile in enumerate(order):

@@ -32,19 +32,23 @@ class SourceFolder:
     def __init__(self, folder: Path, key: str, located: dict[str, list[Path]] | None = None) -> None:
         self.folder, self.key = Path(folder), key
         self.located = located or {}  # file name or pattern -> paths, possibly in other folders
+        self.opened: Path | None = None  # the file a reader asked for last: named when reading fails
 
     def path(self, name: str) -> Path:
         if name in self.located:
-            return self.located[name][0]
+            self.opened = self.located[name][0]
+            return self.opened
         path = self.folder / name
         if not path.is_file():
             raise DataError(f"{self.key}: {name} is missing from {self.folder}")
+        self.opened = path
         return path
 
     def first(self, *names: str) -> Path:
         for name in names:
             if (self.folder / name).is_file():
-                return self.folder / name
+                self.opened = self.folder / name
+                return self.opened
         raise DataError(f"{self.key}: none of {', '.join(names)} is in {self.folder}")
 
     def glob(self, pattern: str) -> list[Path]:

@@ -21,10 +21,15 @@ __all__ = ["FILES", "read_usps"]
 FILES = {"pool": "usps.bz2", "test": "usps.t.bz2"}
 
 
+MAX_LINE = 1 << 16  # characters; a USPS line (256 "index:value" pairs) has about 4500
+
+
 def _libsvm_images(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     try:
-        with bz2.open(path, "rt") as handle:
-            for line in handle:
+        with bz2.open(path, "rt", encoding="ascii") as handle:
+            while line := handle.readline(MAX_LINE):
+                if len(line) == MAX_LINE and not line.endswith("\n"):
+                    raise DataError(f"{path.name} has a line longer than {MAX_LINE} characters; it is not a USPS file")
                 parts = line.split()
                 if not parts:
                     continue
@@ -34,7 +39,7 @@ def _libsvm_images(path: Path) -> Iterator[tuple[np.ndarray, int]]:
                     values[int(index) - 1] = float(value)
                 pixels = np.clip((values + 1) / 2 * 255, 0, 255).astype(np.uint8).reshape(16, 16)
                 yield pixels, int(float(parts[0])) - 1
-    except (OSError, EOFError, ValueError, IndexError) as exc:
+    except (OSError, EOFError, ValueError, IndexError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
         raise DataError(f"{path.name} is not a readable bz2 libsvm file ({exc})") from None
 
 
