@@ -1,0 +1,119 @@
+"""Resuming a run: its saved `config.yaml` composed again, and a refusal of changes that matter."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nevisbench.errors import ConfigError
+
+__all__ = ["HARMLESS_ON_RESUME", "compose_resume", "override_literal"]
+
+# Keys a resumed run may change: they do not affect what is computed.
+HARMLESS_ON_RESUME = ("logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "out_dir", "resume", "choices.logger")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _read_saved(path: Path, run_dir: str) -> dict[str, Any]:
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))  # plain data: no interpolation
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"Cannot resume '{run_dir}': its config.yaml cannot be read ({reason})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"Cannot resume '{run_dir}': its config.yaml does not hold a mapping")
+    return saved
+
+
+def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
+    """The saved config of `run_dir` with `overrides` applied; refuses changes that matter."""
+    from nevisbench.config.compose import compose_checked
+
+    path = Path(os.path.expanduser(run_dir))
+    saved_file = path / "config.yaml"
+    if not saved_file.is_file():
+        raise ConfigError(f"Cannot resume '{run_dir}': it is not a nevisbench run folder (no config.yaml)")
+    saved = _read_saved(saved_file, run_dir)
+    choices = saved.pop("choices", None) or {}
+    flat = _flatten(saved)
+    _refuse_other_options(run_dir, choices, overrides)
+    base = [f"{group}={option}" for group, option in choices.items()]
+    rechosen = {item.partition("=")[0].strip().lstrip("+") for item in overrides} & set(choices)
+    dotted = [f"{key}={override_literal(value)}" for key, value in flat.items()  # a re-chosen group's
+              if key not in ("learner.name", "stream.name") and key.split(".")[0] not in rechosen]  # own values
+    cfg = compose_checked(overrides, saved=[*base, *dotted])
+    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    old = {**flat, **{f"choices.{k}": v for k, v in choices.items()}}
+    # keys the saved config lacks (added to nevisbench since) keep their defaults
+    changed = sorted(k for k in old if new.get(k) != old[k] and not k.startswith(HARMLESS_ON_RESUME))
+    if changed:
+        detail = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
+        raise ConfigError(f"Cannot resume '{run_dir}' with a different config: {detail}. "
+                          "Start a new run instead, or drop those overrides.")
+    with open_dict(cfg):
+        cfg.resume = str(path)
+    return cfg
+
+
+def _refuse_other_options(run_dir: str, choices: dict[str, Any], overrides: list[str]) -> None:
+    """Another option of a group (learner=, stream=, ...) is another experiment: refuse it at once,
+    before the saved keys of the old option meet the schema of the new one."""
+    changed = []
+    for item in overrides:
+        group, _, option = item.partition("=")
+        group = group.strip().lstrip("+")
+        if group in choices and option != choices[group] and not f"choices.{group}".startswith(HARMLESS_ON_RESUME):
+            changed.append(f"choices.{group} ({choices[group]!r} -> {option!r})")
+    if changed:
+        raise ConfigError(f"Cannot resume '{run_dir}' with a different config: {', '.join(changed)}. "
+                          "Start a new run instead, or drop those overrides.")
+
+
+def _quoted(text: str) -> str:
+    """`text` as a single-quoted value of Hydra's override grammar, parsing back to `text`.
+
+    In a quoted value backslashes are special only before a quote or at the end, where each is
+    doubled; a quote is escaped by one more backslash. `${` gets omegaconf's escape (a backslash,
+    and its own backslashes doubled) so it stays literal instead of becoming an interpolation.
+    """
+    out: list[str] = []
+    backslashes = 0
+    for char in re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text):
+        if char == "\\":
+            backslashes += 1
+            continue
+        if char == "'":
+            out.append("\\" * (2 * backslashes) + "\\'")
+        else:
+            out.append("\\" * backslashes + char)
+        backslashes = 0
+    out.append("\\" * (2 * backslashes))
+    return "'" + "".join(out) + "'"
+
+
+def override_literal(value: Any) -> str:
+    """A value as an override string that parses back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return _quoted(value)
+    if isinstance(value, list):
+        return "[" + ",".join(override_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_quoted(str(k))}:{override_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)

@@ -1,0 +1,139 @@
+"""Typed schemas of the run config: the dataclasses hold the types, the YAML under `configs/` the values.
+
+`RootConfig` is the whole run config. A config group with a schema (`stream/`, `trainer/`,
+`logger/`) is a field typed by its dataclass, listed in `GROUP_SCHEMAS`; `learner` is typed at
+composition by the chosen learner's own `Config` dataclass (it comes from the learner's entry point).
+A new group needs a folder of YAML files under `configs/` and a line in `config.yaml`'s defaults
+list; a typed one also its dataclass here, added to `RootConfig` and `GROUP_SCHEMAS`. A group
+without a schema gets an untyped section automatically (see `root_schema`), and a group whose files
+are `# @package _global_` (e.g. `experiment/`) needs no section at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+__all__ = [
+    "BACKBONES", "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
+    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "RootConfig", "root_schema",
+]
+
+# Names of torchvision's ResNet family that the harness builds backbones from.
+BACKBONES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
+)
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    weights: str = MISSING  # imagenet | none | /local/file.pth | http(s)://url
+
+
+@dataclass
+class DataConfig:
+    root: str = MISSING
+    image_size: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    augment: bool = MISSING
+    min_crop_scale: float = MISSING
+    device_share: float = MISSING  # keep task data on the GPU when it fits in this share of free memory
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = MISSING
+    optimizer: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    schedule: str = MISSING
+    warmup_steps: int = MISSING
+    label_smoothing: float = MISSING
+    checkpoint_every_n_steps: int = MISSING  # mid-task checkpoints for resuming (0: off)
+    fused: Optional[bool] = None  # fused optimizer kernels; null: on CUDA
+
+
+@dataclass
+class StreamConfig:
+    name: str = MISSING
+    tasks: Optional[list[str]] = None
+    allow_missing: bool = False  # run the prepared tasks only, warn and record the missing ones
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    precision: Optional[str] = None  # None: bf16-mixed on CUDA, 32-true on CPU
+    deterministic: bool = MISSING
+    progress_bar: bool = MISSING
+    log_every_n_steps: int = MISSING
+    channels_last: Optional[bool] = None  # null: on CUDA
+    benchmark: Optional[bool] = None  # cudnn.benchmark; null: on CUDA unless deterministic
+    compile: bool = MISSING  # torch.compile the task module
+    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null: known GPUs only
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    project: str = MISSING
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    mode: Optional[str] = None  # online | offline | None: online when an API key is set
+
+
+@dataclass
+class BudgetConfig:
+    flops_per_task: Optional[float] = None  # training FLOPs per task; null: train.max_steps decides
+    measure: str = MISSING  # algorithmic | executed: the compute that budgets and curves count
+    milestones: int = MISSING  # anytime dev evaluations per task, log-spaced in training compute
+    first_milestone: float = MISSING  # the first milestone, as a fraction of the planned compute
+    auc_min_flops: float = MISSING  # the fixed log-compute range of the AUC score
+    auc_max_flops: float = MISSING
+
+
+@dataclass
+class RootConfig:
+    learner: Any = MISSING  # typed by the chosen learner's own Config dataclass
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    scenario: str = MISSING
+    seed: int = MISSING
+    out_dir: str = MISSING
+    run_name: Optional[str] = None
+    on_failure: str = MISSING  # stop | skip: what the stream does after a task fails (NaN loss)
+    resume: Optional[str] = None  # a run folder to continue
+
+
+# Config groups whose options are typed by a schema (the field of the same name in RootConfig).
+GROUP_SCHEMAS: dict[str, type] = {"stream": StreamConfig, "trainer": TrainerConfig, "logger": LoggerConfig}
+
+
+def root_schema(*, learner: type | None = None, untyped_groups: tuple[str, ...] = ()) -> DictConfig:
+    """The schema node the composition starts from.
+
+    Args:
+        learner: the chosen learner's `Config` dataclass; None leaves `learner` untyped (used only
+            to find out which learner the options pick).
+        untyped_groups: groups without a schema; each gets a section that takes any keys.
+    """
+    known = {f.name for f in fields(RootConfig)}
+    extra = [(group, Any, field(default=None)) for group in untyped_groups if group not in known]
+    cls = make_dataclass("RootConfig", extra, bases=(RootConfig,)) if extra else RootConfig
+    node = OmegaConf.structured(cls)
+    if learner is not None:
+        node.learner = OmegaConf.structured(learner)
+    return node
