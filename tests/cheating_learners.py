@@ -1,0 +1,165 @@
+"""Learner plugins built to fool the FLOP meter or the conformance kit (loaded by test_meter_*.py
+and test_kit_*.py through a monkeypatched registry, as test_plugins.py does). Each docstring says
+what it tries and what the harness must do about it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.utils.prune as prune
+from torch import nn
+
+from nevisbench import Learner, LearnerConfig
+from nevisbench.api.module import TaskModule
+
+
+@dataclass
+class _Config(LearnerConfig):
+    name: str = "cheat"
+
+
+class _Disguise(nn.Module):
+    """A wrapper carrying a dummy zero `weight` and an all-zero `weight_mask` that no op uses."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.weight = nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.register_buffer("weight_mask", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class FakeMaskLearner(Learner):
+    """Wraps the backbone in a module with a zero mask over a dummy weight, hoping every op under
+    it is discounted to 0 algorithmic FLOPs. Must be charged the dense algorithmic FLOPs."""
+
+    Config = _Config
+
+    def prepare(self, backbone: nn.Module) -> nn.Module:
+        return _Disguise(backbone)
+
+
+class _ExtraForward(TaskModule):
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        with torch.no_grad():
+            self(batch[0])  # a second forward pass, outside training_step
+
+
+class ExtraForwardLearner(Learner):
+    """Runs an extra forward pass in `on_train_batch_end`, outside training_step and backward.
+    Must be charged for it."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        return _ExtraForward(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+
+
+def _block_convs(backbone: nn.Module) -> list[nn.Conv2d]:
+    return [m for name, m in backbone.named_modules() if isinstance(m, nn.Conv2d) and name.startswith("layer")]
+
+
+class _Shrinking(TaskModule):
+    SHRINK_AT = 10
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.trainer.global_step == self.SHRINK_AT:  # after step index 9: steps 10, 11, ... are sparser
+            for conv in _block_convs(self.backbone):
+                conv.weight_mask.view(conv.weight_mask.shape[0], -1)[:, ::2] = 0  # in place: half the kept weights
+
+
+class ShrinkingMaskLearner(Learner):
+    """Prunes nothing (masks of ones) and then halves every block conv's mask density at step 10.
+    Must be charged the dense cost before and the lower cost from then on."""
+
+    Config = _Config
+
+    def prepare(self, backbone: nn.Module) -> nn.Module:
+        for conv in _block_convs(backbone):
+            prune.custom_from_mask(conv, "weight", torch.ones_like(conv.weight))
+        return backbone
+
+    def begin_task(self, task, backbone):
+        return _Shrinking(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+
+
+class _CheapFirst(TaskModule):
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step == 0:  # the step a meter that counts once would count
+            x, y = batch
+            logits = self.head(torch.zeros(x.shape[0], self.head.in_features, device=x.device))
+            return self.loss_fn(logits, y)
+        return super().training_step(batch, batch_idx)
+
+
+class CheapFirstStepLearner(Learner):
+    """Trains only the head on step 0, the whole network afterwards. Must be charged each step's
+    real cost, not step 0's for all."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        return _CheapFirst(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+
+
+class _Still(TaskModule):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+class FrozenWeightsLearner(Learner):
+    """Runs forward and backward but never changes a weight. The kit must fail it."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        return _Still(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+
+
+class _NoMatmul(TaskModule):
+    def training_step(self, batch, batch_idx):
+        return (self.head.bias ** 2).sum()  # a loss without a single matmul or convolution
+
+
+class NoFlopsLearner(Learner):
+    """Trains without any matmul or convolution: 0 training FLOPs. The kit must fail it."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        return _NoMatmul(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+
+
+class ForgetfulLearner(Learner):
+    """Keeps state across tasks (tasks seen) that its state_dict leaves out, so a resumed run
+    differs from an uninterrupted one. The kit's resume check must fail it."""
+
+    Config = _Config
+
+    def __init__(self, config, context) -> None:
+        super().__init__(config, context)
+        self.seen = 0
+
+    def begin_task(self, task, backbone):
+        self.seen += 1
+        module = super().begin_task(task, backbone)
+        with torch.no_grad():
+            module.head.weight.mul_(self.seen)
+        return module
+
+
+class NoisyLearner(Learner):
+    """Perturbs its head with OS randomness the seed does not control. The kit must fail it."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        module = super().begin_task(task, backbone)
+        noise = torch.frombuffer(bytearray(os.urandom(4 * module.head.weight.numel())), dtype=torch.int32)
+        with torch.no_grad():
+            module.head.weight.add_(noise.view_as(module.head.weight).float() * 1e-12)
+        return module

@@ -1,0 +1,140 @@
+"""The meter against learners built to fool it (tests/cheating_learners.py), and op-exact mask
+accounting on tiny nets. Steps are trained by a real Lightning Trainer with the meter's callback,
+as the runner does, on a resnet18 at 16x16 px."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.utils.prune as prune
+from cheating_learners import CheapFirstStepLearner, ExtraForwardLearner, FakeMaskLearner, ShrinkingMaskLearner
+from torch import nn
+
+from nevisbench.api.learner import Learner, LearnerContext, TaskInfo, clone_module
+from nevisbench.compute.flops import FlopMeter, StepCounter, StepFlops
+from nevisbench.config import compose
+from nevisbench.run.backbones import build_backbone
+from nevisbench.run.metering import FlopMeterCallback
+from nevisbench.tasks.loader import BatchLoader, Split
+
+TASK = TaskInfo("t", "t", 0, "object", 10)
+BATCH = 4
+
+
+def _module(learner_cls: type[Learner]) -> L.LightningModule:
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("resnet18", "none")
+    learner = learner_cls(learner_cls.Config(), LearnerContext("transfer", 0, 16, compose([]).train, dim))
+    return learner.begin_task(TASK, clone_module(learner.prepare(backbone)))
+
+
+def _train(module: L.LightningModule, steps: int, meter: FlopMeter | None = None) -> FlopMeter:
+    meter = meter or FlopMeter()
+    meter.start_task()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (BATCH * 4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    loader = BatchLoader(Split(x, torch.arange(BATCH * 4) % 10), batch_size=BATCH, image_size=16, train=True, augment=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, callbacks=[FlopMeterCallback(meter)])
+    trainer.fit(module, train_dataloaders=loader)
+    return meter
+
+
+@pytest.fixture(scope="module")
+def dense() -> StepFlops:
+    """One plain finetuning step of the resnet18 (whole batch), counted."""
+    return _train(_module(Learner), 1).last_train_cost
+
+
+def test_a_zero_mask_on_a_dummy_weight_discounts_nothing(dense):
+    meter = _train(_module(FakeMaskLearner), 2)
+    assert meter.task.executed_train == pytest.approx(2 * dense.measure("executed"))
+    assert meter.task.train == pytest.approx(meter.task.executed_train)  # algorithmic = dense, not 0
+    assert meter.task.train > 0
+
+
+def test_an_extra_forward_in_on_train_batch_end_is_charged(dense):
+    meter = _train(_module(ExtraForwardLearner), 3)
+    forward_only = dense.forward  # the extra pass has no backward
+    assert meter.task.train_forward == pytest.approx(3 * (dense.forward + forward_only))
+    assert meter.task.train_backward == pytest.approx(3 * dense.backward)
+
+
+def test_halving_mask_density_at_step_10_is_charged_the_lower_cost_from_step_10(dense):
+    module = _module(ShrinkingMaskLearner)
+    meter = _train(module, 14)
+    per_step = meter.task.train / 14
+    convs = [m for n, m in module.backbone.named_modules() if isinstance(m, nn.Conv2d) and n.startswith("layer")]
+    assert all(c.weight_mask.mean() == pytest.approx(0.5, abs=0.02) for c in convs)
+    sparse = meter.last_train_cost.measure("algorithmic")
+    assert sparse < 0.8 * dense.measure("algorithmic")
+    assert meter.task.train == pytest.approx(10 * dense.measure("algorithmic") + 4 * sparse)
+    assert meter.task.executed_train == pytest.approx(14 * dense.measure("executed"))
+    assert per_step < dense.measure("algorithmic")
+
+
+def test_a_cheap_first_step_is_not_the_price_of_later_steps(dense):
+    meter = _train(_module(CheapFirstStepLearner), 6)
+    head_only = meter.task.train - 5 * dense.measure("algorithmic")
+    assert 0 < head_only < 0.01 * dense.measure("algorithmic")  # step 0: the head alone
+    assert meter.counted_steps == 3  # steps 0, 1 differ; 1 and 2 agree; 3-5 from the cache
+
+
+def test_a_stable_step_is_counted_twice_then_audited(dense):
+    meter = FlopMeter(audit_every=4)
+    _train(_module(Learner), 9, meter)
+    assert meter.counted_steps == 3  # steps 0 and 1, then the audit at step 5 (after 3 cached)
+    assert meter.task.train == pytest.approx(9 * dense.measure("algorithmic"))
+
+
+# -- op-exact masks on tiny nets ---------------------------------------------------------------------
+def _count(model: nn.Module, x: torch.Tensor) -> StepFlops:
+    with StepCounter(model) as counter:
+        model(x).sum().backward()
+    return counter.totals()
+
+
+def test_a_masked_linear_is_discounted_in_forward_grad_input_and_grad_weight():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.Linear(16, 8))
+    mask = torch.zeros(16, 32)
+    mask[:, :8] = 1  # density 1/4
+    prune.custom_from_mask(model[0], "weight", mask)
+    x = torch.randn(5, 32, requires_grad=True)
+    step = _count(model, x)
+    first, second = 2 * 5 * 32 * 16, 2 * 5 * 16 * 8
+    assert step.forward == first + second and step.backward == 2 * (first + second)
+    assert step.algo_forward == pytest.approx(first / 4 + second)
+    assert step.algo_backward == pytest.approx(2 * first / 4 + 2 * second)
+
+
+def test_a_masked_weight_used_under_bf16_autocast_is_still_discounted():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    prune.custom_from_mask(conv, "weight", (torch.arange(conv.weight.numel()) % 2).view_as(conv.weight).float())
+    x = torch.randn(2, 8, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        step = _count(conv, x)
+    assert step.algo_forward == pytest.approx(step.forward / 2)
+    assert step.algo_backward == pytest.approx(step.backward / 2)
+
+
+def test_a_mask_covers_only_the_ops_that_use_its_weight():
+    """A masked layer whose module also runs an unmasked layer: only the masked op is discounted."""
+
+    class Both(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 4))
+            self.register_buffer("weight_mask", torch.zeros(4, 4))
+            self.other = nn.Linear(4, 4, bias=False)
+
+        def forward(self, x):
+            return self.other(x) + x @ self.weight.t()
+
+    model = Both()
+    step = _count(model, torch.randn(3, 4))
+    one = 2 * 3 * 4 * 4
+    assert step.forward == 2 * one
+    assert step.algo_forward == one  # the zero-density matmul costs 0, the other one in full
