@@ -90,7 +90,7 @@ def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
     try:
         tar = tarfile.open(source, mode="r:*") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r:*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot open {Path(label).name} as a tar archive: {exc}") from None
+        raise DataError(f"cannot open {Path(label).name} as a tar archive: {_one_line(exc)}") from None
     with tar:
         try:
             for member in tar:
@@ -100,7 +100,7 @@ def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
                 _check_size(member.size, name, label)
                 yield name, _tar_reader(tar, member, label)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{Path(label).name} is truncated or corrupt ({exc}); delete it and download it again") from None
+            raise DataError(f"{Path(label).name} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
 
 
 def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Callable[[], bytes]:
@@ -111,7 +111,7 @@ def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Ca
                 raise DataError(f"cannot read member {member.name} of {Path(label).name}")
             return handle.read()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{Path(label).name} is truncated or corrupt ({exc}); delete it and download it again") from None
+            raise DataError(f"{Path(label).name} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
 
     return read
 
@@ -122,7 +122,7 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"cannot open {Path(label).name} as a zip archive: {exc}") from None
+        raise DataError(f"cannot open {Path(label).name} as a zip archive: {_one_line(exc)}") from None
     # not closed when the loop ends: readers may collect (name, read) pairs and read them later;
     # the file is closed when the last read function is garbage-collected
     infos = {check_member_name(info.filename, label): info for info in archive.infolist()}
@@ -135,9 +135,13 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
             try:
                 return archive.read(info)
             except (zipfile.BadZipFile, OSError, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-                raise DataError(f"member {info.filename} of {Path(label).name} is corrupt: {exc}") from None
+                raise DataError(f"member {info.filename} of {Path(label).name} is corrupt: {_one_line(exc)}") from None
 
         yield name, read
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _check_size(size: int, name: str, archive: str | Path) -> None:
@@ -185,7 +189,7 @@ def decode_image(data: bytes, name: str, *, draft: int | None = None) -> Any:
         raise DataError(f"image {name} is a decompression bomb ({exc}); refusing to decode it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
             struct.error, zlib.error) as exc:
-        raise DataError(f"cannot decode image {name}: {' '.join(str(exc).split())}") from None
+        raise DataError(f"cannot decode image {name}: {_one_line(exc)}") from None
     return image
 
 

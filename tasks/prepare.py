@@ -149,7 +149,10 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
     source = SourceFolder(folder, key, {f.pattern or f.name: p for f, p in found.items()})
     try:
         for example in _examples(dataset, source):
-            writer.add(to_stored(example.image, size, dataset.channels, example.name))
+            try:
+                writer.add(to_stored(example.image, size, dataset.channels, example.name))
+            except DataError as exc:  # name the source file the bad image came from
+                raise DataError(f"{key}: {source.opened.name if source.opened else folder}: {exc}") from None
             label = example.label
             ids = label if multi_label else (label,)
             if any(not 0 <= int(i) < num_classes for i in ids):

@@ -274,12 +274,12 @@ def test_decompression_bombs_and_empty_images_are_refused(tmp_path: Path, monkey
 
     F.write_zip(tmp_path / "coil-100.zip", [("coil-100/obj1__0.png", F.png(10, 12))])
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # Pillow's own guard: 120 pixels is over twice 50
-    with pytest.raises(DataError, match=r"^image coil-100/obj1__0.png is a decompression bomb \(Image size \(120 pixels\) "
+    with pytest.raises(DataError, match=r"^coil100: coil-100.zip: image coil-100/obj1__0.png is a decompression bomb \(Image size \(120 pixels\) "
                                         r"exceeds limit of 100 pixels.*\); refusing to decode it$"):
         prepare_task("coil100", tmp_path / "root", tmp_path, size=16, verify=False)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     monkeypatch.setattr(archives, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(DataError, match=r"^image coil-100/obj1__0.png declares 12x10 pixels, more than 100 "
+    with pytest.raises(DataError, match=r"^coil100: coil-100.zip: image coil-100/obj1__0.png declares 12x10 pixels, more than 100 "
                                         r"\(a decompression bomb\?\); refusing to decode it$"):
         prepare_task("coil100", tmp_path / "root", tmp_path, size=16, verify=False)
     with pytest.raises(DataError, match=r"^image pacs\[3\] is empty \(0x0 pixels\)$"):

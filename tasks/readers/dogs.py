@@ -32,5 +32,5 @@ def read_stanford_dogs(src: SourceFolder) -> Iterator[Example]:
             raise DataError(f"{LISTS} has no {mat}")
         for file in mat_strings(loadmat(lists[mat], mat)["file_list"]):
             if file not in images:
-                raise DataError(f"{IMAGES} has no Images/{file} listed in {mat}")
+                raise DataError(f"{IMAGES} has no Images/{file} listed in {mat} of {LISTS}")
             yield Example(images.pop(file), ids[file.split("/")[0]], group, file)

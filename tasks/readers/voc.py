@@ -106,7 +106,7 @@ def _read_tar(path: Path, year: str, lists: tuple[str, ...]) -> tuple[dict[str, 
         if rest.startswith("ImageSets/Main/") and PurePosixPath(rest).name in {f"{s}.txt" for s in lists}:
             ids[PurePosixPath(rest).stem] = read().decode().split()
         elif rest.startswith("Annotations/") and rest.endswith(".xml"):
-            labels[PurePosixPath(rest).stem] = _labels(read(), name)
+            labels[PurePosixPath(rest).stem] = _labels(read(), f"{name} of {path.name}")
         elif rest.startswith("JPEGImages/") and rest.lower().endswith(".jpg"):
             images[PurePosixPath(rest).stem] = read()
     return ids, labels, images
