@@ -5,8 +5,11 @@ Every failure is a one-line `ConfigError` naming the key, the bad value and what
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,27 +29,117 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "budget.measure": ("algorithmic", "executed"),
     "on_failure": ("stop", "skip"),
 }
-# Lower bounds (key -> (minimum, inclusive)).
-_MINIMUMS: dict[str, tuple[float, bool]] = {
-    "seed": (0, True),
-    "train.max_steps": (1, True),
-    "train.lr": (0, False),
-    "train.momentum": (0, True),
-    "train.weight_decay": (0, True),
-    "train.warmup_steps": (0, True),
-    "train.label_smoothing": (0, True),
-    "train.checkpoint_every_n_steps": (0, True),
-    "data.image_size": (8, True),
-    "data.batch_size": (1, True),
-    "data.eval_batch_size": (1, True),
-    "data.min_crop_scale": (0, False),
-    "data.device_share": (0, True),
-    "trainer.log_every_n_steps": (1, True),
-    "budget.flops_per_task": (0, False),
-    "budget.milestones": (0, True),
-    "budget.first_milestone": (0, False),
-    "budget.auc_min_flops": (0, False),
+# Ranges (key -> (low, low inclusive, high, high inclusive)); None: unbounded on that side.
+_RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "seed": (0, True, None, False),  # the upper bound depends on the stream: see _check_seed
+    "train.max_steps": (1, True, None, False),
+    "train.lr": (0, False, None, False),
+    "train.momentum": (0, True, 1, False),
+    "train.weight_decay": (0, True, None, False),
+    "train.warmup_steps": (0, True, None, False),
+    "train.label_smoothing": (0, True, 1, False),
+    "train.checkpoint_every_n_steps": (0, True, None, False),
+    "data.image_size": (8, True, 1024, True),  # below 8 px a ResNet's stride-32 features vanish
+    "data.batch_size": (1, True, None, False),
+    "data.eval_batch_size": (1, True, None, False),
+    "data.min_crop_scale": (0, False, 1, True),
+    "data.device_share": (0, True, 1, True),
+    "trainer.log_every_n_steps": (1, True, None, False),
+    "trainer.peak_flops": (0, False, None, False),
+    "budget.flops_per_task": (0, False, None, False),
+    "budget.milestones": (0, True, None, False),
+    "budget.first_milestone": (0, False, 1, True),
+    "budget.auc_min_flops": (0, False, None, False),
+    "budget.auc_max_flops": (0, False, None, False),
 }
+# String keys that must not be empty.
+_NON_EMPTY = ("out_dir", "data.root", "backbone.weights", "logger.project")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range is [0, 2**32 - 1]
+
+
+def _bound_text(low: float | None, low_in: bool, high: float | None, high_in: bool) -> str:
+    if high is None:
+        return f">= {low}" if low_in else f"> {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{prefix}{index}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _check_every_value(cfg: DictConfig) -> None:
+    """No NaN or infinite number and no NUL character anywhere: none of them makes sense in a run."""
+    for key, value in _walk(OmegaConf.to_container(cfg, resolve=True)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"Invalid value for '{key}': {value}; it must be a finite number")
+        if isinstance(value, str) and "\x00" in value:
+            raise ConfigError(f"Invalid value for '{key}': it contains a NUL character")
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, (low, low_in, high, high_in) in _RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        below = low is not None and (value < low or (not low_in and value == low))
+        above = high is not None and (value > high or (not high_in and value == high))
+        if below or above:
+            raise ConfigError(f"Invalid value for '{key}': {value}; it must be {_bound_text(low, low_in, high, high_in)}")
+    for key in _NON_EMPTY:
+        if not OmegaConf.select(cfg, key):
+            raise ConfigError(f"Invalid value for '{key}': it must not be empty")
+
+
+def _num_tasks(cfg: DictConfig) -> int:
+    if cfg.stream.tasks is not None:
+        return len(cfg.stream.tasks)
+    from nevisbench.tasks import get_stream
+
+    return len(get_stream(cfg.stream.name).tasks)
+
+
+def _check_seed(cfg: DictConfig) -> None:
+    """Task i is seeded with seed + i, which must stay a valid seed."""
+    if cfg.seed <= MAX_SEED - 10_000:  # far from the edge: no need to count the stream's tasks
+        return
+    highest = MAX_SEED - _num_tasks(cfg)
+    if cfg.seed > highest:
+        raise ConfigError(f"Invalid value for 'seed': {cfg.seed}; it must be in [0, {highest}] "
+                          f"(task i is seeded with seed + i, at most 2**32 - 1)")
+
+
+def _check_run_name(run_name: str | None) -> None:
+    """A run name is one path component: the run folder is <out_dir>/<run_name>, never elsewhere."""
+    if run_name is None:
+        return
+    if run_name in ("", ".", "..") or any(c in run_name for c in "/\\\x00") or len(run_name.encode()) > 255:
+        raise ConfigError(f"Invalid value for 'run_name': {run_name!r}; it must be one folder name (not empty, "
+                          "not . or .., no / or \\, at most 255 bytes), or null for <timestamp>-<learner>")
+
+
+def _check_devices(devices: Any) -> None:
+    ok = (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
+          or (isinstance(devices, list) and devices and len(set(devices)) == len(devices)
+              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)))
+    if not ok:
+        raise ConfigError(f"Invalid value for 'trainer.devices': {devices!r}; it must be a count >= 1, a list of "
+                          "distinct device indices such as [0,1], or auto")
+
+
+def _path_kind(text: str) -> str:
+    """'file', 'dir', 'missing' or 'bad' (a path the system refuses, e.g. a name too long)."""
+    try:
+        path = Path(os.path.expanduser(text))
+        return "dir" if path.is_dir() else "file" if path.exists() else "missing"
+    except (OSError, ValueError):
+        return "bad"
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -54,19 +147,17 @@ def check_values(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"Config values missing: {', '.join(missing)}. Set them as key=value.")
+    _check_every_value(cfg)
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in choices:
             raise choice_error(f"value for '{key}':", value, choices)
-    for key, (minimum, inclusive) in _MINIMUMS.items():
-        value = OmegaConf.select(cfg, key)
-        if value is None:
-            continue
-        if value < minimum or (not inclusive and value == minimum):
-            bound = f">= {minimum}" if inclusive else f"> {minimum}"
-            raise ConfigError(f"Invalid value for '{key}': {value}; it must be {bound}")
-    if cfg.budget.first_milestone > 1:
-        raise ConfigError(f"Invalid value for 'budget.first_milestone': {cfg.budget.first_milestone}; it must be in (0, 1]")
+    _check_ranges(cfg)
+    _check_seed(cfg)
+    _check_run_name(cfg.run_name)
+    _check_devices(OmegaConf.to_container(cfg.trainer, resolve=True)["devices"])
+    if cfg.stream.tasks is not None and len(cfg.stream.tasks) == 0:
+        raise ConfigError("Invalid value for 'stream.tasks': []; list at least one task, or null for the whole stream")
     if cfg.budget.auc_max_flops <= cfg.budget.auc_min_flops:
         raise ConfigError(f"Invalid AUC range: budget.auc_max_flops={cfg.budget.auc_max_flops:g} must exceed "
                           f"budget.auc_min_flops={cfg.budget.auc_min_flops:g}")
@@ -75,14 +166,22 @@ def check_values(cfg: DictConfig) -> None:
         raise choice_error("value for 'trainer.precision':", precision, PRECISIONS + ("null (auto)",))
     weights = cfg.backbone.weights
     if weights not in ("imagenet", "none") and not weights.startswith(("http://", "https://")):
-        if not Path(os.path.expanduser(weights)).is_file():
+        if _path_kind(weights) != "file":
             raise ConfigError(
-                f"Invalid value for 'backbone.weights': '{weights}' is neither a file nor one of "
+                f"Invalid value for 'backbone.weights': {weights!r} is neither a file nor one of "
                 "imagenet, none, http(s)://URL"
             )
-    out_dir = Path(os.path.expanduser(cfg.out_dir))
-    if out_dir.exists() and not out_dir.is_dir():
+    out_dir = _path_kind(cfg.out_dir)
+    if out_dir == "file":
         raise ConfigError(f"Invalid value for 'out_dir': '{cfg.out_dir}' is a file, not a directory")
-    validate = getattr(OmegaConf.to_object(cfg.learner), "validate", None)
+    if out_dir == "bad":
+        raise ConfigError(f"Invalid value for 'out_dir': {cfg.out_dir!r} is not a usable path")
+    learner = OmegaConf.to_object(cfg.learner)
+    validate = getattr(learner, "validate", None)
     if callable(validate):
-        validate()  # learner-specific checks raise ConfigError themselves
+        try:
+            validate()  # learner-specific checks raise ConfigError themselves
+        except ConfigError:
+            raise
+        except Exception as exc:  # a plugin's check that trips over an odd value
+            raise ConfigError(f"Invalid learner config for '{cfg.learner.name}': {exc!r}") from None

@@ -239,18 +239,29 @@ def _parse(overrides: list[str]) -> list[Override]:
     return parsed
 
 
-def _learner_class(cfg: DictConfig, choices: dict[str, Any]) -> type:
-    from nevisbench.registry import get_learner_class
+_PICKED: dict[tuple[str, ...], str] = {}  # group options -> the learner they pick (memo of a composition)
 
-    name = cfg.learner.get("name") if isinstance(cfg.get("learner"), DictConfig) else None
-    if not isinstance(name, str):
-        raise ConfigError(f"Config file learner/{choices.get('learner')}.yaml must set 'name' to a registered "
-                          "learner (see `nevisbench list learners`)")
-    return get_learner_class(name)
+
+def _picked_learner(store: ConfigStore, groups: tuple[str, ...]) -> str:
+    """The registered learner name that these group options pick (a composition with `learner` untyped)."""
+    if groups not in _PICKED:
+        try:
+            cfg, choices = _hydra_compose(store, list(groups), learner=None)
+        except Exception as exc:
+            raise _hydra_error(exc) from None
+        name = cfg.learner.get("name") if isinstance(cfg.get("learner"), DictConfig) else None
+        if not isinstance(name, str):
+            raise ConfigError(f"Config file learner/{choices.get('learner')}.yaml must set 'name' to a registered "
+                              "learner (see `nevisbench list learners`)")
+        _PICKED[groups] = name
+    return _PICKED[groups]
 
 
 def _check_user_override(item: str) -> None:
-    key = item.partition("=")[0].strip()
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if "${" in value:  # ${oc.env:...} would read the environment; a value is what the user typed
+        raise ConfigError(f"Invalid override '{_shown(item)}': interpolations are not allowed in overrides")
     if key in ("learner.name", "stream.name"):
         group = key.partition(".")[0]
         value = item.partition("=")[2]
@@ -265,14 +276,10 @@ def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] 
     all_overrides = [*saved, *overrides]
     parsed = _parse(all_overrides)
     groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
+    from nevisbench.registry import get_learner_class
+
     with _hydra() as store:
-        try:
-            first, choices = _hydra_compose(store, groups, learner=None)  # which learner?
-        except NevisbenchError:
-            raise
-        except Exception as exc:
-            raise _hydra_error(exc) from None
-        learner = _learner_class(first, choices)
+        learner = get_learner_class(_picked_learner(store, tuple(groups)))
         try:
             cfg, choices = _hydra_compose(store, all_overrides, learner=learner.Config)
         except NevisbenchError:
