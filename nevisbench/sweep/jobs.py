@@ -1,0 +1,258 @@
+"""The sweep folder and its jobs.
+
+```
+<sweep_dir>/sweep.yaml      the command, the grid, the launcher settings
+<sweep_dir>/jobs.jsonl      one line per job: overrides, run folder, state, attempts (replaced atomically)
+<sweep_dir>/runs/<job>/     each job's run folder (config.yaml, results.jsonl, summary.json)
+<sweep_dir>/logs/<job>.log  each job's output, every attempt appended
+```
+A job is one `python -m nevisbench run ...` subprocess, so a crash never takes the sweep down. What
+a job has to do next is read from its run folder, the source of truth: `summary.json` means done
+(never run again); a `config.yaml` without it means interrupted (continue with `resume=`); a folder
+held by a live process (its OS lock) is still running somewhere and is waited for, not started twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nevisbench.errors import ConfigError
+from nevisbench.run.results import atomic_write_text
+
+__all__ = ["STATES", "Job", "SweepFolder", "job_command", "run_job", "run_in_use", "stop_process", "last_output"]
+
+STATES = ("pending", "running", "done", "failed")
+
+
+@dataclass
+class Job:
+    """One run of the grid and what happened to it."""
+
+    index: int
+    name: str
+    overrides: list[str]  # the run's overrides (without run_name / out_dir, which the sweep sets)
+    state: str = "pending"
+    attempts: int = 0  # launches so far (a resumed run counts one more)
+    command: list[str] = field(default_factory=list)  # the last launch's `nevisbench run` arguments
+    returncode: int | None = None
+    error: str | None = None  # the last line the failed run printed
+    job_id: str | None = None  # the engine's id (submitit), when it has one
+    started: float | None = None
+    finished: float | None = None
+
+
+class SweepFolder:
+    """Reads and writes one sweep folder; `jobs.jsonl` is rewritten atomically on every change."""
+
+    SWEEP = "sweep.yaml"
+    JOBS = "jobs.jsonl"
+
+    def __init__(self, path: Path, info: dict[str, Any], jobs: list[Job]) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.jobs = jobs
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.path / "runs"
+
+    def run_dir(self, job: Job) -> Path:
+        return self.runs_dir / job.name
+
+    def log_path(self, job: Job) -> Path:
+        return self.path / "logs" / f"{job.name}.log"
+
+    @classmethod
+    def create(cls, path: Path, info: dict[str, Any], jobs: list[Job]) -> SweepFolder:
+        path = Path(path)
+        try:
+            (path / "logs").mkdir(parents=True, exist_ok=True)
+            (path / "runs").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create sweep_dir '{path}': {exc.strerror}") from None
+        folder = cls(path, info, jobs)
+        atomic_write_text(path / cls.SWEEP, yaml.safe_dump(info, sort_keys=False))
+        folder.save()
+        return folder
+
+    @classmethod
+    def open(cls, path: Path) -> SweepFolder:
+        path = Path(path)
+        if not (path / cls.SWEEP).is_file() or not (path / cls.JOBS).is_file():
+            raise ConfigError(f"'{path}' is not a sweep folder (it needs {cls.SWEEP} and {cls.JOBS})")
+        try:
+            info = yaml.safe_load((path / cls.SWEEP).read_text(encoding="utf-8"))
+            lines = (path / cls.JOBS).read_text(encoding="utf-8").splitlines()
+            jobs = [Job(**json.loads(line)) for line in lines if line.strip()]
+        except (yaml.YAMLError, json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"Sweep folder '{path}' is damaged: {' '.join(str(exc).split())[:200]}") from None
+        (path / "logs").mkdir(exist_ok=True)
+        return cls(path, info if isinstance(info, dict) else {}, jobs)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Threads of this process and job processes on other nodes (SLURM) update jobs.jsonl in
+        turn: a thread lock plus an OS lock on `.jobs.lock`, held for each read-modify-write."""
+        with self._lock, open(self.path / ".jobs.lock", "a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _write(self) -> None:
+        text = "".join(json.dumps(asdict(job), sort_keys=True) + "\n" for job in self.jobs)
+        atomic_write_text(self.path / self.JOBS, text)
+
+    def save(self) -> None:
+        with self._locked():
+            self._write()
+
+    def reload(self) -> None:
+        """Take the job states from disk (other processes write them too)."""
+        with self._locked():
+            fresh = {j.index: j for j in SweepFolder.open(self.path).jobs}
+        for job in self.jobs:
+            if job.index in fresh:
+                job.__dict__.update(fresh[job.index].__dict__)
+
+    def update(self, job: Job, **changes: Any) -> None:
+        """Change one job: on disk first (re-read under the lock, so no other job's news is lost)."""
+        with self._locked():
+            on_disk = {j.index: j for j in SweepFolder.open(self.path).jobs}
+            for key, value in changes.items():
+                setattr(job, key, value)
+            on_disk[job.index] = job
+            for i, other in enumerate(self.jobs):
+                if other.index in on_disk and other is not job:
+                    self.jobs[i].__dict__.update(on_disk[other.index].__dict__)
+            self._write()
+
+    def settle(self) -> None:
+        """Align each job's state with its run folder (after a sweep was killed, say)."""
+        with self._locked():
+            self.jobs = SweepFolder.open(self.path).jobs
+            for job in self.jobs:
+                if (self.run_dir(job) / "summary.json").is_file():
+                    job.state = "done"
+                elif job.state == "done":  # the run folder was deleted: run it again
+                    job.state = "pending"
+            self._write()
+
+    def counts(self) -> dict[str, int]:
+        return {state: sum(j.state == state for j in self.jobs) for state in STATES}
+
+
+def run_in_use(run_dir: Path) -> bool:
+    """Whether a live process holds the run folder's OS lock (see nevisbench/run/run_folder.py)."""
+    lock = run_dir / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _literal(value: str) -> str:
+    from nevisbench.config.resume import override_literal
+
+    return override_literal(value)
+
+
+def job_command(folder: SweepFolder, job: Job) -> list[str]:
+    """`nevisbench run` arguments for the job's next launch: a fresh run, or `resume=` of its folder."""
+    run_dir = folder.run_dir(job)
+    if (run_dir / "config.yaml").is_file():
+        return ["run", f"resume={_literal(str(run_dir))}"]
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".lock"}:
+        (run_dir / ".lock").unlink(missing_ok=True)  # killed before its config was written: start afresh
+        run_dir.rmdir()
+    return ["run", *job.overrides, f"run_name={_literal(job.name)}", f"out_dir={_literal(str(folder.runs_dir))}"]
+
+
+def _last_line(log: Path) -> str:
+    """The run's error line, else its last printed line."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 8192))
+            lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith(("error:", "Traceback", "interrupted"))]
+    return (errors[-1] if errors else lines[-1] if lines else "")[:300]
+
+
+def last_output(folder: SweepFolder, job: Job) -> str:
+    return _last_line(folder.log_path(job))
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 60.0) -> None:
+    """Ctrl-C to a job's run (it keeps what it committed), then SIGKILL after `grace_s`. Polls, so
+    it is safe inside a signal handler that interrupted `run_job`'s own polling."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if process.poll() is None:
+        process.kill()
+
+
+def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None, poll_s: float = 2.0,
+            on_process: Any = None, requeued: Any = None) -> str:
+    """Run one job to its end in a subprocess (a resumed run when its folder says so); return its
+    final state. A run folder in use by another process is waited for, never started twice.
+    `on_process(popen)` sees the subprocess; `requeued()` true means the engine stopped the job to
+    requeue it (preemption): it goes back to pending, not failed."""
+    run_dir = folder.run_dir(job)
+    while run_in_use(run_dir):
+        time.sleep(poll_s)
+    if (run_dir / "summary.json").is_file():
+        folder.update(job, state="done", finished=time.time())
+        return "done"
+    command = job_command(folder, job)
+    folder.update(job, state="running", attempts=job.attempts + 1, command=command, started=time.time(),
+                  finished=None, returncode=None, error=None)
+    log = folder.log_path(job)
+    with open(log, "ab") as out:
+        out.write(f"\n=== attempt {job.attempts}: nevisbench {' '.join(command)}\n".encode())
+        out.flush()
+        process = subprocess.Popen([sys.executable, "-m", "nevisbench", *command], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "120", **(env or {})})
+        if on_process is not None:
+            on_process(process)
+        while process.poll() is None:  # polling, not wait(): a signal handler may stop it meanwhile
+            time.sleep(0.25)
+        returncode = process.returncode
+    done = returncode == 0 and (run_dir / "summary.json").is_file()
+    if not done and requeued is not None and requeued():
+        folder.update(job, state="pending", returncode=returncode, error="preempted: requeued to resume")
+        return "pending"
+    state = "done" if done else "failed"
+    folder.update(job, state=state, returncode=returncode, finished=time.time(),
+                  error=None if done else _last_line(log) or f"exit status {returncode}")
+    return state

@@ -1,0 +1,265 @@
+"""Launchers: existing engines run the jobs; nevisbench only says what each job is.
+
+- `local`: a `concurrent.futures` thread pool of N slots, each slot running one job subprocess at a
+  time; one slot per GPU (`CUDA_VISIBLE_DEVICES`) when GPUs exist, else CPU slots sharing the cores
+  (`OMP_NUM_THREADS`).
+- `slurm`: submitit (`AutoExecutor`), the jobs as one array; a job preempted or timed out gets
+  SIGUSR2 from SLURM, submitit calls `SweepJob.checkpoint`, which stops the run (it keeps what it
+  committed) and returns the resubmission that continues it with `resume=`. `launcher.cluster=local`
+  runs the same code through submitit's local executor (no SLURM needed).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+
+from nevisbench.errors import ConfigError, choice_error, did_you_mean
+from nevisbench.sweep.jobs import Job, SweepFolder, run_job, stop_process
+from nevisbench.sweep.progress import watch
+
+try:  # submitit is a dependency; imported here so SweepJob can subclass its Checkpointable
+    import submitit
+    from submitit.helpers import Checkpointable, DelayedSubmission
+except ImportError:  # pragma: no cover - a broken install; the slurm launcher says so when chosen
+    submitit = None
+    Checkpointable = object  # type: ignore[assignment,misc]
+
+__all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
+           "gpu_slots", "local_slots"]
+
+
+@dataclass
+class LocalLauncherConfig:
+    name: str = "local"
+    jobs: Optional[int] = None  # jobs at once; null: one per GPU, else min(4, CPU cores)
+
+
+@dataclass
+class SlurmLauncherConfig:
+    name: str = "slurm"
+    cluster: Optional[str] = None  # null: SLURM; local: submitit's local executor (testing without SLURM)
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    timeout_min: int = 240
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: Optional[float] = 32
+    array_parallelism: int = 64  # array tasks running at once
+    max_num_timeout: int = 3  # requeues after timeouts (preemptions requeue without counting)
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit, to stop and requeue cleanly
+    folder: Optional[str] = None  # submitit's logs and pickles; null: <sweep_dir>/submitit
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch option
+
+
+LAUNCHERS: dict[str, type] = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}
+
+
+def load_launcher(sweep: dict[str, str], saved: dict[str, Any] | None = None) -> Any:
+    """The launcher config: `configs/launcher/<name>.yaml` on its schema, then `launcher.*` overrides.
+    `saved` (a resumed sweep's launcher) is the base when the command names no launcher."""
+    from nevisbench.config import config_dir
+
+    name = sweep.get("launcher") or (saved or {}).get("name") or "local"
+    if name not in LAUNCHERS:
+        raise choice_error("launcher", name, LAUNCHERS)
+    node = OmegaConf.structured(LAUNCHERS[name])
+    try:
+        node = OmegaConf.merge(node, OmegaConf.load(config_dir() / "launcher" / f"{name}.yaml").launcher)
+        if saved and saved.get("name") == name and "launcher" not in sweep:
+            node = OmegaConf.merge(node, saved)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Launcher config '{name}': {' '.join(str(exc).split())}") from None
+    valid = [k for k in node.keys() if k != "name"]
+    for key, value in sweep.items():
+        if not key.startswith("launcher."):
+            continue
+        sub = key.partition(".")[2]
+        if sub.split(".")[0] not in valid:
+            raise ConfigError(f"Unknown config key '{key}': '{sub}' is not a key of launcher={name}. "
+                              f"Valid: {', '.join(valid)}.{did_you_mean(sub, valid)}")
+        try:
+            node = OmegaConf.merge(node, OmegaConf.from_dotlist([f"{sub}={value}"]))
+        except OmegaConfBaseException:
+            kind = getattr(LAUNCHERS[name], "__annotations__", {}).get(sub, "the right type")
+            raise ConfigError(f"Invalid value for '{key}': '{value}' is not {kind}") from None
+    if name == "local" and node.jobs is not None and node.jobs < 1:
+        raise ConfigError(f"Invalid value for 'launcher.jobs': {node.jobs}. It must be >= 1 (or null)")
+    return node
+
+
+# -- local: a thread pool of slots, each running job subprocesses -----------------------------------
+def gpu_slots() -> list[str]:
+    """The GPUs jobs may use: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def local_slots(jobs: int | None) -> list[dict[str, str]]:
+    """One environment per slot: a GPU each (round-robin when jobs > GPUs), or a share of the cores."""
+    gpus = gpu_slots()
+    cores = os.cpu_count() or 1
+    count = jobs or (len(gpus) if gpus else min(4, cores))
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // count))
+    return [{"OMP_NUM_THREADS": threads} for _ in range(count)]
+
+
+def _launch_local(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
+    slots = local_slots(cfg.jobs)
+    free: queue.SimpleQueue[dict[str, str]] = queue.SimpleQueue()
+    for slot in slots:
+        free.put(slot)
+    processes: set[subprocess.Popen[bytes]] = set()
+    stopping = threading.Event()
+
+    def work(job: Job) -> str:
+        if stopping.is_set():
+            return job.state
+        slot = free.get()
+        try:
+            return run_job(folder, job, env=slot, on_process=processes.add)
+        finally:
+            free.put(slot)
+
+    where = f"GPU {', '.join(s['CUDA_VISIBLE_DEVICES'] for s in slots)}" if "CUDA_VISIBLE_DEVICES" in slots[0] \
+        else f"CPU, {slots[0]['OMP_NUM_THREADS']} thread(s) each"
+    console.print(f"launcher=local: {len(todo)} job(s), {len(slots)} at a time ({where})", highlight=False)
+    pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="sweep-job")
+    futures: list[Future[str]] = [pool.submit(work, job) for job in todo]
+    try:
+        watch(folder, lambda: all(f.done() for f in futures), console)
+    except KeyboardInterrupt:
+        stopping.set()
+        for process in list(processes):
+            stop_process(process, grace_s=30)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:
+        future.result()  # a bug in the sweep itself (not in a job) is not swallowed
+
+
+# -- slurm (and submitit's local executor) ---------------------------------------------------------
+class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
+    """What submitit runs on a node: job `index` of the sweep in `sweep_dir`, as a subprocess.
+
+    On preemption or timeout submitit calls `checkpoint`: the run is stopped (its committed tasks and
+    mid-task checkpoints stay), and the resubmission runs `nevisbench run resume=<run folder>`.
+    """
+
+    def __init__(self, sweep_dir: str) -> None:
+        self.sweep_dir = sweep_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self._preempted = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sweep_dir": self.sweep_dir}  # no live process in a pickle
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["sweep_dir"])  # type: ignore[misc]
+
+    def __call__(self, index: int, resume: bool = False) -> str:
+        folder = SweepFolder.open(Path(self.sweep_dir))
+        (job,) = [j for j in folder.jobs if j.index == index]
+        if resume:
+            print(f"requeued: job {job.name} continues from {folder.run_dir(job)}", flush=True)
+        return run_job(folder, job, on_process=self._keep, requeued=lambda: self._preempted)
+
+    def _keep(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+
+    def checkpoint(self, index: int, resume: bool = False) -> DelayedSubmission:
+        """Stop the run and resubmit it as a resumed run (`resume=<run folder>`)."""
+        self._preempted = True
+        if self._process is not None:
+            stop_process(self._process, grace_s=30)
+        return DelayedSubmission(SweepJob(self.sweep_dir), index, resume=True)
+
+    def command(self, index: int, resume: bool = False) -> list[str]:
+        """The `nevisbench run` arguments this call would launch now."""
+        from nevisbench.sweep.jobs import job_command
+
+        folder = SweepFolder.open(Path(self.sweep_dir))
+        (job,) = [j for j in folder.jobs if j.index == index]
+        return job_command(folder, job)
+
+
+def slurm_executor(folder: SweepFolder, cfg: Any) -> Any:
+    if submitit is None:
+        raise ConfigError("launcher=slurm needs submitit: pip install 'submitit>=1.5'")
+    logs = Path(cfg.folder) if cfg.folder else folder.path / "submitit"
+    executor = submitit.AutoExecutor(folder=logs / "%j", cluster=cfg.cluster, slurm_max_num_timeout=cfg.max_num_timeout)
+    extra = {f"slurm_{k}": v for k, v in (("partition", cfg.partition), ("account", cfg.account), ("qos", cfg.qos),
+                                          ("constraint", cfg.constraint)) if v}
+    additional = OmegaConf.to_container(cfg.additional_parameters)
+    if additional:
+        extra["slurm_additional_parameters"] = additional
+    executor.update_parameters(name=f"nevisbench-{folder.name}", timeout_min=cfg.timeout_min, gpus_per_node=cfg.gpus_per_node,
+                               cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb, slurm_array_parallelism=cfg.array_parallelism,
+                               slurm_signal_delay_s=cfg.signal_delay_s, **extra)
+    if executor.cluster == "local":
+        executor.update_parameters(local_signal_delay_s=cfg.signal_delay_s)
+    return executor
+
+
+def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
+    """Submit the jobs as one array (`map_array`); record each job's engine id."""
+    executor = slurm_executor(folder, cfg)
+    submitted = executor.map_array(SweepJob(str(folder.path)), [job.index for job in todo])
+    for job, handle in zip(todo, submitted):
+        folder.update(job, job_id=str(handle.job_id), state="pending")
+    return submitted
+
+
+def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
+    submitted = submit_slurm(folder, todo, cfg)
+    where = "submitit's local executor" if cfg.cluster == "local" else f"SLURM partition {cfg.partition or '(default)'}"
+    console.print(f"launcher=slurm: {len(todo)} job(s) submitted as one array on {where}; logs in "
+                  f"{Path(cfg.folder) if cfg.folder else folder.path / 'submitit'}", highlight=False)
+    try:
+        watch(folder, lambda: all(handle.done() for handle in submitted), console)
+    except KeyboardInterrupt:
+        console.print("Stopped watching; the jobs keep running on the cluster. Run the same command again to "
+                      "watch them (nothing is submitted twice), or `nevisbench sweep status "
+                      f"{folder.path}`.", highlight=False)
+        raise
+    folder.reload()
+    for job, handle in zip(todo, submitted):  # a job killed outright (OOM, node failure) never wrote its end
+        if job.state in ("running", "pending"):
+            folder.update(job, state="failed", error=f"the {handle.__class__.__name__} ended ({handle.state}) "
+                                                     "without finishing the run; see its submitit log")
+
+
+def launch(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
+    """Run `todo` with the configured launcher until every job has ended."""
+    if not todo:
+        return
+    if cfg.name == "local":
+        _launch_local(folder, todo, cfg, console)
+    else:
+        _launch_slurm(folder, todo, cfg, console)

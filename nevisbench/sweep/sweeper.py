@@ -1,0 +1,208 @@
+"""`nevisbench sweep`: expand the grid, validate every job, record the sweep, launch, compare.
+
+Order matters: every job's config is composed with the same `compose()` as `nevisbench run` before
+anything is written or started, so one bad combination stops the sweep with nothing launched.
+Running the same command again (or `sweep resume=DIR`) reopens the sweep: finished runs are
+skipped, interrupted ones continue with `resume=`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from nevisbench.errors import ConfigError, NevisbenchError
+from nevisbench.run.results import atomic_write_text
+from nevisbench.sweep.compare import collect, compare_rows, plot_comparison, render_table, to_csv, to_markdown
+from nevisbench.sweep.grid import Grid, job_name, load_experiment, parse_sweep
+from nevisbench.sweep.jobs import Job, SweepFolder
+from nevisbench.sweep.launchers import launch, load_launcher
+from nevisbench.sweep.progress import jobs_table
+
+__all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
+
+SWEEPS_ROOT = Path("sweeps")
+
+
+def _signature(grid: Grid) -> str:
+    return hashlib.sha1(json.dumps([list(j) for j in grid.jobs]).encode()).hexdigest()[:16]
+
+
+def _matching_sweep(signature: str) -> Path | None:
+    """The latest sweep under sweeps/ made by the same command (same jobs), to continue it."""
+    if not SWEEPS_ROOT.is_dir():
+        return None
+    for path in sorted(SWEEPS_ROOT.iterdir(), reverse=True):
+        try:
+            if (path / SweepFolder.JOBS).is_file() and SweepFolder.open(path).info.get("signature") == signature:
+                return path
+        except NevisbenchError:
+            continue
+    return None
+
+
+def _with_group(overrides: tuple[str, ...], group: str) -> list[str]:
+    from nevisbench.config.resume import override_literal
+
+    if any(o.startswith("logger.group=") for o in overrides):
+        return list(overrides)
+    return [*overrides, f"logger.group={override_literal(group)}"]
+
+
+def validate_jobs(jobs: list[Job], runs_dir: Path, console: Console) -> Any:
+    """Compose every job's config (as `nevisbench run` would); the first bad one is a one-line
+    error naming the job, its overrides and the key. Returns the first job's config."""
+    from nevisbench.config import compose
+    from nevisbench.config.resume import override_literal
+
+    if len(jobs) > 20:
+        console.print(f"Checking the config of {len(jobs)} jobs...", highlight=False)
+    first = None
+    for job in jobs:
+        try:
+            cfg = compose([*job.overrides, f"run_name={override_literal(job.name)}",
+                           f"out_dir={override_literal(str(runs_dir))}"])
+        except NevisbenchError as exc:
+            shown = " ".join(o for o in job.overrides if not o.startswith("logger.group="))
+            raise ConfigError(f"Sweep job {job.index} ({shown}): {str(exc).rstrip('.')}. Nothing was launched.") from None
+        first = first if first is not None else cfg
+    return first
+
+
+def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[SweepFolder, Any]:
+    signature = _signature(grid)
+    path = Path(grid.sweep["sweep_dir"]) if "sweep_dir" in grid.sweep else _matching_sweep(signature)
+    if path is not None and (path / SweepFolder.JOBS).is_file():
+        folder = SweepFolder.open(path)
+        if folder.info.get("signature") != signature:
+            raise ConfigError(f"sweep_dir '{path}' holds a different sweep ({folder.info.get('command')}); choose "
+                              "another sweep_dir, or continue it with: nevisbench sweep resume=" + str(path))
+        console.print(f"Continuing sweep [cyan]{path}[/] (same jobs); pass sweep_dir=DIR for a fresh one.")
+        return folder, load_launcher(grid.sweep, saved=folder.info.get("launcher"))
+    path = path or SWEEPS_ROOT / f"{datetime.now():%Y%m%d-%H%M%S}"
+    launcher = load_launcher(grid.sweep)
+    name = path.resolve().name
+    jobs = [Job(index=i, name=job_name(i, overrides_, grid.swept), overrides=_with_group(overrides_, name))
+            for i, overrides_ in enumerate(grid.jobs)]
+    if len({j.name for j in jobs}) != len(jobs):
+        raise ConfigError("Two jobs of the grid would share a run folder name; the grid repeats a combination")
+    cfg = validate_jobs(jobs, path / "runs", console)  # before anything is written
+    grid_values: dict[str, list[str]] = {}
+    for job_overrides in grid.jobs:
+        for item in job_overrides:
+            key, _, value = item.partition("=")
+            grid_values.setdefault(key, [])
+            if value not in grid_values[key]:
+                grid_values[key].append(value)
+    info = {
+        "command": "nevisbench sweep " + " ".join(overrides),
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "experiment": grid.sweep.get("experiment"),
+        "grid": grid_values,
+        "swept": list(grid.swept),
+        "jobs": len(jobs),
+        "launcher": OmegaConf.to_container(launcher),
+        "wandb": OmegaConf.to_container(cfg.logger) if cfg.logger.name == "wandb" else None,
+        "signature": signature,
+    }
+    folder = SweepFolder.create(path, info, jobs)
+    console.print(f"Sweep [cyan]{path}[/]: {len(jobs)} job(s) over {', '.join(grid.swept) or 'no swept key'}; "
+                  f"launcher={launcher.name}")
+    return folder, launcher
+
+
+def run_sweep(overrides: list[str], console: Console) -> int:
+    """The whole `nevisbench sweep` command; returns the exit status (1 when a job failed)."""
+    presets = [o.partition("=")[2] for o in overrides if o.startswith("experiment=")]
+    items = load_experiment(presets[-1]) if presets else []
+    grid = parse_sweep([*items, *overrides])
+    if "resume" in grid.sweep:
+        if grid.jobs != ((),) or presets:
+            raise ConfigError("sweep resume=DIR continues that sweep as recorded: give it no run overrides "
+                              "(launcher and launcher.* are allowed)")
+        folder = SweepFolder.open(Path(grid.sweep["resume"]))
+        launcher = load_launcher(grid.sweep, saved=folder.info.get("launcher"))
+        console.print(f"Resuming sweep [cyan]{folder.path}[/]")
+    else:
+        folder, launcher = _new_sweep(overrides, grid, console)
+    folder.settle()
+    todo = [job for job in folder.jobs if job.state != "done"]
+    skipped = len(folder.jobs) - len(todo)
+    if skipped:
+        console.print(f"{skipped} job(s) already finished: skipped.")
+    launch(folder, todo, launcher, console)
+    folder.reload()
+    folder.settle()
+    counts = folder.counts()
+    if counts["done"]:
+        write_comparison(folder, console)
+    if counts["failed"] or counts["pending"] or counts["running"]:
+        console.print(f"[yellow]{counts['failed']} job(s) failed, {counts['pending'] + counts['running']} not "
+                      f"finished[/]; logs in {folder.path / 'logs'}. Run the same command again (or `nevisbench sweep "
+                      f"resume={folder.path}`) to retry them; finished runs are kept.", soft_wrap=True)
+        return 1
+    return 0
+
+
+def write_comparison(folder: SweepFolder, console: Console) -> list[Any]:
+    """The sweep's comparison: table on the terminal, comparison.{csv,md,png} in the sweep folder,
+    and a `wandb.Table` in the sweep's W&B group when its runs log to W&B."""
+    points = collect([folder.path])
+    rows = compare_rows(points)
+    console.print(render_table(rows, title=f"sweep {folder.name}"))
+    atomic_write_text(folder.path / "comparison.csv", to_csv(rows))
+    atomic_write_text(folder.path / "comparison.md", to_markdown(rows))
+    figure = plot_comparison(points, folder.path / "comparison.png")
+    console.print(f"Comparison: {folder.path / 'comparison.csv'}, {folder.path / 'comparison.md'}, {figure}")
+    if folder.info.get("wandb"):
+        log_comparison_wandb(folder, rows, figure, folder.info["wandb"], console)
+    return rows
+
+
+def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, logger: dict[str, Any],
+                         console: Console) -> None:
+    """One W&B run (job_type "comparison") in the sweep's group, holding the table and the figure.
+    Like every tracker in nevisbench, a failure warns and never fails the sweep."""
+    import os
+
+    from nevisbench.sweep.compare import COLUMNS
+
+    try:
+        import wandb
+
+        mode = logger.get("mode") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        run = wandb.init(project=logger.get("project"), entity=logger.get("entity"), group=logger.get("group") or folder.name,
+                         name=f"{folder.name}-comparison", job_type="comparison", dir=str(folder.path), mode=mode,
+                         reinit="create_new", config={"sweep": folder.info.get("command")})
+        data = [[getattr(r, c) for c in COLUMNS] for r in rows]
+        run.log({"comparison": wandb.Table(columns=list(COLUMNS), data=data), "comparison_figure": wandb.Image(str(figure))})
+        run.finish()
+        console.print(f"W&B: comparison table logged to group '{logger.get('group') or folder.name}' ({mode})")
+    except Exception as exc:  # a tracker must never fail the sweep
+        console.print(f"[yellow]W&B comparison logging failed ({exc!r}); the local comparison files stand.[/]",
+                      soft_wrap=True)
+
+
+def sweep_status(path: str, console: Console) -> None:
+    folder = SweepFolder.open(Path(path))  # read only: a live sweep may be writing it
+    console.print(jobs_table(folder))
+    if any(j.state == "running" for j in folder.jobs):
+        console.print("stale = the sweep that ran it stopped; `nevisbench sweep resume=" + str(folder.path) +
+                      "` continues it.", highlight=False)
+
+
+def sweep_command(overrides: list[str], console: Console) -> int:
+    if overrides[:1] == ["status"]:
+        if len(overrides) != 2:
+            raise ConfigError("Usage: nevisbench sweep status SWEEP_DIR (one sweep folder)")
+        sweep_status(overrides[1], console)
+        return 0
+    return run_sweep(overrides, console)
+
+
