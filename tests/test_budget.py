@@ -49,3 +49,70 @@ def test_executed_measure_budgets_executed_flops(tmp_path, tiny):
     summary = _summary(tmp_path, tiny, "budget.flops_per_task=2e10", "budget.measure=executed", "budget.milestones=2")
     for task in summary["tasks"]:
         assert 0.95 * 2e10 <= task["flops"]["executed"]["train"] <= 1.02 * 2e10
+
+
+# -- the LR schedule of a budgeted task (a real Trainer with the runner's callbacks, no runner) --------
+import math  # noqa: E402
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from nevisbench.compute.flops import FlopMeter  # noqa: E402
+from nevisbench.run.callbacks import FlopMeterCallback, ScheduleCallback, TaskPlan  # noqa: E402
+
+
+class _LearningRates(L.Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])  # the rate this step uses
+
+
+def _budgeted_fit(learner_cls, budget_steps: float, overrides: list[str]):
+    from test_meter_honest import _module, _train
+
+    from nevisbench.tasks.loader import BatchLoader, Split
+
+    dense_step = _train(_module(learner_cls), 1).last_train_cost.measure("algorithmic")
+    module = _module(learner_cls)
+    module.train_cfg = compose(overrides).train
+    meter, rates = FlopMeter(), _LearningRates()
+    meter.start_task()
+    plan = TaskPlan(measure="algorithmic", max_steps=1000, budget=budget_steps * dense_step, fractions=[])
+    x = torch.randint(0, 255, (16, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    loader = BatchLoader(Split(x, torch.arange(16) % 10), batch_size=4, image_size=16, train=True, augment=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[FlopMeterCallback(meter), ScheduleCallback(meter, plan, lambda: 0.0, steps_per_epoch=4), rates])
+    trainer.fit(module, train_dataloaders=loader)
+    return plan, meter, rates.rates, trainer, dense_step
+
+
+def test_budgeted_lr_schedule_is_warmup_cosine_over_the_planned_steps_from_step_0():
+    """Before: the schedule read trainer.max_steps, -1 until the budget set it after step 0, so
+    the rates were [0.1, 0.0, 0.09, ...] and warmup was lost."""
+    from nevisbench import Learner
+
+    plan, meter, rates, trainer, _ = _budgeted_fit(Learner, 12.5, ["train.lr=0.1", "train.warmup_steps=4"])
+    assert plan.steps == 12 and trainer.global_step == 12 and len(rates) == 12 and not plan.replans
+
+    def expected(step: int, total: int = 12, warmup: int = 4) -> float:
+        if step < warmup:
+            return 0.1 * (step + 1) / (warmup + 1)
+        return 0.1 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+    assert rates == pytest.approx([expected(s) for s in range(12)])
+    assert rates[:4] == pytest.approx([0.02, 0.04, 0.06, 0.08])
+
+
+def test_a_cost_drop_mid_task_replans_the_remaining_steps_from_the_remaining_budget():
+    from cheating_learners import ShrinkingMaskLearner
+
+    plan, meter, rates, trainer, dense_step = _budgeted_fit(ShrinkingMaskLearner, 16, ["train.warmup_steps=0"])
+    sparse_step = meter.last_train_cost.measure("algorithmic")
+    # 10 dense steps, then the rest of the budget buys floor(6 dense steps / sparse cost) more
+    assert plan.replans and plan.replans[-1]["step"] >= 10
+    assert trainer.global_step == plan.steps > 16
+    assert meter.task.train <= 16 * dense_step * (1 + 1e-9)
+    assert meter.task.train > 16 * dense_step - sparse_step
