@@ -186,7 +186,7 @@ def job_command(folder: SweepFolder, job: Job) -> list[str]:
     """`nevisbench run` arguments for the job's next launch: a fresh run, or `resume=` of its folder."""
     run_dir = folder.run_dir(job)
     if (run_dir / "config.yaml").is_file():
-        return ["run", f"resume={_literal(str(run_dir))}"]
+        return ["run", f"resume={run_dir}"]  # the run command takes the folder as it is (no quoting)
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".lock"}:
         (run_dir / ".lock").unlink(missing_ok=True)  # killed before its config was written: start afresh
         run_dir.rmdir()

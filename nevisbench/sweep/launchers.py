@@ -222,8 +222,6 @@ def slurm_executor(folder: SweepFolder, cfg: Any) -> Any:
     executor.update_parameters(name=f"nevisbench-{folder.name}", timeout_min=cfg.timeout_min, gpus_per_node=cfg.gpus_per_node,
                                cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb, slurm_array_parallelism=cfg.array_parallelism,
                                slurm_signal_delay_s=cfg.signal_delay_s, **extra)
-    if executor.cluster == "local":
-        executor.update_parameters(local_signal_delay_s=cfg.signal_delay_s)
     return executor
 
 

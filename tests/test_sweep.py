@@ -1,0 +1,158 @@
+"""`nevisbench sweep`: grids in Hydra's grammar, validation before launch, the local launcher,
+a sweep killed with SIGKILL and started again (every job runs exactly once), `sweep status`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from nevisbench.errors import ConfigError
+from nevisbench.sweep.grid import expand_logspace, job_name, load_experiment, parse_sweep
+from nevisbench.sweep.launchers import load_launcher, local_slots
+
+# Three tiny runs (one task, two steps, 16 px), two at a time.
+TINY_SWEEP = ["learner=finetune", "stream.tasks=[digits]", "data.image_size=16", "data.batch_size=16",
+              "train.max_steps=2", "trainer=cpu", "trainer.progress_bar=false", "budget.milestones=0",
+              "seed=0,1,2", "launcher=local", "launcher.jobs=2"]
+
+
+def test_grid_is_the_product_of_lists_ranges_and_logspace():
+    grid = parse_sweep(["learner=conv_prune,channel_prune", "learner.sparsity=0.25,0.5", "seed=range(0,2)",
+                        "budget.flops_per_task=logspace(1e11,1e13,3)", "stream.tasks=[digits,faces]",
+                        "launcher.jobs=2", "sweep_dir=/tmp/x"])
+    assert len(grid.jobs) == 2 * 2 * 2 * 3
+    assert grid.swept == ("learner", "learner.sparsity", "seed", "budget.flops_per_task")
+    assert grid.jobs[0] == ("learner=conv_prune", "learner.sparsity=0.25", "seed=0",
+                            "budget.flops_per_task=100000000000.0", "stream.tasks=[digits,faces]")
+    assert {j[3] for j in grid.jobs} == {"budget.flops_per_task=100000000000.0",
+                                         "budget.flops_per_task=1000000000000.0",
+                                         "budget.flops_per_task=10000000000000.0"}
+    assert grid.sweep == {"launcher.jobs": "2", "sweep_dir": "/tmp/x"}  # never passed to a run
+    assert expand_logspace("b=logspace(1e11,1e13,5)") == "b=1e+11,3.162e+11,1e+12,3.162e+12,1e+13"
+    assert job_name(3, grid.jobs[0], grid.swept) == "003-conv_prune-sparsity=0.25-seed=0-flops_per_task=1e+11"
+    # a later override of a key replaces the earlier one (command line over preset)
+    assert parse_sweep(["seed=0,1", "seed=5"]).jobs == (("seed=5",),)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("budget.flops_per_task=logspace(1e11,0,3)", "logspace takes (start, stop, num)"),
+    ("train.lr=interval(0,1)", "an interval has no finite list of values"),
+    ("run_name=a,b", "the sweep sets 'run_name' for each job"),
+    ("launcher=local,slurm", "'launcher' configures the sweep and takes one value"),
+    ("seed=", "Bad override 'seed='"),
+])
+def test_grid_errors_name_the_override(item, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_sweep([item])
+
+
+def test_presets_are_sweeps_of_valid_keys():
+    items = load_experiment("paper_fig2")
+    grid = parse_sweep(items)
+    assert len(grid.jobs) == 3 * 3 * 5 * 2 * 3 and "stream=short" in grid.jobs[0]
+    assert parse_sweep(load_experiment("paper_fig7")).swept[0] == "learner.signal"
+    demo = parse_sweep(load_experiment("demo_frontier"))
+    assert len(demo.jobs) == 8 and set(demo.swept) == {"learner", "budget.flops_per_task", "seed"}
+    with pytest.raises(ConfigError, match="Unknown experiment 'paper_fig9'. Valid: demo_frontier, paper_fig2"):
+        load_experiment("paper_fig9")
+
+
+def test_launcher_config_and_slots(monkeypatch):
+    cfg = load_launcher({"launcher": "slurm", "launcher.partition": "gpu", "launcher.timeout_min": "60"})
+    assert (cfg.name, cfg.partition, cfg.timeout_min, cfg.gpus_per_node) == ("slurm", "gpu", 60, 1)
+    with pytest.raises(ConfigError, match="Invalid value for 'launcher.jobs': 'many'"):
+        load_launcher({"launcher.jobs": "many"})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert local_slots(None) == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in local_slots(3)] == ["2", "5", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert local_slots(2) == [{"OMP_NUM_THREADS": "4"}, {"OMP_NUM_THREADS": "4"}]
+
+
+def test_a_bad_value_anywhere_stops_the_sweep_before_any_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("sweep", "learner=finetune,conv_prune", "learner.sparsity=0.5,1.5", "train.max_steps=2",
+                     f"sweep_dir={sweep_dir}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    # the first job that fails: finetune has no sparsity key
+    assert lines[0].startswith("error: Sweep job 0 (learner=finetune learner.sparsity=0.5 train.max_steps=2): "
+                               "Unknown config key 'learner.sparsity'"), lines[0]
+    assert "Nothing was launched" in lines[0]
+    assert not sweep_dir.exists()
+    result = run_cli("sweep", "learner=conv_prune", "learner.sparsity=0.5,1.5", f"sweep_dir={sweep_dir}",
+                     "launcher=slurn")
+    assert result.returncode == 2 and "Unknown launcher 'slurn'. Valid: local, slurm." in result.stderr
+
+
+def _jobs(sweep_dir: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (sweep_dir / "jobs.jsonl").read_text().splitlines()]
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def test_sweep_killed_midway_finishes_every_job_exactly_once(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "-m", "nevisbench", "sweep", *TINY_SWEEP, f"sweep_dir={sweep_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    most_at_once, deadline = 0, time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # kill once a job is done and another is mid-run
+            jobs = _jobs(sweep_dir)
+            running = [j for j in jobs if j["state"] == "running"]
+            most_at_once = max(most_at_once, len(running))
+            if any(j["state"] == "done" for j in jobs) and any(
+                    (sweep_dir / "runs" / j["name"] / "config.yaml").is_file() for j in running):
+                break
+            assert first.poll() is None, first.stdout.read().decode()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached the point to kill it")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the sweep and its job processes, as a killed session
+        first.wait()
+    assert most_at_once == 2  # launcher.jobs=2: two runs at a time
+    before = {j["name"]: j for j in _jobs(sweep_dir)}
+    finished_before = {n for n, j in before.items() if j["state"] == "done"}
+    interrupted = {n for n, j in before.items() if j["state"] == "running"}
+    assert finished_before and interrupted
+
+    again = run_cli("sweep", *TINY_SWEEP, f"sweep_dir={sweep_dir}", timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(finished_before)} job(s) already finished: skipped." in again.stdout
+    after = {j["name"]: j for j in _jobs(sweep_dir)}
+    assert {j["state"] for j in after.values()} == {"done"}
+    for name, job in after.items():
+        if name in finished_before:
+            assert job["attempts"] == 1  # not run again
+        elif name in interrupted:
+            assert job["attempts"] == 2 and job["command"][1].startswith("resume=")  # continued, not restarted
+        else:
+            assert job["attempts"] == 1
+    # one run folder per job, one results line per task, nothing run twice
+    assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == sorted(after)
+    for name in after:
+        lines = (sweep_dir / "runs" / name / "results.jsonl").read_text().splitlines()
+        assert [json.loads(line)["task"] for line in lines] == ["digits"]
+    # the comparison: one configuration, three seeds
+    rows = (sweep_dir / "comparison.csv").read_text().splitlines()
+    assert rows[0].startswith("configuration,scenario,stream,budget,seeds,error_mean,error_std")
+    assert len(rows) == 2 and rows[1].startswith("finetune,transfer,demo,2 steps/task,3,")
+    assert (sweep_dir / "comparison.png").stat().st_size > 10_000
+
+    status = run_cli("sweep", "status", str(sweep_dir))
+    assert status.returncode == 0
+    assert "3 done" in status.stdout and all(name in status.stdout for name in after)
