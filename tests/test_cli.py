@@ -95,3 +95,22 @@ def test_flops_of_resnet50_at_224_match_the_reference_figure():
     report = step_flops(compose(["backbone.name=resnet50", "data.image_size=224"]), num_classes=1000)
     assert report["train_step"]["algorithmic"]["total"] == pytest.approx(24.30e9, rel=0.005)
     assert report["train_step"]["algorithmic"]["forward"] == pytest.approx(8.18e9, rel=0.005)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run_name=a/b"], "Invalid value for 'run_name': 'a/b'; it must be one folder name"),
+        (["run_name=../x"], "Invalid value for 'run_name': '../x'"),
+        (["seed=${oc.env:HOME}"], "interpolations are not allowed in overrides"),
+        (["budget.flops_per_task=nan"], "Invalid value for 'budget.flops_per_task': nan; it must be a finite number"),
+        (["hydra.run.dir=x"], "Unknown config key 'hydra.run.dir'"),
+        (["learner=finetune,conv_prune"], "one value per key here"),
+    ],
+)
+def test_hardened_config_errors_exit_2_in_one_line_and_write_nothing(args, fragment, tmp_path):
+    proc = run_cli("run", *args, f"out_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no run folder, no Hydra outputs/ folder

@@ -268,6 +268,16 @@ def _check_user_override(item: str) -> None:
         raise ConfigError(f"Set '{key}' by choosing the option: {group}={value} (see `nevisbench list {group}s`)")
 
 
+_SKELETONS: dict[tuple[str, ...], DictConfig] = {}  # group options -> their config without other overrides
+
+
+def _skeleton(store: ConfigStore, groups: tuple[str, ...], learner: type) -> DictConfig:
+    """The config these group options give, to explain a failed override against (read only)."""
+    if groups not in _SKELETONS or OmegaConf.get_type(_SKELETONS[groups].learner) is not learner:
+        _SKELETONS[groups] = _hydra_compose(store, list(groups), learner=learner)[0]
+    return _SKELETONS[groups]
+
+
 def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose from the command-line `overrides` (checked as user input), after `saved` ones
     (a resumed run's own values, applied first)."""
@@ -289,7 +299,7 @@ def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] 
             if failed is None:
                 raise _hydra_error(exc) from None
             try:
-                skeleton, _ = _hydra_compose(store, groups, learner=learner.Config)
+                skeleton = _skeleton(store, tuple(groups), learner.Config)
             except Exception:
                 raise _hydra_error(exc) from None
             raise _explain(failed.key_or_group, failed.input_line.partition("=")[2], skeleton) from None
