@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
@@ -47,10 +49,13 @@ def config_dir() -> Path:
 
 
 def _groups() -> tuple[str, ...]:
-    return tuple(sorted(p.name for p in config_dir().iterdir() if p.is_dir() and any(p.glob("*.yaml"))))
+    """The groups of a run config: those config.yaml's defaults list names (`- group: option`).
+    Folders it does not name (`launcher/`, `experiment/`: `nevisbench sweep` input) are no part of a run."""
+    defaults = yaml.safe_load((config_dir() / "config.yaml").read_text(encoding="utf-8"))["defaults"]
+    return tuple(str(next(iter(entry))) for entry in defaults if isinstance(entry, dict))
 
 
-GROUPS = _groups()  # one per folder of YAML files under configs/
+GROUPS = _groups()  # ("learner", "stream", "trainer", "logger")
 
 
 def group_options(group: str) -> list[str]:

@@ -6,7 +6,7 @@ composition by the chosen learner's own `Config` dataclass (it comes from the le
 A new group needs a folder of YAML files under `configs/` and a line in `config.yaml`'s defaults
 list; a typed one also its dataclass here, added to `RootConfig` and `GROUP_SCHEMAS`. A group
 without a schema gets an untyped section automatically (see `root_schema`), and a group whose files
-are `# @package _global_` (e.g. `experiment/`) needs no section at all.
+are `# @package _global_` needs no section at all.
 """
 
 from __future__ import annotations
