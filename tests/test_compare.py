@@ -1,0 +1,88 @@
+"""`nevisbench compare`: mean and std over seeds per configuration and budget, CSV, Markdown, figure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+from conftest import run_cli
+
+from nevisbench.sweep.compare import collect, compare_rows
+
+ERRORS = {  # (learner, sparsity, budget) -> error per seed
+    ("finetune", None, 1e11): [0.40, 0.44],
+    ("finetune", None, 1e12): [0.30, 0.32],
+    ("conv_prune", 0.75, 1e11): [0.50, 0.56],
+    ("conv_prune", 0.75, 1e12): [0.35, 0.39],
+}
+
+
+def _run(root: Path, name: str, learner: str, sparsity: float | None, budget: float, seed: int, error: float,
+         point: bool = False) -> None:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    learner_config = {"name": learner} if sparsity is None else {"name": learner, "sparsity": sparsity, "scope": "local",
+                                                                  "signal": "magnitude", "prune_stem": True}
+    train = budget * 2 * (0.25 if sparsity else 1.0)
+    tasks = [{"task": t, "index": i, "status": "ok", "domain": d, "test_error": error,
+              "flops": {"train": train / 2, "search": 0.0, "executed": {"train": train, "search": 0.0}}}
+             for i, (t, d) in enumerate((("shapes", "object"), ("digits", "ocr")))]
+    summary = {"learner": learner, "learner_config": learner_config, "scenario": "transfer", "stream": "demo",
+               "seed": seed, "budget": {"flops_per_task": budget, "measure": "algorithmic"},
+               "flops": {"train": train, "search": 0.0, "executed": {"train": train, "search": 0.0}},
+               "final_mean_error": error, "tasks": tasks,
+               "sub_streams": {"objects": {"final_mean_error": error}, "ood": {"final_mean_error": error}}}
+    if point:
+        summary["point"] = {"flops": train, "error": error, "measure": "algorithmic"}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "scenario": "transfer", "run_name": name,
+                                                        "train": {"max_steps": 1000}, "learner": learner_config}))
+
+
+def _sweep(tmp_path: Path) -> Path:
+    sweep = tmp_path / "sweep"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "jobs.jsonl").write_text("")
+    for (learner, sparsity, budget), errors in ERRORS.items():
+        for seed, error in enumerate(errors):
+            _run(sweep / "runs", f"{learner}-{budget:g}-{seed}", learner, sparsity, budget, seed, error, point=seed == 1)
+    return sweep
+
+
+def test_rows_are_mean_and_std_over_seeds_per_configuration_and_budget(tmp_path):
+    rows = compare_rows(collect([_sweep(tmp_path)]))
+    assert [(r.configuration, r.budget, r.seeds) for r in rows] == [
+        ("conv_prune (sparsity=0.75)", "1e+11 FLOPs/task", 2), ("conv_prune (sparsity=0.75)", "1e+12 FLOPs/task", 2),
+        ("finetune", "1e+11 FLOPs/task", 2), ("finetune", "1e+12 FLOPs/task", 2)]
+    for row, key in zip(rows, [("conv_prune", 0.75, 1e11), ("conv_prune", 0.75, 1e12), ("finetune", None, 1e11),
+                               ("finetune", None, 1e12)]):
+        assert abs(row.error_mean - statistics.fmean(ERRORS[key])) < 1e-12
+        assert abs(row.error_std - statistics.stdev(ERRORS[key])) < 1e-12
+        assert row.flops_mean == key[2] * 2 * (0.25 if key[1] else 1.0)
+
+
+def test_compare_command_prints_and_writes_csv_markdown_and_figure(tmp_path):
+    sweep = _sweep(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("compare", str(sweep), "--csv", str(out / "t.csv"), "--markdown", str(out / "t.md"),
+                     "--out", str(out / "fig.png"))
+    assert result.returncode == 0, result.stderr
+    assert "conv_prune (sparsity=0.75)" in result.stdout and "0.0424" in result.stdout  # std of 0.50, 0.56
+    table = list(csv.DictReader(io.StringIO((out / "t.csv").read_text())))
+    assert len(table) == 4 and float(table[0]["error_mean"]) == statistics.fmean([0.50, 0.56])
+    assert float(table[2]["error_std"]) == statistics.stdev([0.40, 0.44]) and table[2]["seeds"] == "2"
+    assert (out / "t.md").read_text().count("\n") == 6
+    assert (out / "fig.png").stat().st_size > 20_000
+
+
+def test_compare_refuses_what_is_not_a_run(tmp_path):
+    result = run_cli("compare", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: '{tmp_path}' is not a finished run (no summary.json), a sweep folder "
+                                     "(no jobs.jsonl) or a folder of finished runs")
+    result = run_cli("compare", str(_sweep(tmp_path)), "--out", str(tmp_path / "fig.jpeg"))
+    assert result.returncode == 2 and "must end in one of .png, .pdf, .svg" in result.stderr
