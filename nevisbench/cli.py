@@ -18,10 +18,24 @@ LIST_WHAT = ("learners", "streams", "tasks")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,flops,plot,data}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,compare,list,flops,plot,data}")
     run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
                          "Overrides: group=option (learner=, stream=, trainer=, logger=) and dotted key=value.")
     run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x, or resume=RUN_DIR")
+    sweep = sub.add_parser("sweep", help="many runs from one command: a grid of overrides, launched locally or on SLURM",
+                           description="Expand a grid of overrides (key=a,b,c, range(...), logspace(a,b,n); "
+                           "experiment=PRESET) into runs, validate them all, launch them (launcher=local|slurm, "
+                           "launcher.*=...), then compare them. `sweep status DIR` shows a sweep's jobs; running the "
+                           "same command again, or `sweep resume=DIR`, finishes an interrupted sweep.")
+    sweep.add_argument("overrides", nargs="*", help="e.g. learner=finetune,conv_prune seed=0,1 launcher.jobs=2 "
+                       "sweep_dir=sweeps/x, or: status DIR, or: resume=DIR")
+    compare = sub.add_parser("compare", help="mean and std over seeds of finished runs, per configuration and budget",
+                             description="Compare finished runs (run folders, sweep folders or folders of runs): "
+                             "final error (mean, std over seeds) and compute per learner configuration and budget.")
+    compare.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders or folders of runs")
+    compare.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
+    compare.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
+    compare.add_argument("--out", default=None, metavar="FIG", help="error vs compute figure (.png, .pdf, .svg)")
     lst = sub.add_parser("list", help="list learners, streams or tasks")
     lst.add_argument("what", choices=LIST_WHAT)
     lst.add_argument("--stream", default="demo", help="stream whose tasks to list (default: demo)")
@@ -196,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             from nevisbench.run.runner import run
 
             run(cfg, console=console)
+        elif args.command == "sweep":
+            from nevisbench.sweep import sweep_command
+
+            return sweep_command(args.overrides, console)
+        elif args.command == "compare":
+            from nevisbench.sweep.compare_cli import compare_command
+
+            compare_command(args, console)
         elif args.command == "list":
             _list(args, console)
         elif args.command == "flops":
@@ -213,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.command == "data":
             errors.print("[bold red]interrupted[/]: prepared tasks are kept; run the same command again to prepare the rest.")
+        elif args.command == "sweep":
+            errors.print("[bold red]interrupted[/]: finished runs are kept; run the same command again to finish the sweep.")
         else:
             errors.print("[bold red]interrupted[/]: results of finished tasks are kept in the run folder.")
         return 130
