@@ -1,37 +1,55 @@
 """Device facts: peak FLOP/s for MFU, and whether task data fits on the device.
 
-Peak figures are dense (no 2:4 sparsity) tensor-core throughput for bf16/fp16, from NVIDIA's
-datasheets: H100 SXM5 989.4 TFLOP/s, H100 PCIe 756 TFLOP/s, H200 (SXM) 989.4 TFLOP/s (same
-Hopper compute as H100 SXM), A100 312 TFLOP/s, L40S 362 TFLOP/s, L4 121 TFLOP/s, A10 125 TFLOP/s.
-CPUs have no entry: set `trainer.peak_flops` to get MFU there.
+Peak FLOP/s come from Lightning's device table (`lightning.fabric.utilities.throughput.
+get_available_flops`: dense tensor-core throughput per chip and dtype, from the vendors'
+datasheets), which tells chips apart by their full names (an L40 is not an L4). Set
+`trainer.peak_flops` to override it, or to get MFU on a device the table lacks (CPUs).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-__all__ = ["PEAK_BF16_FLOPS", "peak_flops", "fits_on_device"]
+__all__ = ["peak_flops", "precision_dtype", "fits_on_device"]
 
-# substring of torch.cuda.get_device_name() -> dense bf16/fp16 tensor FLOP/s (checked in order)
-PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989.4e12),
-    ("H100 PCIe", 756e12),
-    ("H100", 989.4e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-    ("A10", 125e12),
-)
+# Lightning maps every name containing "l4" to the L4 unless it also says "Tesla", but the L40's
+# name is "NVIDIA L40": the L40 gets Lightning's own "l40" row; the L40S (not in Lightning's table)
+# NVIDIA's datasheet figures, dense bf16/fp16 tensor throughput 362.05 TFLOP/s.
+_L40S = {torch.bfloat16: 362.05e12, torch.float16: 362.05e12}
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    """The matmul dtype of a Lightning precision string ('bf16-mixed' -> bfloat16, '16-mixed' ->
+    float16, '32-true' -> float32, ...)."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    if precision.startswith("64"):
+        return torch.float64
+    return torch.float32
 
 
 def peak_flops(device: torch.device, precision: str, configured: float | None = None) -> float | None:
     """The device's peak FLOP/s for `precision`, or None when unknown (then no MFU is reported)."""
     if configured:
         return float(configured)
-    if device.type != "cuda" or not precision.startswith(("bf16", "16")):
+    if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+    from lightning.fabric.utilities import throughput
+
+    dtype = precision_dtype(precision)
+    model = torch.cuda.get_device_name(device).lower().split()
+    if "l40s" in model:
+        return _L40S.get(dtype)
+    if "l40" in model:
+        return throughput._CUDA_FLOPS["l40"].get(dtype)
+    with warnings.catch_warnings():  # an unknown chip warns; it simply has no MFU
+        warnings.simplefilter("ignore")
+        peak = throughput.get_available_flops(device, dtype)
+    return float(peak) if peak else None
 
 
 def fits_on_device(nbytes: int, device: torch.device, share: float) -> bool:
