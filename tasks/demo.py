@@ -6,8 +6,8 @@
 - `faces`    (face):    scikit-image's `lfw_subset.npy`: 100 LFW faces vs 100 non-face patches.
 - `shapes`   (object):  procedurally drawn filled shapes (5 classes) on noisy backgrounds.
 
-Splits are deterministic random assignments from the seed: 56% train, 12% dev, 32% test (the
-Nevis fractions with dev-test merged into test). Images are generated at `image_size`.
+Splits are deterministic random assignments from the seed: 56% train, 12% dev, 10% dev_test, 22%
+test (Nevis' four splits). Images are generated at `image_size`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from nevisbench.tasks.catalog import Stream, TaskSpec, register_stream
 
 __all__ = ["demo_stream", "TEXTURE_PHOTOS", "SHAPES"]
 
-FRACTIONS = {"train": 0.56, "dev": 0.12, "test": 0.32}
+FRACTIONS = {"train": 0.56, "dev": 0.12, "dev_test": 0.10, "test": 0.22}
 TEXTURE_PHOTOS = ("brick", "grass", "gravel", "moon")
 TEXTURE_PATCH = 64  # pixels; 512x512 photos give 64 non-overlapping patches per class
 SHAPES = ("circle", "square", "triangle", "cross", "ring")

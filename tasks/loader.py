@@ -21,7 +21,7 @@ __all__ = ["Split", "TaskData", "BatchLoader", "split_indices", "IMAGENET_MEAN",
 # Normalisation of torchvision's ImageNet weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "dev_test", "test")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Split:
 
 @dataclass
 class TaskData:
-    """The train/dev/test splits of one task."""
+    """The train/dev/dev_test/test splits of one task (dev_test is optional)."""
 
     key: str
     num_classes: int
@@ -49,7 +49,9 @@ class TaskData:
     def validate(self) -> None:
         """Refuse malformed data before any training: dtypes, shapes, label range, empty splits."""
         for name in SPLITS:
-            split: Split = getattr(self, name)
+            split: Split | None = getattr(self, name)
+            if split is None and name == "dev_test":
+                continue  # optional
             where = f"task '{self.key}', split '{name}'"
             if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[1] not in (1, 3):
                 raise DataError(f"{where}: images must be uint8 (N, 1|3, H, W), got {split.images.dtype} {tuple(split.images.shape)}")
@@ -98,6 +100,7 @@ class BatchLoader:
         augment: bool = True,
         hflip: bool = True,
         min_crop_scale: float = 0.35,
+        crop_fallback: str = "clamp",
         seed: int = 0,
         resident: bool = True,
         channels_last: bool = False,
@@ -117,6 +120,7 @@ class BatchLoader:
         self.augment = augment and train
         self.hflip = hflip
         self.min_crop_scale = min_crop_scale
+        self.crop_fallback = crop_fallback  # clamp: shrink an oversized side to the image; center: the whole image
         self.seed = seed
         self.epoch = 0
         self._position = (0, 0)  # (epoch, batches consumed) as of the last checkpoint
@@ -174,8 +178,12 @@ class BatchLoader:
         area = self.min_crop_scale + (1 - self.min_crop_scale) * u[:, 0]
         log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
         ratio = torch.exp(log_ratio)
-        width = torch.sqrt(area * ratio).clamp(max=1.0)  # fractions of the full image
-        height = torch.sqrt(area / ratio).clamp(max=1.0)
+        width = torch.sqrt(area * ratio)  # fractions of the full image
+        height = torch.sqrt(area / ratio)
+        if self.crop_fallback == "center":  # Nevis: a crop that does not fit falls back to the central (whole) image
+            fits = (width <= 1.0) & (height <= 1.0)
+            width, height = torch.where(fits, width, 1.0), torch.where(fits, height, 1.0)
+        width, height = width.clamp(max=1.0), height.clamp(max=1.0)
         cx = (1 - width) * (2 * u[:, 2] - 1)  # normalised centre, crop stays inside the image
         cy = (1 - height) * (2 * u[:, 3] - 1)
         flip = torch.where((u[:, 4] < 0.5) & self.hflip, -1.0, 1.0)

@@ -28,10 +28,11 @@ def test_task_data_shapes_labels_and_splits(spec):
     data = spec.load(image_size=24, seed=0)
     data.validate()
     assert spec.domain == domain and data.num_classes == spec.num_classes == num_classes
-    sizes = {name: len(getattr(data, name)) for name in ("train", "dev", "test")}
+    sizes = {name: len(getattr(data, name)) for name in ("train", "dev", "dev_test", "test")}
     assert sum(sizes.values()) == total
     assert sizes["train"] == round(0.56 * total) and sizes["dev"] == round(0.12 * total)
-    for name in ("train", "dev", "test"):
+    assert sizes["dev_test"] == round(0.10 * total)
+    for name in ("train", "dev", "dev_test", "test"):
         split = getattr(data, name)
         assert split.images.dtype == torch.uint8 and split.images.shape[-2:] == (24, 24)
         assert split.images.shape[1] in (1, 3)

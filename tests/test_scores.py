@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nevisbench.run.callbacks import milestone_fractions
-from nevisbench.analysis.scores import curve_auc, stream_curve, stream_scores
+from nevisbench.analysis.scores import anytime_curve, curve_auc, stream_scores
 
 
 def _point(flops: float, error: float) -> dict[str, float]:
@@ -31,16 +31,16 @@ def _task(domain: str, errors: list[float], flops: list[float], test_error: floa
             "anytime": [{"train_flops": f, "train_flops_executed": 2 * f, "train_seconds": 1.0, "dev_error": e} for f, e in zip(flops, errors)]}
 
 
-def test_stream_curve_means_errors_and_sums_flops_at_matching_milestones():
+def test_anytime_curve_means_errors_and_sums_flops_at_matching_milestones():
     tasks = [_task("object", [0.9, 0.5, 0.3], [1, 10, 100], 0.25), _task("ocr", [0.7, 0.3, 0.1], [2, 20, 200], 0.05)]
-    curve = stream_curve(tasks)
+    curve = anytime_curve(tasks)
     assert [p["flops"] for p in curve] == [3, 30, 300]
     assert [p["flops_executed"] for p in curve] == [6, 60, 600]
     assert [p["mean_error"] for p in curve] == pytest.approx([0.8, 0.4, 0.2])
     scores = stream_scores(tasks, auc_min_flops=1, auc_max_flops=1000)
     assert scores["final_mean_error"] == pytest.approx(0.15)
     assert set(scores["sub_streams"]) == {"objects", "ood"}
-    assert scores["sub_streams"]["objects"]["curve"][0]["flops"] == 1
+    assert scores["sub_streams"]["objects"]["anytime_curve"][0]["flops"] == 1
     assert scores["sub_streams"]["ood"]["final_mean_error"] == pytest.approx(0.05)
 
 
@@ -55,3 +55,37 @@ def test_milestones_are_log_spaced_and_end_at_the_full_budget():
     ratios = [b / a for a, b in zip(fractions, fractions[1:])]
     assert ratios == pytest.approx([ratios[0]] * 7)
     assert milestone_fractions(1, 0.01) == [1.0]
+
+
+def _finished(domain: str, metric: str, test_error: float, train: float, search: float = 0.0, dev_test: float | None = 0.5) -> dict:
+    return {"domain": domain, "metric": metric, "test_error": test_error, "dev_test_error": dev_test,
+            "anytime": [{"train_flops": train, "train_flops_executed": train, "train_seconds": 1.0, "dev_error": 0.5}],
+            "flops": {"train": train, "search": search, "executed": {"train": 2 * train, "search": 0.0},
+                      "seconds": {"train": 1.0, "search": 0.0}}}
+
+
+def test_a_run_is_one_point_train_plus_search_compute_against_final_error():
+    tasks = [_finished("object", "top1_error", 0.2, 100.0, search=50.0), _finished("ocr", "top1_error", 0.4, 300.0)]
+    point = stream_scores(tasks, auc_min_flops=1, auc_max_flops=1e3)["point"]
+    assert point["flops"] == 450.0 and point["flops_executed"] == 800.0 and point["seconds"] == 2.0
+    assert point["error"] == pytest.approx(0.3)
+
+
+def test_single_and_multi_label_means_are_reported_apart_and_combined():
+    tasks = [_finished("object", "top1_error", 0.2, 1.0), _finished("object", "1-mAP", 0.6, 1.0),
+             _finished("scene", "top1_error", 0.4, 1.0, dev_test=0.1)]
+    scores = stream_scores(tasks, auc_min_flops=1, auc_max_flops=10)
+    assert scores["final_mean_top1_error"] == pytest.approx(0.3)
+    assert scores["final_mean_map_error"] == pytest.approx(0.6)
+    assert scores["final_mean_error"] == pytest.approx(0.4)
+    assert scores["dev_test_mean_error"] == pytest.approx((0.5 + 0.5 + 0.1) / 3)
+    assert scores["sub_streams"]["objects"]["final_mean_map_error"] == pytest.approx(0.6)
+    assert scores["sub_streams"]["ood"]["final_mean_map_error"] is None
+
+
+def test_continual_runs_get_no_averaged_anytime_curve_and_no_auc():
+    tasks = [_finished("object", "top1_error", 0.2, 1.0), _finished("ocr", "top1_error", 0.4, 1.0)]
+    scores = stream_scores(tasks, auc_min_flops=1, auc_max_flops=10, scenario="continual")
+    assert "auc" not in scores and "anytime_curve" not in scores and "auc_range" not in scores
+    assert all("auc" not in group for group in scores["sub_streams"].values())
+    assert scores["point"]["error"] == pytest.approx(0.3)

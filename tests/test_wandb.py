@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 
 from wandb_records import read_run
 
 from nevisbench.config import compose
 from nevisbench.run.runner import run
+
+
+def _read_when_complete(path, timeout: float = 60.0) -> dict:
+    """W&B's service process may still be writing the offline file for a moment after run.finish()
+    returns; read until the run's summary record is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = read_run(path)
+        if logged["summary"].get("final_mean_error") is not None or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.5)
 
 
 def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
@@ -16,7 +28,7 @@ def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     assert "W&B offline run at" in capsys.readouterr().out
     logs = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(logs) == 1
-    logged = read_run(logs[0])
+    logged = _read_when_complete(logs[0])
     summary = json.loads((run_dir / "summary.json").read_text())
 
     rows = [row for row in logged["history"] if "task/test_error" in row]
@@ -33,7 +45,8 @@ def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     assert len(anytime) == 2 * summary["budget"]["milestones"]
     xs = [row["anytime/cumulative_train_flops"] for row in anytime]
     assert xs == sorted(xs) and xs[-1] == summary["flops"]["train"]
-    (points,) = [row for row in logged["history"] if "curve_points/nrows" in row]
-    assert points["curve_points/nrows"] == len(summary["curve"]) and points["curve_points/ncols"] == 4
-    assert any(key.startswith("compute_performance") for row in logged["history"] for key in row)  # line chart
+    (points,) = [row for row in logged["history"] if "anytime_curve_points/nrows" in row]
+    assert points["anytime_curve_points/nrows"] == len(summary["anytime_curve"]) and points["anytime_curve_points/ncols"] == 4
+    assert any(key.startswith("anytime_curve_table") for row in logged["history"] for key in row)  # line chart
     assert logged["summary"]["auc"] == summary["auc"]
+    assert logged["summary"]["point/flops"] == summary["point"]["flops"]  # the run's x on the curve

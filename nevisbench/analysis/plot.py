@@ -1,5 +1,6 @@
-"""Compute-performance figures across runs (`nevisbench plot`): every run's curve, the Pareto
-front across runs, and one panel per sub-stream."""
+"""Compute-performance figures across runs (`nevisbench plot`): a curve per learner configuration
+through its finished budget runs, the Pareto front across runs, each run's anytime curve (dashed),
+and one panel per sub-stream."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import Any
 
 from nevisbench.errors import ConfigError
 
-__all__ = ["AXES", "load_runs", "run_label", "pareto_front", "plot_runs"]
+__all__ = ["AXES", "load_runs", "run_label", "config_label", "pareto_front", "plot_runs"]
 
-# --x option -> (curve point field, axis label)
+# --x option -> (point / anytime-curve field, axis label)
 AXES = {
-    "algorithmic": ("flops", "training FLOPs, algorithmic (sparsity-aware)"),
-    "executed": ("flops_executed", "training FLOPs, executed"),
-    "seconds": ("seconds", "training wall-clock seconds"),
+    "algorithmic": ("flops", "training + search FLOPs, algorithmic (sparsity-aware)"),
+    "executed": ("flops_executed", "training + search FLOPs, executed"),
+    "seconds": ("seconds", "training + search wall-clock seconds"),
 }
+FORMATS = (".png", ".pdf", ".svg")
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
@@ -26,7 +28,12 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         path = run_dir / "summary.json"
         if not path.is_file():
             raise ConfigError(f"'{run_dir}' is not a finished run: it has no summary.json")
-        summary = json.loads(path.read_text())
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"'{path}' is not a readable run summary ({exc})") from None
+        if not isinstance(summary, dict) or not {"learner", "stream", "tasks"} <= summary.keys():
+            raise ConfigError(f"'{path}' is not a nevisbench run summary (learner, stream, tasks missing)")
         summary["_dir"] = str(run_dir)
         runs.append(summary)
     if not runs:
@@ -54,28 +61,67 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _panel(ax: Any, curves: list[tuple[str, list[dict[str, float]]]], field: str, title: str, xlabel: str) -> None:
-    points = []
-    for label, curve in curves:
-        xs = [p[field] for p in curve]
-        ys = [p["mean_error"] for p in curve]
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label)
-        points += list(zip(xs, ys))
-    front = pareto_front(points)
+def config_label(summary: dict[str, Any]) -> str:
+    """The learner configuration a run belongs to: its label without the budget (runs of one
+    configuration at several budgets form one curve)."""
+    settings = [f"{k}={v}" for k, v in sorted((summary.get("learner_config") or {}).items()) if k != "name"]
+    if summary.get("scenario") == "continual":
+        settings.append("continual")
+    return summary["learner"] + (f" ({', '.join(settings)})" if settings else "")
+
+
+def _scores_of(summary: dict[str, Any], group: str | None) -> dict[str, Any] | None:
+    return summary if group is None else (summary.get("sub_streams") or {}).get(group)
+
+
+def _panel(ax: Any, runs: list[dict[str, Any]], group: str | None, field: str, title: str, xlabel: str) -> None:
+    """Per configuration: a solid curve through its runs' (compute, final error) points; the Pareto
+    front over every point; and each transfer run's anytime curve, dashed."""
+    import matplotlib.pyplot as plt
+
+    configs: dict[str, list[tuple[float, float]]] = {}
+    anytime: dict[str, list[list[dict[str, float]]]] = {}
+    for summary in runs:
+        scores = _scores_of(summary, group)
+        if not scores:
+            continue
+        label = config_label(summary)
+        point = scores.get("point")
+        if point:
+            configs.setdefault(label, []).append((point[field], point["error"]))
+        if scores.get("anytime_curve"):
+            anytime.setdefault(label, []).append(scores["anytime_curve"])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    everything = []
+    for i, label in enumerate(sorted(set(configs) | set(anytime))):
+        colour = colours[i % len(colours)]
+        points = sorted(configs.get(label, []))
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=5, linewidth=2, color=colour, label=label)
+            everything += points
+        for k, curve in enumerate(anytime.get(label, [])):
+            ax.plot([p[field] for p in curve], [p["mean_error"] for p in curve], linestyle="--", linewidth=1,
+                    alpha=0.6, color=colour, label=f"anytime (mid-schedule): {label}" if k == 0 else None)
+    front = pareto_front(everything)
     if front:
         fx, fy = zip(*front)
-        ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=2.2, alpha=0.7, label="Pareto front")
+        ax.step(fx, fy, where="post", color="black", linewidth=3, alpha=0.35, label="Pareto front (finished runs)")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean dev error over tasks")
+    ax.set_ylabel("final mean test error (anytime: mean dev error)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, *, x: str = "algorithmic") -> Path:
-    """Write one figure (PNG/PDF/SVG by suffix) comparing the runs' compute-performance curves."""
+    """Write one figure (PNG/PDF/SVG by suffix): each learner configuration's curve through its
+    budget runs, the Pareto front, the anytime curves dashed; one panel per sub-stream."""
     if x not in AXES:
         raise ConfigError(f"Unknown compute axis '{x}'. Valid: {', '.join(AXES)}")
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ConfigError(f"Cannot write a figure to '{out}': unknown format '{out.suffix}'. Valid: {', '.join(FORMATS)}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,13 +132,11 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, *, x: str = "algorith
     groups = sorted({g for r in runs for g in (r.get("sub_streams") or {})})
     fig, axes = plt.subplots(1, 1 + len(groups), figsize=(6.5 * (1 + len(groups)), 4.8), squeeze=False)
     streams = ", ".join(sorted({r["stream"] for r in runs}))
-    _panel(axes[0][0], [(run_label(r), r.get("curve") or []) for r in runs], field, f"stream: {streams}", xlabel)
+    _panel(axes[0][0], runs, None, field, f"stream: {streams}", xlabel)
     for ax, group in zip(axes[0][1:], groups):
-        curves = [(run_label(r), r["sub_streams"][group]["curve"]) for r in runs if group in (r.get("sub_streams") or {})]
-        _panel(ax, curves, field, f"sub-stream: {group}", xlabel)
-    axes[0][0].legend(fontsize=8, loc="best")
+        _panel(ax, runs, group, field, f"sub-stream: {group}", xlabel)
+    axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)

@@ -1,11 +1,18 @@
-"""Stream-level scores from per-task results: the compute-performance curve, its AUC, the final
-mean error, and the same per sub-stream (objects vs the rest).
+"""Stream-level scores from per-task results lines.
 
-Curve: point k is the k-th anytime milestone of every task (the same fraction of each task's
-planned training compute): x = training compute summed over tasks, y = mean dev error over tasks.
-AUC: mean error over [min_flops, max_flops] on a log10 axis (so runs are comparable whatever they
-spent): error is 1.0 before the curve's first point (no model yet), linear in log10(compute)
-between points, and the last point's error after it (the learner's result stands). Lower is better.
+- **The point** of a run: x = the stream's counted compute (training plus hyperparameter search),
+  y = the final mean test error. With `budget.flops_per_task=B` every task's schedule spans the
+  steps B buys, so the run is one point of its learner's compute-performance curve; a learner's
+  curve joins its runs across budgets, and the Pareto front over all runs is the frontier.
+- **Final means**, as Nevis reports them: over single-label tasks (top-1 error), over multi-label
+  tasks (1 - mAP), and combined; on `test`, and on `dev_test` where every task has it.
+- **The anytime curve** (transfer scenario only): point k is the k-th milestone of every task (the
+  same fraction of each task's planned compute), x = training compute summed over tasks, y = mean
+  dev error. It shows mid-schedule models, not models trained for that compute, so it is a
+  secondary view. Its AUC is the mean error over [min_flops, max_flops] on a log10 axis: 1.0 before
+  the first point, linear in log10(compute) between points, the last point's error after it.
+  In the continual scenario task t starts from task t-1 trained to the end, so milestones of
+  different tasks are not comparable states: no averaged anytime curve and no AUC are given.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CURVE_KEYS", "stream_curve", "curve_auc", "sub_streams", "stream_scores"]
+__all__ = ["CURVE_KEYS", "anytime_curve", "curve_auc", "run_point", "sub_streams", "stream_scores"]
 
-# curve point field -> the per-milestone record field it sums
+# anytime curve point field -> the per-milestone record field it sums
 CURVE_KEYS = {"flops": "train_flops", "flops_executed": "train_flops_executed", "seconds": "train_seconds"}
+MULTI_LABEL_METRIC = "1-mAP"
 
 
-def stream_curve(tasks: list[dict[str, Any]]) -> list[dict[str, float]]:
+def anytime_curve(tasks: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Mean dev error over tasks at matching milestones; compute summed over tasks."""
     records = [t.get("anytime") or [] for t in tasks]
     if not records or not all(records):
@@ -63,21 +71,54 @@ def sub_streams(tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups if all(groups.values()) else {}
 
 
-def _scores(tasks: list[dict[str, Any]], lo: float, hi: float) -> dict[str, Any]:
-    curve = stream_curve(tasks)
-    errors = [t["test_error"] for t in tasks]
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def run_point(tasks: list[dict[str, Any]], final_error: float | None) -> dict[str, Any] | None:
+    """The run's (compute, error) pair: training plus search compute, by measure; error = final mean."""
+    if final_error is None or not all("flops" in t for t in tasks):
+        return None
+    flops = [t["flops"] for t in tasks]
+    executed = [f.get("executed", {}) for f in flops]
+    seconds = [f.get("seconds", {}) for f in flops]
     return {
-        "curve": curve,
-        "auc": curve_auc(curve, lo, hi),
-        "final_mean_error": float(np.mean(errors)) if errors else None,
-        "num_tasks": len(tasks),
+        "flops": float(sum(f["train"] + f.get("search", 0.0) for f in flops)),  # algorithmic (the paper's axis)
+        "flops_executed": float(sum(e.get("train", 0.0) + e.get("search", 0.0) for e in executed)),
+        "seconds": float(sum(s.get("train", 0.0) + s.get("search", 0.0) for s in seconds)),
+        "error": final_error,
+        "includes_search": True,
     }
 
 
-def stream_scores(tasks: list[dict[str, Any]], *, auc_min_flops: float, auc_max_flops: float) -> dict[str, Any]:
-    """`curve`, `auc`, `final_mean_error`, `auc_range` and `sub_streams` for a summary."""
-    scores = _scores(tasks, auc_min_flops, auc_max_flops)
+def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float) -> dict[str, Any]:
+    single = [t["test_error"] for t in tasks if t.get("metric") != MULTI_LABEL_METRIC]
+    multi = [t["test_error"] for t in tasks if t.get("metric") == MULTI_LABEL_METRIC]
+    dev_test = [t.get("dev_test_error") for t in tasks]
+    final = _mean(single + multi)
+    scores: dict[str, Any] = {
+        "num_tasks": len(tasks),
+        "final_mean_error": final,  # combined: every task's test error (top-1 or 1 - mAP)
+        "final_mean_top1_error": _mean(single),
+        "final_mean_map_error": _mean(multi),  # 1 - mAP, multi-label tasks
+        "dev_test_mean_error": _mean(dev_test) if dev_test and None not in dev_test else None,
+        "point": run_point(tasks, final),
+    }
+    if scenario != "continual":
+        curve = anytime_curve(tasks)
+        scores["anytime_curve"] = curve
+        scores["auc"] = curve_auc(curve, lo, hi)
+    return scores
+
+
+def stream_scores(tasks: list[dict[str, Any]], *, auc_min_flops: float, auc_max_flops: float,
+                  scenario: str = "transfer") -> dict[str, Any]:
+    """The scores of a summary: the point, the final means, the anytime curve (transfer only),
+    `auc_range`, and the same per sub-stream (`objects` / `ood`)."""
+    scores = _scores(tasks, scenario, auc_min_flops, auc_max_flops)
     scores.pop("num_tasks")
-    scores["auc_range"] = [auc_min_flops, auc_max_flops]
-    scores["sub_streams"] = {name: _scores(group, auc_min_flops, auc_max_flops) for name, group in sub_streams(tasks).items()}
+    if scenario != "continual":
+        scores["auc_range"] = [auc_min_flops, auc_max_flops]
+    scores["sub_streams"] = {name: _scores(group, scenario, auc_min_flops, auc_max_flops)
+                             for name, group in sub_streams(tasks).items()}
     return scores

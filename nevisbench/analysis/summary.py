@@ -15,7 +15,8 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
               skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
     results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
-    scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops)
+    scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops,
+                           scenario=cfg.scenario)
     by_domain: dict[str, list[float]] = {}
     for r in results:
         by_domain.setdefault(r["domain"], []).append(r["test_error"])

@@ -95,18 +95,26 @@ class WandbSink:
         def _finish() -> None:
             import wandb
 
-            for key in ("mean_test_error", "total_flops", "num_tasks", "auc", "final_mean_error"):
-                self.run.summary[key] = summary.get(key)
+            for key in ("mean_test_error", "total_flops", "num_tasks", "auc", "final_mean_error",
+                        "final_mean_top1_error", "final_mean_map_error", "dev_test_mean_error"):
+                if key in summary:
+                    self.run.summary[key] = summary[key]
+            point = summary.get("point") or {}
+            for key in ("flops", "flops_executed", "seconds"):
+                if key in point:
+                    self.run.summary[f"point/{key}"] = point[key]  # x of this run on the compute-performance curve
             for name, group in (summary.get("sub_streams") or {}).items():
-                self.run.summary[f"{name}/auc"] = group["auc"]
-                self.run.summary[f"{name}/final_mean_error"] = group["final_mean_error"]
-            curve = summary.get("curve") or []
+                for key in ("auc", "final_mean_error", "final_mean_top1_error", "final_mean_map_error"):
+                    if key in group:
+                        self.run.summary[f"{name}/{key}"] = group[key]
+            curve = summary.get("anytime_curve") or []
             if curve:
                 columns = ["flops", "mean_error", "flops_executed", "seconds"]
                 table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])
                 self.run.log({
-                    "curve_points": table,
-                    "compute_performance": wandb.plot.line(table, "flops", "mean_error", title="compute-performance curve"),
+                    "anytime_curve_points": table,
+                    "anytime_curve": wandb.plot.line(table, "flops", "mean_error",
+                                                     title="anytime curve (mid-schedule dev error)"),
                 })
             self.run.finish()
 

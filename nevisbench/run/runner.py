@@ -35,6 +35,7 @@ from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
 from nevisbench.run.run_folder import RunFolder, check_prepared
 from nevisbench.run.scenario import Scenario
+from nevisbench.run.selection import BestDevSelection
 from nevisbench.run.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.trainer import (
     make_loaders, make_trainer, quiet_lightning, resolve_precision, training_device, use_channels_last,
@@ -97,6 +98,12 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     return folder.path
 
 
+def _protocol(cfg: DictConfig, key: str, default: Any) -> Any:
+    """A setting of the evaluation protocol (`protocol=nevis|fast`)."""
+    protocol = cfg.get("protocol")
+    return protocol.get(key, default) if protocol is not None else default
+
+
 def task_info(spec: TaskSpec, index: int) -> TaskInfo:
     return TaskInfo(key=spec.key, name=spec.name, index=index, domain=spec.domain,
                     num_classes=spec.num_classes, multi_label=spec.multi_label)
@@ -153,35 +160,46 @@ class StreamRunner:
         if not isinstance(module, L.LightningModule):
             raise PluginError(f"Learner '{self.name}'.begin_task must return a LightningModule, got {type(module).__name__}")
         self.meter.start_task()
-        train_loader, dev_loader, test_loader = make_loaders(data, cfg, self.device, seed)
+        loaders = make_loaders(data, cfg, self.device, seed)
         module = self._placed(module)
         budget = cfg.budget
         plan = TaskPlan(measure=budget.measure, max_steps=cfg.train.max_steps, budget=budget.flops_per_task,
                         fractions=milestone_fractions(budget.milestones, budget.first_milestone))
+        selection = BestDevSelection(enabled=_protocol(cfg, "selection", "last") == "best_dev")
+
+        def evaluate_dev() -> float:
+            error = self._evaluate(module, task, loaders["dev"], trainer)
+            selection.consider(module, error, int(trainer.global_step))
+            return error
+
         callbacks = [
             FlopMeterCallback(self.meter),
             FiniteLossCallback(task.key),
-            ScheduleCallback(self.meter, plan, lambda: self._evaluate(module, task, dev_loader, trainer),
-                             steps_per_epoch=len(train_loader)),
-            CheckpointCallback(self.store.task_checkpoint(index), cfg.train.checkpoint_every_n_steps, train_loader),
+            ScheduleCallback(self.meter, plan, evaluate_dev, steps_per_epoch=len(loaders["train"])),
+            CheckpointCallback(self.store.task_checkpoint(index), cfg.train.checkpoint_every_n_steps, loaders["train"]),
+            selection,
         ]
-        trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(train_loader),
+        trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
                                budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
                                logger=self.sink.lightning_logger() if self.sink is not None else False)
         start = time.perf_counter()
-        failure = self._fit(trainer, module, train_loader, task, index)
-        test_error = self._evaluate(module, task, test_loader, trainer) if failure is None else None
+        failure = self._fit(trainer, module, loaders["train"], task, index)
+        selected = selection.restore(module) if failure is None else {"rule": "none"}
+        scores = {name: self._evaluate(module, task, loaders[name], trainer) if failure is None and name in loaders else None
+                  for name in ("dev_test", "test")}
         wall = time.perf_counter() - start
         failure = failure or self._end_task(task, module)
         tally = self.meter.end_task()
         result = TaskResult(
             task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
-            metric="1-mAP" if task.multi_label else "top1_error", test_error=test_error,
-            dev_error=plan.records[-1]["dev_error"] if plan.records else None, steps=int(trainer.global_step),
+            metric="1-mAP" if task.multi_label else "top1_error", test_error=scores["test"],
+            dev_test_error=scores["dev_test"], selected=selected,
+            dev_error=selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None),
+            steps=int(trainer.global_step),
             flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=plan.records, wall_seconds=wall,
             throughput=throughput(tally, int(trainer.global_step) * cfg.data.batch_size, self.device, self.precision,
                                   cfg.trainer.peak_flops),
-            peak_memory_bytes=peak_memory(self.device), data_on_device=train_loader.images.device == self.device,
+            peak_memory_bytes=peak_memory(self.device), data_on_device=loaders["train"].images.device == self.device,
             num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
             error=failure, budget=_budget_record(plan, tally))
         return self._commit(index, result)

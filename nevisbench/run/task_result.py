@@ -20,6 +20,8 @@ class TaskResult:
     num_classes: int
     metric: str  # top1_error, or 1-mAP for multi-label tasks (test_error = 1 - mean average precision)
     test_error: float | None
+    dev_test_error: float | None  # None where the task has no dev_test split
+    selected: dict[str, Any]  # which model was scored: the last, or the best on dev (protocol=nevis)
     dev_error: float | None
     steps: int
     flops: dict[str, Any]

@@ -56,17 +56,24 @@ def use_channels_last(cfg: DictConfig, device: torch.device) -> bool:
     return cfg.trainer.channels_last if cfg.trainer.channels_last is not None else device.type == "cuda"
 
 
-def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> tuple[BatchLoader, BatchLoader, BatchLoader]:
-    """Train, dev and test loaders; the task's data lives on the device when it fits."""
-    nbytes = sum(s.images.numel() + s.labels.numel() * 8 for s in (data.train, data.dev, data.test))
-    common = dict(image_size=cfg.data.image_size, device=device, hflip=data.hflip, seed=seed,
+def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> dict[str, BatchLoader]:
+    """A loader per split (train, dev, test, and dev_test where the task has one); the task's data
+    lives on the device when it fits. The protocol decides the crop fallback and whether every task
+    is flipped (Nevis) or OCR tasks are not (fast)."""
+    protocol = cfg.get("protocol") or {}
+    splits = {name: split for name, split in (("train", data.train), ("dev", data.dev), ("dev_test", data.dev_test),
+                                              ("test", data.test)) if split is not None}
+    nbytes = sum(s.images.numel() + s.labels.numel() * 8 for s in splits.values())
+    common = dict(image_size=cfg.data.image_size, device=device, seed=seed,
+                  hflip=True if protocol.get("flip") == "all" else data.hflip,
                   resident=fits_on_device(nbytes, device, cfg.data.device_share),
                   channels_last=use_channels_last(cfg, device))
-    train = BatchLoader(data.train, batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
-                        min_crop_scale=cfg.data.min_crop_scale, **common)
-    dev = BatchLoader(data.dev, batch_size=cfg.data.eval_batch_size, train=False, **common)
-    test = BatchLoader(data.test, batch_size=cfg.data.eval_batch_size, train=False, **common)
-    return train, dev, test
+    loaders = {"train": BatchLoader(splits.pop("train"), batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
+                                    min_crop_scale=cfg.data.min_crop_scale,
+                                    crop_fallback=protocol.get("crop_fallback", "clamp"), **common)}
+    for name, split in splits.items():
+        loaders[name] = BatchLoader(split, batch_size=cfg.data.eval_batch_size, train=False, **common)
+    return loaders
 
 
 def _progress_bar() -> L.Callback:
