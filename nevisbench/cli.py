@@ -92,24 +92,13 @@ def _data(args: argparse.Namespace, console: Console) -> None:
                 download=args.download, verify=not args.no_verify, size=args.size, jobs=args.jobs,
                 force=args.force, mirror=args.mirror, console=console)
         return
-    from nevisbench.tasks.prepare import status_rows
+    from nevisbench.tasks.prepare import status_rows, status_table
 
     rows = status_rows(root, args.targets or None, verify=not args.quick)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"SHORT task data in {root}", title_justify="left")
-    for column in ("task", "status", "examples", "classes", "train/dev/dev_test/test", "MiB", "note"):
-        table.add_column(column)
-    colour = {"ready": "green", "missing": "yellow", "corrupt": "red"}
-    for row in rows:
-        splits = row.get("splits")
-        classes = f"{row['classes_present']}/{row['num_classes']}" if row.get("num_classes") else ""
-        note = row["reason"] or ("sources not verified (--no-verify)" if row.get("checksums_verified") is False else "")
-        table.add_row(row["key"], f"[{colour[row['status']]}]{row['status']}[/]", str(row["num_examples"] or ""), classes,
-                      "/".join(str(splits[k]) for k in ("train", "dev", "dev_test", "test")) if splits else "",
-                      f"{row['bytes'] / 2**20:.1f}" if row["bytes"] else "", note)
-    console.print(table)
+    console.print(status_table(rows, root))
     ready = sum(r["status"] == "ready" for r in rows)
     console.print(f"{ready} of {len(rows)} ready.")
 
