@@ -340,6 +340,8 @@ class LearnedPruneModule(TaskModule):
                 loss = loss + self.replay_loss(rlogits, ry.to(rlogits.dtype) if rlogits.shape == ry.shape else ry)
                 if self.prev_gates is not None:
                     loss = loss + self._lagrangian(self.prev_gates)[0]
+        else:
+            self.log("prune/achieved_sparsity", self.record["achieved_sparsity"])
         if self.teacher is not None:
             with torch.no_grad():
                 _, targets = _features(self.teacher, x)
@@ -451,7 +453,7 @@ class LearnedPruneModule(TaskModule):
 
     def _compact_now(self, *, rebuild_optimizer: bool = True) -> None:
         z, shift = self.calibrated(self.gates)
-        expected = float(1.0 - self.flops.ratio(self.gates.probs()))
+        expected = float(1.0 - self.flops.ratio(self.gates.probs()).detach())
         self._snapshot = [clone_module(self.backbone).cpu()]
         self._restructure(z)
         kept = {path: [int((z[f"{key}_c{i}"] != 0).sum()) for i in range(len(_pairs(b)) - 1)]
@@ -460,7 +462,7 @@ class LearnedPruneModule(TaskModule):
         self.record = {
             "target_sparsity": self.cfg.sparsity,
             "achieved_sparsity": 1.0 - float(self.flops.ratio({n: (v != 0).float() for n, v in z.items()})),
-            "expected_sparsity": expected, "calibration_shift": shift, "compaction_step": int(self.trainer.global_step),
+            "expected_sparsity": expected, "calibration_shift": shift, "compaction_step": self._trainer.global_step if self._trainer is not None else 0,
             "kept_channels": {p: k for p, k in kept.items() if p not in removed}, "removed_blocks": removed,
             "joint_overlap": None,
         }
@@ -469,7 +471,6 @@ class LearnedPruneModule(TaskModule):
             self.record["kernel_density"] = {n: float(m.mean()) for n, m in masks}
         if self.prev_gates is not None:  # multi / delta: the replayed task's gates, compacted alike
             self.record["joint_overlap"] = _overlap(_unit_mask(z), _unit_mask(self.calibrated(self.prev_gates)[0]))
-        self.log("prune/achieved_sparsity", self.record["achieved_sparsity"])
         if rebuild_optimizer:
             self._rebuild_optimizer()
 
