@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import lightning as L
+import torch
 from torch import nn
 
-from nevisbench import Learner, LearnerConfig
+from nevisbench import Learner, LearnerConfig, TaskModule
 
 
 class NotALearner:
@@ -39,3 +41,83 @@ class FailsInPrepare(Learner):
 
     def prepare(self, backbone):
         raise ValueError("cannot prune this")
+
+
+class FailsInEndTask(Learner):
+    Config = _Config
+
+    def end_task(self, task, module):
+        raise RuntimeError("lost my notes")
+
+
+class UnsaveableState(Learner):
+    Config = _Config
+
+    def state_dict(self):
+        return {"callback": print}  # a function cannot be reloaded safely
+
+
+class FailsToLoadState(Learner):
+    Config = _Config
+
+    def state_dict(self):
+        return {"seen": 1}
+
+    def load_state_dict(self, state):
+        raise KeyError("seen_tasks")
+
+    def begin_task(self, task, backbone):
+        if task.index == 1:
+            raise RuntimeError("stop after the first task")
+        return super().begin_task(task, backbone)
+
+
+class _NoLossModule(TaskModule):
+    def training_step(self, batch, batch_idx):
+        return {"logits": self(batch[0])}  # no "loss"
+
+
+class ReturnsNoLoss(Learner):
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        module = self.task_module(backbone, task)
+        module.__class__ = _NoLossModule
+        return module
+
+
+class _WrongLogits(TaskModule):
+    def forward(self, x):
+        logits = super().forward(x)
+        return logits if self.training else logits[:, :1]  # scored with one logit whatever the classes
+
+
+class WrongLogitShape(Learner):
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        module = self.task_module(backbone, task)
+        module.__class__ = _WrongLogits
+        return module
+
+
+class _NoBackbone(L.LightningModule):
+    def __init__(self, net, head):
+        super().__init__()
+        self.net, self.head = net, head
+
+    def forward(self, x):
+        return self.head(self.net(x))
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class NoBackboneAttribute(Learner):
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        return _NoBackbone(backbone, nn.Linear(self.feature_dim, task.num_classes))

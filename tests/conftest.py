@@ -35,8 +35,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `nevisbench` command in a subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)

@@ -63,3 +63,48 @@ def test_weights_of_another_architecture_are_refused(reference_weights):
     path, _ = reference_weights
     with pytest.raises(ConfigError, match="do not fit resnet50"):
         build_backbone("resnet50", str(path))
+
+
+def _serve(folder: Path):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"", "the file is empty"),
+    (b"hello, I am a text file\n", "not a readable PyTorch state dict"),
+])
+def test_a_local_file_that_is_not_weights_is_one_clear_line(tmp_path, content, expected):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        build_backbone("resnet18", str(path))
+    message = str(info.value)
+    assert expected in message and "\n" not in message and "weights_only=False" not in message
+
+
+def test_a_file_holding_something_else_than_a_state_dict_is_refused(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(ConfigError, match="is not a state dict of tensors"):
+        build_backbone("resnet18", str(path))
+    with pytest.raises(ConfigError, match="no such file"):
+        build_backbone("resnet18", str(tmp_path / "missing.pth"))
+
+
+def test_a_url_serving_something_else_leaves_nothing_in_the_hub_cache(tmp_path):
+    served = tmp_path / "serve"
+    served.mkdir()
+    torch.save({"not": "tensors"}, served / "bad.pth")
+    (served / "text.pth").write_text("<html>proxy login</html>")
+    server = _serve(served)
+    try:
+        for name, expected in (("bad.pth", "is not a state dict of tensors"), ("text.pth", "are invalid")):
+            url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+            with pytest.raises(ConfigError, match=expected):
+                build_backbone("resnet18", url)
+            assert not (Path(torch.hub.get_dir()) / "checkpoints" / name).exists()
+    finally:
+        server.shutdown()

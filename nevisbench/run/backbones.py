@@ -19,8 +19,22 @@ from nevisbench.errors import ConfigError
 __all__ = ["build_backbone", "load_weights"]
 
 
-def _strip_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _reason(exc: BaseException) -> str:
+    """The first line of a load error, without torch's advice to load with weights_only=False
+    (never safe for a file from elsewhere)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "weights_only" not in line and "WeightsUnpickler" not in line
+              and not line.startswith(("(1)", "(2)", "Please file", "Check the documentation"))]
+    return (useful or lines or [type(exc).__name__])[0][:200] or type(exc).__name__
+
+
+def _strip_head(state: object, source: str) -> dict[str, torch.Tensor]:
+    """The backbone tensors of a state dict (optionally under 'state_dict', 'module.'-prefixed)."""
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                            for k, v in state.items()):
+        raise ConfigError(f"backbone.weights='{source}' is not a state dict of tensors "
+                          "(a file written by torch.save(model.state_dict()))")
     return {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
 
 
@@ -34,10 +48,17 @@ def load_weights(name: str, weights: str) -> dict[str, torch.Tensor] | None:
         url = weights
     else:
         path = Path(os.path.expanduser(weights))
+        if not path.is_file():
+            raise ConfigError(f"Cannot load backbone.weights='{weights}': no such file. Valid: imagenet, none, "
+                              "a local state-dict file, or an http(s) URL")
+        if path.stat().st_size == 0:
+            raise ConfigError(f"Cannot load backbone.weights='{weights}': the file is empty")
         try:
-            return _strip_head(torch.load(path, map_location="cpu", weights_only=True))
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ConfigError(f"Cannot load backbone.weights='{weights}': {exc}") from None
+            raise ConfigError(f"Cannot load backbone.weights='{weights}': not a readable PyTorch state dict "
+                              f"({_reason(exc)})") from None
+        return _strip_head(state, weights)
     target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
     try:
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True, weights_only=True)
@@ -47,9 +68,14 @@ def load_weights(name: str, weights: str) -> dict[str, torch.Tensor] | None:
             f"{target}, or pass backbone.weights=/path/to/{name}.pth, or backbone.weights=none to "
             "train from random initialisation."
         ) from None
-    except RuntimeError as exc:  # hash mismatch or a file that is not a state dict
-        raise ConfigError(f"Backbone weights from {url} are invalid: {exc}") from None
-    return _strip_head(state)
+    except Exception as exc:  # hash mismatch, or a file that is not a (safe) state dict
+        target.unlink(missing_ok=True)  # never leave a bad file in the hub cache for later offline runs
+        raise ConfigError(f"Backbone weights from {url} are invalid: {_reason(exc)}") from None
+    try:
+        return _strip_head(state, url)
+    except ConfigError:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def build_backbone(name: str, weights: str) -> tuple[nn.Module, int]:

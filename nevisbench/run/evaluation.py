@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
+from nevisbench.errors import PluginError
 from nevisbench.compute.flops import FlopMeter, StepCounter
 
 __all__ = ["evaluate"]
@@ -61,6 +62,10 @@ def evaluate(
                 else:
                     logits = module(x)
                 meter.charge_eval(per_sample, int(x.shape[0]), kind=kind)
+                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (int(x.shape[0]), num_classes):
+                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                    raise PluginError(f"the module's forward(x) returned {got} for a batch of {int(x.shape[0])}; "
+                                      f"expected logits of shape ({int(x.shape[0])}, {num_classes})")
                 if multi_label:
                     metric.update(torch.sigmoid(logits.float()), y.int())
                 else:

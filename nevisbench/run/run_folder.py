@@ -88,7 +88,7 @@ class RunFolder:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = (handle.read().strip().splitlines() or ["another process"])[-1]
             handle.close()
             raise ConfigError(f"run folder {self.path} is in use by {holder}; wait for it to finish "
                               "(or stop it) before resuming") from None

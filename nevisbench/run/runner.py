@@ -225,9 +225,14 @@ class StreamRunner:
         return module
 
     def _evaluate(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
-        with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
-            return evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
-                            forward_context=trainer.precision_plugin.forward_context)
+        try:
+            with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
+                return evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
+                                forward_context=trainer.precision_plugin.forward_context)
+        except PluginError as exc:
+            if str(exc).startswith("Learner '"):
+                raise
+            raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc
 
     def _fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo, index: int) -> str | None:
         """Train; return the failure message of a task stopped by a bad loss, None when it finished."""
