@@ -1,14 +1,21 @@
 """`conv_prune`: convolution-filter (kernel-level) structured pruning.
 
 `impl=masked` (default, exact paper semantics): for every output channel keep the (1 - sparsity)
-fraction of its KxK input kernels with the largest L1 norm (or random ones); the others are masked
-to zero. Exact, but masked convs run densely: algorithmic FLOPs fall, executed FLOPs do not.
+fraction of the KxK input kernels it reads (Cin/groups of them: grouped ResNeXt convs included)
+with the largest L1 norm (or random ones), and at least one; the others are masked to zero. Exact,
+but masked convs run densely: algorithmic FLOPs fall, executed FLOPs do not. The stem
+(`prune_stem=true`) follows the same rule over its 3 input kernels: it keeps max(1, round((1 - X)
+x 3)) per output channel, i.e. 3 below X = 1/6, 2 up to X = 1/2 and 1 above, so it keeps at least
+1/3 of its FLOPs and the network never stops depending on its input. `scope=global` ranks kernels
+normalised per layer under one threshold, and always keeps each output channel's best kernel.
 
 `impl=grouped` (runs faster, a DIFFERENT sparsity pattern): the output channels of each conv are
-split into `groups` contiguous groups, and each group reads one shared subset of (1 - sparsity) of
-the input channels, chosen by the group's summed kernel norms. The layer gathers those inputs and
-runs one ordinary (grouped) convolution, so it really executes (1 - sparsity) of the dense FLOPs.
-Kernels are kept per group, not per output channel. With `groups=1` (default) this is a per-layer
+split into `groups` contiguous groups (within each of its own groups for a grouped conv; lowered
+to the largest divisor of the output channels per group), and each group reads one shared subset
+of (1 - sparsity) of the input channels it could read (at least one), chosen by the group's summed
+kernel norms. The layer gathers those inputs and runs one ordinary (grouped) convolution, so it
+really executes (1 - sparsity) of the dense FLOPs. Kernels are kept per group, not per output
+channel. With `groups=1` (default) this is a per-layer
 input-channel selection followed by a dense conv: on a 2-core CPU a ResNet50 training step took
 0.67x dense, while groups=2 and 4 took 1.08x and 1.30x (oneDNN's grouped convs are slow); GPU
 figures are pending. The stem (3 input channels) stays dense in this mode. (Gather + grouped conv
@@ -25,7 +32,7 @@ from torch import nn
 
 from nevisbench.errors import ConfigError, choice_error
 from nevisbench.api.learner import Learner, replace_submodule
-from nevisbench.learners._pruning import PruneConfig, scores
+from nevisbench.learners._pruning import PruneConfig, global_masks, scores
 from nevisbench.learners._resnet import block_convs
 
 __all__ = ["ConvPruneConfig", "ConvPruneLearner", "GroupSharedConv"]
@@ -46,17 +53,27 @@ class ConvPruneConfig(PruneConfig):
 
 
 class GroupSharedConv(nn.Module):
-    """out = conv_g(x[:, inputs]) with output channels restored to the original order."""
+    """out = conv_g(x[:, inputs]) with output channels in the original order.
+
+    The output channels of each of the original conv's groups (one for a dense conv, 32 for a
+    ResNeXt 32x4d 3x3 conv) are split into `groups` contiguous chunks of equal size; each chunk
+    reads the `keep` inputs of its original group (out of Cin/groups) with the largest summed
+    `group_scores` (Cout, Cin/groups), so the result is one grouped conv with
+    conv.groups x `groups` groups of `keep` inputs each.
+    """
 
     def __init__(self, conv: nn.Conv2d, groups: int, keep: int, group_scores: torch.Tensor) -> None:
         super().__init__()
-        c_out = conv.out_channels
-        members = torch.arange(c_out).chunk(groups)
-        inputs = [torch.topk(group_scores[m].sum(0), keep).indices.sort().values for m in members]
-        weight = torch.cat([conv.weight.detach()[m][:, idx] for m, idx in zip(members, inputs)])
-        self.register_buffer("inputs", torch.cat(inputs))
-        self.conv = nn.Conv2d(keep * len(members), c_out, conv.kernel_size, conv.stride, conv.padding,
-                              conv.dilation, groups=len(members), bias=conv.bias is not None)
+        c_out, group_width = conv.weight.shape[:2]
+        chunks = [(g, m) for g, outputs in enumerate(torch.arange(c_out).chunk(conv.groups)) for m in outputs.chunk(groups)]
+        if c_out % len(chunks):
+            raise ValueError(f"GroupSharedConv: groups={groups} must divide the {c_out // conv.groups} output "
+                             f"channels of each of the conv's {conv.groups} group(s)")
+        local = [torch.topk(group_scores[m].sum(0), keep).indices.sort().values for _, m in chunks]
+        weight = torch.cat([conv.weight.detach()[m][:, idx] for (_, m), idx in zip(chunks, local)])
+        self.register_buffer("inputs", torch.cat([idx + g * group_width for (g, _), idx in zip(chunks, local)]))
+        self.conv = nn.Conv2d(keep * len(chunks), c_out, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, groups=len(chunks), bias=conv.bias is not None)
         self.conv.weight.data.copy_(weight)
         if conv.bias is not None:
             self.conv.bias.data.copy_(conv.bias.detach())
@@ -71,30 +88,31 @@ class ConvPruneLearner(Learner):
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config
         generator = torch.Generator().manual_seed(self.context.seed)
-        include_stem = cfg.prune_stem and cfg.impl == "masked"
-        convs = block_convs(backbone, include_stem=include_stem)
-        # importance of each KxK kernel: (Cout, Cin)
+        convs = block_convs(backbone, include_stem=cfg.prune_stem and cfg.impl == "masked")
+        # importance of each KxK kernel: (Cout, Cin/groups), the inputs each output channel reads
         kernel_scores = [scores(conv.weight.detach().abs().sum((2, 3)), cfg.signal, generator) for _, conv in convs]
         if cfg.impl == "grouped":
             for (name, conv), score in zip(convs, kernel_scores):
-                keep = max(1, round((1 - cfg.sparsity) * conv.in_channels))
-                groups = min(cfg.groups, conv.out_channels)
-                replace_submodule(backbone, name, GroupSharedConv(conv, groups, keep, score))
+                chunks = _largest_divisor(conv.out_channels // conv.groups, at_most=cfg.groups)
+                replace_submodule(backbone, name, GroupSharedConv(conv, chunks, _kept(score, cfg.sparsity), score))
             return backbone
         if cfg.scope == "global":  # one threshold over kernels normalised per layer
-            normalised = [s / s.mean().clamp_min(1e-12) for s in kernel_scores]
-            flat = torch.cat([s.flatten() for s in normalised])
-            keep = flat.numel() - round(cfg.sparsity * flat.numel())
-            threshold = torch.topk(flat, keep).values.min()
-            kernel_masks = [(s >= threshold).float() for s in normalised]
+            kernel_masks = global_masks([s / s.mean().clamp_min(1e-12) for s in kernel_scores], cfg.sparsity)
         else:  # per output channel, keep the top (1 - sparsity) of its input kernels
             kernel_masks = []
-            for (_, conv), score in zip(convs, kernel_scores):
-                keep = round((1 - cfg.sparsity) * conv.in_channels)
+            for score in kernel_scores:
                 mask = torch.zeros_like(score)
-                mask.scatter_(1, torch.topk(score, keep, dim=1).indices, 1.0)
+                mask.scatter_(1, torch.topk(score, _kept(score, cfg.sparsity), dim=1).indices, 1.0)
                 kernel_masks.append(mask)
         for (_, conv), mask in zip(convs, kernel_masks):
             prune.custom_from_mask(conv, "weight", mask[:, :, None, None].expand_as(conv.weight).contiguous())
         return backbone
 
+
+def _kept(kernel_scores: torch.Tensor, sparsity: float) -> int:
+    """Input kernels kept per output channel: (1 - sparsity) of the Cin/groups it reads, at least 1."""
+    return max(1, round((1 - sparsity) * kernel_scores.shape[1]))
+
+
+def _largest_divisor(n: int, *, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)

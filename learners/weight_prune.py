@@ -3,6 +3,9 @@
 Masks use `torch.nn.utils.prune`: the layer computes weight = weight_orig * weight_mask at every
 forward, so pruned weights stay exactly zero through training, and the FLOP meter charges each
 layer its kept fraction (algorithmic FLOPs). Nothing runs faster: masked convs execute densely.
+Every output channel keeps at least its largest weight, so no layer is emptied; the stem
+(`prune_stem=true`) follows the same rule as every other conv: it keeps (1 - sparsity) of its
+weights, and at least one weight per output channel.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch.nn.utils.prune as prune
 from torch import nn
 
 from nevisbench.api.learner import Learner
-from nevisbench.learners._pruning import PruneConfig, scores
+from nevisbench.learners._pruning import PruneConfig, global_masks, scores, top_mask
 from nevisbench.learners._resnet import block_convs
 
 __all__ = ["WeightPruneConfig", "WeightPruneLearner"]
@@ -37,20 +40,10 @@ class WeightPruneLearner(Learner):
         generator = torch.Generator().manual_seed(self.context.seed)
         importance = [scores(layer.weight.detach(), cfg.signal, generator) for layer in layers]
         if cfg.scope == "global":
-            flat = torch.cat([s.flatten() for s in importance])
-            keep = flat.numel() - round(cfg.sparsity * flat.numel())
-            threshold = torch.topk(flat, keep).values.min() if keep > 0 else float("inf")
-            masks = [(s >= threshold).float() for s in importance]
+            masks = global_masks(importance, cfg.sparsity)
         else:
-            masks = [_top_fraction(s, 1 - cfg.sparsity) for s in importance]
+            masks = [top_mask(s, 1 - cfg.sparsity) for s in importance]
         for layer, mask in zip(layers, masks):
             prune.custom_from_mask(layer, "weight", mask)
         return backbone
 
-
-def _top_fraction(score: torch.Tensor, keep_fraction: float) -> torch.Tensor:
-    """A 0/1 mask keeping the `keep_fraction` highest-scoring elements (ties broken by position)."""
-    keep = round(keep_fraction * score.numel())
-    mask = torch.zeros(score.numel())
-    mask[torch.topk(score.flatten(), keep).indices] = 1.0
-    return mask.view_as(score)

@@ -128,7 +128,9 @@ def test_channel_pruning_keeps_residual_shapes_consistent():
             shortcut = block.downsample[0].out_channels if block.downsample is not None else block.conv1.in_channels
             assert out == shortcut == block.bn2.num_features
     assert net.conv1.out_channels == 64  # the stem is kept
-    assert learner.feature_dim == round(512 * (0.5 ** 0.5))  # 1 - sqrt(1 - 0.5) of channels removed
+    # the ratio is calibrated to (1 - X) of the FLOPs: more than 1 - sqrt(1 - X) of the channels go,
+    # because the stem and the layer1 residual stream DepGraph couples to it keep theirs
+    assert learner.feature_dim < round(512 * (0.5 ** 0.5))
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, learner.feature_dim)
 
 
@@ -196,7 +198,7 @@ def test_pruned_learners_cost_half_the_dense_conv_flops(resnet50_224):
         assert step["algorithmic"]["total"] == pytest.approx(expected, rel=0.02)
         assert step["executed"]["total"] == pytest.approx(dense)  # masks do not speed anything up
     channel = resnet50_224["channel_prune"]["train_step"]
-    assert channel["algorithmic"]["total"] == pytest.approx(0.5 * dense, rel=0.05)
+    assert channel["algorithmic"]["total"] == pytest.approx(0.5 * dense, rel=0.02)
     assert channel["executed"] == channel["algorithmic"]
 
 
