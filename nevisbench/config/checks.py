@@ -28,6 +28,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logger.mode": ("online", "offline", "disabled"),
     "budget.measure": ("algorithmic", "executed"),
     "on_failure": ("stop", "skip"),
+    "protocol.selection": ("best_dev", "last"),
+    "protocol.flip": ("all", "not_ocr"),
+    "protocol.crop_fallback": ("center", "clamp"),
 }
 # Ranges (key -> (low, low inclusive, high, high inclusive)); None: unbounded on that side.
 _RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {

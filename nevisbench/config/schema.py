@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "BACKBONES", "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
-    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "RootConfig", "root_schema",
+    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "ProtocolConfig", "RootConfig", "root_schema",
 ]
 
 # Names of torchvision's ResNet family that the harness builds backbones from.
@@ -101,6 +101,14 @@ class BudgetConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    name: str = MISSING
+    selection: str = MISSING  # best_dev | last: which model of a task is scored on dev_test and test
+    flip: str = MISSING  # all | not_ocr: which tasks get random horizontal flips
+    crop_fallback: str = MISSING  # center | clamp: a random crop that does not fit the image
+
+
+@dataclass
 class RootConfig:
     learner: Any = MISSING  # typed by the chosen learner's own Config dataclass
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -110,6 +118,7 @@ class RootConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     scenario: str = MISSING
     seed: int = MISSING
     out_dir: str = MISSING
