@@ -16,6 +16,10 @@ __all__ = ["main"]
 LIST_WHAT = ("learners", "streams", "tasks")
 
 
+# the largest head `nevisbench flops` builds (a 2048 x 100k linear layer is already 0.8 GB)
+MAX_PROBE_CLASSES = 100_000
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,compare,list,flops,plot,data}")
@@ -106,8 +110,8 @@ def _data(args: argparse.Namespace, console: Console) -> None:
 def _flops(args: argparse.Namespace, console: Console) -> None:
     from nevisbench.config import compose
 
-    if args.num_classes < 1:
-        raise NevisbenchError(f"Invalid --num-classes {args.num_classes}: it must be >= 1")
+    if not 1 <= args.num_classes <= MAX_PROBE_CLASSES:
+        raise NevisbenchError(f"Invalid --num-classes {args.num_classes}: it must be in 1..{MAX_PROBE_CLASSES}")
     cfg = compose(args.overrides)
     from nevisbench.compute.probe import step_flops
     from nevisbench.run.report import format_flops

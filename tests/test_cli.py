@@ -114,3 +114,9 @@ def test_hardened_config_errors_exit_2_in_one_line_and_write_nothing(args, fragm
     assert fragment in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # no run folder, no Hydra outputs/ folder
+
+
+@pytest.mark.parametrize("value", ["0", "100000000", "1e8"])
+def test_flops_refuses_a_head_size_out_of_range_in_one_line(value):
+    proc = run_cli("flops", "--num-classes", value)
+    assert proc.returncode == 2 and "--num-classes" in proc.stderr and "Traceback" not in proc.stderr
