@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from nevisbench.tasks.loader import TaskData
 from nevisbench.errors import ConfigError, choice_error
 
-__all__ = ["TaskSpec", "Stream", "STREAMS", "register_stream", "get_stream"]
+__all__ = ["TaskSpec", "Stream", "STREAMS", "register_stream"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,3 @@ def register_stream(name: str) -> Callable[[Callable[[], Stream]], Callable[[], 
         return builder
 
     return wrap
-
-
-def get_stream(name: str) -> Stream:
-    from nevisbench.tasks import demo, short  # noqa: F401  (registers the built-in streams)
-
-    if name not in STREAMS:
-        raise choice_error("stream", name, STREAMS)
-    return STREAMS[name]()

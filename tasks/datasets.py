@@ -25,13 +25,13 @@ import functools
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from nevisbench.errors import DataError, choice_error
 from nevisbench.tasks.archives import SourceFile, filename_from_url
+from nevisbench.tasks.catalogue_file import catalogue
 
 __all__ = ["Dataset", "catalogue", "dataset_entry", "dataset_keys", "get_dataset", "datasets"]
 
@@ -52,15 +52,6 @@ class Dataset:
     label_names: tuple[str, ...] | None = None
     num_classes: int = 0
     multi_label: bool = False
-
-
-@functools.cache
-def catalogue() -> dict[str, Any]:
-    """The parsed `nevis_short.yaml` that ships with the package (read once)."""
-    import yaml
-
-    text = resources.files("nevisbench.tasks").joinpath("nevis_short.yaml").read_text()
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @functools.cache

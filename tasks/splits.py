@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nevisbench.errors import DataError, choice_error
+from nevisbench.tasks.catalogue_file import catalogue
 
 __all__ = ["SPLITS", "ALL_DATA", "FOR_TRAIN", "TRAIN_AND_DEV_ONLY", "TEST_AND_DEV_TEST", "SPLIT_RULES",
            "fraction_set", "split_rule", "random_assignment", "tfds_train_test", "first_fraction", "merge"]
@@ -31,8 +32,6 @@ SplitRule = Callable[[np.ndarray], dict[str, np.ndarray]]
 def fraction_set(name: str) -> dict[str, float]:
     """A Nevis fraction set by name (e.g. `SPLIT_WITH_FRACTIONS_FOR_ALL_DATA`) from the catalogue,
     split names spelled as the Nevis handlers spell them (`dev-test`)."""
-    from nevisbench.tasks.datasets import catalogue
-
     sets = catalogue()["split_rules"]["nevis_random_assignment"]["fraction_sets"]
     by_name = {full.split()[0]: values for full, values in sets.items()}  # keys may carry a note after the name
     if name not in by_name:
