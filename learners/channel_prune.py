@@ -76,7 +76,7 @@ def calibrated_ratio(backbone: nn.Module, cfg: ChannelPruneConfig, *, seed: int,
     if cfg.scope == "global":  # which layers lose channels then depends on the weights too
         key += (float(sum(p.detach().abs().sum() for p in backbone.parameters())),)
     if key not in _CALIBRATED:
-        example = torch.randn(2, 3, size, size)  # 2 images: BatchNorm needs > 1 value at 1x1 maps
+        example = torch.zeros(2, 3, size, size)  # 2 images: BatchNorm needs > 1 value at 1x1 maps
         dense = _train_step_flops(copy.deepcopy(backbone), example)
         target = 1.0 - cfg.sparsity
 
