@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.api.learner import Learner, LearnerContext
-from nevisbench.errors import NevisbenchError, PluginError
+from nevisbench.errors import NevisbenchError, PluginError, TaskFailed
 from nevisbench.registry import get_learner_class
 
 __all__ = ["build_learner", "plugin_hook"]
@@ -20,7 +20,7 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
     """Turn anything a learner's `hook` raises into a one-line PluginError naming both."""
     try:
         yield
-    except (NevisbenchError, KeyboardInterrupt, SystemExit):
+    except (NevisbenchError, TaskFailed, KeyboardInterrupt, SystemExit):  # the harness's own signals
         raise
     except Exception as exc:
         raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc

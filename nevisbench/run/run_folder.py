@@ -61,7 +61,11 @@ class RunFolder:
         path = _new_folder(cfg)
         folder = cls(path, ResultsStore(path))
         folder._acquire()
-        folder.store.write_config(config_yaml)
+        try:
+            folder.store.write_config(config_yaml)
+        except BaseException:
+            folder.release()
+            raise
         return folder
 
     @classmethod
@@ -69,16 +73,20 @@ class RunFolder:
         """A run to resume: its committed lines must be the first tasks of the stream as it stands."""
         folder = cls(Path(run_dir), ResultsStore(Path(run_dir)))
         folder._acquire()
-        folder.store.remove_stale_temporaries()
-        if (folder.path / ResultsStore.SUMMARY).exists():
-            folder.store.read_summary()  # a damaged summary is an error, not "finished"
-            folder.done = True
-            return folder
-        folder.finished = folder.store.read_results()
-        keys = [r["task"] for r in folder.finished]
-        if keys != planned[: len(keys)]:
-            raise ConfigError(f"the tasks finished in {run_dir} ({', '.join(keys)}) are not the first tasks of the "
-                              f"stream as it stands now ({', '.join(planned)}); did the prepared data change?")
+        try:
+            folder.store.remove_stale_temporaries()
+            if (folder.path / ResultsStore.SUMMARY).exists():
+                folder.store.read_summary()  # a damaged summary is an error, not "finished"
+                folder.done = True
+                return folder
+            folder.finished = folder.store.read_results()
+            keys = [r["task"] for r in folder.finished]
+            if keys != planned[: len(keys)]:
+                raise ConfigError(f"the tasks finished in {run_dir} ({', '.join(keys)}) are not the first tasks of "
+                                  f"the stream as it stands now ({', '.join(planned)}); did the prepared data change?")
+        except BaseException:
+            folder.release()
+            raise
         return folder
 
     def _acquire(self) -> None:
@@ -99,7 +107,9 @@ class RunFolder:
         self._lock = handle
 
     def release(self) -> None:
+        """Let the folder go; the lock file is removed so a finished run holds only its results."""
         if self._lock is not None:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None

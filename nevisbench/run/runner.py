@@ -64,6 +64,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     if cfg.resume:
         folder = RunFolder.reopen(Path(cfg.resume), [t.key for t in stream.tasks])
         if folder.done:
+            folder.release()
             console.print(f"Run {folder.path} is already finished; nothing to do.")
             return folder.path
         console.print(f"Resuming [cyan]{folder.name}[/]: {len(folder.finished)} of {len(stream.tasks)} tasks finished.")
