@@ -13,7 +13,7 @@ from nevisbench.errors import ConfigError
 
 def test_default_composition_has_every_section_and_no_missing_value():
     cfg = compose([])
-    assert cfg.choices == {"learner": "finetune", "stream": "demo", "trainer": "default", "logger": "local"}
+    assert cfg.choices == {"learner": "finetune", "stream": "demo", "trainer": "default", "logger": "local", "protocol": "fast"}
     assert OmegaConf.missing_keys(cfg) == set()
     # the demo stream's _global_ section picks the small backbone and small images
     assert cfg.backbone.name == "resnet18" and cfg.backbone.weights == "none"

@@ -36,7 +36,7 @@ from nevisbench.config.checks import check_values
 from nevisbench.config.schema import GROUP_SCHEMAS, RootConfig, root_schema
 from nevisbench.errors import ConfigError, NevisbenchError, choice_error, did_you_mean
 
-__all__ = ["GROUPS", "compose", "compose_checked", "group_options", "config_dir", "to_yaml"]
+__all__ = ["GROUPS", "compose_checked", "group_options", "config_dir", "to_yaml"]
 
 CONFIG_MODULE = "nevisbench.configs"
 SCHEMA_NODE = "nevisbench_schema"  # the name config.yaml's defaults list gives the schema
@@ -312,19 +312,6 @@ def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] 
         cfg.choices = choices  # which option of each group (saved in config.yaml, used in run names)
     check_values(cfg)
     return cfg
-
-
-def compose(overrides: list[str] | None = None) -> DictConfig:
-    """Compose the run config from the shipped YAML groups and command-line overrides.
-    `resume=<run dir>` continues that run with its saved config (see `resume.compose_resume`)."""
-    overrides = list(overrides or [])
-    resume = [o for o in overrides if o.startswith("resume=")]
-    if resume:
-        from nevisbench.config.resume import compose_resume
-
-        rest = [o for o in overrides if not o.startswith("resume=")]
-        return compose_resume(resume[-1].partition("=")[2], rest)
-    return compose_checked(overrides)
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nevisbench.config.compose import compose_checked
 from nevisbench.errors import ConfigError
 
 __all__ = ["HARMLESS_ON_RESUME", "compose_resume", "override_literal"]
@@ -40,8 +41,6 @@ def _read_saved(path: Path, run_dir: str) -> dict[str, Any]:
 
 def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
     """The saved config of `run_dir` with `overrides` applied; refuses changes that matter."""
-    from nevisbench.config.compose import compose_checked
-
     path = Path(os.path.expanduser(run_dir))
     saved_file = path / "config.yaml"
     if not saved_file.is_file():
