@@ -41,3 +41,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
+
+
+def register_learner(monkeypatch: pytest.MonkeyPatch, name: str, target: str) -> None:
+    """Make `target` ('module:Class', importable from tests/) the learner `name`, for this test only,
+    as an installed plugin's entry point would."""
+    from importlib.metadata import EntryPoint
+
+    from nevisbench import registry
+
+    found = dict(registry._entry_points())
+    found[name] = EntryPoint(name=name, value=target, group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "_entry_points", lambda: found)

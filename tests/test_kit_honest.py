@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
 
 import pytest
+from conftest import register_learner
 
 from nevisbench import registry
 from nevisbench.testing import check_learner, check_schema
 
 
-def _register(monkeypatch, name: str, target: str) -> None:
-    found = dict(registry._entry_points())
-    found[name] = EntryPoint(name=name, value=target, group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "_entry_points", lambda: found)
 
 
 @pytest.mark.parametrize(
@@ -27,7 +23,7 @@ def _register(monkeypatch, name: str, target: str) -> None:
     ],
 )
 def test_each_kit_check_fails_on_a_learner_built_to_break_it(monkeypatch, tmp_path, cheat, message):
-    _register(monkeypatch, "cheat", f"cheating_learners:{cheat}")
+    register_learner(monkeypatch, "cheat", f"cheating_learners:{cheat}")
     with pytest.raises(AssertionError) as info:
         check_learner("cheat", tmp_path, steps=2, scenarios=("transfer",))
     assert f"learner 'cheat' (transfer): {message}" in str(info.value)
@@ -41,9 +37,12 @@ def test_an_honest_learner_passes_every_check_including_resume(tmp_path):
 
 def _summary(*, drop: str | None = None, **changes) -> dict:
     line = {"task": "faces", "index": 0, "domain": "object", "num_classes": 2, "test_error": 0.5, "steps": 2,
+            "dev_test_error": 0.5, "selected": {"rule": "last"},
             "flops": {"train": 1.0, "eval": 1.0}, "wall_seconds": 1.0, "status": "ok", "anytime": []}
     summary = {"learner": "x", "stream": "demo", "scenario": "transfer", "num_tasks": 1, "mean_test_error": 0.5,
-               "total_flops": 2.0, "anytime_curve": [], "auc": None, "tasks": [line], "_lines": [line]}
+               "total_flops": 2.0, "anytime_curve": [], "auc": None, "tasks": [line], "_lines": [line],
+               "point": {"flops": 1.0, "error": 0.5}, "final_mean_error": 0.5, "final_mean_top1_error": 0.5,
+               "final_mean_map_error": None}
     summary.pop(drop, None)
     for key, value in changes.items():
         if value is None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, register_learner, run_cli
 
 from nevisbench import registry
 from nevisbench.config import compose
@@ -48,10 +47,6 @@ def test_example_plugin_passes_its_own_conformance_suite(example_installed):
     assert "1 passed" in proc.stdout
 
 
-def _register(monkeypatch, name: str, target: str) -> None:
-    found = dict(registry._entry_points())
-    found[name] = EntryPoint(name=name, value=target, group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "_entry_points", lambda: found)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +58,7 @@ def _register(monkeypatch, name: str, target: str) -> None:
     ],
 )
 def test_a_plugin_that_is_not_a_learner_is_named_in_the_error(monkeypatch, target, message):
-    _register(monkeypatch, "broken", target)
+    register_learner(monkeypatch, "broken", target)
     with pytest.raises(PluginError) as info:
         compose(["learner=broken"])
     assert "Learner plugin 'broken'" in str(info.value) and message in str(info.value)
@@ -78,7 +73,7 @@ def test_a_plugin_that_is_not_a_learner_is_named_in_the_error(monkeypatch, targe
     ],
 )
 def test_a_plugin_that_breaks_at_run_time_keeps_finished_results(monkeypatch, tmp_path, tiny, target, message, finished):
-    _register(monkeypatch, "broken", target)
+    register_learner(monkeypatch, "broken", target)
     cfg = compose([*tiny, "learner=broken", "stream.tasks=[faces,shapes]", f"out_dir={tmp_path}"])
     with pytest.raises(PluginError) as info:
         run(cfg)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import fcntl
 import json
-from importlib.metadata import EntryPoint
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, register_learner, run_cli
 
-from nevisbench import registry
 from nevisbench.config import compose
 from nevisbench.errors import PluginError, RunFailed
 from nevisbench.run.runner import run
@@ -18,10 +16,6 @@ from nevisbench.run.runner import run
 TWO = [*TINY, "stream.tasks=[faces,shapes]", "budget.milestones=2"]
 
 
-def _register(monkeypatch, target: str) -> None:
-    found = dict(registry._entry_points())
-    found["broken"] = EntryPoint(name="broken", value=target, group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "_entry_points", lambda: found)
 
 
 def _lines(run_dir) -> list[dict]:
@@ -130,7 +124,7 @@ def test_bad_weights_leave_no_run_folder(tmp_path):
     ("broken_plugins:UnsaveableState", "Learner 'broken' failed in state_dict()"),
 ])
 def test_a_hook_failing_after_training_keeps_the_tasks_line(monkeypatch, tmp_path, target, message):
-    _register(monkeypatch, target)
+    register_learner(monkeypatch, "broken", target)
     cfg = compose([*TWO, "learner=broken", f"out_dir={tmp_path}"])
     if "state_dict" in message:  # caught when the state is first taken, before anything trains
         with pytest.raises(PluginError, match=r"failed in state_dict\(\)"):
@@ -146,7 +140,7 @@ def test_a_hook_failing_after_training_keeps_the_tasks_line(monkeypatch, tmp_pat
 
 
 def test_load_state_dict_failing_at_resume_is_one_line(monkeypatch, tmp_path):
-    _register(monkeypatch, "broken_plugins:FailsToLoadState")
+    register_learner(monkeypatch, "broken", "broken_plugins:FailsToLoadState")
     with pytest.raises(PluginError, match=r"failed in begin_task\(shapes\)"):
         run(compose([*TWO, "learner=broken", f"out_dir={tmp_path}", "run_name=r"]))
     with pytest.raises(PluginError) as info:
@@ -160,7 +154,7 @@ def test_load_state_dict_failing_at_resume_is_one_line(monkeypatch, tmp_path):
     ("broken_plugins:NoBackboneAttribute", "has no `backbone` submodule"),
 ])
 def test_modules_that_break_the_contract_are_one_line(monkeypatch, tmp_path, target, message):
-    _register(monkeypatch, target)
+    register_learner(monkeypatch, "broken", target)
     overrides = [*TWO, "learner=broken", f"out_dir={tmp_path}"]
     if "NoBackbone" in target:
         overrides.append("scenario=continual")

@@ -16,7 +16,6 @@ import queue
 import shutil
 import subprocess
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
