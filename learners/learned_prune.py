@@ -351,13 +351,15 @@ class LearnedPruneModule(TaskModule):
     def _remember(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Reservoir sampling of this task's training batches (for the next task's replay)."""
         self.seen += 1
+        full = len(self.reservoir) >= self.record_batches
+        slot = int(torch.randint(self.seen, (1,), generator=self._noise)) if full else len(self.reservoir)
+        if slot >= self.record_batches:
+            return  # not kept: no copy off the device
         item = (x.detach().cpu().clone(), y.detach().cpu().clone())
-        if len(self.reservoir) < self.record_batches:
-            self.reservoir.append(item)
+        if full:
+            self.reservoir[slot] = item
         else:
-            slot = int(torch.randint(self.seen, (1,), generator=self._noise))
-            if slot < self.record_batches:
-                self.reservoir[slot] = item
+            self.reservoir.append(item)
 
     # -- optimisation ------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -397,21 +399,26 @@ class LearnedPruneModule(TaskModule):
         if self.phase == "prune" and self.boundary is not None and self.trainer.global_step >= self.boundary:
             self._compact_now()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.phase != "prune":
             return
+        # right after the step, so a checkpoint written at this step's end already holds these
         self.gates.clamp_()
         if self.prev_gates is not None:
             self.prev_gates.clamp_()
             if self.cfg.transfer == "delta":
                 self._shrink_offsets()
-        step = self.trainer.global_step
-        if self.boundary is None:  # the plan is known after step 0 (a FLOP budget decides it there)
+        if self.boundary is None:  # the plan is known once step 0 ran (a FLOP budget decides it there)
             from nevisbench.run.schedule import planned_steps
 
-            total = planned_steps(self.trainer) or step + 1
+            total = planned_steps(self.trainer) or self.trainer.max_steps
             self.boundary = 1 if total <= 1 else min(total - 1, max(1, round(self.cfg.prune_fraction * total)))
-        if step >= self.boundary:
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # after the checkpoint callback: a checkpoint of the boundary step holds the pre-compaction
+        # state, and on_train_start compacts when resuming from it
+        if self.phase == "prune" and self.boundary is not None and self.trainer.global_step >= self.boundary:
             self._compact_now()
 
     def on_train_end(self) -> None:
