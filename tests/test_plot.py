@@ -63,3 +63,37 @@ def test_the_analysis_notebook_executes_on_demo_runs(two_runs, tmp_path, monkeyp
     assert any("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
     assert (tmp_path / "compute_performance.png").is_file()
     assert os.environ["NEVISBENCH_RUNS"].endswith("*")
+
+
+@pytest.fixture(scope="module")
+def budget_runs(tmp_path_factory) -> list[Path]:
+    """Two learners x two FLOP budgets (one task), and one continual run: real tiny demo runs."""
+    root = tmp_path_factory.mktemp("budgets")
+    common = [*TINY, "budget.milestones=2", f"out_dir={root}", "stream.tasks=[faces]"]
+    runs = [run(compose([*common, f"learner={learner}", f"budget.flops_per_task={budget}", f"run_name={learner}-{budget}"]))
+            for learner in ("finetune", "conv_prune") for budget in ("2e9", "6e9")]
+    return runs + [run(compose([*common, "budget.flops_per_task=2e9", "scenario=continual", "run_name=continual"]))]
+
+
+def test_budget_runs_are_the_points_of_each_learners_curve(budget_runs, tmp_path):
+    from nevisbench.analysis.plot import learner_curves, load_runs
+
+    summaries = load_runs(budget_runs)
+    for summary in summaries:
+        (task,) = summary["tasks"]
+        point = summary["point"]
+        # one point per run: x = its counted training (+ search) compute, y = its final mean error
+        assert point["flops"] == pytest.approx(task["flops"]["train"] + task["flops"]["search"])
+        assert point["error"] == summary["final_mean_error"] == task["test_error"]
+        assert 0.5 < task["budget"]["ratio"] <= 1.0  # the whole schedule spans the steps the budget buys
+    continual = summaries[-1]
+    assert "auc" not in continual and "anytime_curve" not in continual  # no averaged anytime AUC
+    curves, anytime = learner_curves(summaries[:-1], None)
+    assert set(curves) == {"finetune", "conv_prune (sparsity=0.5)"}
+    for label, points in curves.items():
+        assert len(points) == 2 and points[0][0] < points[1][0]  # its two budgets, in compute order
+        assert len(anytime[label]) == 2  # each transfer run's anytime curve, drawn dashed
+    out = tmp_path / "frontier.png"
+    proc = run_cli("plot", *map(str, budget_runs), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert matplotlib.image.imread(out).std() > 0.05

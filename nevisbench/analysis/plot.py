@@ -10,7 +10,7 @@ from typing import Any
 
 from nevisbench.errors import ConfigError
 
-__all__ = ["AXES", "load_runs", "run_label", "config_label", "pareto_front", "plot_runs"]
+__all__ = ["AXES", "load_runs", "run_label", "config_label", "learner_curves", "pareto_front", "plot_runs"]
 
 # --x option -> (point / anytime-curve field, axis label)
 AXES = {
@@ -61,36 +61,58 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def config_label(summary: dict[str, Any]) -> str:
+def config_label(summary: dict[str, Any], varying: set[str] | None = None) -> str:
     """The learner configuration a run belongs to: its label without the budget (runs of one
-    configuration at several budgets form one curve)."""
-    settings = [f"{k}={v}" for k, v in sorted((summary.get("learner_config") or {}).items()) if k != "name"]
+    configuration at several budgets form one curve). With `varying`, only those settings (and the
+    sparsity) are named, so a figure's legend shows what tells its curves apart."""
+    config = summary.get("learner_config") or {}
+    keep = (lambda k: True) if varying is None else (lambda k: k in varying or k == "sparsity")
+    settings = [f"{k}={v}" for k, v in sorted(config.items()) if k != "name" and keep(k)]
     if summary.get("scenario") == "continual":
         settings.append("continual")
     return summary["learner"] + (f" ({', '.join(settings)})" if settings else "")
+
+
+def _varying_settings(runs: list[dict[str, Any]]) -> set[str]:
+    """Learner settings whose value differs between runs of the same learner."""
+    values: dict[tuple[str, str], set[str]] = {}
+    for summary in runs:
+        for key, value in (summary.get("learner_config") or {}).items():
+            values.setdefault((summary["learner"], key), set()).add(repr(value))
+    return {key for (_, key), seen in values.items() if len(seen) > 1}
 
 
 def _scores_of(summary: dict[str, Any], group: str | None) -> dict[str, Any] | None:
     return summary if group is None else (summary.get("sub_streams") or {}).get(group)
 
 
-def _panel(ax: Any, runs: list[dict[str, Any]], group: str | None, field: str, title: str, xlabel: str) -> None:
-    """Per configuration: a solid curve through its runs' (compute, final error) points; the Pareto
-    front over every point; and each transfer run's anytime curve, dashed."""
-    import matplotlib.pyplot as plt
-
+def learner_curves(runs: list[dict[str, Any]], group: str | None, field: str = "flops") -> tuple[
+        dict[str, list[tuple[float, float]]], dict[str, list[list[dict[str, float]]]]]:
+    """Per learner configuration: its runs' (compute, final error) points in compute order, and its
+    runs' anytime curves (transfer runs only), for the stream (`group=None`) or a sub-stream."""
+    varying = _varying_settings(runs)
     configs: dict[str, list[tuple[float, float]]] = {}
     anytime: dict[str, list[list[dict[str, float]]]] = {}
     for summary in runs:
         scores = _scores_of(summary, group)
         if not scores:
             continue
-        label = config_label(summary)
+        label = config_label(summary, varying)
         point = scores.get("point")
         if point:
             configs.setdefault(label, []).append((point[field], point["error"]))
         if scores.get("anytime_curve"):
             anytime.setdefault(label, []).append(scores["anytime_curve"])
+    return {label: sorted(points) for label, points in configs.items()}, anytime
+
+
+def _panel(ax: Any, runs: list[dict[str, Any]], group: str | None, field: str, title: str, xlabel: str) -> None:
+    """Per configuration: a solid curve through its runs' (compute, final error) points; the Pareto
+    front over every point; and each transfer run's anytime curve, dashed."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    configs, anytime = learner_curves(runs, group, field)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     everything = []
     for i, label in enumerate(sorted(set(configs) | set(anytime))):
@@ -108,6 +130,7 @@ def _panel(ax: Any, runs: list[dict[str, Any]], group: str | None, field: str, t
         fx, fy = zip(*front)
         ax.step(fx, fy, where="post", color="black", linewidth=3, alpha=0.35, label="Pareto front (finished runs)")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final mean test error (anytime: mean dev error)")
     ax.set_title(title)
@@ -135,8 +158,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, *, x: str = "algorith
     _panel(axes[0][0], runs, None, field, f"stream: {streams}", xlabel)
     for ax, group in zip(axes[0][1:], groups):
         _panel(ax, runs, group, field, f"sub-stream: {group}", xlabel)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(3, max(1, len(labels))), frameon=False)
+    rows = -(-len(labels) // 3)
+    fig.tight_layout(rect=(0, min(0.4, 0.06 * rows + 0.02), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
     plt.close(fig)
