@@ -49,7 +49,8 @@ def test_composition_leaves_no_hydra_state_cwd_or_output_folder(tmp_path, monkey
 
 def test_choices_record_the_option_of_each_group_not_the_learner_name():
     cfg = compose(["learner=ft_head", "trainer=cpu", "logger=wandb"])
-    assert cfg.choices == {"learner": "ft_head", "stream": "demo", "trainer": "cpu", "logger": "wandb", "protocol": "fast"}
+    assert cfg.choices == {"learner": "ft_head", "stream": "demo", "trainer": "cpu", "logger": "wandb", "protocol": "fast",
+                           "search": "none"}
     assert cfg.learner.name == "ft_block" and cfg.learner.first_trained_block == 4
 
 

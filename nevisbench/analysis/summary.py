@@ -16,7 +16,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
     results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
     scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops,
-                           scenario=cfg.scenario)
+                           scenario=cfg.scenario, count_search=bool(cfg.budget.get("count_search", True)))
     by_domain: dict[str, list[float]] = {}
     for r in results:
         by_domain.setdefault(r["domain"], []).append(r["test_error"])
@@ -35,6 +35,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
         "flops": meter_total,
         "wall_seconds": sum(r["wall_seconds"] for r in results),
         "budget": OmegaConf.to_container(cfg.budget, resolve=True),
+        "search": OmegaConf.to_container(cfg.search, resolve=True) if cfg.get("search") is not None else None,
         **scores,
         "failed_tasks": [r["task"] for r in all_results if r["status"] != "ok"],
         "skipped_tasks": list(skipped or []),  # not prepared under data.root (stream.allow_missing=true)

@@ -145,20 +145,35 @@ def _path_kind(text: str) -> str:
         return "bad"
 
 
+def _check_closed_sets_and_ranges(cfg: DictConfig) -> None:
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in choices:
+            raise choice_error(f"value for '{key}':", value, choices)
+    _check_ranges(cfg)
+
+
+def _check_search(cfg: DictConfig) -> None:
+    """The search group: its space parses, names existing train.*/learner.* keys, and every value
+    it can draw fits its key (see nevisbench.run.search)."""
+    if cfg.get("search") is None:
+        return
+    from nevisbench.run.search import check_search
+
+    check_search(cfg, _check_closed_sets_and_ranges)
+
+
 def check_values(cfg: DictConfig) -> None:
     """Raise a ConfigError for the first value out of its valid range."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"Config values missing: {', '.join(missing)}. Set them as key=value.")
     _check_every_value(cfg)
-    for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value not in choices:
-            raise choice_error(f"value for '{key}':", value, choices)
-    _check_ranges(cfg)
+    _check_closed_sets_and_ranges(cfg)
     _check_seed(cfg)
     _check_run_name(cfg.run_name)
     _check_devices(OmegaConf.to_container(cfg.trainer, resolve=True)["devices"])
+    _check_search(cfg)
     if cfg.stream.tasks is not None and len(cfg.stream.tasks) == 0:
         raise ConfigError("Invalid value for 'stream.tasks': []; list at least one task, or null for the whole stream")
     if cfg.budget.auc_max_flops <= cfg.budget.auc_min_flops:

@@ -283,9 +283,19 @@ def _skeleton(store: ConfigStore, groups: tuple[str, ...], learner: type) -> Dic
     return _SKELETONS[groups]
 
 
+def _search_space_literal(item: str) -> str:
+    """`search.space.<key>=loguniform(1e-4,1e-1)` is a string for the search's own parser
+    (nevisbench.run.search), not a Hydra function call: quote it."""
+    key, sep, value = item.partition("=")
+    if sep and key.strip().startswith("search.space.") and value and value[0] not in "'\"":
+        return f"{key}='{value}'" if "'" not in value else item
+    return item
+
+
 def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose from the command-line `overrides` (checked as user input), after `saved` ones
     (a resumed run's own values, applied first)."""
+    overrides = [_search_space_literal(item) for item in overrides]
     for item in overrides:
         _check_user_override(item)
     all_overrides = [*saved, *overrides]

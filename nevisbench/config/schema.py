@@ -12,13 +12,13 @@ are `# @package _global_` needs no section at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "BACKBONES", "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
-    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "ProtocolConfig", "RootConfig", "root_schema",
+    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "ProtocolConfig", "SearchConfig", "RootConfig", "root_schema",
 ]
 
 # Names of torchvision's ResNet family that the harness builds backbones from.
@@ -98,6 +98,7 @@ class BudgetConfig:
     first_milestone: float = MISSING  # the first milestone, as a fraction of the planned compute
     auc_min_flops: float = MISSING  # the fixed log-compute range of the AUC score
     auc_max_flops: float = MISSING
+    count_search: bool = True  # the run's point counts the compute of hyperparameter search (Nevis)
 
 
 @dataclass
@@ -106,6 +107,17 @@ class ProtocolConfig:
     selection: str = MISSING  # best_dev | last: which model of a task is scored on dev_test and test
     flip: str = MISSING  # all | not_ocr: which tasks get random horizontal flips
     crop_fallback: str = MISSING  # center | clamp: a random crop that does not fit the image
+
+
+@dataclass
+class SearchConfig:
+    """Per-task hyperparameter search, owned by the runner (docs/search.md)."""
+
+    name: str = MISSING  # none | nevis_cheap | nevis | custom
+    trials: int = MISSING  # trials per task (1 with search=none)
+    sampler: str = MISSING  # grid | random | tpe (Optuna samplers, seeded with seed + task index)
+    space: Dict[str, Any] = field(default_factory=dict)  # train.* / learner.* key -> loguniform(a,b) | uniform(a,b) | choice(a,...)
+    parallel: int = 1  # trials at once (only 1 is supported)
 
 
 @dataclass
@@ -119,6 +131,7 @@ class RootConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     scenario: str = MISSING
     seed: int = MISSING
     out_dir: str = MISSING
@@ -128,7 +141,8 @@ class RootConfig:
 
 
 # Config groups whose options are typed by a schema (the field of the same name in RootConfig).
-GROUP_SCHEMAS: dict[str, type] = {"stream": StreamConfig, "trainer": TrainerConfig, "logger": LoggerConfig}
+GROUP_SCHEMAS: dict[str, type] = {"stream": StreamConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
+                                   "search": SearchConfig}
 
 
 def root_schema(*, learner: type | None = None, untyped_groups: tuple[str, ...] = ()) -> DictConfig:
@@ -145,4 +159,5 @@ def root_schema(*, learner: type | None = None, untyped_groups: tuple[str, ...] 
     node = OmegaConf.structured(cls)
     if learner is not None:
         node.learner = OmegaConf.structured(learner)
+    OmegaConf.set_struct(node.search.space, False)  # search.space.<any train./learner. key>=...
     return node

@@ -83,10 +83,15 @@ class WandbSink:
             "anytime/fraction": record["fraction"],
         } for record in result.get("anytime", [])]
         self._train_flops_before += result["flops"]["train"]
+        search = result.get("search")
+        if search:
+            metrics["task/search_flops"] = result["flops"]["search"]
 
         def _log() -> None:
             for row in rows:
                 self.run.log(row)
+            if search:
+                self.run.log({"search/trials": _trials_table(result["task"], search)})
             self.run.log(metrics)
 
         self._guard("logging", _log)
@@ -119,6 +124,20 @@ class WandbSink:
             self.run.finish()
 
         self._guard("finishing", _finish)
+
+
+SEARCH_COLUMNS = ["task", "trial", "overrides", "dev_error", "train_flops", "eval_flops", "status", "winner"]
+
+
+def _trials_table(task: str, search: dict[str, Any]) -> Any:
+    """A task's hyperparameter-search trials as a W&B table (one row per trial)."""
+    import json
+
+    import wandb
+
+    rows = [[task, t["trial"], json.dumps(t["overrides"], sort_keys=True), t["dev_error"], t["train_flops"],
+             t["eval_flops"], t["status"], t["trial"] == search["winner"]] for t in search["trials"]]
+    return wandb.Table(columns=SEARCH_COLUMNS, data=rows)
 
 
 def make_sink(cfg: DictConfig, run_dir: Path, run_name: str, console: Console) -> WandbSink | None:

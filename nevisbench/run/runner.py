@@ -3,17 +3,19 @@ meter, the results store and the loggers; a learner only builds the module of ea
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import os
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from nevisbench.analysis.summary import summarize
@@ -35,6 +37,7 @@ from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
 from nevisbench.run.run_folder import RunFolder, check_prepared
 from nevisbench.run.scenario import Scenario
+from nevisbench.run.search import TaskSearch, flat_space, merge_tallies, trial_config
 from nevisbench.run.selection import BestDevSelection
 from nevisbench.run.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.trainer import (
@@ -152,12 +155,80 @@ class StreamRunner:
         return list(finished)
 
     def run_task(self, spec: TaskSpec, index: int) -> dict[str, Any]:
-        """Train and score one task, commit its results line, and return it."""
+        """Train and score one task (its search trials, if any; the winner on dev), commit its
+        results line, and return it."""
         cfg, task, seed = self.cfg, task_info(spec, index), self.cfg.seed + index
         L.seed_everything(seed, verbose=False)
         data = self._load(spec, seed)
+        search = TaskSearch(cfg, index, self.store.state_dir)
+        trials, winner = self._search(search, task, index, data, seed)
+        if search.enabled:  # the winner's training is `train`, the others' `search`, every dev score `eval`
+            L.seed_everything(seed, verbose=False)
+            self.meter.start_task()
+            self.meter.task = merge_tallies(winner.tally, [t.tally for t in trials if t is not winner])
+            self._winner_module(search, winner, task, index, data, seed)
+        module, trainer, loaders, failure = winner.module, winner.trainer, winner.loaders, winner.failure
+        start = time.perf_counter()
+        scores = {name: self._evaluate(module, task, loaders[name], trainer) if failure is None and name in loaders else None
+                  for name in ("dev_test", "test")}
+        wall = time.perf_counter() - start + sum(t.seconds for t in trials)
+        if failure is None:
+            self.learner = winner.learner
+        failure = failure or self._end_task(task, module)
+        tally = self.meter.end_task()
+        steps = winner.steps
+        result = TaskResult(
+            task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
+            metric="1-mAP" if task.multi_label else "top1_error", test_error=scores["test"],
+            dev_test_error=scores["dev_test"], selected=winner.selected, dev_error=winner.dev_error, steps=steps,
+            flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=winner.anytime, wall_seconds=wall,
+            throughput=throughput(tally, steps * cfg.data.batch_size, self.device, self.precision, cfg.trainer.peak_flops),
+            peak_memory_bytes=peak_memory(self.device), data_on_device=loaders["train"].images.device == self.device,
+            num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
+            error=failure, budget=winner.budget,
+            search=search_record(cfg, trials, winner) if search.enabled else None)
+        line = self._commit(index, result)
+        search.clear()
+        return line
+
+    def _search(self, search: TaskSearch, task: TaskInfo, index: int, data: TaskData, seed: int) -> tuple[list[Trial], Trial]:
+        """Run (or, on resume, read back) every trial of the task; return them and the winner (the
+        lowest dev error; ties: the earlier trial; no trial finished: the first)."""
+        trials: list[Trial] = []
+        best: Trial | None = None
+        for k in range(search.trials):
+            overrides = search.ask()
+            trial = Trial.restored(search.load(k), overrides, search, k)
+            if trial is None:
+                if search.enabled:
+                    L.seed_everything(seed, verbose=False)  # every trial starts from the same state
+                trial = self._trial(search, task, index, k, data, seed, overrides)
+                if search.enabled:
+                    search.save(k, trial.record(with_learner=trial.beats(best)), trial.weights() if trial.beats(best) else None)
+            search.tell(trial.dev_error if trial.failure is None else None)
+            trials.append(trial)
+            if trial.beats(best):
+                if best is not None:
+                    best.release()
+                best = trial
+                if search.enabled:
+                    search.drop_weights(k)
+            elif search.enabled:
+                trial.release()  # only the best so far stays in memory
+        resumed = sum(t.resumed for t in trials)
+        if resumed:
+            self.console.print(f"Search on {task.key}: {resumed} of {len(trials)} trials finished before the resume; "
+                               "they are not rerun.")
+        return trials, best or trials[0]
+
+    def _trial(self, search: TaskSearch, task: TaskInfo, index: int, k: int, data: TaskData, seed: int,
+               overrides: dict[str, Any]) -> Trial:
+        """One trial: the task's module built from a fresh starting backbone with the trial's config,
+        fitted with its own task tally, its selected (best-dev or last) model kept."""
+        cfg = trial_config(self.cfg, overrides) if overrides else self.cfg
+        learner = self._trial_learner(cfg) if search.enabled else self.learner
         with plugin_hook(self.name, f"begin_task({task.key})"):
-            module = self.learner.begin_task(task, self.scenario.start())
+            module = learner.begin_task(task, self.scenario.start())
         if not isinstance(module, L.LightningModule):
             raise PluginError(f"Learner '{self.name}'.begin_task must return a LightningModule, got {type(module).__name__}")
         self.meter.start_task()
@@ -173,37 +244,67 @@ class StreamRunner:
             selection.consider(module, error, int(trainer.global_step))
             return error
 
+        checkpoint = search.checkpoint(index, k, self.store.task_checkpoint(index))
         callbacks = [
             FlopMeterCallback(self.meter),
             FiniteLossCallback(task.key),
             ScheduleCallback(self.meter, plan, evaluate_dev, steps_per_epoch=len(loaders["train"])),
-            CheckpointCallback(self.store.task_checkpoint(index), cfg.train.checkpoint_every_n_steps, loaders["train"]),
+            CheckpointCallback(checkpoint, cfg.train.checkpoint_every_n_steps, loaders["train"]),
             selection,
         ]
         trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
                                budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
                                logger=self.sink.lightning_logger() if self.sink is not None else False)
         start = time.perf_counter()
-        failure = self._fit(trainer, module, loaders["train"], task, index)
+        crash_point(f"trial:{index}:{k}")
+        failure = self._fit(trainer, module, loaders["train"], task, checkpoint)
         selected = selection.restore(module) if failure is None else {"rule": "none"}
-        scores = {name: self._evaluate(module, task, loaders[name], trainer) if failure is None and name in loaders else None
-                  for name in ("dev_test", "test")}
-        wall = time.perf_counter() - start
-        failure = failure or self._end_task(task, module)
-        tally = self.meter.end_task()
-        result = TaskResult(
-            task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
-            metric="1-mAP" if task.multi_label else "top1_error", test_error=scores["test"],
-            dev_test_error=scores["dev_test"], selected=selected,
-            dev_error=selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None),
-            steps=int(trainer.global_step),
-            flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=plan.records, wall_seconds=wall,
-            throughput=throughput(tally, int(trainer.global_step) * cfg.data.batch_size, self.device, self.precision,
-                                  cfg.trainer.peak_flops),
-            peak_memory_bytes=peak_memory(self.device), data_on_device=loaders["train"].images.device == self.device,
-            num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
-            error=failure, budget=_budget_record(plan, tally))
-        return self._commit(index, result)
+        dev_error = selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None)
+        if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
+            dev_error = self._evaluate(module, task, loaders["dev"], trainer)
+        return Trial(k=k, overrides=overrides, cfg=cfg, learner=learner, module=module, trainer=trainer, loaders=loaders,
+                     anytime=plan.records, selected=selected, dev_error=dev_error, failure=failure,
+                     tally=self.meter.task.copy(), steps=int(trainer.global_step),
+                     budget=_budget_record(plan, self.meter.task), seconds=time.perf_counter() - start)
+
+    def _trial_learner(self, cfg: DictConfig) -> Learner:
+        """The learner of one trial: a copy of the run's (prepared) learner reading the trial's
+        `train` section and, when `learner.*` keys are searched, the trial's learner config."""
+        learner = copy.deepcopy(self.learner)
+        learner.context = dataclasses.replace(learner.context, train=cfg.train)
+        if any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(self.cfg.search.space))):
+            learner.config = OmegaConf.to_object(cfg.learner)
+        return learner
+
+    def _winner_module(self, search: TaskSearch, winner: Trial, task: TaskInfo, index: int, data: TaskData, seed: int) -> None:
+        """The winner's selected model, for scoring: in memory, or rebuilt from its saved weights
+        when its trial finished before a resume (rerun if the saved weights no longer fit)."""
+        if winner.module is not None or winner.failure is not None:
+            return
+        cfg = trial_config(self.cfg, winner.overrides) if winner.overrides else self.cfg
+        learner = self._trial_learner(cfg)
+        with plugin_hook(self.name, f"begin_task({task.key})"):
+            module = learner.begin_task(task, self.scenario.start())
+        weights, state = search.load_weights(winner.k), winner.learner_state
+        try:
+            module.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError):
+            print_warning(self.console, f"task {task.key}: the winning trial {winner.k} changed its model's structure; "
+                                        "it is trained again to score it")
+            tally = self.meter.task
+            L.seed_everything(seed, verbose=False)
+            rerun = self._trial(search, task, index, winner.k, data, seed, winner.overrides)
+            self.meter.start_task()
+            self.meter.task = tally
+            L.seed_everything(seed, verbose=False)
+            winner.learner, winner.module, winner.trainer, winner.loaders = rerun.learner, rerun.module, rerun.trainer, rerun.loaders
+            return
+        with plugin_hook(self.name, "load_state_dict()"):
+            learner.load_state_dict(state)
+        winner.learner, winner.module = learner, self._placed(module.to(self.device))
+        winner.loaders = make_loaders(data, cfg, self.device, seed)
+        winner.trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=1,
+                                      budgeted=False, callbacks=[], root_dir=str(self.store.run_dir), logger=False)
 
     # -- the steps of a task ---------------------------------------------------------------------
     def _load(self, spec: TaskSpec, seed: int) -> TaskData:
@@ -235,9 +336,9 @@ class StreamRunner:
                 raise
             raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc
 
-    def _fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo, index: int) -> str | None:
+    def _fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo,
+             checkpoint: Path) -> str | None:
         """Train; return the failure message of a task stopped by a bad loss, None when it finished."""
-        checkpoint = self.store.task_checkpoint(index)
         if checkpoint.exists():
             self.store.check_checkpoint(checkpoint)
         try:
@@ -294,3 +395,75 @@ def _budget_record(plan: TaskPlan, tally: FlopTally) -> dict[str, Any] | None:
         return None
     spent = tally.measure(plan.measure, "train")
     return {"flops_per_task": plan.budget, "measure": plan.measure, "spent": spent, "ratio": spent / plan.budget}
+
+
+@dataclass
+class Trial:
+    """One trial of a task: its values, its selected model (None when read back on resume) and its
+    compute. With search=none a task has exactly one trial, with no values."""
+
+    k: int
+    overrides: dict[str, Any]
+    dev_error: float | None
+    failure: str | None
+    tally: FlopTally
+    steps: int
+    anytime: list[dict[str, float]]
+    selected: dict[str, Any]
+    budget: dict[str, Any] | None
+    seconds: float
+    cfg: Any = None
+    learner: Any = None
+    module: Any = None
+    trainer: Any = None
+    loaders: Any = None
+    learner_state: Any = field(default=None, repr=False)
+    resumed: bool = False  # read back from the run's state, not run in this process
+
+    def beats(self, other: Trial | None) -> bool:
+        """A finished trial with a lower dev error than `other` (ties: the earlier trial wins)."""
+        if self.failure is not None or self.dev_error is None:
+            return False
+        return other is None or other.dev_error is None or self.dev_error < other.dev_error
+
+    def release(self) -> None:
+        self.module = self.trainer = self.loaders = self.learner = None
+
+    def record(self, *, with_learner: bool) -> dict[str, Any]:
+        """What the run's state keeps of a finished trial (the learner's state only for a best so far)."""
+        return {"k": self.k, "overrides": dict(self.overrides), "dev_error": self.dev_error, "failure": self.failure,
+                "tally": asdict(self.tally), "steps": self.steps, "anytime": self.anytime, "selected": self.selected,
+                "budget": self.budget, "seconds": self.seconds,
+                "learner": self.learner.state_dict() if with_learner else None}
+
+    def weights(self) -> dict[str, Any]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+
+    @staticmethod
+    def restored(record: dict[str, Any] | None, overrides: dict[str, Any], search: TaskSearch, k: int) -> Trial | None:
+        """A trial finished before a resume, from its record; None when it has none."""
+        if record is None:
+            return None
+        if record["overrides"] != overrides:
+            raise DataError(f"Cannot resume: the search record {search.record_path(k)} holds other values "
+                            f"({record['overrides']}) than the sampler draws now ({overrides})")
+        return Trial(k=k, overrides=overrides, dev_error=record["dev_error"], failure=record["failure"],
+                     tally=FlopTally(**record["tally"]), steps=record["steps"], anytime=record["anytime"],
+                     selected=record["selected"], budget=record["budget"], seconds=record["seconds"],
+                     learner_state=record["learner"], resumed=True)
+
+
+def search_record(cfg: DictConfig, trials: list[Trial], winner: Trial) -> dict[str, Any]:
+    """The `search` object of a task's results line: every trial and the winner."""
+    measure = cfg.budget.measure
+    return {
+        "name": cfg.search.name, "sampler": cfg.search.sampler,
+        "trials": [{"trial": t.k, "overrides": t.overrides, "dev_error": t.dev_error,
+                    "status": "ok" if t.failure is None else "failed", "error": t.failure, "steps": t.steps,
+                    "train_flops": t.tally.measure(measure, "train"), "eval_flops": t.tally.measure(measure, "eval"),
+                    "flops": {"train": t.tally.train, "eval": t.tally.eval,
+                              "executed_train": t.tally.executed_train, "executed_eval": t.tally.executed_eval},
+                    "seconds": t.tally.seconds_train + t.tally.seconds_eval} for t in trials],
+        "winner": winner.k,
+        "winner_overrides": winner.overrides,
+    }

@@ -36,13 +36,14 @@ class TaskResult:
     status: str = "ok"  # ok | failed
     error: str | None = None
     budget: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None  # the task's hyperparameter search: its trials and the winner
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The results line: optional keys (`error`, `budget`) only when they apply."""
+        """The results line: optional keys (`error`, `budget`, `search`) only when they apply."""
         line = asdict(self)
         extra = line.pop("extra")
-        for key in ("error", "budget"):
+        for key in ("error", "budget", "search"):
             if line[key] is None:
                 del line[key]
         return line | extra

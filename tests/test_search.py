@@ -1,0 +1,139 @@
+"""Per-task hyperparameter search (search=nevis_cheap | nevis | custom): every trial's compute is
+charged, the winner is the lowest dev error, runs repeat, and a search killed mid-task resumes
+without rerunning its finished trials. Tiny real runs on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_cli
+
+from nevisbench.config import compose
+from nevisbench.errors import ConfigError
+from nevisbench.run.runner import run
+
+RUN = [*TINY, "train.max_steps=50", "budget.flops_per_task=5e9", "budget.milestones=2", "stream.tasks=[faces]",
+       "search=nevis_cheap", "run_name=r"]
+TIMING = {"wall_seconds", "seconds", "throughput", "peak_memory_bytes", "train_seconds", "run_name"}
+
+
+def _timeless(value):
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    env.pop("NEVISBENCH_FAULT", None)
+    if fault:
+        env["NEVISBENCH_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def _line(run_dir: Path) -> dict:
+    (line,) = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    return line
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    proc = _cli("run", *RUN, f"out_dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    return out / "r"
+
+
+def test_nevis_cheap_charges_every_trial_and_picks_the_lowest_dev_error(reference, tmp_path):
+    line = _line(reference)
+    search = line["search"]
+    trials = search["trials"]
+    assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
+    assert sorted(t["overrides"]["train.lr"] for t in trials) == [1e-4, 1e-3, 1e-2, 1e-1]
+    assert {t["overrides"]["train.label_smoothing"] for t in trials} == {0.15}
+    errors = [t["dev_error"] for t in trials]
+    winner = search["winner"]
+    assert errors[winner] == min(errors) and errors.index(min(errors)) == winner  # ties: the earlier trial
+    assert line["dev_error"] == errors[winner]
+    # the winner's training is `train`, the three others' `search`, every dev evaluation `eval`
+    assert all(t["train_flops"] > 0 for t in trials)
+    assert line["flops"]["train"] == trials[winner]["train_flops"]
+    losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
+    assert math.isclose(line["flops"]["search"], losers, rel_tol=1e-12)
+    assert line["flops"]["eval"] > sum(t["eval_flops"] for t in trials)  # plus the winner's dev_test and test
+    assert line["budget"]["spent"] <= 5e9 and line["steps"] == trials[winner]["steps"]
+    summary = json.loads((reference / "summary.json").read_text())
+    assert math.isclose(summary["point"]["flops"], line["flops"]["train"] + line["flops"]["search"], rel_tol=1e-12)
+    assert summary["point_without_search"]["flops"] == line["flops"]["train"]
+    assert not (reference / "state").exists()
+
+    # the same seed: the same trials, the same winner, the same compute (in-process this time)
+    again = run(compose([*RUN, f"out_dir={tmp_path}"]))
+    assert _timeless(_line(again)) == _timeless(line)
+    # another seed draws the grid in another order
+    other = run(compose([*RUN, "seed=7", f"out_dir={tmp_path}", "run_name=s7"]))
+    assert [t["overrides"] for t in _line(other)["search"]["trials"]] != [t["overrides"] for t in trials]
+
+
+def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trials(reference, tmp_path):
+    run_dir = tmp_path / "r"
+    killed = _cli("run", *RUN, f"out_dir={tmp_path}", fault="trial:0:2")
+    assert killed.returncode == -signal.SIGKILL
+    kept = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_?.pt"))
+    assert kept == ["trial_0.pt", "trial_1.pt"] and not (run_dir / "results.jsonl").exists()
+    # resumed with a crash point at the first trial: it must not run again
+    done = _cli("run", f"resume={run_dir}", fault="trial:0:0")
+    assert done.returncode == 0, done.stderr
+    assert "2 of 4 trials finished before the resume" in done.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert _timeless(summary) == _timeless(json.loads((reference / "summary.json").read_text()))
+
+
+def test_custom_space_runs_its_trials_and_logs_them_to_wandb(tmp_path):
+    cfg = compose([*TINY, "stream.tasks=[faces]", "search=custom", "search.space.train.lr=loguniform(1e-4,1e-1)",
+                   "search.trials=3", "logger=wandb", f"out_dir={tmp_path}"])
+    run_dir = run(cfg)
+    trials = _line(run_dir)["search"]["trials"]
+    assert len(trials) == 3 and len({t["overrides"]["train.lr"] for t in trials}) == 3
+    assert all(1e-4 <= t["overrides"]["train.lr"] <= 1e-1 for t in trials)
+    tables = list(run_dir.glob("wandb/offline-run-*/files/media/table/search/trials_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:4] == ["task", "trial", "overrides", "dev_error"]
+    assert [row[3] for row in table["data"]] == [t["dev_error"] for t in trials]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("search.space.train.lr=loguniform(1e-4)", "Invalid value for 'search.space.train.lr': 'loguniform(1e-4)'"),
+    ("search.space.train.lr=logunif(1e-4,1e-1)", "not a distribution"),
+    ("search.space.train.lr=uniform(0,x)", "two finite numbers"),
+    ("search.space.train.lr=loguniform(0,1)", "loguniform needs 0 < low"),
+    ("search.space.data.batch_size=choice(8,16)", "only train.* and learner.* keys"),
+    ("search.space.train.momentum=choice(0.5,2)", "'train.momentum': 2"),
+    ("search.parallel=2", "only 1 is supported"),
+])
+def test_a_malformed_search_is_a_one_line_error_before_anything_runs(override, message):
+    with pytest.raises(ConfigError, match=None) as caught:
+        compose([*TINY, "search=custom", "search.space.train.lr=uniform(0.01,0.1)", override])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_cli_refuses_a_malformed_space_without_creating_a_run(tmp_path):
+    proc = run_cli("run", *TINY, "search=custom", "search.space.train.lr=choice()", f"out_dir={tmp_path}")
+    assert proc.returncode == 2 and "search.space.train.lr" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_none_writes_no_search_record(tmp_path):
+    run_dir = run(compose([*TINY, "stream.tasks=[faces]", f"out_dir={tmp_path}"]))
+    line = _line(run_dir)
+    assert "search" not in line and line["flops"]["search"] == 0.0
