@@ -97,3 +97,19 @@ def test_budget_runs_are_the_points_of_each_learners_curve(budget_runs, tmp_path
     proc = run_cli("plot", *map(str, budget_runs), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert matplotlib.image.imread(out).std() > 0.05
+
+
+@pytest.mark.parametrize("content", ["", "not json", "[1, 2]", '{"learner": "x"}'])
+def test_plot_refuses_a_damaged_summary_in_one_line(tmp_path, content):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(content)
+    proc = run_cli("plot", str(run_dir), "--out", str(tmp_path / "x.png"))
+    assert proc.returncode == 2 and "summary" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_plot_refuses_an_unknown_figure_format(two_runs, tmp_path):
+    proc = run_cli("plot", str(two_runs[0]), "--out", str(tmp_path / "x.xyz"))
+    assert proc.returncode == 2 and "unknown format '.xyz'. Valid: .png, .pdf, .svg" in proc.stderr
+    assert not (tmp_path / "x.xyz").exists()

@@ -167,3 +167,11 @@ def test_modules_that_break_the_contract_are_one_line(monkeypatch, tmp_path, tar
 def test_run_name_cannot_leave_out_dir(tmp_path):
     proc = run_cli("run", *TINY, f"out_dir={tmp_path}", "run_name=../escape")
     assert proc.returncode == 2 and not (tmp_path.parent / "escape").exists()
+
+
+def test_a_training_step_returning_none_is_a_skipped_step_whose_forward_is_still_charged(monkeypatch, tmp_path):
+    register_learner(monkeypatch, "broken", "broken_plugins:ReturnsNone")
+    run_dir = run(compose([*TINY, "learner=broken", "stream.tasks=[faces]", "budget.milestones=0", f"out_dir={tmp_path}"]))
+    (line,) = _lines(run_dir)
+    assert line["status"] == "ok" and line["steps"] == 2
+    assert line["flops"]["train_forward"] > 0 and line["flops"]["train_backward"] == 0  # no loss, no backward

@@ -30,7 +30,7 @@ class FiniteLossCallback(L.Callback):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs  # {} or None: the step was skipped
         if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
             lr = self._lr  # the rate this step used (the schedule has already moved on)
             raise TaskFailed(f"task '{self.task_key}': the loss is {float(loss):g} at step {trainer.global_step} "
