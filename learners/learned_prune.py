@@ -24,10 +24,10 @@ import torch.nn.functional as F
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from nevisbench.api.learner import Learner, LearnerConfig, clone_module, replace_submodule
+from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo, clone_module, replace_submodule
 from nevisbench.api.module import TaskModule
 from nevisbench.errors import ConfigError, choice_error
-from nevisbench.learners._gates import GateSet, deterministic, prob_open
+from nevisbench.learners._gates import GateSet, deterministic
 from nevisbench.learners._resnet import blocks
 
 __all__ = ["LearnedPruneConfig", "LearnedPruneLearner", "LearnedPruneModule", "TRANSFER_MODES"]
@@ -590,8 +590,8 @@ class LearnedPruneLearner(Learner):
             prev["num_classes"], prev["multi_label"] = task.num_classes, task.multi_label
         self.previous = prev
 
-    def results_record(self) -> dict[str, Any]:
-        """The structure of the latest finished task, for its results line."""
+    def task_report(self, task: TaskInfo) -> dict[str, Any]:
+        """The structure learned on `task` (the latest finished task), for its results line."""
         return dict(self.history[-1]) if self.history else {}
 
     def state_dict(self) -> dict[str, Any]:

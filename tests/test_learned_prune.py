@@ -141,7 +141,7 @@ def demo_runs(tmp_path_factory):
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LearnedPruneLearner, "end_task", end_task)
-        for name, extra in {"none": ["train.max_steps=30"], "masks_weights": ["train.max_steps=30", "learner.transfer=masks_weights"],
+        for name, extra in {"none": ["train.max_steps=60"], "masks_weights": ["train.max_steps=30", "learner.transfer=masks_weights"],
                             "multi": ["train.max_steps=2", "learner.transfer=multi"],
                             "delta0": ["train.max_steps=2", "learner.transfer=delta", "learner.delta_penalty=0"],
                             "delta_tied": ["train.max_steps=2", "learner.transfer=delta", "learner.delta_penalty=1e9"]}.items():
@@ -160,6 +160,9 @@ def test_every_task_costs_half_of_dense_after_compaction_and_learns(demo_runs):
         assert all(0.48 <= r <= 0.52 for r in got["ratios"]), (name, got["ratios"])
     for line in demo_runs["none"]["lines"]:
         assert line["test_error"] < chance[line["task"]], (line["task"], line["test_error"])
+    for line, record in zip(demo_runs["masks_weights"]["lines"], demo_runs["masks_weights"]["records"]):
+        report = line["learner_report"]  # the structure learned on the task, in its results line
+        assert report["achieved_sparsity"] == pytest.approx(record["achieved_sparsity"]) and "overlap_prev" in report
 
 
 def test_transferred_masks_overlap_more_than_fresh_ones(demo_runs):

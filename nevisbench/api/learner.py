@@ -9,6 +9,7 @@ calls and the names its errors use:
   `continual`). The default wraps it with a new linear head (`task_module`).
 - `end_task(task, module)`: after each finished task.
 - `state_dict()` / `load_state_dict(state)`: the learner's own state across tasks, for resume.
+- `task_report(task) -> dict`: optional facts for the task's results line (`learner_report`).
 
 The runner owns the scenario (which backbone a task starts from), the FLOP meter, the results
 store and the loggers: no learner can change what is counted.
@@ -76,6 +77,11 @@ class Learner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+    def task_report(self, task: TaskInfo) -> dict[str, Any]:
+        """Facts about how the learner handled `task` (e.g. the structure it learned), JSON-ready;
+        the runner writes a non-empty report into the task's results line as `learner_report`."""
+        return {}
 
     def task_module(self, backbone: nn.Module, task: TaskInfo, *, frozen: list[nn.Module] | None = None) -> TaskModule:
         """The default module: `backbone` + a new linear head of `task.num_classes` outputs, with

@@ -92,7 +92,12 @@ class FlopMeterCallback(L.Callback):
         self._signature = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"task": asdict(self.meter.task)}
+        # the latest counted step cost travels with a mid-task checkpoint: a re-plan after a cost
+        # change (e.g. a compaction) reads it, so a resume between the change and the re-plan keeps it
+        last = self.meter.last_train_cost
+        return {"task": asdict(self.meter.task), "last_train_cost": None if last is None else asdict(last)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.meter.task = FlopTally(**state["task"])
+        last = state.get("last_train_cost")
+        self.meter.last_train_cost = None if last is None else StepFlops(**last)

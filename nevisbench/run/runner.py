@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import json
 import os
 import signal
 import time
@@ -186,7 +187,8 @@ class StreamRunner:
             peak_memory_bytes=peak_memory(self.device), data_on_device=loaders["train"].images.device == self.device,
             num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
             error=failure, budget=winner.budget,
-            search=search_record(cfg, trials, winner) if search.enabled else None)
+            search=search_record(cfg, trials, winner) if search.enabled else None,
+            extra=self._task_report(task) if failure is None else {})
         line = self._commit(index, result)
         search.clear()
         return line
@@ -365,6 +367,13 @@ class StreamRunner:
         except PluginError as exc:
             return str(exc)
         return None
+
+    def _task_report(self, task: TaskInfo) -> dict[str, Any]:
+        """The learner's own facts about the task, checked to be JSON, as `learner_report`."""
+        with plugin_hook(self.name, f"task_report({task.key})"):
+            report = self.learner.task_report(task)
+            json.dumps(report, allow_nan=False)
+        return {"learner_report": report} if report else {}
 
     def _saveable_learner_state(self) -> dict[str, Any]:
         """The learner's state, checked to survive a save and a safe reload now rather than at resume."""
