@@ -13,7 +13,8 @@ from nevisbench.errors import ConfigError
 
 def test_default_composition_has_every_section_and_no_missing_value():
     cfg = compose([])
-    assert cfg.choices == {"learner": "finetune", "stream": "demo", "trainer": "default", "logger": "local", "protocol": "fast"}
+    assert cfg.choices == {"learner": "finetune", "stream": "demo", "trainer": "default", "logger": "local",
+                           "protocol": "fast", "search": "none"}
     assert OmegaConf.missing_keys(cfg) == set()
     # the demo stream's _global_ section picks the small backbone and small images
     assert cfg.backbone.name == "resnet18" and cfg.backbone.weights == "none"
@@ -21,10 +22,14 @@ def test_default_composition_has_every_section_and_no_missing_value():
     assert cfg.scenario == "transfer" and cfg.seed == 0
 
 
+# options that need a value of the user's to compose (search=custom: the space to search)
+REQUIRED_WITH = {("search", "custom"): ["search.space.train.lr=loguniform(1e-4,1e-1)"]}
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_of_every_group_composes(group):
     for option in group_options(group):
-        cfg = compose([f"{group}={option}"])
+        cfg = compose([f"{group}={option}", *REQUIRED_WITH.get((group, option), [])])
         assert cfg.choices[group] == option
 
 

@@ -101,7 +101,8 @@ def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_tasks_and_says_how_to_resume(tmp_path):
-    args = [sys.executable, "-m", "nevisbench", "run", *RUN, "train.max_steps=400", f"out_dir={tmp_path}"]
+    # 100 steps a task: the second task is still training when Ctrl-C comes, a second after the first ended
+    args = [sys.executable, "-m", "nevisbench", "run", *RUN, "train.max_steps=100", f"out_dir={tmp_path}"]
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("NEVISBENCH_FAULT", None)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

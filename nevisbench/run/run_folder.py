@@ -23,6 +23,8 @@ from nevisbench.tasks.catalog import Stream
 __all__ = ["RunFolder", "check_prepared"]
 
 LOCK_FILE = ".lock"
+# what a committed results line needs for the stream to go on and be summarised
+RESUMED_KEYS = ("task", "index", "domain", "status", "test_error", "flops", "wall_seconds")
 
 
 def _new_folder(cfg: DictConfig) -> Path:
@@ -80,6 +82,11 @@ class RunFolder:
                 folder.done = True
                 return folder
             folder.finished = folder.store.read_results()
+            for number, line in enumerate(folder.finished, start=1):
+                missing = [k for k in RESUMED_KEYS if k not in line]
+                if missing:
+                    raise DataError(f"{folder.store.results_path}: line {number} is not a task result (missing "
+                                    f"{', '.join(missing)}); the run cannot be resumed from it")
             keys = [r["task"] for r in folder.finished]
             if keys != planned[: len(keys)]:
                 raise ConfigError(f"the tasks finished in {run_dir} ({', '.join(keys)}) are not the first tasks of "
