@@ -257,3 +257,26 @@ def test_learner_state_survives_a_safe_reload(tmp_path):
     assert fresh.history == learner.history
     nxt = fresh.begin_task(TaskInfo("u", "u", 1, "object", 3), clone_module(fresh._pretrained))
     assert nxt.replay and nxt.carried_gates and nxt.replay_head.out_features == 5
+
+
+def test_the_prune_phase_is_charged_densely_and_replayed_batches_are_charged(tmp_path):
+    """Charging, read from the results lines: while gates learn, the network runs (and is charged)
+    densely; compaction lowers the per-step cost; replaying task t-1's batches costs extra."""
+    def lines(*extra: str) -> list[dict]:
+        run_dir = run(compose([*DEMO, "train.max_steps=4", "budget.milestones=0", f"out_dir={tmp_path}", *extra]))
+        return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+    dense = lines("learner=finetune", "run_name=dense")
+    pruning_only = lines("learner.prune_fraction=1.0", "run_name=prune_only")
+    half = lines("run_name=half")
+    single = lines("learner.transfer=single", "run_name=single")
+    for d, p, h in zip(dense, pruning_only, half):
+        # 4 steps: prune_fraction=1.0 compacts before the last step (3 gated + 1 compacted), the
+        # default 0.5 after step 2 (2 + 2). If every gated step costs a dense step c and every
+        # compacted step x, then p = 3c + x and h = 2c + 2x, with c from the finetune run.
+        c = d["flops"]["executed"]["train"] / 4
+        x = p["flops"]["executed"]["train"] - 3 * c
+        assert h["flops"]["executed"]["train"] == pytest.approx(2 * c + 2 * x, rel=1e-6)
+        assert 0.45 * c < x < 0.55 * c  # the compacted step: half of dense
+    # task 2 of `single` trains on its batches and replayed batches of task 1: more compute per step
+    assert single[1]["flops"]["train"] > 1.3 * half[1]["flops"]["train"]
