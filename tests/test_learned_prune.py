@@ -238,10 +238,13 @@ def test_every_mode_runs_and_resumes_mid_task(mode, scenario, tmp_path, monkeypa
     assert _scores(json.loads((tmp_path / "r" / "summary.json").read_text())) == _scores(reference)
 
 
-def test_conformance_kit(tmp_path):
+# the kit per transfer path: carried gates and weights, replayed batches, per-task gate offsets (the
+# other modes are variants of these; every mode's determinism and resume are checked above)
+@pytest.mark.parametrize("mode", ["masks_weights", "single", "delta"])
+def test_conformance_kit(tmp_path, mode):
     from nevisbench.testing import check_learner
 
-    check_learner("learned_prune", tmp_path, steps=2, overrides=["learner.transfer=masks_weights"])
+    check_learner("learned_prune", tmp_path, steps=2, overrides=[f"learner.transfer={mode}"])
 
 
 def test_learner_state_survives_a_safe_reload(tmp_path):
