@@ -371,24 +371,11 @@ class LearnedPruneModule(TaskModule):
         return [p for s in sets for p in s.parameters()]
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_cfg
         groups = [{"params": self.trainable_parameters()}]
         if self.phase == "prune":
             groups += [{"params": self._gate_parameters(), "lr": self.cfg.gate_lr, "weight_decay": 0.0},
                        {"params": [self.lagrange], "lr": self.cfg.lagrange_lr, "weight_decay": 0.0}]
-        fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
-        extra = {"fused": True} if fused else {}
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-        from nevisbench.run.schedule import lr_factor, planned_steps
-
-        def factor(step: int) -> float:
-            return lr_factor(step, total=planned_steps(self._trainer), warmup=int(cfg.warmup_steps), schedule=cfg.schedule)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.optimization(groups)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.lagrange.grad is not None:

@@ -53,3 +53,16 @@ def register_learner(monkeypatch: pytest.MonkeyPatch, name: str, target: str) ->
     found = dict(registry._entry_points())
     found[name] = EntryPoint(name=name, value=target, group=registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "_entry_points", lambda: found)
+
+
+# wall-clock fields, which differ between two runs of the same config
+TIMING = {"wall_seconds", "seconds", "throughput", "peak_memory_bytes", "train_seconds", "run_name"}
+
+
+def without_timing(value):
+    """A summary (or any JSON value) without its wall-clock fields, to compare two runs."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value

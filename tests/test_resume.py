@@ -11,21 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, without_timing
 
 # three tasks, 6 steps each, a mid-task checkpoint every 2 steps, 3 milestones: deterministic on CPU
 RUN = [*TINY, "train.max_steps=6", "train.checkpoint_every_n_steps=2", "budget.milestones=3",
        "stream.tasks=[textures,faces,shapes]", "scenario=continual", "run_name=r"]
-TIMING = {"wall_seconds", "seconds", "throughput", "peak_memory_bytes", "train_seconds", "run_name"}
 
 
-def _scores(value):
-    """A summary without wall-clock figures, which differ between runs."""
-    if isinstance(value, dict):
-        return {k: _scores(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [_scores(v) for v in value]
-    return value
 
 
 def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,7 +63,7 @@ def test_sigkill_between_tasks_mid_task_and_while_writing_then_resume_equals_uni
     assert [line["task"] for line in lines] == ["textures", "faces", "shapes"]  # each exactly once
     assert (run_dir / "results.jsonl").read_bytes().startswith(first_two)  # kept byte for byte
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert _scores(summary) == _scores(reference)
+    assert without_timing(summary) == without_timing(reference)
     assert not list((run_dir / "state").glob("task_*.ckpt"))  # mid-task checkpoints are cleaned up
 
 

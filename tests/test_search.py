@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, without_timing
 
 from nevisbench.config import compose
 from nevisbench.errors import ConfigError
@@ -21,15 +21,8 @@ from nevisbench.run.runner import run
 
 RUN = [*TINY, "train.max_steps=50", "budget.flops_per_task=5e9", "budget.milestones=2", "stream.tasks=[faces]",
        "search=nevis_cheap", "run_name=r"]
-TIMING = {"wall_seconds", "seconds", "throughput", "peak_memory_bytes", "train_seconds", "run_name"}
 
 
-def _timeless(value):
-    if isinstance(value, dict):
-        return {k: _timeless(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [_timeless(v) for v in value]
-    return value
 
 
 def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -78,7 +71,7 @@ def test_nevis_cheap_charges_every_trial_and_picks_the_lowest_dev_error(referenc
 
     # the same seed: the same trials, the same winner, the same compute (in-process this time)
     again = run(compose([*RUN, f"out_dir={tmp_path}"]))
-    assert _timeless(_line(again)) == _timeless(line)
+    assert without_timing(_line(again)) == without_timing(line)
     # another seed draws the grid in another order
     other = run(compose([*RUN, "seed=7", f"out_dir={tmp_path}", "run_name=s7"]))
     assert [t["overrides"] for t in _line(other)["search"]["trials"]] != [t["overrides"] for t in trials]
@@ -95,7 +88,7 @@ def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trial
     assert done.returncode == 0, done.stderr
     assert "2 of 4 trials finished before the resume" in done.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert _timeless(summary) == _timeless(json.loads((reference / "summary.json").read_text()))
+    assert without_timing(summary) == without_timing(json.loads((reference / "summary.json").read_text()))
 
 
 def test_custom_space_runs_its_trials_and_logs_them_to_wandb(tmp_path):

@@ -65,8 +65,12 @@ class TaskModule(L.LightningModule):
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> Any:
+        return self.optimization(self.trainable_parameters())
+
+    def optimization(self, params: Any) -> dict[str, Any]:
+        """The configured optimizer (`train.optimizer`, lr, momentum, weight decay) over `params`
+        (parameters or param groups), with the harness's warmup + cosine/constant LR schedule."""
         cfg = self.train_cfg
-        params = self.trainable_parameters()
         fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
         extra = {"fused": True} if fused else {}
         if cfg.optimizer == "sgd":
