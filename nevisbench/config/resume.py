@@ -11,6 +11,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nevisbench.config.compose import compose_checked
+from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError
 
 __all__ = ["HARMLESS_ON_RESUME", "compose_resume", "override_literal"]
@@ -19,13 +20,6 @@ __all__ = ["HARMLESS_ON_RESUME", "compose_resume", "override_literal"]
 HARMLESS_ON_RESUME = ("logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "out_dir", "resume", "choices.logger")
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _read_saved(path: Path, run_dir: str) -> dict[str, Any]:
@@ -47,14 +41,14 @@ def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"Cannot resume '{run_dir}': it is not a nevisbench run folder (no config.yaml)")
     saved = _read_saved(saved_file, run_dir)
     choices = saved.pop("choices", None) or {}
-    flat = _flatten(saved)
+    flat = flatten(saved)
     _refuse_other_options(run_dir, choices, overrides)
     base = [f"{group}={option}" for group, option in choices.items()]
     rechosen = {item.partition("=")[0].strip().lstrip("+") for item in overrides} & set(choices)
     dotted = [f"{key}={override_literal(value)}" for key, value in flat.items()  # a re-chosen group's
               if key not in ("learner.name", "stream.name") and key.split(".")[0] not in rechosen]  # own values
     cfg = compose_checked(overrides, saved=[*base, *dotted])
-    new = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))
     old = {**flat, **{f"choices.{k}": v for k, v in choices.items()}}
     # keys the saved config lacks (added to nevisbench since) keep their defaults
     changed = sorted(k for k in old if new.get(k) != old[k] and not k.startswith(HARMLESS_ON_RESUME))

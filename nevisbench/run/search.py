@@ -105,15 +105,11 @@ def parse_dist(key: str, text: Any) -> Dist:
     return Dist(kind, (float(low), float(high)))
 
 
-def flat_space(space: Any, prefix: str = "") -> dict[str, Any]:
+def flat_space(space: Any) -> dict[str, Any]:
     """`{train: {lr: "..."}}` -> `{"train.lr": "..."}` (a plain dict from the config's `search.space`)."""
-    out: dict[str, Any] = {}
-    for key, value in (space or {}).items():
-        if isinstance(value, dict):
-            out.update(flat_space(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    from nevisbench.config.keys import flatten
+
+    return flatten(space or {})
 
 
 def parse_space(space: Any) -> dict[str, Dist]:

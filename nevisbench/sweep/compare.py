@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError
 
 __all__ = ["RunPoint", "Row", "collect", "compare_rows", "render_table", "to_csv", "to_markdown", "plot_comparison",
@@ -68,13 +69,6 @@ class RunPoint:
         return float(flops) if flops else float((self.config.get("train") or {}).get("max_steps") or 0)
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _task_compute(task: dict[str, Any], measure: str) -> float:
@@ -130,7 +124,7 @@ def _labels(points: list[RunPoint]) -> None:
     """Name each run's configuration: learner option + settings that set it apart."""
     from nevisbench.config import config_dir
 
-    flats = [_flat({k: v for k, v in p.config.items() if k != "learner"}) for p in points]
+    flats = [flatten({k: v for k, v in p.config.items() if k != "learner"}) for p in points]
     varying = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1
                       and not k.startswith(_NOT_A_SETTING) and k not in ("scenario", "stream.name", "budget.flops_per_task",
                                                                         "choices.learner", "train.max_steps", "choices.stream")})
