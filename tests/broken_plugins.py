@@ -72,18 +72,26 @@ class FailsToLoadState(Learner):
         return super().begin_task(task, backbone)
 
 
+def _learner_with(module_class: type[TaskModule]) -> type[Learner]:
+    """A learner whose task module is the default one, behaving as `module_class`."""
+
+    class _Learner(Learner):
+        Config = _Config
+
+        def begin_task(self, task, backbone):
+            module = self.task_module(backbone, task)
+            module.__class__ = module_class
+            return module
+
+    return _Learner
+
+
 class _NoLossModule(TaskModule):
     def training_step(self, batch, batch_idx):
         return {"logits": self(batch[0])}  # no "loss"
 
 
-class ReturnsNoLoss(Learner):
-    Config = _Config
-
-    def begin_task(self, task, backbone):
-        module = self.task_module(backbone, task)
-        module.__class__ = _NoLossModule
-        return module
+ReturnsNoLoss = _learner_with(_NoLossModule)
 
 
 class _WrongLogits(TaskModule):
@@ -92,13 +100,7 @@ class _WrongLogits(TaskModule):
         return logits if self.training else logits[:, :1]  # scored with one logit whatever the classes
 
 
-class WrongLogitShape(Learner):
-    Config = _Config
-
-    def begin_task(self, task, backbone):
-        module = self.task_module(backbone, task)
-        module.__class__ = _WrongLogits
-        return module
+WrongLogitShape = _learner_with(_WrongLogits)
 
 
 class _NoBackbone(L.LightningModule):
@@ -129,10 +131,4 @@ class _NoneStep(TaskModule):
         return None
 
 
-class ReturnsNone(Learner):
-    Config = _Config
-
-    def begin_task(self, task, backbone):
-        module = self.task_module(backbone, task)
-        module.__class__ = _NoneStep
-        return module
+ReturnsNone = _learner_with(_NoneStep)
