@@ -522,6 +522,7 @@ class LearnedPruneModule(TaskModule):
 # -- the learner -------------------------------------------------------------------------------------
 class LearnedPruneLearner(Learner):
     Config = LearnedPruneConfig
+    supports_ddp = False  # compaction rebuilds the convolutions mid-fit
 
     def __init__(self, config: LearnedPruneConfig, context) -> None:
         super().__init__(config, context)

@@ -86,7 +86,8 @@ class BatchLoader:
     """Iterates (images float32 normalised, labels) batches on `device`.
 
     Shuffling uses its own generator seeded from (seed, epoch), so a run is reproducible and the
-    global RNG is untouched.
+    global RNG is untouched. With `shard=(rank, world)` (DDP) every process draws the same global
+    batch (order and augmentation) and yields its contiguous 1/world slice of it.
     """
 
     def __init__(
@@ -104,8 +105,13 @@ class BatchLoader:
         seed: int = 0,
         resident: bool = True,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.device = torch.device(device)
+        rank, world = shard
+        if not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"shard {rank} of {world} does not split a batch of {batch_size} evenly")
+        self.shard = (rank, world)  # (rank, processes): this process trains on its slice of each batch
         # resident: the uint8 task data lives on the compute device; else in (pinned) host memory,
         # and each batch is copied over asynchronously
         storage = self.device if resident else torch.device("cpu")
@@ -143,11 +149,16 @@ class BatchLoader:
         for _ in range(skip):  # resuming mid-epoch: replay the skipped batches' random draws only
             if self.augment:
                 torch.rand(batch, 5, device=self.device, generator=generator)
+        rank, world = self.shard
         for i in range(skip, len(self)):
             index = order[i * batch : (i + 1) * batch]
+            draws = torch.rand(len(index), 5, device=self.device, generator=generator) if self.augment else None
+            if world > 1:  # the global batch's draws are made in full, so each slice matches one process's
+                part = slice(rank * len(index) // world, (rank + 1) * len(index) // world)
+                index, draws = index[part], None if draws is None else draws[part]
             images = self.images[index].to(self.device, non_blocking=True)
             labels = self.labels[index].to(self.device, non_blocking=True)
-            x = self._transform(images, generator)
+            x = self._transform(images, draws)
             yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), labels
 
     # -- resumable position (Lightning saves and restores it with mid-task checkpoints) -----------
@@ -162,19 +173,19 @@ class BatchLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self._resume_skip = int(state["epoch"]), int(state["consumed"])
 
-    def _transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _transform(self, images: torch.Tensor, draws: torch.Tensor | None) -> torch.Tensor:
         x = images.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        if self.augment:
-            x = self._random_resized_crop(x, generator)
+        if draws is not None:
+            x = self._random_resized_crop(x, draws)
         elif x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
 
-    def _random_resized_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _random_resized_crop(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Five uniform draws per image `u`: crop area, aspect ratio, centre x and y, flip."""
         b = x.shape[0]
-        u = torch.rand(b, 5, device=self.device, generator=generator)
         area = self.min_crop_scale + (1 - self.min_crop_scale) * u[:, 0]
         log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
         ratio = torch.exp(log_ratio)

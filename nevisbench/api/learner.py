@@ -54,6 +54,9 @@ class Learner:
     """Base class of every learner. Subclasses set `Config` and override any of the verbs."""
 
     Config: ClassVar[type[LearnerConfig]] = LearnerConfig
+    # False: the runner refuses trainer.devices > 1 (e.g. the module changes its structure mid-fit,
+    # which Lightning's DDP wrapper cannot follow)
+    supports_ddp: ClassVar[bool] = True
 
     def __init__(self, config: LearnerConfig, context: LearnerContext) -> None:
         self.config = config

@@ -136,6 +136,16 @@ def _check_devices(devices: Any) -> None:
                           "distinct device indices such as [0,1], or auto")
 
 
+def _check_global_batch(cfg: DictConfig) -> None:
+    """Under DDP `data.batch_size` is the global batch, split evenly over the processes."""
+    from nevisbench.run.distributed import world_size
+
+    world = world_size(cfg.trainer)
+    if world > 1 and cfg.data.batch_size % world:
+        raise ConfigError(f"Invalid value for 'data.batch_size': {cfg.data.batch_size} is the global batch and must "
+                          f"split evenly over trainer.devices={world} processes (use a multiple of {world})")
+
+
 def _path_kind(text: str) -> str:
     """'file', 'dir', 'missing' or 'bad' (a path the system refuses, e.g. a name too long)."""
     try:
@@ -173,6 +183,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_seed(cfg)
     _check_run_name(cfg.run_name)
     _check_devices(OmegaConf.to_container(cfg.trainer, resolve=True)["devices"])
+    _check_global_batch(cfg)
     _check_search(cfg)
     if cfg.stream.tasks is not None and len(cfg.stream.tasks) == 0:
         raise ConfigError("Invalid value for 'stream.tasks': []; list at least one task, or null for the whole stream")

@@ -79,6 +79,7 @@ class TrainerConfig:
     benchmark: Optional[bool] = None  # cudnn.benchmark; null: on CUDA unless deterministic
     compile: bool = MISSING  # torch.compile the task module
     peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null: known GPUs only
+    find_unused_parameters: bool = False  # DDP (devices > 1): for modules with parameters a step leaves unused
 
 
 @dataclass

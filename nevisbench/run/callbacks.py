@@ -31,9 +31,14 @@ class FiniteLossCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs  # {} or None: the step was skipped
-        if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+        local = loss is None or bool(torch.isfinite(loss.detach()).all())
+        finite = local
+        if trainer.world_size > 1:  # DDP: every rank stops together when any rank's loss is bad
+            finite = trainer.strategy.reduce_boolean_decision(local, all=True)
+        if not finite:
+            value = f"{float(loss):g}" if not local else "not finite (on another DDP process)"
             lr = self._lr  # the rate this step used (the schedule has already moved on)
-            raise TaskFailed(f"task '{self.task_key}': the loss is {float(loss):g} at step {trainer.global_step} "
+            raise TaskFailed(f"task '{self.task_key}': the loss is {value} at step {trainer.global_step} "
                              f"(learning rate {lr:.4g}); lower train.lr or check the data")
 
 
@@ -57,5 +62,6 @@ class CheckpointCallback(L.Callback):
         self.loader.mark_position(batch_idx + 1)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with sigint_deferred():
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.path)
+            trainer.save_checkpoint(tmp)  # under DDP: written by rank 0, every rank waits for it
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)

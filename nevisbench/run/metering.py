@@ -9,6 +9,10 @@ whole batch cycle: the module's and every other callback's batch hooks, the trai
 `on_train_batch_end` is charged there (so budget and milestone decisions see the step); the rest of
 the window is charged when it closes. Work before the first batch (the module's `on_train_start`,
 `on_train_epoch_start`) is counted once and charged to training too.
+
+Under DDP every rank counts its own slice of the step and the counts are summed over the ranks
+(an all-reduce at each charge, in the same order on every rank), so the meter of every process
+holds the global compute and every process makes the same budget decisions.
 """
 
 from __future__ import annotations
@@ -21,11 +25,21 @@ import torch
 
 from nevisbench.compute.flops import ZERO, FlopMeter, FlopTally, StepCounter, StepFlops, structure_signature
 
-__all__ = ["FlopMeterCallback"]
+__all__ = ["FlopMeterCallback", "global_flops"]
 
 
 def _inputs(batch: Any) -> torch.Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def global_flops(trainer: L.Trainer | None, flops: StepFlops) -> StepFlops:
+    """`flops` summed over every process of the run (itself on one device)."""
+    if trainer is None or trainer.world_size == 1:
+        return flops
+    local = torch.tensor([flops.forward, flops.backward, flops.algo_forward, flops.algo_backward],
+                         dtype=torch.float64, device=trainer.strategy.root_device)
+    summed = trainer.strategy.reduce(local, reduce_op="sum").tolist()
+    return StepFlops(*summed)
 
 
 class FlopMeterCallback(L.Callback):
@@ -36,7 +50,8 @@ class FlopMeterCallback(L.Callback):
         self._counter: StepCounter | None = None
         self._signature: tuple | None = None
         self._batch: tuple[tuple[int, ...], torch.dtype] = ((), torch.float32)
-        self._charged = ZERO  # what the open window has charged so far
+        self._charged = ZERO  # what the open window has charged so far (global)
+        self._trainer: L.Trainer | None = None
 
     # -- the window ------------------------------------------------------------------------------
     def _open(self, pl_module: L.LightningModule) -> None:
@@ -44,14 +59,14 @@ class FlopMeterCallback(L.Callback):
         self.meter.active = self._counter
         self._charged = ZERO
 
-    def _close(self) -> StepFlops | None:
-        """Close the open window, charge what it has not charged yet, return its whole count."""
+    def _close(self, *, reduce: bool = True) -> StepFlops | None:
+        """Close the open window, charge what it has not charged yet, return its whole (global) count."""
         counter, self._counter = self._counter, None
         self.meter.active = None
         if counter is None:
             return None
         counter.__exit__(None, None, None)
-        total = counter.totals()
+        total = global_flops(self._trainer if reduce else None, counter.totals())
         self.meter.charge_train_step(total.minus(self._charged))
         return total
 
@@ -60,10 +75,12 @@ class FlopMeterCallback(L.Callback):
         if total is not None and self._signature is not None:
             self.meter.counted(self._signature, total)
             shape, dtype = self._batch  # per sample, for `nevisbench flops` and other readers by shape
-            self.meter.store(("train", shape[1:], dtype), total.scaled(1.0 / max(1, shape[0])))
+            samples = shape[0] * (self._trainer.world_size if self._trainer is not None else 1) if shape else 1
+            self.meter.store(("train", shape[1:], dtype), total.scaled(1.0 / max(1, samples)))
 
     # -- hooks --------------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
+        self._trainer = trainer
         self._signature = None  # work before the first batch: counted, charged, never cached
         self._open(pl_module)
 
@@ -77,7 +94,7 @@ class FlopMeterCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._counter is not None:
-            head = self._counter.totals()
+            head = global_flops(trainer, self._counter.totals())
             self.meter.charge_train_step(head.minus(self._charged))
             self._charged = head
         else:
@@ -88,7 +105,7 @@ class FlopMeterCallback(L.Callback):
         self._signature = None
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self._close()
+        self._close(reduce=False)  # the other ranks may not be here: no collective
         self._signature = None
 
     def state_dict(self) -> dict[str, Any]:

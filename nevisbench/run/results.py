@@ -68,21 +68,25 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class ResultsStore:
-    """Reads and writes one run folder."""
+    """Reads and writes one run folder. A store with `writer=False` (a DDP process other than rank
+    0) reads the folder and writes nothing: every write below is then a no-op."""
 
     CONFIG = "config.yaml"
     RESULTS = "results.jsonl"
     SUMMARY = "summary.json"
     REQUIRED = ("task",)  # a line without its task cannot be matched to the stream
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, writer: bool = True) -> None:
         self.run_dir = Path(run_dir)
+        self.writer = writer
 
     @property
     def results_path(self) -> Path:
         return self.run_dir / self.RESULTS
 
     def write_config(self, text: str) -> None:
+        if not self.writer:
+            return
         atomic_write_text(self.run_dir / self.CONFIG, text)
 
     def read_results(self) -> list[dict[str, Any]]:
@@ -108,10 +112,14 @@ class ResultsStore:
         return lines
 
     def append(self, result: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         old = self.results_path.read_text(encoding="utf-8") if self.results_path.exists() else ""
         atomic_write_text(self.results_path, old + json.dumps(result, sort_keys=True) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         atomic_write_text(self.run_dir / self.SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     # -- resume state: learner state + stream FLOPs after each finished task, mid-task checkpoints
@@ -125,6 +133,8 @@ class ResultsStore:
         return self.state_dir / f"task_{index}.ckpt"
 
     def save_task_state(self, index: int, state: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         import torch
 
         atomic_write_bytes(self.state_dir / f"after_task_{index}.pt", lambda handle: torch.save(state, handle))
@@ -159,12 +169,16 @@ class ResultsStore:
 
     def prune_state(self, keep_index: int) -> None:
         """After task `keep_index` is committed, older state and its mid-task checkpoint go."""
+        if not self.writer:
+            return
         for path in self.state_dir.glob("after_task_*.pt"):
             if int(path.stem.rpartition("_")[2]) < keep_index:
                 path.unlink(missing_ok=True)
         self.task_checkpoint(keep_index).unlink(missing_ok=True)
 
     def clear_state(self) -> None:
+        if not self.writer:
+            return
         import shutil
 
         shutil.rmtree(self.run_dir / "state", ignore_errors=True)
@@ -181,6 +195,8 @@ class ResultsStore:
 
     def remove_stale_temporaries(self) -> None:
         """Temporary files a crash left behind (`.results.jsonl.<random>.tmp` and the like)."""
+        if not self.writer:
+            return
         for folder in (self.run_dir, self.run_dir / "state"):
             if folder.is_dir():
                 for path in folder.glob(".*.tmp"):

@@ -71,10 +71,12 @@ class RunFolder:
         return folder
 
     @classmethod
-    def reopen(cls, run_dir: Path, planned: list[str]) -> RunFolder:
-        """A run to resume: its committed lines must be the first tasks of the stream as it stands."""
-        folder = cls(Path(run_dir), ResultsStore(Path(run_dir)))
-        folder._acquire()
+    def reopen(cls, run_dir: Path, planned: list[str], *, follower: bool = False) -> RunFolder:
+        """A run to resume: its committed lines must be the first tasks of the stream as it stands.
+        A `follower` (a DDP rank other than 0) reads the folder rank 0 holds: no lock, no writes."""
+        folder = cls(Path(run_dir), ResultsStore(Path(run_dir), writer=not follower))
+        if not follower:
+            folder._acquire()
         try:
             folder.store.remove_stale_temporaries()
             if (folder.path / ResultsStore.SUMMARY).exists():

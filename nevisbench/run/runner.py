@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +25,11 @@ from nevisbench.api.learner import Learner
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
-from nevisbench.errors import DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
+from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
 from nevisbench.run.backbones import build_backbone
+from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, world_size
 from nevisbench.run.callbacks import (
     CheckpointCallback, FiniteLossCallback, FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions,
 )
@@ -58,14 +60,17 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     state, the carried backbone and the stream's FLOP counts are restored from the state saved after
     the last finished task, and an interrupted task restarts from its last mid-task checkpoint.
     """
-    console = console or Console()
+    writer = is_writer(cfg.trainer)
+    console = console if writer and console is not None else Console(quiet=not writer)
     quiet_lightning()
     stream = get_stream(cfg.stream.name).select(list(cfg.stream.tasks) if cfg.stream.tasks else None)
     stream, skipped = check_prepared(stream, cfg, console)
-    get_learner_class(cfg.learner.name)  # fail on a broken plugin before creating anything
+    check_devices(cfg, get_learner_class(cfg.learner.name))  # a broken plugin fails before anything is created
     L.seed_everything(cfg.seed, verbose=False)
     backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)  # bad weights: no folder left behind
-    if cfg.resume:
+    if not writer:  # a DDP rank > 0: the folder rank 0 holds, read only
+        folder = RunFolder.reopen(Path(os.environ[RUN_DIR_ENV]), [t.key for t in stream.tasks], follower=True)
+    elif cfg.resume:
         folder = RunFolder.reopen(Path(cfg.resume), [t.key for t in stream.tasks])
         if folder.done:
             folder.release()
@@ -74,6 +79,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         console.print(f"Resuming [cyan]{folder.name}[/]: {len(folder.finished)} of {len(stream.tasks)} tasks finished.")
     else:
         folder = RunFolder.create(cfg, to_yaml(cfg))
+    if writer and world_size(cfg.trainer) > 1:
+        os.environ[RUN_DIR_ENV] = str(folder.path.resolve())  # the ranks Lightning launches read it
+    runner: StreamRunner | None = None
     try:
         runner = StreamRunner(cfg, backbone=backbone, feature_dim=feature_dim, store=folder.store, console=console)
         runner.announce(stream)
@@ -96,11 +104,35 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         folder.store.clear_state()  # a finished run needs no resume state
         if runner.sink is not None:
             runner.sink.finish(summary)
+        join_ranks(runner.ranks, ok=True)
+    except BaseException:
+        join_ranks(runner.ranks if runner is not None else [], ok=False)
+        raise
     finally:
         folder.release()
     console.print(summary_table(summary))
     console.print(f"Results: {folder.path}")
     return folder.path
+
+
+def join_ranks(procs: list[Any], *, ok: bool, timeout: float = 300.0) -> None:
+    """Rank 0 ends after the ranks it launched: it waits for them when the run finished, and stops
+    them when it did not (they would wait for rank 0 in their next collective)."""
+    for proc in procs:
+        if not ok:
+            proc.terminate()
+        try:
+            proc.wait(timeout=timeout if ok else 10.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def check_devices(cfg: DictConfig, learner_class: type) -> None:
+    """Refuse DDP for a learner that declares it cannot run under it (e.g. one that changes its
+    model's structure mid-training, which DDP's gradient buckets cannot follow)."""
+    if world_size(cfg.trainer) > 1 and not getattr(learner_class, "supports_ddp", True):
+        raise ConfigError(f"learner '{cfg.learner.name}' cannot train under DDP (trainer.devices="
+                          f"{cfg.trainer.devices}): it changes its model's structure during training; use trainer.devices=1")
 
 
 def _protocol(cfg: DictConfig, key: str, default: Any) -> Any:
@@ -128,7 +160,8 @@ class StreamRunner:
         self.meter = FlopMeter()
         self.precision = resolve_precision(cfg)
         self.device = training_device(cfg)
-        self.sink = make_sink(cfg, store.run_dir, store.run_dir.name, console)
+        self.sink = make_sink(cfg, store.run_dir, store.run_dir.name, console) if store.writer else None
+        self.ranks: list[Any] = []  # under DDP, the processes Lightning launched for ranks > 0
         self._learner_state: dict[str, Any] = self._saveable_learner_state()
 
     def announce(self, stream: Any) -> None:
@@ -345,8 +378,11 @@ class StreamRunner:
             self.store.check_checkpoint(checkpoint)
         try:
             with plugin_hook(self.name, f"training on {task.key}"):
-                trainer.fit(module, train_dataloaders=loader, weights_only=True,
-                            ckpt_path=str(checkpoint) if checkpoint.exists() else None)
+                try:
+                    trainer.fit(module, train_dataloaders=loader, weights_only=True,
+                                ckpt_path=str(checkpoint) if checkpoint.exists() else None)
+                finally:
+                    self.ranks = self.ranks or list(getattr(trainer.strategy.launcher, "procs", None) or [])
         except TaskFailed as exc:
             return str(exc)
         except SystemExit:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from nevisbench.compute.flops import FlopMeter
+from nevisbench.run.metering import global_flops
 
 __all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions", "lr_factor", "planned_steps"]
 
@@ -134,7 +135,7 @@ class ScheduleCallback(L.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self.plan.step_cost is not None or self.meter.active is None:
             return
-        per_step = self.meter.active.totals().measure(self.plan.measure)
+        per_step = global_flops(trainer, self.meter.active.totals()).measure(self.plan.measure)  # every rank's share
         if per_step <= 0:
             return  # nothing counted yet: decide at the end of the step
         self._decide(trainer, per_step)

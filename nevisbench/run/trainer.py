@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from nevisbench.compute.hardware import fits_on_device
 from nevisbench.errors import ConfigError
+from nevisbench.run.distributed import device_index, local_rank, world_size
 from nevisbench.tasks.loader import BatchLoader, TaskData
 
 __all__ = ["quiet_lightning", "resolve_precision", "training_device", "use_channels_last", "make_loaders", "make_trainer"]
@@ -41,9 +42,12 @@ def resolve_precision(cfg: DictConfig) -> str:
 
 
 def training_device(cfg: DictConfig) -> torch.device:
-    """The device this process trains on (batches are built there directly)."""
+    """The device this process trains on (batches are built there directly); under DDP, the
+    device of this process's rank."""
     accelerator = cfg.trainer.accelerator
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        if world_size(cfg.trainer) > 1 or not isinstance(cfg.trainer.devices, int):
+            return torch.device("cuda", device_index(cfg.trainer))
         return torch.device("cuda", torch.cuda.current_device())
     if accelerator in ("gpu", "cuda"):
         raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA device is available; use cpu or auto")
@@ -59,7 +63,8 @@ def use_channels_last(cfg: DictConfig, device: torch.device) -> bool:
 def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: int) -> dict[str, BatchLoader]:
     """A loader per split (train, dev, test, and dev_test where the task has one); the task's data
     lives on the device when it fits. The protocol decides the crop fallback and whether every task
-    is flipped (Nevis) or OCR tasks are not (fast)."""
+    is flipped (Nevis) or OCR tasks are not (fast). Under DDP the train loader serves this rank's
+    slice of each global batch (`data.batch_size` is the global batch)."""
     protocol = cfg.get("protocol") or {}
     splits = {name: split for name, split in (("train", data.train), ("dev", data.dev), ("dev_test", data.dev_test),
                                               ("test", data.test)) if split is not None}
@@ -70,7 +75,8 @@ def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: in
                   channels_last=use_channels_last(cfg, device))
     loaders = {"train": BatchLoader(splits.pop("train"), batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
                                     min_crop_scale=cfg.data.min_crop_scale,
-                                    crop_fallback=protocol.get("crop_fallback", "clamp"), **common)}
+                                    crop_fallback=protocol.get("crop_fallback", "clamp"),
+                                    shard=(local_rank(cfg.trainer), world_size(cfg.trainer)), **common)}
     for name, split in splits.items():
         loaders[name] = BatchLoader(split, batch_size=cfg.data.eval_batch_size, train=False, **common)
     return loaders
@@ -92,6 +98,7 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
+        **_strategy(cfg, device),
         precision=precision,
         max_steps=-1 if budgeted else max_steps,
         max_epochs=-1 if budgeted else math.ceil(max_steps / steps_per_epoch),
@@ -108,6 +115,18 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
         default_root_dir=root_dir,
     )
     if trainer.strategy.root_device != device:
-        raise ConfigError(f"trainer.devices={cfg.trainer.devices} selects {trainer.strategy.root_device}; "
-                          "nevisbench runs one device per process (use DDP launchers for more)")
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices} selects {trainer.strategy.root_device} but this "
+                          f"process builds its batches on {device}; name the devices as a count or a list of indices")
     return trainer
+
+
+def _strategy(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """One device: Lightning's default. More: DDP, launched by re-running the command (so every rank
+    runs the same stream; see `run/distributed.py`), with the loader already sharded by rank."""
+    if world_size(cfg.trainer) == 1:
+        return {}
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return {"strategy": DDPStrategy(process_group_backend="nccl" if device.type == "cuda" else "gloo",
+                                    find_unused_parameters=cfg.trainer.find_unused_parameters),
+            "use_distributed_sampler": False}
