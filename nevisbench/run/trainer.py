@@ -121,12 +121,15 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
 
 
 def _strategy(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
-    """One device: Lightning's default. More: DDP, launched by re-running the command (so every rank
-    runs the same stream; see `run/distributed.py`), with the loader already sharded by rank."""
+    """One device: Lightning's default. More: DDP on this node, launched by Lightning re-running the
+    command (so every rank runs the same stream; see `run/distributed.py`), also inside a SLURM job
+    of one task (a sweep job), with the loader already sharded by rank."""
     if world_size(cfg.trainer) == 1:
         return {}
+    from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.pytorch.strategies import DDPStrategy
 
     return {"strategy": DDPStrategy(process_group_backend="nccl" if device.type == "cuda" else "gloo",
-                                    find_unused_parameters=cfg.trainer.find_unused_parameters),
+                                    find_unused_parameters=cfg.trainer.find_unused_parameters,
+                                    cluster_environment=LightningEnvironment()),
             "use_distributed_sampler": False}
