@@ -138,3 +138,42 @@ def test_a_mask_covers_only_the_ops_that_use_its_weight():
     one = 2 * 3 * 4 * 4
     assert step.forward == 2 * one
     assert step.algo_forward == one  # the zero-density matmul costs 0, the other one in full
+
+
+class _WarmsUp(nn.Module):
+    """An eval forward whose cost changes after its first call (a cached count of call 1 would
+    undercharge every later batch), and again after `swap()` replaces a layer with a wider one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12, 10)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        h = x.float().flatten(1)[:, :12]
+        for _ in range(1 if self.calls == 1 else 3):
+            out = self.fc(h)
+        return out
+
+    def swap(self) -> None:
+        self.fc = nn.Linear(12, 10)
+        self.fc.weight = nn.Parameter(torch.zeros(10, 12))
+        self.extra = nn.Linear(10, 10)  # a new parameter: a new structure signature
+
+
+def test_evaluation_counts_are_keyed_by_structure_and_settle_before_being_cached():
+    from nevisbench.run.evaluation import evaluate
+
+    x = torch.randint(0, 255, (40, 3, 4, 4), dtype=torch.uint8)
+    loader = BatchLoader(Split(x, torch.arange(40) % 10), batch_size=4, image_size=4, train=False, augment=False)
+    one_fc = 2 * 12 * 10  # FLOPs per sample of one pass of the linear layer
+    meter = FlopMeter()
+    module = _WarmsUp()
+    evaluate(module, loader, meter, num_classes=10)
+    # batch 1: one pass; batches 2..10: three passes each (a cache of batch 1 would charge 10 x one pass)
+    assert meter.task.eval == pytest.approx(4 * one_fc * (1 + 9 * 3))
+    module.swap()
+    before = meter.task.eval
+    evaluate(module, loader, meter, num_classes=10)
+    assert meter.task.eval - before == pytest.approx(40 * 3 * one_fc)  # still three passes, counted anew

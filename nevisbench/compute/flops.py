@@ -387,6 +387,7 @@ class FlopMeter:
     audit_every: int = 32
     _per_sample: dict[Hashable, StepFlops] = field(default_factory=dict)
     _train: dict[Hashable, _SignatureCost] = field(default_factory=dict)
+    _eval: dict[Hashable, _SignatureCost] = field(default_factory=dict)  # per-sample costs of eval batches
     active: StepCounter | None = None  # the counter of the training window in progress, if any
     counted_steps: int = 0  # training steps counted in this task (the rest came from the cache)
     cost_changes: int = 0  # times the cost charged per training step changed in this task
@@ -396,6 +397,7 @@ class FlopMeter:
         """A new task may bring a new model structure: forget cached counts."""
         self._per_sample.clear()
         self._train.clear()
+        self._eval.clear()
         self.task = FlopTally()
         self.counted_steps = self.cost_changes = 0
         self.last_train_cost = None
@@ -404,7 +406,26 @@ class FlopMeter:
         self.stream.add(self.task)
         return self.task
 
-    # -- evaluation (and search): cached per sample by key ----------------------------------------
+    # -- evaluation (and search): the training policy, per sample, by the batch's structure signature
+    def cached_eval(self, signature: Hashable) -> StepFlops | None:
+        """The per-sample cost to charge an evaluation batch of `signature` without counting it, or
+        None when this batch must be counted: a new signature, one whose counts have not agreed twice
+        in a row yet, or an audit (every `audit_every`-th batch)."""
+        entry = self._eval.get(signature)
+        if entry is None or not entry.stable or entry.uncounted + 1 >= self.audit_every:
+            return None
+        entry.uncounted += 1
+        return entry.cost
+
+    def counted_eval(self, signature: Hashable, per_sample: StepFlops) -> StepFlops:
+        """Record the counted per-sample cost of an evaluation batch of `signature`."""
+        entry = self._eval.get(signature)
+        if entry is None or entry.cost != per_sample:
+            self._eval[signature] = _SignatureCost(per_sample)
+        else:
+            entry.stable, entry.uncounted = True, 0
+        return per_sample
+
     def cached(self, key: Hashable) -> StepFlops | None:
         return self._per_sample.get(key)
 

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
 from nevisbench.errors import PluginError
-from nevisbench.compute.flops import FlopMeter, StepCounter
+from nevisbench.compute.flops import FlopMeter, StepCounter, structure_signature
 
 __all__ = ["evaluate"]
 
@@ -38,6 +38,9 @@ def evaluate(
     as Nevis scores Pascal VOC), charged to `meter` as `kind` compute (FLOPs and seconds).
 
     Train/eval flags of every submodule are restored afterwards, so this may run mid-training.
+    Batches are counted under the meter's policy, keyed by the batch's structure signature (a
+    changed model is counted again; a forward whose cost varies between calls is counted until
+    two counts agree, then audited).
     """
     flags = {m: m.training for m in module.modules()}
     device = next(module.parameters()).device
@@ -53,12 +56,13 @@ def evaluate(
             # a class without positives in a (small) split scores AP 0, as sklearn's does; warn once, not per class
             warnings.filterwarnings("ignore", message="No positive samples found in target")
             for x, y in loader:
-                key = ("eval", tuple(x.shape[1:]), x.dtype)
-                per_sample = meter.cached(key)
-                if per_sample is None:
+                signature = structure_signature(module, x, "eval")
+                per_sample = meter.cached_eval(signature)
+                if per_sample is None:  # counted: new structure, not settled yet, or an audit
                     with StepCounter(module) as counter:
                         logits = module(x)
-                    per_sample = meter.store(key, counter.result(int(x.shape[0])))
+                    per_sample = meter.counted_eval(signature, counter.result(int(x.shape[0])))
+                    meter.store(("eval", tuple(x.shape[1:]), x.dtype), per_sample)  # for readers by shape
                 else:
                     logits = module(x)
                 meter.charge_eval(per_sample, int(x.shape[0]), kind=kind)
