@@ -72,6 +72,19 @@ def test_two_process_ddp_counts_one_process_flops_writes_once_and_resumes_after_
     assert without_timing(resumed) == without_timing(summary)
 
 
+def test_a_loss_gone_bad_stops_every_rank_and_is_charged_as_on_one_device(tmp_path):
+    lines = {}
+    for devices in (1, 2):
+        done = run_cli("run", *DDP[:2], "stream.tasks=[digits]", *DDP[3:9], "train.max_steps=3", "train.lr=1e12",
+                       f"trainer.devices={devices}", f"out_dir={tmp_path}", f"run_name=d{devices}", timeout=300)
+        assert done.returncode == 1 and "The stream stopped (on_failure=stop)" in done.stderr, done.stderr[-2000:]
+        lines[devices] = _lines(tmp_path / f"d{devices}")[0]
+    assert lines[2]["status"] == lines[1]["status"] == "failed"
+    assert "the loss is nan at step 2" in lines[2]["error"]
+    # the failing step is charged whole on both (its tail is charged without a collective under DDP)
+    assert lines[2]["flops"]["train"] == pytest.approx(lines[1]["flops"]["train"], rel=1e-9)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["data.batch_size=15", "trainer.devices=2"], "'data.batch_size': 15 is the global batch and must split evenly"),
     (["learner=learned_prune", "trainer.devices=2"], "learner 'learned_prune' cannot train under DDP"),

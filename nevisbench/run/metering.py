@@ -51,22 +51,29 @@ class FlopMeterCallback(L.Callback):
         self._signature: tuple | None = None
         self._batch: tuple[tuple[int, ...], torch.dtype] = ((), torch.float32)
         self._charged = ZERO  # what the open window has charged so far (global)
+        self._charged_local = ZERO  # this rank's share of it
         self._trainer: L.Trainer | None = None
 
     # -- the window ------------------------------------------------------------------------------
     def _open(self, pl_module: L.LightningModule) -> None:
         self._counter = StepCounter(pl_module).__enter__()
         self.meter.active = self._counter
-        self._charged = ZERO
+        self._charged = self._charged_local = ZERO
 
     def _close(self, *, reduce: bool = True) -> StepFlops | None:
-        """Close the open window, charge what it has not charged yet, return its whole (global) count."""
+        """Close the open window, charge what it has not charged yet, return its whole (global) count.
+        Without `reduce` (an exception: the other ranks may not reach a collective) this rank's
+        uncharged tail stands for every rank's (the ranks train equal slices)."""
         counter, self._counter = self._counter, None
         self.meter.active = None
         if counter is None:
             return None
         counter.__exit__(None, None, None)
-        total = global_flops(self._trainer if reduce else None, counter.totals())
+        if not reduce:
+            world = self._trainer.world_size if self._trainer is not None else 1
+            self.meter.charge_train_step(counter.totals().minus(self._charged_local).scaled(world))
+            return None
+        total = global_flops(self._trainer, counter.totals())
         self.meter.charge_train_step(total.minus(self._charged))
         return total
 
@@ -94,9 +101,10 @@ class FlopMeterCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._counter is not None:
-            head = global_flops(trainer, self._counter.totals())
+            local = self._counter.totals()
+            head = global_flops(trainer, local)
             self.meter.charge_train_step(head.minus(self._charged))
-            self._charged = head
+            self._charged, self._charged_local = head, local
         else:
             self.meter.charge_train_step(self.meter.cached_step(self._signature))
 

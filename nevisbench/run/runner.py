@@ -364,8 +364,11 @@ class StreamRunner:
     def _evaluate(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
         try:
             with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
-                return evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
-                                forward_context=trainer.precision_plugin.forward_context)
+                error = evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
+                                 forward_context=trainer.precision_plugin.forward_context)
+            # DDP: each rank scored its replica; rank 0's score is everyone's, so every decision taken
+            # from it (milestone model, search winner) is the same on every rank
+            return trainer.strategy.broadcast(error, src=0) if trainer.world_size > 1 else error
         except PluginError as exc:
             if str(exc).startswith("Learner '"):
                 raise
