@@ -301,6 +301,10 @@ def engine_states(folder: SweepFolder, jobs: list[Job], cfg: Any) -> dict[int, E
 def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
     where = "submitit's local executor" if cfg.cluster == "local" else f"SLURM partition {cfg.partition or '(default)'}"
     known = engine_states(folder, todo, cfg)
+    if known and cfg.cluster != "local" and shutil.which("sacct") is None:
+        console.print("[yellow]Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH): they are "
+                      "submitted again; a run still running is waited for through its run folder's lock.[/]",
+                      soft_wrap=True)
     flying = {index: engine for index, engine in known.items() if engine.in_flight}
     if flying:
         console.print(f"{len(flying)} job(s) still in flight on {where}, not submitted again: " + ", ".join(
