@@ -198,6 +198,7 @@ def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
     bin_dir.mkdir()
     (bin_dir / "sacct").write_text(SACCT)
     (bin_dir / "sacct").chmod(0o755)
+    plain_path = os.environ["PATH"]  # no sacct there
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     grid = parse_sweep([*TINY, "seed=range(0,7)"])
     jobs = [Job(index=i, name=f"{i:03d}-job", overrides=list(o), state="pending", job_id=f"4242_{i}")
@@ -222,3 +223,9 @@ def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
     assert "stale" in rows["005-job"]  # marked running, yet SLURM has no such job
     assert "1 job(s) still in flight" not in status.stdout
     assert "3 job(s) still in flight (queued or running on the engine): 000-job, 001-job, 002-job." in status.stdout
+    assert "sacct" not in status.stdout
+
+    status = run_cli("sweep", "status", str(folder.path), env_extra={"PATH": plain_path})  # no SLURM at all
+    assert status.returncode == 0, status.stderr
+    assert "Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH)" in status.stdout
+    assert "UNKNOWN 4242_0" in status.stdout and "still in flight" not in status.stdout

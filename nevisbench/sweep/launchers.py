@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - a broken install; the slurm launcher s
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
-           "gpu_slots", "local_slots", "IN_FLIGHT", "engine_states", "EngineJob"]
+           "gpu_slots", "local_slots", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
 
 
 @dataclass
@@ -213,7 +213,8 @@ class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
 def slurm_executor(folder: SweepFolder, cfg: Any) -> Any:
     if submitit is None:
         raise ConfigError("launcher=slurm needs submitit: pip install 'submitit>=1.5'")
-    executor = submitit.AutoExecutor(folder=submitit_folder(folder, cfg) / "%j", cluster=cfg.cluster, slurm_max_num_timeout=cfg.max_num_timeout)
+    executor = submitit.AutoExecutor(folder=submitit_folder(folder, cfg) / "%j", cluster=cfg.cluster,
+                                     slurm_max_num_timeout=cfg.max_num_timeout)
     extra = {f"slurm_{k}": v for k, v in (("partition", cfg.partition), ("account", cfg.account), ("qos", cfg.qos),
                                           ("constraint", cfg.constraint)) if v}
     additional = OmegaConf.to_container(cfg.additional_parameters)
@@ -233,7 +234,7 @@ def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
     """Submit the jobs as one array (`map_array`); record each job's engine id."""
     executor = slurm_executor(folder, cfg)
     for job in todo:  # none of them is queued or running (see engine_states)
-        folder.update(job, state="pending", job_id=None)
+        folder.update(job, state="pending")
     submitted = executor.map_array(SweepJob(str(folder.path)), [job.index for job in todo])
     for job, handle in zip(todo, submitted):
         folder.update(job, job_id=str(handle.job_id))  # the job itself may be running already: state stays
@@ -298,13 +299,21 @@ def engine_states(folder: SweepFolder, jobs: list[Job], cfg: Any) -> dict[int, E
     return found
 
 
+def engine_warning(cfg: Any, found: dict[int, EngineJob]) -> str | None:
+    """Why the engine's states cannot be trusted, if they cannot (SLURM without `sacct`)."""
+    if found and cfg.cluster != "local" and shutil.which("sacct") is None:
+        return ("Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH): their state shows as "
+                "UNKNOWN and a rerun submits them again (a run still running is waited for through its run "
+                "folder's lock).")
+    return None
+
+
 def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
     where = "submitit's local executor" if cfg.cluster == "local" else f"SLURM partition {cfg.partition or '(default)'}"
     known = engine_states(folder, todo, cfg)
-    if known and cfg.cluster != "local" and shutil.which("sacct") is None:
-        console.print("[yellow]Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH): they are "
-                      "submitted again; a run still running is waited for through its run folder's lock.[/]",
-                      soft_wrap=True)
+    warning = engine_warning(cfg, known)
+    if warning:
+        console.print(f"[yellow]{warning}[/]", soft_wrap=True)
     flying = {index: engine for index, engine in known.items() if engine.in_flight}
     if flying:
         console.print(f"{len(flying)} job(s) still in flight on {where}, not submitted again: " + ", ".join(

@@ -22,7 +22,7 @@ from nevisbench.run.results import atomic_write_text
 from nevisbench.sweep.compare import collect, compare_rows, plot_comparison, render_table, to_csv, to_markdown
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
-from nevisbench.sweep.launchers import engine_states, launch, load_launcher
+from nevisbench.sweep.launchers import engine_states, engine_warning, launch, load_launcher
 from nevisbench.sweep.progress import jobs_table
 
 __all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
@@ -196,7 +196,11 @@ def sweep_status(path: str, console: Console) -> None:
     engines: dict[int, Any] = {}
     saved = folder.info.get("launcher") or {}
     if saved.get("name") == "slurm":
-        engines = engine_states(folder, [j for j in folder.jobs if j.state != "done"], load_launcher({}, saved=saved))
+        cfg = load_launcher({}, saved=saved)
+        engines = engine_states(folder, [j for j in folder.jobs if j.state != "done"], cfg)
+        warning = engine_warning(cfg, engines)
+        if warning:
+            console.print(f"[yellow]{warning}[/]", soft_wrap=True)
     console.print(jobs_table(folder, engines=engines))
     flying = [j for j in folder.jobs if j.index in engines and engines[j.index].in_flight]
     if flying:
