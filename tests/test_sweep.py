@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, without_timing
 
 from nevisbench.errors import ConfigError
 from nevisbench.sweep.grid import expand_logspace, job_name, load_experiment, parse_sweep
@@ -103,23 +103,39 @@ def _jobs(sweep_dir: Path) -> list[dict]:
         return []
 
 
-def test_sweep_killed_midway_finishes_every_job_exactly_once(tmp_path):
+# Two tasks per run, so the kill can land between a run's tasks (its first task committed, the
+# second still to do): the resumed run must give the numbers the uninterrupted one gives.
+KILL_SWEEP = [*TINY_SWEEP[:1], "stream.tasks=[digits,faces]", *TINY_SWEEP[2:]]
+
+
+def _table(sweep_dir: Path) -> tuple[str, str]:
+    """The sweep's comparison (CSV, Markdown). It has no wall-clock column; if one is ever added,
+    drop exactly that column here."""
+    return (sweep_dir / "comparison.csv").read_text(), (sweep_dir / "comparison.md").read_text()
+
+
+def test_sweep_killed_midway_finishes_every_job_exactly_once_with_the_same_table(tmp_path):
+    # the reference: the same sweep, never interrupted
+    reference = run_cli("sweep", *KILL_SWEEP, f"sweep_dir={tmp_path / 'reference'}", timeout=300)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+
     sweep_dir = tmp_path / "sweep"
-    command = [sys.executable, "-m", "nevisbench", "sweep", *TINY_SWEEP, f"sweep_dir={sweep_dir}"]
+    command = [sys.executable, "-m", "nevisbench", "sweep", *KILL_SWEEP, f"sweep_dir={sweep_dir}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     most_at_once, deadline = 0, time.monotonic() + 240
     try:
-        while time.monotonic() < deadline:  # kill once a job is done and another is mid-run
+        while time.monotonic() < deadline:  # kill once a job is done and another is between its tasks
             jobs = _jobs(sweep_dir)
             running = [j for j in jobs if j["state"] == "running"]
             most_at_once = max(most_at_once, len(running))
             runs = [sweep_dir / "runs" / j["name"] for j in running]
             if any(j["state"] == "done" for j in jobs) and any(
-                    (r / "config.yaml").is_file() and not (r / "summary.json").exists() for r in runs):
+                    (r / "results.jsonl").is_file() and (r / "results.jsonl").read_text().count("\n") == 1
+                    and not (r / "summary.json").exists() for r in runs):
                 break
             assert first.poll() is None, first.stdout.read().decode()
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("the sweep never reached the point to kill it")
     finally:
@@ -129,9 +145,12 @@ def test_sweep_killed_midway_finishes_every_job_exactly_once(tmp_path):
     runs = sweep_dir / "runs"  # what the kill left: the run folders are the truth
     finished_before = {p.name for p in runs.iterdir() if (p / "summary.json").is_file()}
     interrupted = {p.name for p in runs.iterdir() if (p / "config.yaml").is_file()} - finished_before
-    assert finished_before and interrupted
+    half_done = {p.name for p in runs.iterdir() if p.name in interrupted and (p / "results.jsonl").is_file()
+                 and len((p / "results.jsonl").read_text().splitlines()) == 1}
+    assert finished_before and half_done
+    committed = {name: (runs / name / "results.jsonl").read_text() for name in half_done}
 
-    again = run_cli("sweep", *TINY_SWEEP, f"sweep_dir={sweep_dir}", timeout=300)
+    again = run_cli("sweep", *KILL_SWEEP, f"sweep_dir={sweep_dir}", timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(finished_before)} job(s) already finished: skipped." in again.stdout
     after = {j["name"]: j for j in _jobs(sweep_dir)}
@@ -147,12 +166,20 @@ def test_sweep_killed_midway_finishes_every_job_exactly_once(tmp_path):
     assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == sorted(after)
     for name in after:
         lines = (sweep_dir / "runs" / name / "results.jsonl").read_text().splitlines()
-        assert [json.loads(line)["task"] for line in lines] == ["digits"]
-    # the comparison: one configuration, three seeds
+        assert [json.loads(line)["task"] for line in lines] == ["digits", "faces"]
+    for name, text in committed.items():  # the task committed before the kill was kept, not redone
+        assert (sweep_dir / "runs" / name / "results.jsonl").read_text().startswith(text)
+
+    # the same comparison as the uninterrupted sweep, to the last digit
+    assert _table(sweep_dir) == _table(tmp_path / "reference")
     rows = (sweep_dir / "comparison.csv").read_text().splitlines()
-    assert rows[0].startswith("configuration,scenario,stream,budget,seeds,error_mean,error_std")
+    assert rows[0] == "configuration,scenario,stream,budget,seeds,error_mean,error_std,flops_mean,measure"
     assert len(rows) == 2 and rows[1].startswith("finetune,transfer,demo,2 steps/task,3,")
     assert (sweep_dir / "comparison.png").stat().st_size > 10_000
+    for name in after:  # and the same runs: each summary equal but for wall-clock fields
+        ran = json.loads((sweep_dir / "runs" / name / "summary.json").read_text())
+        ref = json.loads((tmp_path / "reference" / "runs" / name / "summary.json").read_text())
+        assert without_timing(ran) == without_timing(ref), name
 
     status = run_cli("sweep", "status", str(sweep_dir))
     assert status.returncode == 0

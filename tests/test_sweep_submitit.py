@@ -3,12 +3,16 @@ an array submission, a preemption signal, the checkpoint that requeues the job w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+from conftest import run_cli
 from submitit.helpers import DelayedSubmission
 
 from nevisbench.sweep.grid import parse_sweep
@@ -76,3 +80,152 @@ def test_submitit_requeue_after_preemption_resumes_the_run(tmp_path):
     assert [json.loads(line)["task"] for line in results] == ["digits"]  # one task, run to its end once
     assert (run_dir / "summary.json").is_file()
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # no second run folder
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid`'s child processes, their children, and so on (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    for victim in [pid, *_descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _jobs(sweep_dir: Path) -> dict[str, dict]:
+    try:
+        return {j["name"]: j for j in map(json.loads, (sweep_dir / "jobs.jsonl").read_text().splitlines())}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+# Two jobs long enough (150 steps) to be still running while the sweep is killed and started again.
+LONG = [*TINY[:4], "train.max_steps=150", *TINY[5:], "seed=0,1", "launcher=slurm", "launcher.cluster=local"]
+
+
+def test_rerun_asks_submitit_and_never_submits_a_running_job_twice(tmp_path):
+    """The sweep process dies while its jobs run on the engine (submitit's local executor: its
+    controllers outlive the sweep, as SLURM jobs do); job 1's controller dies too (a node failure).
+    The rerun asks submitit: job 0 still running is watched, not submitted again; job 1 is
+    submitted again and continues its run with `resume=`."""
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    first = subprocess.Popen([sys.executable, "-m", "nevisbench", "sweep", *LONG, f"sweep_dir={sweep_dir}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    ids: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # both runs have started on the engine, their ids are recorded
+            jobs = _jobs(sweep_dir)
+            if len(jobs) == 2 and all(j["job_id"] and (sweep_dir / "runs" / n / "config.yaml").is_file()
+                                      for n, j in jobs.items()):
+                break
+            assert time.monotonic() < deadline and first.poll() is None, first.stdout.read().decode()
+            time.sleep(0.2)
+        ids = {name: job["job_id"] for name, job in jobs.items()}
+        os.kill(first.pid, signal.SIGKILL)  # the sweep process only: the jobs run on
+        first.wait()
+        running, lost = sorted(ids)
+        _kill_tree(int(ids[lost]))  # job 1's controller, its task and its run: gone
+
+        status = run_cli("sweep", "status", str(sweep_dir))
+        assert status.returncode == 0, status.stderr
+        line = next(row for row in status.stdout.splitlines() if running in row)
+        assert f"RUNNING {ids[running]}" in line and "running" in line
+        line = next(row for row in status.stdout.splitlines() if lost in row)
+        assert f"ABSENT {ids[lost]}" in line and "stale" in line
+        assert f"1 job(s) still in flight (queued or running on the engine): {running}." in status.stdout
+
+        again = run_cli("sweep", *LONG, f"sweep_dir={sweep_dir}", timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (f"1 job(s) still in flight on submitit's local executor, not submitted again: {running} "
+                f"(RUNNING {ids[running]})") in again.stdout
+        assert "launcher=slurm: 1 job(s) submitted" in again.stdout
+        after = _jobs(sweep_dir)
+        assert {j["state"] for j in after.values()} == {"done"}
+        assert after[running]["job_id"] == ids[running] and after[running]["attempts"] == 1  # ran once
+        assert after[lost]["job_id"] not in (None, ids[lost]) and after[lost]["attempts"] == 2
+        assert after[lost]["command"] == ["run", f"resume={sweep_dir / 'runs' / lost}"]  # continued
+        # submitit holds three submissions: the two first ones and job 1's second, none for job 0
+        submissions = {p.parent.name for p in (sweep_dir / "submitit").glob("*/*_submitted.pkl")}
+        assert submissions == {ids[running], ids[lost], after[lost]["job_id"]}
+        assert (sweep_dir / "logs" / f"{running}.log").read_text().count("=== attempt") == 1
+        for name in after:
+            results = (sweep_dir / "runs" / name / "results.jsonl").read_text().splitlines()
+            assert [json.loads(r)["task"] for r in results] == ["digits"]
+        assert len((sweep_dir / "comparison.csv").read_text().splitlines()) == 2
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        for job_id in ids.values():
+            _kill_tree(int(job_id))
+
+
+SACCT = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+cat <<'OUT'
+JobID|State|NodeList
+4242_0|RUNNING|node1
+4242_0.batch|RUNNING|node1
+4242_1|PENDING|None assigned
+4242_2|REQUEUED|node2
+4242_3|FAILED|node2
+4242_4|CANCELLED by 1000|node3
+OUT
+"""
+
+
+def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
+    """The SLURM path with `sacct` faked on PATH (no SLURM here): submitit's own `SlurmJob` watcher
+    calls it once for all the recorded ids and parses it; PENDING/RUNNING/REQUEUED are in flight,
+    a failed, cancelled or unknown (absent from sacct) job is not, and `sweep status` says so."""
+    from nevisbench.sweep.launchers import engine_states
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text(SACCT)
+    (bin_dir / "sacct").chmod(0o755)
+    plain_path = os.environ["PATH"]  # no sacct there
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    grid = parse_sweep([*TINY, "seed=range(0,7)"])
+    jobs = [Job(index=i, name=f"{i:03d}-job", overrides=list(o), state="pending", job_id=f"4242_{i}")
+            for i, o in enumerate(grid.jobs)]
+    jobs[6].job_id, jobs[5].state = None, "running"  # 6: never submitted; 5: sacct knows nothing of it
+    folder = SweepFolder.create(tmp_path / "sweep", {"command": "test", "launcher": {"name": "slurm"}}, jobs)
+    cfg = load_launcher({"launcher": "slurm"})
+    found = engine_states(folder, folder.jobs, cfg)
+    assert {i: e.state for i, e in found.items()} == {0: "RUNNING", 1: "PENDING", 2: "REQUEUED", 3: "FAILED",
+                                                      4: "CANCELLED", 5: "UNKNOWN"}
+    assert [i for i, e in found.items() if e.in_flight] == [0, 1, 2]
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("-o JobID,State,NodeList --parsable2 -j 4242")
+
+    status = run_cli("sweep", "status", str(folder.path), env_extra={"PATH": os.environ["PATH"]})
+    assert status.returncode == 0, status.stderr
+    rows = {line.split("│")[2].strip(): line for line in status.stdout.splitlines() if line.count("│") > 5
+            and line.split("│")[2].strip().endswith("-job")}
+    for i, shown in enumerate(["RUNNING 4242_0", "PENDING 4242_1", "REQUEUED 4242_2", "FAILED 4242_3",
+                               "CANCELLED 4242_4", "UNKNOWN 4242_5"]):
+        assert shown in rows[f"{i:03d}-job"], rows
+    assert "stale" in rows["005-job"]  # marked running, yet SLURM has no such job
+    assert "1 job(s) still in flight" not in status.stdout
+    assert "3 job(s) still in flight (queued or running on the engine): 000-job, 001-job, 002-job." in status.stdout
+    assert "sacct" not in status.stdout
+
+    status = run_cli("sweep", "status", str(folder.path), env_extra={"PATH": plain_path})  # no SLURM at all
+    assert status.returncode == 0, status.stderr
+    assert "Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH)" in status.stdout
+    assert "UNKNOWN 4242_0" in status.stdout and "still in flight" not in status.stdout

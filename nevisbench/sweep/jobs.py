@@ -139,6 +139,8 @@ class SweepFolder:
         """Change one job: on disk first (re-read under the lock, so no other job's news is lost)."""
         with self._locked():
             on_disk = {j.index: j for j in SweepFolder.open(self.path).jobs}
+            if job.index in on_disk:  # another process (the job itself, on a node) may have moved it on
+                job.__dict__.update(on_disk[job.index].__dict__)
             for key, value in changes.items():
                 setattr(job, key, value)
             on_disk[job.index] = job

@@ -6,7 +6,9 @@
 - `slurm`: submitit (`AutoExecutor`), the jobs as one array; a job preempted or timed out gets
   SIGUSR2 from SLURM, submitit calls `SweepJob.checkpoint`, which stops the run (it keeps what it
   committed) and returns the resubmission that continues it with `resume=`. `launcher.cluster=local`
-  runs the same code through submitit's local executor (no SLURM needed).
+  runs the same code through submitit's local executor (no SLURM needed). Each job's submitit id
+  is recorded in jobs.jsonl; a rerun asks submitit for those jobs' states first (`engine_states`)
+  and submits again only the jobs that are not queued or running any more.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ except ImportError:  # pragma: no cover - a broken install; the slurm launcher s
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
-           "gpu_slots", "local_slots"]
+           "gpu_slots", "local_slots", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
 
 
 @dataclass
@@ -211,8 +213,8 @@ class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
 def slurm_executor(folder: SweepFolder, cfg: Any) -> Any:
     if submitit is None:
         raise ConfigError("launcher=slurm needs submitit: pip install 'submitit>=1.5'")
-    logs = Path(cfg.folder) if cfg.folder else folder.path / "submitit"
-    executor = submitit.AutoExecutor(folder=logs / "%j", cluster=cfg.cluster, slurm_max_num_timeout=cfg.max_num_timeout)
+    executor = submitit.AutoExecutor(folder=submitit_folder(folder, cfg) / "%j", cluster=cfg.cluster,
+                                     slurm_max_num_timeout=cfg.max_num_timeout)
     extra = {f"slurm_{k}": v for k, v in (("partition", cfg.partition), ("account", cfg.account), ("qos", cfg.qos),
                                           ("constraint", cfg.constraint)) if v}
     additional = OmegaConf.to_container(cfg.additional_parameters)
@@ -224,31 +226,117 @@ def slurm_executor(folder: SweepFolder, cfg: Any) -> Any:
     return executor
 
 
+def submitit_folder(folder: SweepFolder, cfg: Any) -> Path:
+    return Path(cfg.folder) if cfg.folder else folder.path / "submitit"
+
+
 def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
     """Submit the jobs as one array (`map_array`); record each job's engine id."""
     executor = slurm_executor(folder, cfg)
+    for job in todo:  # none of them is queued or running (see engine_states)
+        folder.update(job, state="pending")
     submitted = executor.map_array(SweepJob(str(folder.path)), [job.index for job in todo])
     for job, handle in zip(todo, submitted):
-        folder.update(job, job_id=str(handle.job_id), state="pending")
+        folder.update(job, job_id=str(handle.job_id))  # the job itself may be running already: state stays
     return submitted
 
 
+# SLURM states (sacct) of a job that is queued or running: not to be submitted again. Any other
+# state (COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED without requeue,
+# BOOT_FAIL, DEADLINE) or none (UNKNOWN: sacct has no such job) means the job has ended.
+IN_FLIGHT = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
+                       "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"})
+
+
+class EngineJob:
+    """A job submitted by an earlier sweep process, found again by its recorded submitit id.
+
+    SLURM: submitit's `SlurmJob` (its watcher asks `sacct` for all of them in one call). submitit's
+    local executor: its `LocalJob` knows a finished job by its result file; a job of another (dead)
+    sweep process has no process handle in submitit, so a live job is its controller process (the
+    local job id is the controller's pid) still running `submitit.local._local`.
+    """
+
+    def __init__(self, logs: Path, job_id: str, cluster: str | None) -> None:
+        from submitit.local.local import LocalJob
+        from submitit.slurm.slurm import SlurmJob
+
+        self.job_id = job_id
+        self.local = cluster == "local"
+        self.handle = (LocalJob if self.local else SlurmJob)(folder=logs / "%j", job_id=job_id)
+
+    @property
+    def state(self) -> str:
+        """The engine's state: a SLURM state word (`RUNNING`, `FAILED`, `UNKNOWN`...); for the
+        local executor `RUNNING`, `FINISHED` or `ABSENT`."""
+        if not self.local:
+            return self.handle.watcher.get_state(self.job_id, mode="standard").split()[0].upper()
+        if self.handle.state == "FINISHED":
+            return "FINISHED"
+        try:
+            command = Path(f"/proc/{int(self.job_id)}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return "ABSENT"
+        return "RUNNING" if b"submitit.local._local" in command else "ABSENT"  # a zombie has no command line
+
+    @property
+    def in_flight(self) -> bool:
+        return self.state in IN_FLIGHT
+
+    def done(self) -> bool:
+        return not self.in_flight
+
+
+def engine_states(folder: SweepFolder, jobs: list[Job], cfg: Any) -> dict[int, EngineJob]:
+    """The jobs (of `jobs`) that carry a submitit id, found again with the engine's state fresh:
+    one `sacct` call for all of them on SLURM."""
+    if cfg.name != "slurm" or submitit is None:
+        return {}
+    logs = submitit_folder(folder, cfg)
+    found = {job.index: EngineJob(logs, job.job_id, cfg.cluster) for job in jobs if job.job_id}
+    if found and cfg.cluster != "local":
+        next(iter(found.values())).handle.watcher.update()  # one sacct for every registered job
+    return found
+
+
+def engine_warning(cfg: Any, found: dict[int, EngineJob]) -> str | None:
+    """Why the engine's states cannot be trusted, if they cannot (SLURM without `sacct`)."""
+    if found and cfg.cluster != "local" and shutil.which("sacct") is None:
+        return ("Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH): their state shows as "
+                "UNKNOWN and a rerun submits them again (a run still running is waited for through its run "
+                "folder's lock).")
+    return None
+
+
 def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
-    submitted = submit_slurm(folder, todo, cfg)
     where = "submitit's local executor" if cfg.cluster == "local" else f"SLURM partition {cfg.partition or '(default)'}"
-    console.print(f"launcher=slurm: {len(todo)} job(s) submitted as one array on {where}; logs in "
-                  f"{Path(cfg.folder) if cfg.folder else folder.path / 'submitit'}", highlight=False)
+    known = engine_states(folder, todo, cfg)
+    warning = engine_warning(cfg, known)
+    if warning:
+        console.print(f"[yellow]{warning}[/]", soft_wrap=True)
+    flying = {index: engine for index, engine in known.items() if engine.in_flight}
+    if flying:
+        console.print(f"{len(flying)} job(s) still in flight on {where}, not submitted again: " + ", ".join(
+            f"{job.name} ({flying[job.index].state} {job.job_id})" for job in todo if job.index in flying),
+            highlight=False, soft_wrap=True)
+    fresh = [job for job in todo if job.index not in flying]
+    submitted = submit_slurm(folder, fresh, cfg) if fresh else []
+    if fresh:
+        console.print(f"launcher=slurm: {len(fresh)} job(s) submitted as one array on {where}; logs in "
+                      f"{submitit_folder(folder, cfg)}", highlight=False)
+    handles = [*submitted, *flying.values()]
     try:
-        watch(folder, lambda: all(handle.done() for handle in submitted), console)
+        watch(folder, lambda: all(handle.done() for handle in handles), console)
     except KeyboardInterrupt:
         console.print("Stopped watching; the jobs keep running on the cluster. Run the same command again to "
                       "watch them (nothing is submitted twice), or `nevisbench sweep status "
                       f"{folder.path}`.", highlight=False)
         raise
     folder.reload()
-    for job, handle in zip(todo, submitted):  # a job killed outright (OOM, node failure) never wrote its end
+    ended = [*zip(fresh, submitted), *((job, flying[job.index]) for job in todo if job.index in flying)]
+    for job, handle in ended:  # a job killed outright (OOM, node failure) never wrote its end
         if job.state in ("running", "pending"):
-            folder.update(job, state="failed", error=f"the {handle.__class__.__name__} ended ({handle.state}) "
+            folder.update(job, state="failed", error=f"the submitit job {job.job_id} ended ({handle.state}) "
                                                      "without finishing the run; see its submitit log")
 
 

@@ -24,28 +24,41 @@ def _elapsed(job: Job) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def shown_state(folder: SweepFolder, job: Job, live: bool) -> str:
+def shown_state(folder: SweepFolder, job: Job, live: bool, engine: Any = None) -> str:
     """A `running` job whose run folder nobody holds, seen from outside the sweep, is `stale`: the
-    sweep was stopped; the same command (or `sweep resume=DIR`) continues it."""
+    sweep was stopped; the same command (or `sweep resume=DIR`) continues it. A job its engine
+    (submitit) still has queued or running is never stale: the run may hold its lock on another node."""
+    if engine is not None and engine.in_flight:
+        return job.state
     if not live and job.state == "running" and not run_in_use(folder.run_dir(job)):
         return "stale"
     return job.state
 
 
-def jobs_table(folder: SweepFolder, *, live: bool = False, detail: bool = True) -> Table:
+def jobs_table(folder: SweepFolder, *, live: bool = False, detail: bool = True,
+               engines: dict[int, Any] | None = None) -> Table:
+    """`engines`: job index -> its submitit job found again (`launchers.engine_states`), shown in
+    an `engine` column (the engine's state and job id)."""
     counts = folder.counts()
     title = f"sweep {folder.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     table = Table(title=title, title_justify="left")
-    for column in ("#", "job", "state", "tries", "time", "run folder" if not live else "last output"):
+    columns = ["#", "job", "state", "tries", "time", "run folder" if not live else "last output"]
+    if engines:
+        columns.insert(3, "engine")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for job in folder.jobs:
-        state = shown_state(folder, job, live)
+        engine = (engines or {}).get(job.index)
+        state = shown_state(folder, job, live, engine)
         if live:
             note = last_output(folder, job) if state == "running" else (job.error or "")
         else:
             note = str(folder.run_dir(job).relative_to(folder.path)) + (f"  {job.error}" if job.error and detail else "")
-        table.add_row(str(job.index), job.name, f"[{STATE_STYLE[state]}]{state}[/]", str(job.attempts),
-                      _elapsed(job), note[:100])
+        cells = [str(job.index), job.name, f"[{STATE_STYLE[state]}]{state}[/]", str(job.attempts), _elapsed(job),
+                 note[:100]]
+        if engines:
+            cells.insert(3, f"{engine.state} {job.job_id}" if engine is not None else "")
+        table.add_row(*cells)
     return table
 
 

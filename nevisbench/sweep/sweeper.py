@@ -22,7 +22,7 @@ from nevisbench.run.results import atomic_write_text
 from nevisbench.sweep.compare import collect, compare_rows, plot_comparison, render_table, to_csv, to_markdown
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
-from nevisbench.sweep.launchers import launch, load_launcher
+from nevisbench.sweep.launchers import engine_states, engine_warning, launch, load_launcher
 from nevisbench.sweep.progress import jobs_table
 
 __all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
@@ -190,9 +190,24 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
 
 
 def sweep_status(path: str, console: Console) -> None:
+    """The jobs table; for a submitit sweep, each unfinished job's state asked of the engine
+    (`sacct` on SLURM), so a job still queued or running on the cluster shows as such."""
     folder = SweepFolder.open(Path(path))  # read only: a live sweep may be writing it
-    console.print(jobs_table(folder))
-    if any(j.state == "running" for j in folder.jobs):
+    engines: dict[int, Any] = {}
+    saved = folder.info.get("launcher") or {}
+    if saved.get("name") == "slurm":
+        cfg = load_launcher({}, saved=saved)
+        engines = engine_states(folder, [j for j in folder.jobs if j.state != "done"], cfg)
+        warning = engine_warning(cfg, engines)
+        if warning:
+            console.print(f"[yellow]{warning}[/]", soft_wrap=True)
+    console.print(jobs_table(folder, engines=engines))
+    flying = [j for j in folder.jobs if j.index in engines and engines[j.index].in_flight]
+    if flying:
+        console.print(f"{len(flying)} job(s) still in flight (queued or running on the engine): "
+                      f"{', '.join(j.name for j in flying)}. Running the same command again watches them and "
+                      "submits them no second time.", highlight=False, soft_wrap=True)
+    if any(j.state == "running" and j not in flying for j in folder.jobs):
         console.print("stale = the sweep that ran it stopped; `nevisbench sweep resume=" + str(folder.path) +
                       "` continues it.", highlight=False)
 
