@@ -229,3 +229,12 @@ def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
     assert status.returncode == 0, status.stderr
     assert "Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH)" in status.stdout
     assert "UNKNOWN 4242_0" in status.stdout and "still in flight" not in status.stdout
+
+
+def test_a_ddp_job_wanting_more_gpus_than_a_node_has_is_refused_before_anything(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = run_cli("sweep", *TINY, "trainer=default", "trainer.devices=1,2", "launcher=slurm", "launcher.cluster=local",
+                   "launcher.gpus_per_node=1", f"sweep_dir={sweep_dir}")
+    assert done.returncode == 2, done.stderr
+    assert "Sweep job 1" in done.stderr and "trains on 2 devices but launcher.gpus_per_node=1" in done.stderr
+    assert "Traceback" not in done.stderr and not sweep_dir.exists()

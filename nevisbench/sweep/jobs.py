@@ -51,6 +51,8 @@ class Job:
     returncode: int | None = None
     error: str | None = None  # the last line the failed run printed
     job_id: str | None = None  # the engine's id (submitit), when it has one
+    devices: int = 1  # processes the run trains on (trainer.devices; DDP when > 1): slots it takes at once
+    accelerator: str = "auto"  # trainer.accelerator: cpu jobs need no GPUs on a SLURM node
     started: float | None = None
     finished: float | None = None
 

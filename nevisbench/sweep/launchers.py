@@ -2,7 +2,7 @@
 
 - `local`: a `concurrent.futures` thread pool of N slots, each slot running one job subprocess at a
   time; one slot per GPU (`CUDA_VISIBLE_DEVICES`) when GPUs exist, else CPU slots sharing the cores
-  (`OMP_NUM_THREADS`).
+  (`OMP_NUM_THREADS`). A job with trainer.devices=N (DDP) holds N slots at once.
 - `slurm`: submitit (`AutoExecutor`), the jobs as one array; a job preempted or timed out gets
   SIGUSR2 from SLURM, submitit calls `SweepJob.checkpoint`, which stops the run (it keeps what it
   committed) and returns the resubmission that continues it with `resume=`. `launcher.cluster=local`
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - a broken install; the slurm launcher s
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
-           "gpu_slots", "local_slots", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
+           "gpu_slots", "local_slots", "SlotPool", "check_devices", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
 
 
 @dataclass
@@ -130,24 +130,61 @@ def local_slots(jobs: int | None) -> list[dict[str, str]]:
     return [{"OMP_NUM_THREADS": threads} for _ in range(count)]
 
 
+class SlotPool:
+    """The local launcher's slots; a multi-device (DDP) job holds `devices` of them at once, taken
+    together (never one by one, which could leave two jobs each holding half of what they need)."""
+
+    def __init__(self, slots: list[dict[str, str]]) -> None:
+        self.free = list(range(len(slots)))
+        self.slots = slots
+        self.gpu = bool(slots) and "CUDA_VISIBLE_DEVICES" in slots[0]
+        self._ready = threading.Condition()
+
+    def need(self, job: Job) -> int:
+        """Slots `job` takes: one per device on GPUs (it may not have more than exist), on CPU one
+        per process up to every slot (processes then share the cores)."""
+        if self.gpu and job.devices > len(self.slots):
+            raise ConfigError(f"Sweep job {job.index} ({job.name}) trains on {job.devices} devices but launcher=local "
+                              f"has {len(self.slots)} GPU slot(s); lower trainer.devices or raise launcher.jobs")
+        return max(1, min(job.devices, len(self.slots)))
+
+    def take(self, count: int) -> list[int]:
+        with self._ready:
+            self._ready.wait_for(lambda: len(self.free) >= count)
+            taken, self.free = self.free[:count], self.free[count:]
+            return taken
+
+    def give(self, taken: list[int]) -> None:
+        with self._ready:
+            self.free.extend(taken)
+            self._ready.notify_all()
+
+    def env(self, taken: list[int]) -> dict[str, str]:
+        if self.gpu:  # the job sees exactly its GPUs (round-robin slots may name one GPU twice)
+            gpus = dict.fromkeys(self.slots[i]["CUDA_VISIBLE_DEVICES"] for i in taken)
+            return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+        return dict(self.slots[taken[0]])
+
+
 def _launch_local(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
     slots = local_slots(cfg.jobs)
-    free: queue.SimpleQueue[dict[str, str]] = queue.SimpleQueue()
-    for slot in slots:
-        free.put(slot)
+    pool_of_slots = SlotPool(slots)
+    needs = {job.index: pool_of_slots.need(job) for job in todo}  # a job that cannot fit: an error before any starts
     processes: set[subprocess.Popen[bytes]] = set()
     stopping = threading.Event()
 
     def work(job: Job) -> str:
         if stopping.is_set():
             return job.state
-        slot = free.get()
+        taken = pool_of_slots.take(needs[job.index])
         try:
-            return run_job(folder, job, env=slot, on_process=processes.add)
+            if stopping.is_set():
+                return job.state
+            return run_job(folder, job, env=pool_of_slots.env(taken), on_process=processes.add)
         finally:
-            free.put(slot)
+            pool_of_slots.give(taken)
 
-    where = f"GPU {', '.join(s['CUDA_VISIBLE_DEVICES'] for s in slots)}" if "CUDA_VISIBLE_DEVICES" in slots[0] \
+    where = f"GPU {', '.join(s['CUDA_VISIBLE_DEVICES'] for s in slots)}" if pool_of_slots.gpu \
         else f"CPU, {slots[0]['OMP_NUM_THREADS']} thread(s) each"
     console.print(f"launcher=local: {len(todo)} job(s), {len(slots)} at a time ({where})", highlight=False)
     pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="sweep-job")
@@ -340,10 +377,24 @@ def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Conso
                                                      "without finishing the run; see its submitit log")
 
 
+def check_devices(jobs: list[Job], cfg: Any) -> None:
+    """Refuse, before anything starts, a multi-device (DDP) job the launcher cannot give its devices."""
+    if cfg.name == "local":
+        pool = SlotPool(local_slots(cfg.jobs))
+        for job in jobs:
+            pool.need(job)
+        return
+    for job in jobs:  # one SLURM task on one node; Lightning starts the ranks there
+        if job.accelerator != "cpu" and job.devices > cfg.gpus_per_node:
+            raise ConfigError(f"Sweep job {job.index} ({job.name}) trains on {job.devices} devices but "
+                              f"launcher.gpus_per_node={cfg.gpus_per_node}; set launcher.gpus_per_node={job.devices}")
+
+
 def launch(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
     """Run `todo` with the configured launcher until every job has ended."""
     if not todo:
         return
+    check_devices(todo, cfg)
     if cfg.name == "local":
         _launch_local(folder, todo, cfg, console)
     else:
