@@ -86,3 +86,30 @@ def test_compare_refuses_what_is_not_a_run(tmp_path):
                                      "(no jobs.jsonl) or a folder of finished runs")
     result = run_cli("compare", str(_sweep(tmp_path)), "--out", str(tmp_path / "fig.jpeg"))
     assert result.returncode == 2 and "must end in one of .png, .pdf, .svg" in result.stderr
+
+
+def test_a_searched_configuration_shows_its_compute_with_and_without_search(tmp_path):
+    from nevisbench.analysis.scores import run_point
+
+    sweep = tmp_path / "sweep"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "jobs.jsonl").write_text("")
+    for seed, error in enumerate((0.30, 0.34)):
+        _run(sweep / "runs", f"searched-{seed}", "finetune", None, 1e11, seed, error)
+        path = sweep / "runs" / f"searched-{seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        for task in summary["tasks"]:  # three losing trials, each the winner's training again
+            task["flops"]["search"] = 3 * task["flops"]["train"]
+            task["flops"]["executed"]["search"] = 3 * task["flops"]["executed"]["train"]
+        summary["flops"]["search"] = 3 * summary["flops"]["train"]
+        summary["point"] = run_point(summary["tasks"], error)
+        summary["point_without_search"] = run_point(summary["tasks"], error, count_search=False)
+        path.write_text(json.dumps(summary))
+    (row,) = compare_rows(collect([sweep]))
+    assert row.flops_mean == 8e11 and row.flops_without_search_mean == 2e11  # train 2e11, search 6e11
+    out = tmp_path / "cmp"
+    done = run_cli("compare", str(sweep), "--csv", str(out / "t.csv"), "--out", str(out / "f.png"))
+    assert done.returncode == 0, done.stderr
+    (line,) = csv.DictReader(io.StringIO((out / "t.csv").read_text()))
+    assert float(line["flops_mean"]) == 8e11 and float(line["flops_without_search_mean"]) == 2e11
+    assert "compute without search" in done.stdout and (out / "f.png").stat().st_size > 10_000

@@ -173,7 +173,7 @@ def test_sweep_killed_midway_finishes_every_job_exactly_once_with_the_same_table
     # the same comparison as the uninterrupted sweep, to the last digit
     assert _table(sweep_dir) == _table(tmp_path / "reference")
     rows = (sweep_dir / "comparison.csv").read_text().splitlines()
-    assert rows[0] == "configuration,scenario,stream,budget,seeds,error_mean,error_std,flops_mean,measure"
+    assert rows[0] == "configuration,scenario,stream,budget,seeds,error_mean,error_std,flops_mean,measure,flops_without_search_mean"
     assert len(rows) == 2 and rows[1].startswith("finetune,transfer,demo,2 steps/task,3,")
     assert (sweep_dir / "comparison.png").stat().st_size > 10_000
     for name in after:  # and the same runs: each summary equal but for wall-clock fields
@@ -184,3 +184,30 @@ def test_sweep_killed_midway_finishes_every_job_exactly_once_with_the_same_table
     status = run_cli("sweep", "status", str(sweep_dir))
     assert status.returncode == 0
     assert "3 done" in status.stdout and all(name in status.stdout for name in after)
+
+
+def test_local_slots_give_a_ddp_job_all_its_devices_at_once():
+    import threading
+
+    from nevisbench.sweep.jobs import Job
+    from nevisbench.sweep.launchers import SlotPool
+
+    pool = SlotPool([{"CUDA_VISIBLE_DEVICES": g} for g in ("0", "1", "2")])
+    ddp, single = Job(index=0, name="ddp", overrides=[], devices=2), Job(index=1, name="one", overrides=[])
+    assert pool.need(ddp) == 2 and pool.need(single) == 1
+    with pytest.raises(ConfigError, match=r"Sweep job 2 \(big\) trains on 4 devices but launcher=local has 3 GPU"):
+        pool.need(Job(index=2, name="big", overrides=[], devices=4))
+    first = pool.take(2)
+    assert pool.env(first) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    got: list[list[int]] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.take(2)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and not got  # one slot free: the DDP job waits, holding nothing
+    assert pool.take(1) == [2]
+    pool.give(first)
+    waiter.join(5)
+    assert got == [[0, 1]]
+    cpu = SlotPool([{"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "1"}])
+    assert cpu.need(Job(index=3, name="cpu", overrides=[], devices=8)) == 2  # CPU processes share the cores
+    assert cpu.env(cpu.take(2)) == {"OMP_NUM_THREADS": "1"}

@@ -42,6 +42,7 @@ class RunPoint:
     measure: str
     sub_points: dict[str, tuple[float, float]] = field(default_factory=dict)  # objects / ood -> (x, y)
     label: str = ""
+    flops_without_search: float | None = None  # x without the search trials' compute (training only)
 
     @property
     def learner(self) -> str:
@@ -87,13 +88,16 @@ def _point(run_dir: Path) -> RunPoint:
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     point = summary.get("point") or {}
     measure = str(point.get("measure") or (summary.get("budget") or {}).get("measure") or "algorithmic")
+    field_name = "flops_executed" if measure == "executed" else "flops"
+    flops = summary.get("flops") or {}
+    source = flops.get("executed") or {} if measure == "executed" else flops
     if point:
-        x, y = float(point["flops"]), point["error"]
+        x, y = float(point.get(field_name, point["flops"])), point["error"]
     else:
-        flops = summary.get("flops") or {}
-        source = flops.get("executed") or {} if measure == "executed" else flops
         x = float(source.get("train", 0.0)) + float(source.get("search", 0.0))
         y = summary.get("final_mean_error", summary.get("mean_test_error"))
+    bare = summary.get("point_without_search") or {}
+    without = float(bare[field_name]) if field_name in bare else float(source.get("train", 0.0))
     if y is None:
         raise ConfigError(f"Run '{run_dir}' has no final error (every task failed?); leave it out of the comparison")
     ok = [t for t in summary.get("tasks", []) if t.get("status") == "ok"]
@@ -104,7 +108,8 @@ def _point(run_dir: Path) -> RunPoint:
         sub_error = sub_point.get("error", given.get("final_mean_error"))
         if sub_error is not None:
             subs[name] = (float(sub_point.get("flops", sum(_task_compute(t, measure) for t in tasks))), float(sub_error))
-    return RunPoint(run_dir, summary, config if isinstance(config, dict) else {}, x, float(y), measure, subs)
+    return RunPoint(run_dir, summary, config if isinstance(config, dict) else {}, x, float(y), measure, subs,
+                    flops_without_search=without)
 
 
 def _run_dirs(path: Path) -> list[Path]:
@@ -168,9 +173,11 @@ class Row:
     measure: str
     budget_value: float = 0.0
     points: list[RunPoint] = field(default_factory=list, repr=False)
+    flops_without_search_mean: float = 0.0  # the same runs' compute without their search trials
 
 
-COLUMNS = ("configuration", "scenario", "stream", "budget", "seeds", "error_mean", "error_std", "flops_mean", "measure")
+COLUMNS = ("configuration", "scenario", "stream", "budget", "seeds", "error_mean", "error_std", "flops_mean", "measure",
+           "flops_without_search_mean")
 
 
 def compare_rows(points: list[RunPoint]) -> list[Row]:
@@ -183,7 +190,9 @@ def compare_rows(points: list[RunPoint]) -> list[Row]:
         rows.append(Row(label, scenario, stream, budget, len(group), statistics.fmean(errors),
                         statistics.stdev(errors) if len(errors) > 1 else None,
                         statistics.fmean(p.flops for p in group), "/".join(sorted({p.measure for p in group})),
-                        group[0].budget_value, group))
+                        group[0].budget_value, group,
+                        statistics.fmean(p.flops if p.flops_without_search is None else p.flops_without_search
+                                         for p in group)))
     order = {s: i for i, s in enumerate(_SCENARIOS)}
     rows.sort(key=lambda r: (r.stream, order.get(r.scenario, 9), r.configuration, r.budget_value, r.flops_mean))
     return rows
@@ -194,11 +203,11 @@ def _cells(row: Row) -> list[str]:
 
     std = "-" if row.error_std is None else f"{row.error_std:.4f}"
     return [row.configuration, row.scenario, row.stream, row.budget, str(row.seeds), f"{row.error_mean:.4f}", std,
-            format_flops(row.flops_mean), row.measure]
+            format_flops(row.flops_mean), row.measure, format_flops(row.flops_without_search_mean)]
 
 
 _HEADERS = ("configuration", "scenario", "stream", "budget", "seeds", "error (mean)", "error (std)", "compute (mean)",
-            "compute measure")
+            "compute measure", "compute without search (mean)")
 
 
 def render_table(rows: list[Row], title: str = "comparison") -> Any:
@@ -221,7 +230,8 @@ def to_csv(rows: list[Row]) -> str:
     writer.writerow(COLUMNS)
     for r in rows:
         writer.writerow([r.configuration, r.scenario, r.stream, r.budget, r.seeds, repr(r.error_mean),
-                         "" if r.error_std is None else repr(r.error_std), repr(r.flops_mean), r.measure])
+                         "" if r.error_std is None else repr(r.error_std), repr(r.flops_mean), r.measure,
+                         repr(r.flops_without_search_mean)])
     return buffer.getvalue()
 
 
@@ -236,7 +246,9 @@ def to_markdown(rows: list[Row]) -> str:
 def plot_comparison(points: list[RunPoint], out: str | Path) -> Path:
     """Error against compute: a curve per configuration through its budgets, with a band of
     mean +- std over seeds, the Pareto front over all runs; a panel per scenario (columns) and for
-    the whole stream and each sub-stream the runs have (rows: all, objects, ood)."""
+    the whole stream and each sub-stream the runs have (rows: all, objects, ood). A configuration
+    whose runs searched hyperparameters also gets a dotted curve at its compute without the search
+    trials (whole-stream panels), so the price of tuning is visible."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,6 +287,12 @@ def plot_comparison(points: list[RunPoint], out: str | Path) -> Path:
                 ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                                 color=colour, alpha=0.18, linewidth=0)
                 ax.scatter([xy[id(p)][0] for p in mine], [xy[id(p)][1] for p in mine], color=colour, s=8, alpha=0.5)
+                if part == "all" and any(p.flops_without_search not in (None, p.flops) for p in mine):
+                    # the same runs placed at their compute without the search trials (dashed)
+                    bare = sorted((statistics.fmean(p.flops_without_search for p in group),
+                                   statistics.fmean(p.error for p in group)) for group in budgets.values())
+                    ax.plot(*zip(*bare), marker="o", markerfacecolor="none", color=colour, linestyle=":", linewidth=1.3,
+                            markersize=4, label=f"{label}, without search compute")
             front = pareto_front(list(xy.values()))
             if front:
                 fx, fy = zip(*front)
