@@ -88,6 +88,7 @@ def test_a_loss_gone_bad_stops_every_rank_and_is_charged_as_on_one_device(tmp_pa
 @pytest.mark.parametrize("overrides, message", [
     (["data.batch_size=15", "trainer.devices=2"], "'data.batch_size': 15 is the global batch and must split evenly"),
     (["learner=learned_prune", "trainer.devices=2"], "learner 'learned_prune' cannot train under DDP"),
+    (["trainer.devices=[0,1]"], "'trainer.devices': [0, 1] names CUDA devices but trainer.accelerator=cpu"),
 ])
 def test_ddp_misconfigurations_are_one_line_errors(tmp_path, overrides, message):
     done = run_cli("run", *DDP[1:], *overrides, f"out_dir={tmp_path}")

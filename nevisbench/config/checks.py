@@ -136,8 +136,9 @@ def _check_devices(devices: Any) -> None:
                           "distinct device indices such as [0,1], or auto")
 
 
-def _check_global_batch(cfg: DictConfig) -> None:
-    """Under DDP `data.batch_size` is the global batch, split evenly over the processes."""
+def _check_multi_device(cfg: DictConfig) -> None:
+    """Under DDP `data.batch_size` is the global batch, split evenly over the processes (whether the
+    devices exist is checked when the run starts: a sweep composes its jobs on a login node)."""
     from nevisbench.run.distributed import world_size
 
     world = world_size(cfg.trainer)
@@ -183,7 +184,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_seed(cfg)
     _check_run_name(cfg.run_name)
     _check_devices(OmegaConf.to_container(cfg.trainer, resolve=True)["devices"])
-    _check_global_batch(cfg)
+    _check_multi_device(cfg)
     _check_search(cfg)
     if cfg.stream.tasks is not None and len(cfg.stream.tasks) == 0:
         raise ConfigError("Invalid value for 'stream.tasks': []; list at least one task, or null for the whole stream")

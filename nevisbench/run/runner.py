@@ -128,8 +128,19 @@ def join_ranks(procs: list[Any], *, ok: bool, timeout: float = 300.0) -> None:
 
 
 def check_devices(cfg: DictConfig, learner_class: type) -> None:
-    """Refuse DDP for a learner that declares it cannot run under it (e.g. one that changes its
-    model's structure mid-training, which DDP's gradient buckets cannot follow)."""
+    """Refuse devices this machine does not have (a list names CUDA devices), and DDP for a learner
+    that declares it cannot run under it (e.g. one that changes its model's structure mid-training,
+    which DDP's gradient buckets cannot follow)."""
+    devices, accelerator = OmegaConf.to_container(cfg.trainer, resolve=True)["devices"], cfg.trainer.accelerator
+    if isinstance(devices, list) or (isinstance(devices, int) and devices > 1 and accelerator in ("gpu", "cuda")):
+        if accelerator == "cpu":
+            raise ConfigError(f"Invalid value for 'trainer.devices': {devices} names CUDA devices but "
+                              "trainer.accelerator=cpu; on CPU give a process count such as trainer.devices=2")
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (max(devices) + 1 if isinstance(devices, list) else devices) > available:
+            have = f"this machine has {available} CUDA device(s)" if available else "no CUDA device is available"
+            raise ConfigError(f"Invalid value for 'trainer.devices': {devices} with trainer.accelerator={accelerator}, "
+                              f"but {have}")
     if world_size(cfg.trainer) > 1 and not getattr(learner_class, "supports_ddp", True):
         raise ConfigError(f"learner '{cfg.learner.name}' cannot train under DDP (trainer.devices="
                           f"{cfg.trainer.devices}): it changes its model's structure during training; use trainer.devices=1")
