@@ -130,3 +130,23 @@ def test_search_none_writes_no_search_record(tmp_path):
     run_dir = run(compose([*TINY, "stream.tasks=[faces]", f"out_dir={tmp_path}"]))
     line = _line(run_dir)
     assert "search" not in line and line["flops"]["search"] == 0.0
+
+
+def test_a_learner_key_read_by_prepare_is_applied_per_trial_and_the_winners_learner_carries_on(tmp_path):
+    """search.space.learner.sparsity: each trial builds and prepares its own learner, so a trial at
+    sparsity 0.9 really trains a sparser model (fewer algorithmic FLOPs per step) than one at 0.25;
+    in continual the winner's learner and masked backbone carry on to the next task."""
+    run_dir = run(compose([*TINY, "learner=weight_prune", "scenario=continual", "stream.tasks=[digits,faces]",
+                           "search=custom", "search.sampler=grid", "search.space.learner.sparsity=choice(0.25,0.9)",
+                           "search.trials=2", f"out_dir={tmp_path}"]))
+    first, second = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    per_step = {t["overrides"]["learner.sparsity"]: t["train_flops"] / t["steps"] for t in first["search"]["trials"]}
+    assert set(per_step) == {0.25, 0.9}
+    assert per_step[0.9] < 0.5 * per_step[0.25]  # kept fraction 0.1 vs 0.75 of the conv FLOPs
+    winner = first["search"]["winner_overrides"]["learner.sparsity"]
+    # task 2 starts from the carried backbone, pruned at the winner's sparsity, whichever value its trials draw
+    later = [t["train_flops"] / t["steps"] for t in second["search"]["trials"]]
+    for cost in later:
+        assert math.isclose(cost, later[0], rel_tol=1e-3)
+    loser = ({0.25, 0.9} - {winner}).pop()
+    assert abs(later[0] - per_step[winner]) < 0.1 * abs(per_step[loser] - per_step[winner])

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from nevisbench.analysis.summary import summarize
-from nevisbench.api.learner import Learner
+from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
@@ -122,6 +122,9 @@ class StreamRunner:
         self.cfg, self.store, self.console = cfg, store, console
         self.name = cfg.learner.name
         self.learner = learner or build_learner(cfg, feature_dim)
+        self.feature_dim = feature_dim
+        # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
+        self._start_backbone = clone_module(backbone) if _searches_learner(cfg) else None
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(backbone)
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
@@ -228,9 +231,9 @@ class StreamRunner:
         """One trial: the task's module built from a fresh starting backbone with the trial's config,
         fitted with its own task tally, its selected (best-dev or last) model kept."""
         cfg = trial_config(self.cfg, overrides) if overrides else self.cfg
-        learner = self._trial_learner(cfg) if search.enabled else self.learner
+        learner, start = self._trial_start(cfg, index) if search.enabled else (self.learner, self.scenario.start())
         with plugin_hook(self.name, f"begin_task({task.key})"):
-            module = learner.begin_task(task, self.scenario.start())
+            module = learner.begin_task(task, start)
         if not isinstance(module, L.LightningModule):
             raise PluginError(f"Learner '{self.name}'.begin_task must return a LightningModule, got {type(module).__name__}")
         self.meter.start_task()
@@ -269,14 +272,27 @@ class StreamRunner:
                      tally=self.meter.task.copy(), steps=int(trainer.global_step),
                      budget=_budget_record(plan, self.meter.task), seconds=time.perf_counter() - start)
 
-    def _trial_learner(self, cfg: DictConfig) -> Learner:
-        """The learner of one trial: a copy of the run's (prepared) learner reading the trial's
-        `train` section and, when `learner.*` keys are searched, the trial's learner config."""
-        learner = copy.deepcopy(self.learner)
-        learner.context = dataclasses.replace(learner.context, train=cfg.train)
-        if any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(self.cfg.search.space))):
-            learner.config = OmegaConf.to_object(cfg.learner)
-        return learner
+    def _trial_start(self, cfg: DictConfig, index: int) -> tuple[Learner, torch.nn.Module]:
+        """The learner of one trial and the backbone it begins from.
+
+        Without `learner.*` keys in the space: a copy of the run's (prepared) learner reading the
+        trial's `train` section, and a copy of the scenario's starting backbone. With them: a fresh
+        learner built from the trial's config and prepared on a copy of the run's starting backbone
+        (so keys that only `prepare()` reads, e.g. a sparsity, take effect), given the run's learner
+        state after the tasks so far; it begins from the backbone its `prepare()` returned, except in
+        `continual` after the first task, where every trial begins from the carried backbone."""
+        if self._start_backbone is None:
+            learner = copy.deepcopy(self.learner)
+            learner.context = dataclasses.replace(learner.context, train=cfg.train)
+            return learner, self.scenario.start()
+        learner = build_learner(cfg, self.feature_dim, cls=type(self.learner))
+        with plugin_hook(self.name, "prepare()"):
+            prepared = learner.prepare(clone_module(self._start_backbone))
+        if index > 0:
+            with plugin_hook(self.name, "load_state_dict()"):
+                learner.load_state_dict(copy.deepcopy(self._learner_state))
+        carried = self.scenario.name == "continual" and self.scenario.carried is not None
+        return learner, self.scenario.start() if carried else prepared
 
     def _winner_module(self, search: TaskSearch, winner: Trial, task: TaskInfo, index: int, data: TaskData, seed: int) -> None:
         """The winner's selected model, for scoring: in memory, or rebuilt from its saved weights
@@ -284,9 +300,9 @@ class StreamRunner:
         if winner.module is not None or winner.failure is not None:
             return
         cfg = trial_config(self.cfg, winner.overrides) if winner.overrides else self.cfg
-        learner = self._trial_learner(cfg)
+        learner, start = self._trial_start(cfg, index)
         with plugin_hook(self.name, f"begin_task({task.key})"):
-            module = learner.begin_task(task, self.scenario.start())
+            module = learner.begin_task(task, start)
         weights, state = search.load_weights(winner.k), winner.learner_state
         try:
             module.load_state_dict(weights)
@@ -397,6 +413,13 @@ class StreamRunner:
         if self.sink is not None:
             self.sink.log_task(line)
         return line
+
+
+def _searches_learner(cfg: DictConfig) -> bool:
+    """Whether the search space names a `learner.*` key."""
+    if cfg.get("search") is None or cfg.search.name == "none":
+        return False
+    return any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
 
 
 def _budget_record(plan: TaskPlan, tally: FlopTally) -> dict[str, Any] | None:
