@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli, without_timing
+from conftest import TINY, register_learner, run_cli, without_timing
 
 from nevisbench.config import compose
-from nevisbench.errors import ConfigError
+from nevisbench.errors import ConfigError, PluginError
 from nevisbench.run.runner import run
 
 RUN = [*TINY, "train.max_steps=50", "budget.flops_per_task=5e9", "budget.milestones=2", "stream.tasks=[faces]",
@@ -112,11 +112,12 @@ def test_custom_space_runs_its_trials_and_logs_them_to_wandb(tmp_path):
     ("search.space.train.lr=loguniform(0,1)", "loguniform needs 0 < low"),
     ("search.space.data.batch_size=choice(8,16)", "only train.* and learner.* keys"),
     ("search.space.train.momentum=choice(0.5,2)", "'train.momentum': 2"),
-    ("search.parallel=2", "only 1 is supported"),
+    ("search.parallel=0", "Invalid value for 'search.parallel': 0; it must be >= 1"),
+    ("search.parallel=2 search.sampler=tpe", "search.parallel=1 with tpe"),
 ])
 def test_a_malformed_search_is_a_one_line_error_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=None) as caught:
-        compose([*TINY, "search=custom", "search.space.train.lr=uniform(0.01,0.1)", override])
+        compose([*TINY, "search=custom", "search.space.train.lr=uniform(0.01,0.1)", *override.split()])
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -150,3 +151,49 @@ def test_a_learner_key_read_by_prepare_is_applied_per_trial_and_the_winners_lear
         assert math.isclose(cost, later[0], rel_tol=1e-3)
     loser = ({0.25, 0.9} - {winner}).pop()
     assert abs(later[0] - per_step[winner]) < 0.1 * abs(per_step[loser] - per_step[winner])
+
+
+def test_search_none_refuses_parallel_trials():
+    with pytest.raises(ConfigError) as caught:
+        compose([*TINY, "search.parallel=2"])
+    assert "search=none runs one trial per task" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _summary(run_dir: Path) -> dict:
+    summary = without_timing(json.loads((run_dir / "summary.json").read_text()))
+    summary["search"].pop("parallel")  # the one setting the two runs differ in
+    return summary
+
+
+def test_parallel_trials_give_the_same_trials_winner_and_flops_as_sequential_ones(reference, tmp_path):
+    """search.parallel=2 on the 2 CPU cores: the same draws, dev errors, winner and FLOP counts (the
+    whole results line and summary, wall-clock fields aside) as search.parallel=1."""
+    proc = _cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    line, sequential = _line(tmp_path / "r"), _line(reference)
+    assert len(line["search"]["trials"]) == 4 and "finished before the resume" not in proc.stdout
+    assert without_timing(line) == without_timing(sequential)
+    assert line["flops"]["search"] == sequential["flops"]["search"] > 0
+    assert _summary(tmp_path / "r") == _summary(reference)
+    assert not (tmp_path / "r" / "state").exists()
+
+
+def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, tmp_path):
+    """A plugin error in one trial is the same one-line PluginError; a NaN loss is the same failed
+    trial in the results line."""
+    base = [*TINY, "learner=broken", "stream.tasks=[faces]", "search=nevis_cheap", "run_name=r"]
+    register_learner(monkeypatch, "broken", "broken_plugins:FailsAtOneRate")
+    messages = []
+    for parallel in (1, 2):
+        with pytest.raises(PluginError) as caught:
+            run(compose([*base, f"search.parallel={parallel}", f"out_dir={tmp_path / f'plugin{parallel}'}"]))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] == "Learner 'broken' failed in begin_task(faces): RuntimeError('no rate that high')"
+
+    register_learner(monkeypatch, "broken", "broken_plugins:NanAtOneRate")
+    lines = [_line(run(compose([*base, f"search.parallel={parallel}", f"out_dir={tmp_path / f'nan{parallel}'}"])))
+             for parallel in (1, 2)]
+    failed = [t for t in lines[1]["search"]["trials"] if t["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["overrides"]["train.lr"] == 0.1 and "the loss is nan" in failed[0]["error"]
+    assert lines[1]["status"] == "ok" and lines[1]["search"]["winner"] != failed[0]["trial"]
+    assert without_timing(lines[0]) == without_timing(lines[1])

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import pickle
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from nevisbench.analysis.summary import summarize
-from nevisbench.api.learner import Learner, clone_module
+from nevisbench.api.learner import Learner, clone_module, detach_derived
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
@@ -165,7 +166,10 @@ class StreamRunner:
         L.seed_everything(seed, verbose=False)
         data = self._load(spec, seed)
         search = TaskSearch(cfg, index, self.store.state_dir)
-        trials, winner = self._search(search, task, index, data, seed)
+        if search.enabled and cfg.search.parallel > 1:
+            trials, winner = self._search_parallel(search, spec, task, index, seed)
+        else:
+            trials, winner = self._search(search, task, index, data, seed)
         if search.enabled:  # the winner's training is `train`, the others' `search`, every dev score `eval`
             L.seed_everything(seed, verbose=False)
             self.meter.start_task()
@@ -225,6 +229,74 @@ class StreamRunner:
             self.console.print(f"Search on {task.key}: {resumed} of {len(trials)} trials finished before the resume; "
                                "they are not rerun.")
         return trials, best or trials[0]
+
+    def _search_parallel(self, search: TaskSearch, spec: TaskSpec, task: TaskInfo, index: int,
+                         seed: int) -> tuple[list[Trial], Trial]:
+        """`search.parallel=N`: the same trials as `_search`, N at once in worker processes
+        (nevisbench.run.parallel), each saved as a finished trial; then read back as a resume does.
+        The draws are made up front (grid and random samplers draw the same values as in turn)."""
+        from nevisbench.run.parallel import run_trials, search_slots
+
+        overrides = [search.ask() for _ in range(search.trials)]
+        todo = [(k, overrides[k]) for k in range(search.trials) if search.load(k) is None]
+        if todo:
+            kit = search.folder / "start.pt"
+            self._write_trial_kit(kit, spec, index, seed)
+            slots = search_slots(min(int(self.cfg.search.parallel), len(todo)), self.device.type == "cuda")
+            run_trials(kit, self.store.run_dir, todo, slots, f"task {task.key}")
+            kit.unlink(missing_ok=True)
+        ran = {k for k, _ in todo}
+        trials: list[Trial] = []
+        best: Trial | None = None
+        for k in range(search.trials):
+            trial = Trial.restored(search.load(k), overrides[k], search, k)
+            if trial is None:
+                raise DataError(f"the search worker of task {task.key} left no record of trial {k}")
+            trial.resumed = k not in ran
+            search.tell(trial.dev_error if trial.failure is None else None)
+            trials.append(trial)
+            if trial.beats(best):
+                best = trial
+        search.drop_weights(best.k if best is not None else -1)
+        resumed = sum(t.resumed for t in trials)
+        if resumed:
+            self.console.print(f"Search on {task.key}: {resumed} of {len(trials)} trials finished before the resume; "
+                               "they are not rerun.")
+        return trials, best or trials[0]
+
+    def _write_trial_kit(self, path: Path, spec: TaskSpec, index: int, seed: int) -> None:
+        """What a search worker needs to run a trial exactly as this process would (see `for_trials`)."""
+        from nevisbench.run.results import atomic_write_bytes
+
+        for backbone in (self.scenario.initial, self.scenario.carried, self._start_backbone):
+            if backbone is not None:
+                detach_derived(backbone)
+        cfg = self.cfg.copy()
+        cfg.trainer.progress_bar = False  # N bars would interleave; a bar changes nothing counted
+        kit = {"cfg": cfg, "learner": self.learner, "scenario": self.scenario, "feature_dim": self.feature_dim,
+               "start_backbone": self._start_backbone, "learner_state": self._learner_state,
+               "spec": spec, "index": index, "seed": seed}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write_bytes(path, lambda handle: torch.save(kit, handle))
+        except (TypeError, AttributeError, RuntimeError, pickle.PicklingError) as exc:
+            raise PluginError(f"Learner '{self.name}' cannot be sent to a search worker ({str(exc).splitlines()[0]}); "
+                              "run with search.parallel=1") from None
+
+    @classmethod
+    def for_trials(cls, kit: dict[str, Any], run_dir: Path) -> StreamRunner:
+        """A runner in a search worker: the parent's learner, scenario and config, its own FLOP
+        meter, no logger; it only runs trials (`_trial`)."""
+        self = cls.__new__(cls)
+        self.cfg, self.store, self.console = kit["cfg"], ResultsStore(run_dir), Console()
+        self.name = self.cfg.learner.name
+        self.learner, self.scenario, self.feature_dim = kit["learner"], kit["scenario"], kit["feature_dim"]
+        self._start_backbone, self._learner_state = kit["start_backbone"], kit["learner_state"]
+        self.meter = FlopMeter()
+        self.precision = resolve_precision(self.cfg)
+        self.device = training_device(self.cfg)
+        self.sink = None
+        return self
 
     def _trial(self, search: TaskSearch, task: TaskInfo, index: int, k: int, data: TaskData, seed: int,
                overrides: dict[str, Any]) -> Trial:

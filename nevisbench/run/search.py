@@ -128,9 +128,15 @@ def check_search(cfg: Any, check_trial: Any) -> None:
         raise ConfigError(f"Invalid value for 'search.sampler': {search.sampler!r}; valid: {', '.join(SAMPLERS)}")
     if search.trials < 1:
         raise ConfigError(f"Invalid value for 'search.trials': {search.trials}; it must be >= 1")
-    if search.parallel != 1:
-        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel}; only 1 is supported "
-                          "(trials of a task run one after another)")
+    if search.parallel < 1:
+        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel}; it must be >= 1")
+    if search.parallel > 1 and search.name == "none":
+        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel}; search=none runs one trial per "
+                          "task (valid: 1, or choose a search)")
+    if search.parallel > 1 and search.sampler == "tpe":
+        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel} with search.sampler=tpe; TPE draws "
+                          "from earlier results, so parallel trials would differ from sequential ones (valid: "
+                          "search.parallel=1 with tpe, or sampler=grid|random with any search.parallel)")
     space = parse_space(OmegaConf.to_container(search.space, resolve=True))
     if search.name == "none":
         if space or search.trials != 1:
@@ -194,7 +200,8 @@ class TaskSearch:
         self.trials = int(cfg.search.trials) if self.enabled else 1
         self.space = parse_space(OmegaConf.to_container(cfg.search.space, resolve=True)) if self.enabled else {}
         self.folder = Path(state_dir) / f"search_{index}"
-        self._study = self._trial = None
+        self._study = None
+        self._asked: list[Any] = []  # asked, not yet told, oldest first
         if self.enabled:
             import optuna
 
@@ -211,19 +218,22 @@ class TaskSearch:
         """The next trial's values (none when search=none)."""
         if not self.enabled:
             return {}
-        self._trial = self._study.ask({k: d.optuna() for k, d in self.space.items()})
-        return dict(self._trial.params)
+        trial = self._study.ask({k: d.optuna() for k, d in self.space.items()})
+        self._asked.append(trial)
+        return dict(trial.params)
 
     def tell(self, dev_error: float | None) -> None:
+        """The result of the oldest trial asked and not yet told (trials are told in order)."""
         if not self.enabled:
             return
         import optuna
 
+        trial = self._asked.pop(0)
         try:
             if dev_error is None:
-                self._study.tell(self._trial, state=optuna.trial.TrialState.FAIL)
+                self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
-                self._study.tell(self._trial, dev_error)
+                self._study.tell(trial, dev_error)
         except RuntimeError as exc:  # GridSampler stops the study after its last cell: meaningless in ask/tell
             if "Study.stop" not in str(exc):  # (the trial is recorded before that; Optuna stores it in a finally)
                 raise
