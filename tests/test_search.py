@@ -114,6 +114,9 @@ def test_custom_space_runs_its_trials_and_logs_them_to_wandb(tmp_path):
     ("search.space.train.momentum=choice(0.5,2)", "'train.momentum': 2"),
     ("search.parallel=0", "Invalid value for 'search.parallel': 0; it must be >= 1"),
     ("search.parallel=2 search.sampler=tpe", "search.parallel=1 with tpe"),
+    ("search.pruner=halving", "Invalid value for 'search.pruner': 'halving'; valid: none, successive_halving, hyperband"),
+    ("search.pruner=hyperband search.parallel=2", "valid: search.pruner=none, or search.parallel=1"),
+    ("search.pruner=successive_halving budget.milestones=1", "valid: budget.milestones >= 2"),
 ])
 def test_a_malformed_search_is_a_one_line_error_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=None) as caught:
@@ -197,3 +200,36 @@ def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, t
     assert len(failed) == 1 and failed[0]["overrides"]["train.lr"] == 0.1 and "the loss is nan" in failed[0]["error"]
     assert lines[1]["status"] == "ok" and lines[1]["search"]["winner"] != failed[0]["trial"]
     assert without_timing(lines[0]) == without_timing(lines[1])
+
+
+PRUNE = [*TINY, "train.max_steps=50", "budget.flops_per_task=3e10", "budget.milestones=4", "budget.first_milestone=0.1",
+         "train.checkpoint_every_n_steps=1", "stream.tasks=[faces]", "search=nevis_cheap",
+         "search.pruner=successive_halving", "run_name=r"]
+
+
+def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search(tmp_path):
+    """search.pruner=successive_halving: trials whose dev error at a milestone (a rung) is not in
+    the best third of the trials so far stop there; what they spent is still charged to `search`;
+    a run killed inside a trial that gets pruned resumes to the same decisions."""
+    line = _line(run(compose([*PRUNE, f"out_dir={tmp_path / 'whole'}"])))
+    trials, winner = line["search"]["trials"], line["search"]["winner"]
+    full = trials[winner]["steps"]
+    pruned = [t for t in trials if t["status"] == "pruned"]
+    assert 1 <= len(pruned) < len(trials) and trials[winner]["status"] == "ok" and trials[0]["status"] == "ok"
+    assert all(0 < t["steps"] < full and 0 < t["train_flops"] < trials[winner]["train_flops"] for t in pruned)
+    finished = [t["dev_error"] for t in trials if t["status"] == "ok"]
+    assert trials[winner]["dev_error"] == min(finished)
+    assert line["flops"]["train"] == trials[winner]["train_flops"]
+    losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
+    assert math.isclose(line["flops"]["search"], losers, rel_tol=1e-12)
+    assert losers < (len(trials) - 1) * trials[winner]["train_flops"]  # pruning saved compute
+
+    # killed after the first milestone of a trial that is pruned at a later one, then resumed
+    first = [t for t in trials if t["status"] == "pruned" and t["steps"] > 2]
+    assert first, "the test needs a trial pruned after its first milestone"
+    k, stop = first[0]["trial"], first[0]["steps"]
+    killed = _cli("run", *PRUNE, f"out_dir={tmp_path / 'killed'}", fault=f"step:{k}:{stop - 1}")
+    assert killed.returncode == -signal.SIGKILL
+    done = _cli("run", f"resume={tmp_path / 'killed' / 'r'}")
+    assert done.returncode == 0, done.stderr
+    assert without_timing(_line(tmp_path / "killed" / "r")) == without_timing(line)

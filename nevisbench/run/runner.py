@@ -30,7 +30,8 @@ from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
 from nevisbench.run.backbones import build_backbone
 from nevisbench.run.callbacks import (
-    CheckpointCallback, FiniteLossCallback, FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions,
+    CheckpointCallback, FiniteLossCallback, FlopMeterCallback, PruneCallback, ScheduleCallback, TaskPlan,
+    milestone_fractions,
 )
 from nevisbench.run.evaluation import evaluate
 from nevisbench.run.loggers import make_sink
@@ -214,7 +215,9 @@ class StreamRunner:
                 trial = self._trial(search, task, index, k, data, seed, overrides)
                 if search.enabled:
                     search.save(k, trial.record(with_learner=trial.beats(best)), trial.weights() if trial.beats(best) else None)
-            search.tell(trial.dev_error if trial.failure is None else None)
+            else:
+                search.report(trial.anytime)  # the pruner reads the milestones of the trials before
+            search.tell(trial.dev_error if trial.failure is None else None, pruned=trial.pruned)
             trials.append(trial)
             if trial.beats(best):
                 if best is not None:
@@ -253,7 +256,7 @@ class StreamRunner:
             if trial is None:
                 raise DataError(f"the search worker of task {task.key} left no record of trial {k}")
             trial.resumed = k not in ran
-            search.tell(trial.dev_error if trial.failure is None else None)
+            search.tell(trial.dev_error if trial.failure is None else None, pruned=trial.pruned)
             trials.append(trial)
             if trial.beats(best):
                 best = trial
@@ -329,6 +332,9 @@ class StreamRunner:
             CheckpointCallback(checkpoint, cfg.train.checkpoint_every_n_steps, loaders["train"]),
             selection,
         ]
+        pruning = PruneCallback(search, plan)
+        if search.pruning:
+            callbacks.insert(3, pruning)  # after the milestone's evaluation, before the mid-task checkpoint
         trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
                                budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
                                logger=self.sink.lightning_logger() if self.sink is not None else False)
@@ -341,7 +347,7 @@ class StreamRunner:
             dev_error = self._evaluate(module, task, loaders["dev"], trainer)
         return Trial(k=k, overrides=overrides, cfg=cfg, learner=learner, module=module, trainer=trainer, loaders=loaders,
                      anytime=plan.records, selected=selected, dev_error=dev_error, failure=failure,
-                     tally=self.meter.task.copy(), steps=int(trainer.global_step),
+                     tally=self.meter.task.copy(), steps=int(trainer.global_step), pruned=pruning.pruned,
                      budget=_budget_record(plan, self.meter.task), seconds=time.perf_counter() - start)
 
     def _trial_start(self, cfg: DictConfig, index: int) -> tuple[Learner, torch.nn.Module]:
@@ -523,10 +529,11 @@ class Trial:
     loaders: Any = None
     learner_state: Any = field(default=None, repr=False)
     resumed: bool = False  # read back from the run's state, not run in this process
+    pruned: bool = False  # stopped at a milestone by the search's pruner: it cannot win
 
     def beats(self, other: Trial | None) -> bool:
         """A finished trial with a lower dev error than `other` (ties: the earlier trial wins)."""
-        if self.failure is not None or self.dev_error is None:
+        if self.failure is not None or self.dev_error is None or self.pruned:
             return False
         return other is None or other.dev_error is None or self.dev_error < other.dev_error
 
@@ -537,7 +544,7 @@ class Trial:
         """What the run's state keeps of a finished trial (the learner's state only for a best so far)."""
         return {"k": self.k, "overrides": dict(self.overrides), "dev_error": self.dev_error, "failure": self.failure,
                 "tally": asdict(self.tally), "steps": self.steps, "anytime": self.anytime, "selected": self.selected,
-                "budget": self.budget, "seconds": self.seconds,
+                "budget": self.budget, "seconds": self.seconds, "pruned": self.pruned,
                 "learner": self.learner.state_dict() if with_learner else None}
 
     def weights(self) -> dict[str, Any]:
@@ -554,7 +561,7 @@ class Trial:
         return Trial(k=k, overrides=overrides, dev_error=record["dev_error"], failure=record["failure"],
                      tally=FlopTally(**record["tally"]), steps=record["steps"], anytime=record["anytime"],
                      selected=record["selected"], budget=record["budget"], seconds=record["seconds"],
-                     learner_state=record["learner"], resumed=True)
+                     learner_state=record["learner"], pruned=record.get("pruned", False), resumed=True)
 
 
 def search_record(cfg: DictConfig, trials: list[Trial], winner: Trial) -> dict[str, Any]:
@@ -563,7 +570,7 @@ def search_record(cfg: DictConfig, trials: list[Trial], winner: Trial) -> dict[s
     return {
         "name": cfg.search.name, "sampler": cfg.search.sampler,
         "trials": [{"trial": t.k, "overrides": t.overrides, "dev_error": t.dev_error,
-                    "status": "ok" if t.failure is None else "failed", "error": t.failure, "steps": t.steps,
+                    "status": "failed" if t.failure is not None else "pruned" if t.pruned else "ok", "error": t.failure, "steps": t.steps,
                     "train_flops": t.tally.measure(measure, "train"), "eval_flops": t.tally.measure(measure, "eval"),
                     "flops": {"train": t.tally.train, "eval": t.tally.eval,
                               "executed_train": t.tally.executed_train, "executed_eval": t.tally.executed_eval},
