@@ -184,7 +184,8 @@ def test_parallel_trials_give_the_same_trials_winner_and_flops_as_sequential_one
 def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, tmp_path):
     """A plugin error in one trial is the same one-line PluginError; a NaN loss is the same failed
     trial in the results line."""
-    base = [*TINY, "learner=broken", "stream.tasks=[faces]", "search=nevis_cheap", "run_name=r"]
+    base = [*TINY, "learner=broken", "stream.tasks=[faces]", "search=custom", "search.sampler=grid",
+            "search.space.train.lr=choice(0.01,0.1)", "search.trials=2", "run_name=r"]
     register_learner(monkeypatch, "broken", "broken_plugins:FailsAtOneRate")
     messages = []
     for parallel in (1, 2):
@@ -203,7 +204,7 @@ def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, t
 
 
 PRUNE = [*TINY, "train.max_steps=50", "budget.flops_per_task=3e10", "budget.milestones=4", "budget.first_milestone=0.1",
-         "train.checkpoint_every_n_steps=1", "stream.tasks=[faces]", "search=nevis_cheap",
+         "train.checkpoint_every_n_steps=2", "stream.tasks=[faces]", "search=nevis_cheap",
          "search.pruner=successive_halving", "run_name=r"]
 
 
@@ -233,3 +234,17 @@ def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search
     done = _cli("run", f"resume={tmp_path / 'killed' / 'r'}")
     assert done.returncode == 0, done.stderr
     assert without_timing(_line(tmp_path / "killed" / "r")) == without_timing(line)
+
+
+def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
+    """Hyperband's brackets come from a hash of the study's name: fixed per task, so two processes
+    prune the same trials, and the compute identity holds with its pruned trials too."""
+    args = [*PRUNE, "search.pruner=hyperband", "train.checkpoint_every_n_steps=0"]
+    line = _line(run(compose([*args, f"out_dir={tmp_path / 'a'}"])))
+    trials, winner = line["search"]["trials"], line["search"]["winner"]
+    assert any(t["status"] == "pruned" for t in trials) and trials[winner]["status"] == "ok"
+    losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
+    assert math.isclose(line["flops"]["search"], losers, rel_tol=1e-12)
+    proc = _cli("run", *args, f"out_dir={tmp_path / 'b'}")
+    assert proc.returncode == 0, proc.stderr
+    assert without_timing(_line(tmp_path / "b" / "r")) == without_timing(line)

@@ -45,13 +45,20 @@ def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
     return slots
 
 
-def _take_slot(slots: Any) -> None:
+_STOP: Any = None  # set by the parent on Ctrl-C: a worker starts no further trial
+
+
+def _take_slot(slots: Any, stop: Any) -> None:
     """Pool initializer: this worker's slot, set before torch is imported."""
+    global _STOP
+    _STOP = stop
     os.environ.update(slots.get())
 
 
 def _trial_job(job: dict[str, Any]) -> int:
     """Run one trial in this worker and save it as a finished trial; return its number."""
+    if _STOP is not None and _STOP.is_set():
+        raise KeyboardInterrupt  # a job queued before the Ctrl-C: not started
     import lightning as L
     import torch
 
@@ -99,10 +106,11 @@ def run_trials(kit_path: Path, run_dir: Path, todo: list[tuple[int, dict[str, An
     from nevisbench.errors import RunFailed
 
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
+    queue, stop = context.Queue(), context.Event()
     for slot in slots:
         queue.put(slot)
-    pool = ProcessPoolExecutor(max_workers=len(slots), mp_context=context, initializer=_take_slot, initargs=(queue,))
+    pool = ProcessPoolExecutor(max_workers=len(slots), mp_context=context, initializer=_take_slot,
+                               initargs=(queue, stop))
     futures: dict[Future[int], int] = {}
     try:
         for k, overrides in todo:
@@ -114,6 +122,7 @@ def run_trials(kit_path: Path, run_dir: Path, todo: list[tuple[int, dict[str, An
                 future.cancel()  # not started: not run; in flight: finishes and is kept
             wait(futures)
     except KeyboardInterrupt:
+        stop.set()  # a job already handed to a worker is not started
         for future in futures:
             future.cancel()
         _stop_workers(pool)
