@@ -7,7 +7,7 @@ the sweep's local launcher, `nevisbench.sweep.launchers`: a GPU each through
 
 The parent writes the task's starting state once (`<run>/state/search_<task>/start.pt`: the run's
 learner, the scenario with its starting backbones, the config, the task's spec); each trial job
-rebuilds a runner from it, trains the trial exactly as the in-process search does (same seed, same
+(`nevisbench.run.runner.trial_job`) rebuilds a runner from it, trains the trial exactly as the in-process search does (same seed, same
 starting state, its own FLOP meter) and saves its record and weights through `TaskSearch.save`,
 like a finished trial. The parent then reads the trials back as a resume does. A trial's seed
 does not depend on the worker that ran it.
@@ -18,14 +18,13 @@ This module imports only the standard library at its top: a worker's slot is set
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-__all__ = ["search_slots", "run_trials"]
-
-_DATA: dict[tuple[str, int], Any] = {}  # a worker's task data, loaded once per task
+__all__ = ["search_slots", "run_trials", "stopping"]
 
 
 def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
@@ -55,32 +54,9 @@ def _take_slot(slots: Any, stop: Any) -> None:
     os.environ.update(slots.get())
 
 
-def _trial_job(job: dict[str, Any]) -> int:
-    """Run one trial in this worker and save it as a finished trial; return its number."""
-    if _STOP is not None and _STOP.is_set():
-        raise KeyboardInterrupt  # a job queued before the Ctrl-C: not started
-    import lightning as L
-    import torch
-
-    from nevisbench.run.runner import StreamRunner, task_info
-    from nevisbench.run.search import TaskSearch
-    from nevisbench.run.trainer import quiet_lightning
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    quiet_lightning()
-    kit = torch.load(job["kit"], map_location="cpu", weights_only=False)
-    runner = StreamRunner.for_trials(kit, Path(job["run_dir"]))
-    spec, index, k, seed = kit["spec"], kit["index"], job["k"], kit["seed"]
-    key = (spec.key, seed)
-    if key not in _DATA:
-        _DATA.clear()
-        L.seed_everything(seed, verbose=False)
-        _DATA[key] = runner._load(spec, seed)
-    search = TaskSearch(runner.cfg, index, runner.store.state_dir)
-    L.seed_everything(seed, verbose=False)  # every trial starts from the same state, wherever it runs
-    trial = runner._trial(search, task_info(spec, index), index, k, _DATA[key], seed, job["overrides"])
-    search.save(k, trial.record(with_learner=trial.failure is None), trial.weights() if trial.failure is None else None)
-    return k
+def stopping() -> bool:
+    """In a worker: whether the parent was interrupted (a job queued before the Ctrl-C is not started)."""
+    return _STOP is not None and _STOP.is_set()
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -95,11 +71,12 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             pass
 
 
-def run_trials(kit_path: Path, run_dir: Path, todo: list[tuple[int, dict[str, Any]]], slots: list[dict[str, str]],
-               describe: str) -> None:
+def run_trials(job: Callable[[dict[str, Any]], int], kit_path: Path, run_dir: Path,
+               todo: list[tuple[int, dict[str, Any]]], slots: list[dict[str, str]], describe: str) -> None:
     """Run the trials `todo` ((number, overrides) pairs) on a pool of len(slots) workers, each
-    saving its trial. A trial that raises (a plugin error) is raised here once the trials in flight
-    have finished (the lowest-numbered trial's error when several fail); trials not started are
+    calling `job` (a module-level function: `nevisbench.run.runner.trial_job`), which saves its
+    trial. A trial that raises (a plugin error) is raised here once the trials in flight have
+    finished (the lowest-numbered trial's error when several fail); trials not started are
     cancelled, finished ones are kept for a resume."""
     import multiprocessing
 
@@ -114,7 +91,7 @@ def run_trials(kit_path: Path, run_dir: Path, todo: list[tuple[int, dict[str, An
     futures: dict[Future[int], int] = {}
     try:
         for k, overrides in todo:
-            futures[pool.submit(_trial_job, {"kit": str(kit_path), "run_dir": str(run_dir), "k": k,
+            futures[pool.submit(job, {"kit": str(kit_path), "run_dir": str(run_dir), "k": k,
                                              "overrides": overrides})] = k
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() is not None for f in done if not f.cancelled()):

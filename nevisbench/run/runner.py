@@ -35,6 +35,7 @@ from nevisbench.run.callbacks import (
 )
 from nevisbench.run.evaluation import evaluate
 from nevisbench.run.loggers import make_sink
+from nevisbench.run.parallel import run_trials, search_slots, stopping
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
@@ -238,15 +239,13 @@ class StreamRunner:
         """`search.parallel=N`: the same trials as `_search`, N at once in worker processes
         (nevisbench.run.parallel), each saved as a finished trial; then read back as a resume does.
         The draws are made up front (grid and random samplers draw the same values as in turn)."""
-        from nevisbench.run.parallel import run_trials, search_slots
-
         overrides = [search.ask() for _ in range(search.trials)]
         todo = [(k, overrides[k]) for k in range(search.trials) if search.load(k) is None]
         if todo:
             kit = search.folder / "start.pt"
             self._write_trial_kit(kit, spec, index, seed)
             slots = search_slots(min(int(self.cfg.search.parallel), len(todo)), self.device.type == "cuda")
-            run_trials(kit, self.store.run_dir, todo, slots, f"task {task.key}")
+            run_trials(trial_job, kit, self.store.run_dir, todo, slots, f"task {task.key}")
             kit.unlink(missing_ok=True)
         ran = {k for k, _ in todo}
         trials: list[Trial] = []
@@ -491,6 +490,31 @@ class StreamRunner:
         if self.sink is not None:
             self.sink.log_task(line)
         return line
+
+
+_DATA: dict[tuple[str, int], TaskData] = {}  # a search worker's task data, loaded once per task
+
+
+def trial_job(job: dict[str, Any]) -> int:
+    """A search worker's job (`search.parallel`, see nevisbench.run.parallel): run one trial from
+    the task's starting-state file exactly as `_search` would, save it as a finished trial, return
+    its number."""
+    if stopping():
+        raise KeyboardInterrupt  # queued before a Ctrl-C: not started
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
+    quiet_lightning()
+    kit = torch.load(job["kit"], map_location="cpu", weights_only=False)
+    runner = StreamRunner.for_trials(kit, Path(job["run_dir"]))
+    spec, index, k, seed = kit["spec"], kit["index"], job["k"], kit["seed"]
+    if (spec.key, seed) not in _DATA:
+        _DATA.clear()
+        L.seed_everything(seed, verbose=False)
+        _DATA[(spec.key, seed)] = runner._load(spec, seed)
+    search = TaskSearch(runner.cfg, index, runner.store.state_dir)
+    L.seed_everything(seed, verbose=False)  # every trial starts from the same state, wherever it runs
+    trial = runner._trial(search, task_info(spec, index), index, k, _DATA[(spec.key, seed)], seed, job["overrides"])
+    search.save(k, trial.record(with_learner=trial.failure is None), trial.weights() if trial.failure is None else None)
+    return k
 
 
 def _searches_learner(cfg: DictConfig) -> bool:
