@@ -248,3 +248,28 @@ def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
     proc = _cli("run", *args, f"out_dir={tmp_path / 'b'}")
     assert proc.returncode == 0, proc.stderr
     assert without_timing(_line(tmp_path / "b" / "r")) == without_timing(line)
+
+
+@pytest.mark.parametrize("search", [
+    ["search=nevis_cheap"],
+    ["search=nevis"],
+    ["search=custom", "search.space.train.lr=loguniform(1e-4,1e-1)", "search.space.train.momentum=choice(0.5,0.9)"],
+])
+def test_drawing_every_trial_up_front_gives_the_draws_of_ask_and_tell_in_turn(search, tmp_path):
+    """search.parallel asks for all trials first: for the grid and random samplers those are the
+    values that asking and telling one trial at a time draws, failed trials included."""
+    from nevisbench.run.search import TaskSearch
+
+    cfg = compose([*TINY, *search, "stream.tasks=[faces]"])
+    results = [0.5, None, 0.25, 0.75] * 4  # a failed trial among them
+    for index in (0, 3):
+        in_turn = TaskSearch(cfg, index, tmp_path)
+        drawn = []
+        for k in range(in_turn.trials):
+            drawn.append(in_turn.ask())
+            in_turn.tell(results[k])
+        up_front = TaskSearch(cfg, index, tmp_path)
+        asked = [up_front.ask() for _ in range(up_front.trials)]
+        for k in range(up_front.trials):
+            up_front.tell(results[k])
+        assert asked == drawn and len({repr(d) for d in drawn}) == len(drawn)
