@@ -273,3 +273,19 @@ def test_drawing_every_trial_up_front_gives_the_draws_of_ask_and_tell_in_turn(se
         for k in range(up_front.trials):
             up_front.tell(results[k])
         assert asked == drawn and len({repr(d) for d in drawn}) == len(drawn)
+
+
+def test_a_killed_worker_is_a_one_line_error_and_the_search_resumes_to_the_same_result(reference, tmp_path):
+    """A worker SIGKILLed in the third trial (search.parallel=2): the run stops with a one-line
+    error, keeps the finished trials, and a resume ends with the uninterrupted run's summary."""
+    run_dir = tmp_path / "r"
+    killed = _cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}", fault="trial:0:2")
+    assert killed.returncode == 1 and "Traceback" not in killed.stderr
+    assert "a search worker of task faces ended abruptly" in killed.stderr
+    kept = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_?.pt"))
+    # the trials finished before the kill are kept; one still running in the other worker stops with the pool
+    assert kept and "trial_2.pt" not in kept and not (run_dir / "results.jsonl").exists()
+    done = _cli("run", f"resume={run_dir}")
+    assert done.returncode == 0, done.stderr
+    assert "finished before the resume" in done.stdout
+    assert _summary(run_dir) == _summary(reference)

@@ -47,10 +47,27 @@ def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
 _STOP: Any = None  # set by the parent on Ctrl-C: a worker starts no further trial
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the run's process dies (SIGKILL, out of memory), as
+    it would kill an in-process trial: its mid-trial checkpoint stays, no record is written, and
+    no orphan goes on writing into the run folder while it is resumed. Best effort elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _take_slot(slots: Any, stop: Any) -> None:
     """Pool initializer: this worker's slot, set before torch is imported."""
     global _STOP
     _STOP = stop
+    _die_with_parent()
     os.environ.update(slots.get())
 
 
