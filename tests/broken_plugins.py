@@ -132,3 +132,33 @@ class _NoneStep(TaskModule):
 
 
 ReturnsNone = _learner_with(_NoneStep)
+
+
+class FailsAtOneRate(Learner):
+    """Breaks in begin_task for the trial with train.lr=0.1 only (a plugin error inside a search)."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        if self.context.train.lr == 0.1:
+            raise RuntimeError("no rate that high")
+        return super().begin_task(task, backbone)
+
+
+class _NanLoss(TaskModule):
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        loss = out["loss"] if isinstance(out, dict) else out
+        return loss * float("nan")
+
+
+class NanAtOneRate(Learner):
+    """The trial with train.lr=0.1 gets a NaN loss (a failed trial, recorded, not an error)."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        module = self.task_module(backbone, task)
+        if self.context.train.lr == 0.1:
+            module.__class__ = _NanLoss
+        return module

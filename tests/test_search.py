@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli, without_timing
+from conftest import TINY, register_learner, run_cli, without_timing
 
 from nevisbench.config import compose
-from nevisbench.errors import ConfigError
+from nevisbench.errors import ConfigError, PluginError
 from nevisbench.run.runner import run
 
 RUN = [*TINY, "train.max_steps=50", "budget.flops_per_task=5e9", "budget.milestones=2", "stream.tasks=[faces]",
@@ -112,11 +112,15 @@ def test_custom_space_runs_its_trials_and_logs_them_to_wandb(tmp_path):
     ("search.space.train.lr=loguniform(0,1)", "loguniform needs 0 < low"),
     ("search.space.data.batch_size=choice(8,16)", "only train.* and learner.* keys"),
     ("search.space.train.momentum=choice(0.5,2)", "'train.momentum': 2"),
-    ("search.parallel=2", "only 1 is supported"),
+    ("search.parallel=0", "Invalid value for 'search.parallel': 0; it must be >= 1"),
+    ("search.parallel=2 search.sampler=tpe", "search.parallel=1 with tpe"),
+    ("search.pruner=halving", "Invalid value for 'search.pruner': 'halving'; valid: none, successive_halving, hyperband"),
+    ("search.pruner=hyperband search.parallel=2", "valid: search.pruner=none, or search.parallel=1"),
+    ("search.pruner=successive_halving budget.milestones=1", "valid: budget.milestones >= 2"),
 ])
 def test_a_malformed_search_is_a_one_line_error_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=None) as caught:
-        compose([*TINY, "search=custom", "search.space.train.lr=uniform(0.01,0.1)", override])
+        compose([*TINY, "search=custom", "search.space.train.lr=uniform(0.01,0.1)", *override.split()])
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -130,3 +134,158 @@ def test_search_none_writes_no_search_record(tmp_path):
     run_dir = run(compose([*TINY, "stream.tasks=[faces]", f"out_dir={tmp_path}"]))
     line = _line(run_dir)
     assert "search" not in line and line["flops"]["search"] == 0.0
+
+
+def test_a_learner_key_read_by_prepare_is_applied_per_trial_and_the_winners_learner_carries_on(tmp_path):
+    """search.space.learner.sparsity: each trial builds and prepares its own learner, so a trial at
+    sparsity 0.9 really trains a sparser model (fewer algorithmic FLOPs per step) than one at 0.25;
+    in continual the winner's learner and masked backbone carry on to the next task."""
+    run_dir = run(compose([*TINY, "learner=weight_prune", "scenario=continual", "stream.tasks=[digits,faces]",
+                           "search=custom", "search.sampler=grid", "search.space.learner.sparsity=choice(0.25,0.9)",
+                           "search.trials=2", f"out_dir={tmp_path}"]))
+    first, second = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    per_step = {t["overrides"]["learner.sparsity"]: t["train_flops"] / t["steps"] for t in first["search"]["trials"]}
+    assert set(per_step) == {0.25, 0.9}
+    assert per_step[0.9] < 0.5 * per_step[0.25]  # kept fraction 0.1 vs 0.75 of the conv FLOPs
+    winner = first["search"]["winner_overrides"]["learner.sparsity"]
+    # task 2 starts from the carried backbone, pruned at the winner's sparsity, whichever value its trials draw
+    later = [t["train_flops"] / t["steps"] for t in second["search"]["trials"]]
+    for cost in later:
+        assert math.isclose(cost, later[0], rel_tol=1e-3)
+    loser = ({0.25, 0.9} - {winner}).pop()
+    assert abs(later[0] - per_step[winner]) < 0.1 * abs(per_step[loser] - per_step[winner])
+
+
+def test_search_none_refuses_parallel_trials():
+    with pytest.raises(ConfigError) as caught:
+        compose([*TINY, "search.parallel=2"])
+    assert "search=none runs one trial per task" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _summary(run_dir: Path) -> dict:
+    summary = without_timing(json.loads((run_dir / "summary.json").read_text()))
+    summary["search"].pop("parallel")  # the one setting the two runs differ in
+    return summary
+
+
+def test_parallel_trials_give_the_same_trials_winner_and_flops_as_sequential_ones(reference, tmp_path):
+    """search.parallel=2 on the 2 CPU cores: the same draws, dev errors, winner and FLOP counts (the
+    whole results line and summary, wall-clock fields aside) as search.parallel=1."""
+    proc = _cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    line, sequential = _line(tmp_path / "r"), _line(reference)
+    assert len(line["search"]["trials"]) == 4 and "finished before the resume" not in proc.stdout
+    assert without_timing(line) == without_timing(sequential)
+    assert line["flops"]["search"] == sequential["flops"]["search"] > 0
+    assert _summary(tmp_path / "r") == _summary(reference)
+    assert not (tmp_path / "r" / "state").exists()
+
+
+def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, tmp_path):
+    """A plugin error in one trial is the same one-line PluginError; a NaN loss is the same failed
+    trial in the results line."""
+    base = [*TINY, "learner=broken", "stream.tasks=[faces]", "search=custom", "search.sampler=grid",
+            "search.space.train.lr=choice(0.01,0.1)", "search.trials=2", "run_name=r"]
+    register_learner(monkeypatch, "broken", "broken_plugins:FailsAtOneRate")
+    messages = []
+    for parallel in (1, 2):
+        with pytest.raises(PluginError) as caught:
+            run(compose([*base, f"search.parallel={parallel}", f"out_dir={tmp_path / f'plugin{parallel}'}"]))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] == "Learner 'broken' failed in begin_task(faces): RuntimeError('no rate that high')"
+
+    register_learner(monkeypatch, "broken", "broken_plugins:NanAtOneRate")
+    lines = [_line(run(compose([*base, f"search.parallel={parallel}", f"out_dir={tmp_path / f'nan{parallel}'}"])))
+             for parallel in (1, 2)]
+    failed = [t for t in lines[1]["search"]["trials"] if t["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["overrides"]["train.lr"] == 0.1 and "the loss is nan" in failed[0]["error"]
+    assert lines[1]["status"] == "ok" and lines[1]["search"]["winner"] != failed[0]["trial"]
+    assert without_timing(lines[0]) == without_timing(lines[1])
+
+
+PRUNE = [*TINY, "train.max_steps=50", "budget.flops_per_task=3e10", "budget.milestones=4", "budget.first_milestone=0.1",
+         "train.checkpoint_every_n_steps=2", "stream.tasks=[faces]", "search=nevis_cheap",
+         "search.pruner=successive_halving", "run_name=r"]
+
+
+def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search(tmp_path):
+    """search.pruner=successive_halving: trials whose dev error at a milestone (a rung) is not in
+    the best third of the trials so far stop there; what they spent is still charged to `search`;
+    a run killed inside a trial that gets pruned resumes to the same decisions."""
+    line = _line(run(compose([*PRUNE, f"out_dir={tmp_path / 'whole'}"])))
+    trials, winner = line["search"]["trials"], line["search"]["winner"]
+    full = trials[winner]["steps"]
+    pruned = [t for t in trials if t["status"] == "pruned"]
+    assert 1 <= len(pruned) < len(trials) and trials[winner]["status"] == "ok" and trials[0]["status"] == "ok"
+    assert all(0 < t["steps"] < full and 0 < t["train_flops"] < trials[winner]["train_flops"] for t in pruned)
+    finished = [t["dev_error"] for t in trials if t["status"] == "ok"]
+    assert trials[winner]["dev_error"] == min(finished)
+    assert line["flops"]["train"] == trials[winner]["train_flops"]
+    losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
+    assert math.isclose(line["flops"]["search"], losers, rel_tol=1e-12)
+    assert losers < (len(trials) - 1) * trials[winner]["train_flops"]  # pruning saved compute
+
+    # killed after the first milestone of a trial that is pruned at a later one, then resumed
+    first = [t for t in trials if t["status"] == "pruned" and t["steps"] > 2]
+    assert first, "the test needs a trial pruned after its first milestone"
+    k, stop = first[0]["trial"], first[0]["steps"]
+    killed = _cli("run", *PRUNE, f"out_dir={tmp_path / 'killed'}", fault=f"step:{k}:{stop - 1}")
+    assert killed.returncode == -signal.SIGKILL
+    done = _cli("run", f"resume={tmp_path / 'killed' / 'r'}")
+    assert done.returncode == 0, done.stderr
+    assert without_timing(_line(tmp_path / "killed" / "r")) == without_timing(line)
+
+
+def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
+    """Hyperband's brackets come from a hash of the study's name: fixed per task, so two processes
+    prune the same trials, and the compute identity holds with its pruned trials too."""
+    args = [*PRUNE, "search.pruner=hyperband", "train.checkpoint_every_n_steps=0"]
+    line = _line(run(compose([*args, f"out_dir={tmp_path / 'a'}"])))
+    trials, winner = line["search"]["trials"], line["search"]["winner"]
+    assert any(t["status"] == "pruned" for t in trials) and trials[winner]["status"] == "ok"
+    losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
+    assert math.isclose(line["flops"]["search"], losers, rel_tol=1e-12)
+    proc = _cli("run", *args, f"out_dir={tmp_path / 'b'}")
+    assert proc.returncode == 0, proc.stderr
+    assert without_timing(_line(tmp_path / "b" / "r")) == without_timing(line)
+
+
+@pytest.mark.parametrize("search", [
+    ["search=nevis_cheap"],
+    ["search=nevis"],
+    ["search=custom", "search.space.train.lr=loguniform(1e-4,1e-1)", "search.space.train.momentum=choice(0.5,0.9)"],
+])
+def test_drawing_every_trial_up_front_gives_the_draws_of_ask_and_tell_in_turn(search, tmp_path):
+    """search.parallel asks for all trials first: for the grid and random samplers those are the
+    values that asking and telling one trial at a time draws, failed trials included."""
+    from nevisbench.run.search import TaskSearch
+
+    cfg = compose([*TINY, *search, "stream.tasks=[faces]"])
+    results = [0.5, None, 0.25, 0.75] * 4  # a failed trial among them
+    for index in (0, 3):
+        in_turn = TaskSearch(cfg, index, tmp_path)
+        drawn = []
+        for k in range(in_turn.trials):
+            drawn.append(in_turn.ask())
+            in_turn.tell(results[k])
+        up_front = TaskSearch(cfg, index, tmp_path)
+        asked = [up_front.ask() for _ in range(up_front.trials)]
+        for k in range(up_front.trials):
+            up_front.tell(results[k])
+        assert asked == drawn and len({repr(d) for d in drawn}) == len(drawn)
+
+
+def test_a_killed_worker_is_a_one_line_error_and_the_search_resumes_to_the_same_result(reference, tmp_path):
+    """A worker SIGKILLed in the third trial (search.parallel=2): the run stops with a one-line
+    error, keeps the finished trials, and a resume ends with the uninterrupted run's summary."""
+    run_dir = tmp_path / "r"
+    killed = _cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}", fault="trial:0:2")
+    assert killed.returncode == 1 and "Traceback" not in killed.stderr
+    assert "a search worker of task faces ended abruptly" in killed.stderr
+    kept = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_?.pt"))
+    # the trials finished before the kill are kept; one still running in the other worker stops with the pool
+    assert kept and "trial_2.pt" not in kept and not (run_dir / "results.jsonl").exists()
+    done = _cli("run", f"resume={run_dir}")
+    assert done.returncode == 0, done.stderr
+    assert "finished before the resume" in done.stdout
+    assert _summary(run_dir) == _summary(reference)

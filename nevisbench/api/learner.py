@@ -28,20 +28,25 @@ if TYPE_CHECKING:  # torch and Lightning load only when a run starts, not to val
 
     from nevisbench.api.module import TaskModule
 
-__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module", "replace_submodule"]
+__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module", "detach_derived", "replace_submodule"]
 
 
-def clone_module(module: nn.Module) -> nn.Module:
-    """A deep copy of `module`. Tensors that hooks derive at every forward (e.g. the masked `weight`
-    of `torch.nn.utils.prune`, weight_orig * weight_mask) are plain non-leaf attributes that
-    deepcopy refuses; they are detached first, and the hook recomputes them at the next forward."""
+def detach_derived(module: nn.Module) -> nn.Module:
+    """Detach, in place, the tensors that hooks derive at every forward (e.g. the masked `weight`
+    of `torch.nn.utils.prune`, weight_orig * weight_mask): plain non-leaf attributes that deepcopy
+    and pickle refuse; the hook recomputes them at the next forward."""
     import torch
 
     for sub in module.modules():
         for name, value in list(vars(sub).items()):
             if isinstance(value, torch.Tensor) and not value.is_leaf:
                 setattr(sub, name, value.detach())
-    return copy.deepcopy(module)
+    return module
+
+
+def clone_module(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` (derived tensors detached first, see `detach_derived`)."""
+    return copy.deepcopy(detach_derived(module))
 
 
 def replace_submodule(root: nn.Module, name: str, new: nn.Module) -> None:

@@ -118,7 +118,8 @@ class SearchConfig:
     trials: int = MISSING  # trials per task (1 with search=none)
     sampler: str = MISSING  # grid | random | tpe (Optuna samplers, seeded with seed + task index)
     space: Dict[str, Any] = field(default_factory=dict)  # train.* / learner.* key -> loguniform(a,b) | uniform(a,b) | choice(a,...)
-    parallel: int = 1  # trials at once (only 1 is supported)
+    parallel: int = 1  # trials of a task at once, one per GPU or CPU slot (grid/random samplers)
+    pruner: str = "none"  # none | successive_halving | hyperband (Optuna; the budget milestones are the rungs)
 
 
 @dataclass

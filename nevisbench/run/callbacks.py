@@ -16,7 +16,8 @@ from nevisbench.run.metering import FlopMeterCallback
 from nevisbench.run.results import sigint_deferred
 from nevisbench.run.schedule import ScheduleCallback, TaskPlan, milestone_fractions
 
-__all__ = ["FlopMeterCallback", "TaskPlan", "ScheduleCallback", "FiniteLossCallback", "CheckpointCallback", "milestone_fractions"]
+__all__ = ["FlopMeterCallback", "TaskPlan", "ScheduleCallback", "FiniteLossCallback", "CheckpointCallback",
+           "PruneCallback", "milestone_fractions"]
 
 
 class FiniteLossCallback(L.Callback):
@@ -65,3 +66,18 @@ class CheckpointCallback(L.Callback):
             trainer.save_checkpoint(tmp)  # under DDP: written by rank 0, every rank waits for it
             if trainer.is_global_zero:
                 os.replace(tmp, self.path)
+
+
+class PruneCallback(L.Callback):
+    """`search.pruner`: after each milestone's dev evaluation (it must come after ScheduleCallback),
+    reports the trial's milestones to the search's Optuna pruner and stops training when it says
+    so; the compute spent until then stays on the trial's tally."""
+
+    def __init__(self, search: Any, plan: TaskPlan) -> None:
+        self.search, self.plan = search, plan
+        self.pruned = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.pruned and self.search.report(self.plan.records):
+            self.pruned = True
+            trainer.should_stop = True

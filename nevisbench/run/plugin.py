@@ -26,9 +26,10 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
         raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc
 
 
-def build_learner(cfg: DictConfig, feature_dim: int) -> Learner:
-    """The configured learner, built from its config and the run-level context."""
-    cls = get_learner_class(cfg.learner.name)
+def build_learner(cfg: DictConfig, feature_dim: int, cls: type | None = None) -> Learner:
+    """The configured learner, built from its config and the run-level context (`cls`: the class
+    already loaded, e.g. in a search worker, which has no view of a test's registered plugins)."""
+    cls = cls or get_learner_class(cfg.learner.name)
     context = LearnerContext(scenario=cfg.scenario, seed=cfg.seed, image_size=cfg.data.image_size,
                              train=cfg.train, feature_dim=feature_dim)
     try:

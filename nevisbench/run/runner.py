@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import time
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from nevisbench.analysis.summary import summarize
-from nevisbench.api.learner import Learner
+from nevisbench.api.learner import Learner, clone_module, detach_derived
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
@@ -31,10 +32,12 @@ from nevisbench.run._faults import crash_point
 from nevisbench.run.backbones import build_backbone
 from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, world_size
 from nevisbench.run.callbacks import (
-    CheckpointCallback, FiniteLossCallback, FlopMeterCallback, ScheduleCallback, TaskPlan, milestone_fractions,
+    CheckpointCallback, FiniteLossCallback, FlopMeterCallback, PruneCallback, ScheduleCallback, TaskPlan,
+    milestone_fractions,
 )
 from nevisbench.run.evaluation import evaluate
 from nevisbench.run.loggers import make_sink
+from nevisbench.run.parallel import run_trials, search_slots, stopping
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
@@ -165,6 +168,9 @@ class StreamRunner:
         self.cfg, self.store, self.console = cfg, store, console
         self.name = cfg.learner.name
         self.learner = learner or build_learner(cfg, feature_dim)
+        self.feature_dim = feature_dim
+        # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
+        self._start_backbone = clone_module(backbone) if _searches_learner(cfg) else None
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(backbone)
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
@@ -206,7 +212,10 @@ class StreamRunner:
         L.seed_everything(seed, verbose=False)
         data = self._load(spec, seed)
         search = TaskSearch(cfg, index, self.store.state_dir)
-        trials, winner = self._search(search, task, index, data, seed)
+        if search.enabled and cfg.search.parallel > 1:
+            trials, winner = self._search_parallel(search, spec, task, index, seed)
+        else:
+            trials, winner = self._search(search, task, index, data, seed)
         if search.enabled:  # the winner's training is `train`, the others' `search`, every dev score `eval`
             L.seed_everything(seed, verbose=False)
             self.meter.start_task()
@@ -251,7 +260,9 @@ class StreamRunner:
                 trial = self._trial(search, task, index, k, data, seed, overrides)
                 if search.enabled:
                     search.save(k, trial.record(with_learner=trial.beats(best)), trial.weights() if trial.beats(best) else None)
-            search.tell(trial.dev_error if trial.failure is None else None)
+            else:
+                search.report(trial.anytime)  # the pruner reads the milestones of the trials before
+            search.tell(trial.dev_error if trial.failure is None else None, pruned=trial.pruned)
             trials.append(trial)
             if trial.beats(best):
                 if best is not None:
@@ -267,14 +278,80 @@ class StreamRunner:
                                "they are not rerun.")
         return trials, best or trials[0]
 
+    def _search_parallel(self, search: TaskSearch, spec: TaskSpec, task: TaskInfo, index: int,
+                         seed: int) -> tuple[list[Trial], Trial]:
+        """`search.parallel=N`: the same trials as `_search`, N at once in worker processes
+        (nevisbench.run.parallel), each saved as a finished trial; then read back as a resume does.
+        The draws are made up front (grid and random samplers draw the same values as in turn)."""
+        overrides = [search.ask() for _ in range(search.trials)]
+        todo = [(k, overrides[k]) for k in range(search.trials) if search.load(k) is None]
+        if todo:
+            kit = search.folder / "start.pt"
+            self._write_trial_kit(kit, spec, index, seed)
+            slots = search_slots(min(int(self.cfg.search.parallel), len(todo)), self.device.type == "cuda")
+            run_trials(trial_job, kit, self.store.run_dir, todo, slots, f"task {task.key}")
+            kit.unlink(missing_ok=True)
+        ran = {k for k, _ in todo}
+        trials: list[Trial] = []
+        best: Trial | None = None
+        for k in range(search.trials):
+            trial = Trial.restored(search.load(k), overrides[k], search, k)
+            if trial is None:
+                raise DataError(f"the search worker of task {task.key} left no record of trial {k}")
+            trial.resumed = k not in ran
+            search.tell(trial.dev_error if trial.failure is None else None, pruned=trial.pruned)
+            trials.append(trial)
+            if trial.beats(best):
+                best = trial
+        search.drop_weights(best.k if best is not None else -1)
+        resumed = sum(t.resumed for t in trials)
+        if resumed:
+            self.console.print(f"Search on {task.key}: {resumed} of {len(trials)} trials finished before the resume; "
+                               "they are not rerun.")
+        return trials, best or trials[0]
+
+    def _write_trial_kit(self, path: Path, spec: TaskSpec, index: int, seed: int) -> None:
+        """What a search worker needs to run a trial exactly as this process would (see `for_trials`)."""
+        from nevisbench.run.results import atomic_write_bytes
+
+        for backbone in (self.scenario.initial, self.scenario.carried, self._start_backbone):
+            if backbone is not None:
+                detach_derived(backbone)
+        cfg = self.cfg.copy()
+        cfg.trainer.progress_bar = False  # N bars would interleave; a bar changes nothing counted
+        kit = {"cfg": cfg, "learner": self.learner, "scenario": self.scenario, "feature_dim": self.feature_dim,
+               "start_backbone": self._start_backbone, "learner_state": self._learner_state,
+               "spec": spec, "index": index, "seed": seed}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write_bytes(path, lambda handle: torch.save(kit, handle))
+        except (TypeError, AttributeError, RuntimeError, pickle.PicklingError) as exc:
+            raise PluginError(f"Learner '{self.name}' cannot be sent to a search worker ({str(exc).splitlines()[0]}); "
+                              "run with search.parallel=1") from None
+
+    @classmethod
+    def for_trials(cls, kit: dict[str, Any], run_dir: Path) -> StreamRunner:
+        """A runner in a search worker: the parent's learner, scenario and config, its own FLOP
+        meter, no logger; it only runs trials (`_trial`)."""
+        self = cls.__new__(cls)
+        self.cfg, self.store, self.console = kit["cfg"], ResultsStore(run_dir), Console()
+        self.name = self.cfg.learner.name
+        self.learner, self.scenario, self.feature_dim = kit["learner"], kit["scenario"], kit["feature_dim"]
+        self._start_backbone, self._learner_state = kit["start_backbone"], kit["learner_state"]
+        self.meter = FlopMeter()
+        self.precision = resolve_precision(self.cfg)
+        self.device = training_device(self.cfg)
+        self.sink = None
+        return self
+
     def _trial(self, search: TaskSearch, task: TaskInfo, index: int, k: int, data: TaskData, seed: int,
                overrides: dict[str, Any]) -> Trial:
         """One trial: the task's module built from a fresh starting backbone with the trial's config,
         fitted with its own task tally, its selected (best-dev or last) model kept."""
         cfg = trial_config(self.cfg, overrides) if overrides else self.cfg
-        learner = self._trial_learner(cfg) if search.enabled else self.learner
+        learner, start = self._trial_start(cfg, index) if search.enabled else (self.learner, self.scenario.start())
         with plugin_hook(self.name, f"begin_task({task.key})"):
-            module = learner.begin_task(task, self.scenario.start())
+            module = learner.begin_task(task, start)
         if not isinstance(module, L.LightningModule):
             raise PluginError(f"Learner '{self.name}'.begin_task must return a LightningModule, got {type(module).__name__}")
         self.meter.start_task()
@@ -298,6 +375,9 @@ class StreamRunner:
             CheckpointCallback(checkpoint, cfg.train.checkpoint_every_n_steps, loaders["train"]),
             selection,
         ]
+        pruning = PruneCallback(search, plan)
+        if search.pruning:
+            callbacks.insert(3, pruning)  # after the milestone's evaluation, before the mid-task checkpoint
         trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
                                budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
                                logger=self.sink.lightning_logger() if self.sink is not None else False)
@@ -310,17 +390,30 @@ class StreamRunner:
             dev_error = self._evaluate(module, task, loaders["dev"], trainer)
         return Trial(k=k, overrides=overrides, cfg=cfg, learner=learner, module=module, trainer=trainer, loaders=loaders,
                      anytime=plan.records, selected=selected, dev_error=dev_error, failure=failure,
-                     tally=self.meter.task.copy(), steps=int(trainer.global_step),
+                     tally=self.meter.task.copy(), steps=int(trainer.global_step), pruned=pruning.pruned,
                      budget=_budget_record(plan, self.meter.task), seconds=time.perf_counter() - start)
 
-    def _trial_learner(self, cfg: DictConfig) -> Learner:
-        """The learner of one trial: a copy of the run's (prepared) learner reading the trial's
-        `train` section and, when `learner.*` keys are searched, the trial's learner config."""
-        learner = copy.deepcopy(self.learner)
-        learner.context = dataclasses.replace(learner.context, train=cfg.train)
-        if any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(self.cfg.search.space))):
-            learner.config = OmegaConf.to_object(cfg.learner)
-        return learner
+    def _trial_start(self, cfg: DictConfig, index: int) -> tuple[Learner, torch.nn.Module]:
+        """The learner of one trial and the backbone it begins from.
+
+        Without `learner.*` keys in the space: a copy of the run's (prepared) learner reading the
+        trial's `train` section, and a copy of the scenario's starting backbone. With them: a fresh
+        learner built from the trial's config and prepared on a copy of the run's starting backbone
+        (so keys that only `prepare()` reads, e.g. a sparsity, take effect), given the run's learner
+        state after the tasks so far; it begins from the backbone its `prepare()` returned, except in
+        `continual` after the first task, where every trial begins from the carried backbone."""
+        if self._start_backbone is None:
+            learner = copy.deepcopy(self.learner)
+            learner.context = dataclasses.replace(learner.context, train=cfg.train)
+            return learner, self.scenario.start()
+        learner = build_learner(cfg, self.feature_dim, cls=type(self.learner))
+        with plugin_hook(self.name, "prepare()"):
+            prepared = learner.prepare(clone_module(self._start_backbone))
+        if index > 0:
+            with plugin_hook(self.name, "load_state_dict()"):
+                learner.load_state_dict(copy.deepcopy(self._learner_state))
+        carried = self.scenario.name == "continual" and self.scenario.carried is not None
+        return learner, self.scenario.start() if carried else prepared
 
     def _winner_module(self, search: TaskSearch, winner: Trial, task: TaskInfo, index: int, data: TaskData, seed: int) -> None:
         """The winner's selected model, for scoring: in memory, or rebuilt from its saved weights
@@ -328,9 +421,9 @@ class StreamRunner:
         if winner.module is not None or winner.failure is not None:
             return
         cfg = trial_config(self.cfg, winner.overrides) if winner.overrides else self.cfg
-        learner = self._trial_learner(cfg)
+        learner, start = self._trial_start(cfg, index)
         with plugin_hook(self.name, f"begin_task({task.key})"):
-            module = learner.begin_task(task, self.scenario.start())
+            module = learner.begin_task(task, start)
         weights, state = search.load_weights(winner.k), winner.learner_state
         try:
             module.load_state_dict(weights)
@@ -449,6 +542,38 @@ class StreamRunner:
         return line
 
 
+_DATA: dict[tuple[str, int], TaskData] = {}  # a search worker's task data, loaded once per task
+
+
+def trial_job(job: dict[str, Any]) -> int:
+    """A search worker's job (`search.parallel`, see nevisbench.run.parallel): run one trial from
+    the task's starting-state file exactly as `_search` would, save it as a finished trial, return
+    its number."""
+    if stopping():
+        raise KeyboardInterrupt  # queued before a Ctrl-C: not started
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
+    quiet_lightning()
+    kit = torch.load(job["kit"], map_location="cpu", weights_only=False)
+    runner = StreamRunner.for_trials(kit, Path(job["run_dir"]))
+    spec, index, k, seed = kit["spec"], kit["index"], job["k"], kit["seed"]
+    if (spec.key, seed) not in _DATA:
+        _DATA.clear()
+        L.seed_everything(seed, verbose=False)
+        _DATA[(spec.key, seed)] = runner._load(spec, seed)
+    search = TaskSearch(runner.cfg, index, runner.store.state_dir)
+    L.seed_everything(seed, verbose=False)  # every trial starts from the same state, wherever it runs
+    trial = runner._trial(search, task_info(spec, index), index, k, _DATA[(spec.key, seed)], seed, job["overrides"])
+    search.save(k, trial.record(with_learner=trial.failure is None), trial.weights() if trial.failure is None else None)
+    return k
+
+
+def _searches_learner(cfg: DictConfig) -> bool:
+    """Whether the search space names a `learner.*` key."""
+    if cfg.get("search") is None or cfg.search.name == "none":
+        return False
+    return any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
+
+
 def _budget_record(plan: TaskPlan, tally: FlopTally) -> dict[str, Any] | None:
     if plan.budget is None:
         return None
@@ -478,10 +603,11 @@ class Trial:
     loaders: Any = None
     learner_state: Any = field(default=None, repr=False)
     resumed: bool = False  # read back from the run's state, not run in this process
+    pruned: bool = False  # stopped at a milestone by the search's pruner: it cannot win
 
     def beats(self, other: Trial | None) -> bool:
         """A finished trial with a lower dev error than `other` (ties: the earlier trial wins)."""
-        if self.failure is not None or self.dev_error is None:
+        if self.failure is not None or self.dev_error is None or self.pruned:
             return False
         return other is None or other.dev_error is None or self.dev_error < other.dev_error
 
@@ -492,7 +618,7 @@ class Trial:
         """What the run's state keeps of a finished trial (the learner's state only for a best so far)."""
         return {"k": self.k, "overrides": dict(self.overrides), "dev_error": self.dev_error, "failure": self.failure,
                 "tally": asdict(self.tally), "steps": self.steps, "anytime": self.anytime, "selected": self.selected,
-                "budget": self.budget, "seconds": self.seconds,
+                "budget": self.budget, "seconds": self.seconds, "pruned": self.pruned,
                 "learner": self.learner.state_dict() if with_learner else None}
 
     def weights(self) -> dict[str, Any]:
@@ -509,7 +635,7 @@ class Trial:
         return Trial(k=k, overrides=overrides, dev_error=record["dev_error"], failure=record["failure"],
                      tally=FlopTally(**record["tally"]), steps=record["steps"], anytime=record["anytime"],
                      selected=record["selected"], budget=record["budget"], seconds=record["seconds"],
-                     learner_state=record["learner"], resumed=True)
+                     learner_state=record["learner"], pruned=record.get("pruned", False), resumed=True)
 
 
 def search_record(cfg: DictConfig, trials: list[Trial], winner: Trial) -> dict[str, Any]:
@@ -518,7 +644,7 @@ def search_record(cfg: DictConfig, trials: list[Trial], winner: Trial) -> dict[s
     return {
         "name": cfg.search.name, "sampler": cfg.search.sampler,
         "trials": [{"trial": t.k, "overrides": t.overrides, "dev_error": t.dev_error,
-                    "status": "ok" if t.failure is None else "failed", "error": t.failure, "steps": t.steps,
+                    "status": "failed" if t.failure is not None else "pruned" if t.pruned else "ok", "error": t.failure, "steps": t.steps,
                     "train_flops": t.tally.measure(measure, "train"), "eval_flops": t.tally.measure(measure, "eval"),
                     "flops": {"train": t.tally.train, "eval": t.tally.eval,
                               "executed_train": t.tally.executed_train, "executed_eval": t.tally.executed_eval},

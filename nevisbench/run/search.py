@@ -28,6 +28,8 @@ from nevisbench.errors import ConfigError
 __all__ = ["Dist", "parse_space", "flat_space", "check_search", "TaskSearch", "merge_tallies", "trial_config"]
 
 SAMPLERS = ("grid", "random", "tpe")
+PRUNERS = ("none", "successive_halving", "hyperband")
+REDUCTION_FACTOR = 3  # Optuna's default for both pruners: a third of the trials at a rung go on
 SEARCH_NAMES = ("none", "nevis_cheap", "nevis", "custom")
 _CALL = re.compile(r"^\s*(loguniform|uniform|choice)\s*\((.*)\)\s*$")
 _WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -128,9 +130,29 @@ def check_search(cfg: Any, check_trial: Any) -> None:
         raise ConfigError(f"Invalid value for 'search.sampler': {search.sampler!r}; valid: {', '.join(SAMPLERS)}")
     if search.trials < 1:
         raise ConfigError(f"Invalid value for 'search.trials': {search.trials}; it must be >= 1")
-    if search.parallel != 1:
-        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel}; only 1 is supported "
-                          "(trials of a task run one after another)")
+    if search.parallel < 1:
+        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel}; it must be >= 1")
+    if search.parallel > 1 and search.name == "none":
+        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel}; search=none runs one trial per "
+                          "task (valid: 1, or choose a search)")
+    if search.parallel > 1 and search.sampler == "tpe":
+        raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel} with search.sampler=tpe; TPE draws "
+                          "from earlier results, so parallel trials would differ from sequential ones (valid: "
+                          "search.parallel=1 with tpe, or sampler=grid|random with any search.parallel)")
+    if search.pruner not in PRUNERS:
+        raise ConfigError(f"Invalid value for 'search.pruner': {search.pruner!r}; valid: {', '.join(PRUNERS)}")
+    if search.pruner != "none":
+        if search.name == "none":
+            raise ConfigError(f"Invalid value for 'search.pruner': {search.pruner!r} with search=none; there are no "
+                              "trials to prune (valid: none, or choose a search)")
+        if search.parallel > 1:
+            raise ConfigError(f"Invalid value for 'search.pruner': {search.pruner!r} with search.parallel="
+                              f"{search.parallel}; a pruning decision reads the trials finished before it, so parallel "
+                              "trials would prune differently (valid: search.pruner=none, or search.parallel=1)")
+        if cfg.budget.milestones < 2:
+            raise ConfigError(f"Invalid value for 'search.pruner': {search.pruner!r} with budget.milestones="
+                              f"{cfg.budget.milestones}; the milestones are its rungs (valid: budget.milestones >= 2, "
+                              "or search.pruner=none)")
     space = parse_space(OmegaConf.to_container(search.space, resolve=True))
     if search.name == "none":
         if space or search.trials != 1:
@@ -194,7 +216,11 @@ class TaskSearch:
         self.trials = int(cfg.search.trials) if self.enabled else 1
         self.space = parse_space(OmegaConf.to_container(cfg.search.space, resolve=True)) if self.enabled else {}
         self.folder = Path(state_dir) / f"search_{index}"
-        self._study = self._trial = None
+        self.pruning = False
+        self._study = None
+        self._asked: list[Any] = []  # asked, not yet told, oldest first
+        self._reported: dict[int, int] = {}  # milestones reported, by Optuna trial number
+        self._rungs = 0  # milestones that can stop a trial (all but the last)
         if self.enabled:
             import optuna
 
@@ -205,25 +231,64 @@ class TaskSearch:
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                 "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
             }[cfg.search.sampler]()
-            self._study = optuna.create_study(direction="minimize", sampler=sampler)
+            self.pruning = cfg.search.pruner != "none"
+            pruner, name = None, None
+            if self.pruning:  # rung j is milestone j: its step is REDUCTION_FACTOR**j (see `report`)
+                last = REDUCTION_FACTOR ** (int(cfg.budget.milestones) - 1)
+                pruner = {
+                    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+                        min_resource=1, reduction_factor=REDUCTION_FACTOR),
+                    "hyperband": lambda: optuna.pruners.HyperbandPruner(
+                        min_resource=1, max_resource=last, reduction_factor=REDUCTION_FACTOR),
+                }[cfg.search.pruner]()
+                self._rungs = int(cfg.budget.milestones) - 1
+                name = f"task_{index}"  # Hyperband's brackets hash the study's name: a fixed one keeps them fixed
+            self._study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner, study_name=name)
 
     def ask(self) -> dict[str, Any]:
         """The next trial's values (none when search=none)."""
         if not self.enabled:
             return {}
-        self._trial = self._study.ask({k: d.optuna() for k, d in self.space.items()})
-        return dict(self._trial.params)
+        trial = self._study.ask({k: d.optuna() for k, d in self.space.items()})
+        self._asked.append(trial)
+        return dict(trial.params)
 
-    def tell(self, dev_error: float | None) -> None:
+    def report(self, anytime: list[dict[str, Any]]) -> bool:
+        """Report the milestones of the trial in progress (the oldest not yet told) that are not yet
+        reported, milestone j as step REDUCTION_FACTOR**j (the milestones are log-spaced in FLOPs,
+        so this is the trial's compute on Optuna's integer rung grid: rung j is milestone j);
+        return whether the pruner stops the trial there. The last milestone is no rung: a trial
+        that reaches it has finished its training, and is not pruned."""
+        if not self.pruning or not anytime:
+            return False
+        trial = self._asked[0]
+        reported = self._reported.get(trial.number, 0)
+        rungs = min(len(anytime), self._rungs)
+        prune = False
+        for j in range(reported, rungs):
+            trial.report(float(anytime[j]["dev_error"]), REDUCTION_FACTOR ** j)
+            # the pruner is asked once per evaluation (milestones due at the same step share one), as
+            # during training: asking records the trial at its rungs, which later trials compete with,
+            # so a trial read back on resume is replayed the same way
+            if j + 1 == rungs or anytime[j + 1]["step"] != anytime[j]["step"]:
+                prune = trial.should_prune()
+        self._reported[trial.number] = max(reported, rungs)
+        return prune
+
+    def tell(self, dev_error: float | None, *, pruned: bool = False) -> None:
+        """The result of the oldest trial asked and not yet told (trials are told in order)."""
         if not self.enabled:
             return
         import optuna
 
+        trial = self._asked.pop(0)
         try:
-            if dev_error is None:
-                self._study.tell(self._trial, state=optuna.trial.TrialState.FAIL)
+            if pruned:
+                self._study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif dev_error is None:
+                self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
-                self._study.tell(self._trial, dev_error)
+                self._study.tell(trial, dev_error)
         except RuntimeError as exc:  # GridSampler stops the study after its last cell: meaningless in ask/tell
             if "Study.stop" not in str(exc):  # (the trial is recorded before that; Optuna stores it in a finally)
                 raise

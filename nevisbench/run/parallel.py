@@ -1,0 +1,136 @@
+"""`search.parallel=N`: the trials of a task on a process pool, N at once, one per GPU or CPU slot.
+
+The pool is the standard library's `concurrent.futures.ProcessPoolExecutor` (spawn start method),
+never a scheduler of our own. Each worker takes one slot when it starts (the same slot policy as
+the sweep's local launcher, `nevisbench.sweep.launchers`: a GPU each through
+`CUDA_VISIBLE_DEVICES`, else `OMP_NUM_THREADS` = cores / N) before torch is imported.
+
+The parent writes the task's starting state once (`<run>/state/search_<task>/start.pt`: the run's
+learner, the scenario with its starting backbones, the config, the task's spec); each trial job
+(`nevisbench.run.runner.trial_job`) rebuilds a runner from it, trains the trial exactly as the in-process search does (same seed, same
+starting state, its own FLOP meter) and saves its record and weights through `TaskSearch.save`,
+like a finished trial. The parent then reads the trials back as a resume does. A trial's seed
+does not depend on the worker that ran it.
+
+This module imports only the standard library at its top: a worker's slot is set before torch loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+__all__ = ["search_slots", "run_trials", "stopping"]
+
+
+def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
+    """One environment per worker: a GPU each (round-robin when N exceeds the GPUs) on CUDA, else an
+    equal share of the CPU cores (never more threads than OMP_NUM_THREADS already allows)."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // parallel)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
+    slots = [{"OMP_NUM_THREADS": str(threads)} for _ in range(parallel)]
+    if cuda:
+        from nevisbench.sweep.launchers import gpu_slots
+
+        gpus = gpu_slots() or ["0"]
+        for i, slot in enumerate(slots):
+            slot["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+    return slots
+
+
+_STOP: Any = None  # set by the parent on Ctrl-C: a worker starts no further trial
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the run's process dies (SIGKILL, out of memory), as
+    it would kill an in-process trial: its mid-trial checkpoint stays, no record is written, and
+    no orphan goes on writing into the run folder while it is resumed. Best effort elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _take_slot(slots: Any, stop: Any) -> None:
+    """Pool initializer: this worker's slot, set before torch is imported."""
+    global _STOP
+    _STOP = stop
+    _die_with_parent()
+    os.environ.update(slots.get())
+
+
+def stopping() -> bool:
+    """In a worker: whether the parent was interrupted (a job queued before the Ctrl-C is not started)."""
+    return _STOP is not None and _STOP.is_set()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Ctrl-C: ask every worker to stop its trial (Lightning stops at the next step; a finished
+    trial's record is already saved, an unfinished one keeps its mid-trial checkpoint)."""
+    import signal
+
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            os.kill(process.pid, signal.SIGINT)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+def run_trials(job: Callable[[dict[str, Any]], int], kit_path: Path, run_dir: Path,
+               todo: list[tuple[int, dict[str, Any]]], slots: list[dict[str, str]], describe: str) -> None:
+    """Run the trials `todo` ((number, overrides) pairs) on a pool of len(slots) workers, each
+    calling `job` (a module-level function: `nevisbench.run.runner.trial_job`), which saves its
+    trial. A trial that raises (a plugin error) is raised here once the trials in flight have
+    finished (the lowest-numbered trial's error when several fail); trials not started are
+    cancelled, finished ones are kept for a resume."""
+    import multiprocessing
+
+    from nevisbench.errors import RunFailed
+
+    context = multiprocessing.get_context("spawn")
+    queue, stop = context.Queue(), context.Event()
+    for slot in slots:
+        queue.put(slot)
+    pool = ProcessPoolExecutor(max_workers=len(slots), mp_context=context, initializer=_take_slot,
+                               initargs=(queue, stop))
+    futures: dict[Future[int], int] = {}
+    try:
+        for k, overrides in todo:
+            futures[pool.submit(job, {"kit": str(kit_path), "run_dir": str(run_dir), "k": k,
+                                             "overrides": overrides})] = k
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in done if not f.cancelled()):
+            for future in futures:
+                future.cancel()  # not started: not run; in flight: finishes and is kept
+            wait(futures)
+    except KeyboardInterrupt:
+        stop.set()  # a job already handed to a worker is not started
+        for future in futures:
+            future.cancel()
+        _stop_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        queue.close()
+    failed = sorted(((k, f.exception()) for f, k in futures.items() if not f.cancelled() and f.exception() is not None),
+                    key=lambda item: item[0])
+    if not failed:
+        return
+    k, exc = failed[0]
+    if isinstance(exc, BrokenProcessPool):
+        raise RunFailed(f"a search worker of {describe} ended abruptly (killed, or out of memory) during the trials; "
+                        f"the finished trials are kept: resume with nevisbench run resume={run_dir}") from None
+    raise exc
