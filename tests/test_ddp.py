@@ -89,9 +89,28 @@ def test_a_loss_gone_bad_stops_every_rank_and_is_charged_as_on_one_device(tmp_pa
     (["data.batch_size=15", "trainer.devices=2"], "'data.batch_size': 15 is the global batch and must split evenly"),
     (["learner=learned_prune", "trainer.devices=2"], "learner 'learned_prune' cannot train under DDP"),
     (["trainer.devices=[0,1]"], "'trainer.devices': [0, 1] names CUDA devices but trainer.accelerator=cpu"),
+    (["search=nevis_cheap", "search.parallel=2", "trainer.devices=2"], "'search.parallel': 2 with trainer.devices=2"),
 ])
 def test_ddp_misconfigurations_are_one_line_errors(tmp_path, overrides, message):
     done = run_cli("run", *DDP[1:], *overrides, f"out_dir={tmp_path}")
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())  # nothing created
+
+
+def test_a_rank_other_than_0_reads_the_run_folder_and_writes_nothing(tmp_path):
+    from nevisbench.config import compose
+    from nevisbench.run.results import ResultsStore
+    from nevisbench.run.search import TaskSearch
+
+    store = ResultsStore(tmp_path, writer=False)
+    store.write_config("x: 1\n")
+    store.append({"task": "digits"})
+    store.save_task_state(0, {"learner": {}, "scenario": {}, "meter": {}})
+    store.write_summary({"tasks": []})
+    search = TaskSearch(compose(["search=nevis_cheap"]), 0, store.state_dir, writer=False)
+    search.save(0, {"k": 0}, {"w": torch.zeros(1)})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["state"]  # only the (empty) state folder it reads from
+    written = ResultsStore(tmp_path)
+    written.append({"task": "digits"})
+    assert ResultsStore(tmp_path, writer=False).read_results() == [{"task": "digits"}]

@@ -211,7 +211,7 @@ class StreamRunner:
         cfg, task, seed = self.cfg, task_info(spec, index), self.cfg.seed + index
         L.seed_everything(seed, verbose=False)
         data = self._load(spec, seed)
-        search = TaskSearch(cfg, index, self.store.state_dir)
+        search = TaskSearch(cfg, index, self.store.state_dir, writer=self.store.writer)
         if search.enabled and cfg.search.parallel > 1:
             trials, winner = self._search_parallel(search, spec, task, index, seed)
         else:

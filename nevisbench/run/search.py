@@ -139,6 +139,13 @@ def check_search(cfg: Any, check_trial: Any) -> None:
         raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel} with search.sampler=tpe; TPE draws "
                           "from earlier results, so parallel trials would differ from sequential ones (valid: "
                           "search.parallel=1 with tpe, or sampler=grid|random with any search.parallel)")
+    if search.parallel > 1:
+        from nevisbench.run.distributed import world_size
+
+        if world_size(cfg.trainer) > 1:
+            raise ConfigError(f"Invalid value for 'search.parallel': {search.parallel} with trainer.devices="
+                              f"{cfg.trainer.devices}; each trial would need every device (valid: search.parallel=1 "
+                              "to train each trial on several devices, or trainer.devices=1 to run trials side by side)")
     if search.pruner not in PRUNERS:
         raise ConfigError(f"Invalid value for 'search.pruner': {search.pruner!r}; valid: {', '.join(PRUNERS)}")
     if search.pruner != "none":
@@ -207,11 +214,13 @@ def merge_tallies(winner: Any, losers: list[Any]) -> Any:
 
 
 class TaskSearch:
-    """The trials of one task: their sampled values (Optuna ask/tell) and their records on disk."""
+    """The trials of one task: their sampled values (Optuna ask/tell) and their records on disk
+    (read by every process; written only by a `writer`: not by a DDP rank other than 0)."""
 
-    def __init__(self, cfg: Any, index: int, state_dir: Path) -> None:
+    def __init__(self, cfg: Any, index: int, state_dir: Path, *, writer: bool = True) -> None:
         from omegaconf import OmegaConf
 
+        self.writer = writer
         self.enabled = cfg.search.name != "none"
         self.trials = int(cfg.search.trials) if self.enabled else 1
         self.space = parse_space(OmegaConf.to_container(cfg.search.space, resolve=True)) if self.enabled else {}
@@ -324,6 +333,8 @@ class TaskSearch:
 
         from nevisbench.run.results import atomic_write_bytes
 
+        if not self.writer:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         if weights is not None:
             atomic_write_bytes(self.weights_path(k), lambda handle: torch.save(weights, handle))
@@ -336,6 +347,8 @@ class TaskSearch:
         return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
     def drop_weights(self, keep: int) -> None:
+        if not self.writer:
+            return
         for path in self.folder.glob("trial_*_weights.pt"):
             if path != self.weights_path(keep):
                 path.unlink(missing_ok=True)
@@ -343,6 +356,8 @@ class TaskSearch:
     def clear(self) -> None:
         import shutil
 
+        if not self.writer:
+            return
         shutil.rmtree(self.folder, ignore_errors=True)
         for path in self.folder.parent.glob(f"task_{self.folder.name.removeprefix('search_')}_trial_*.ckpt"):
             path.unlink(missing_ok=True)
