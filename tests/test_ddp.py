@@ -12,9 +12,9 @@ import torch
 from conftest import run_cli, without_timing
 from nevisbench.tasks.loader import BatchLoader, Split
 
-DDP = ["learner=finetune", "stream=demo", "stream.tasks=[digits,faces]", "train.max_steps=4", "data.image_size=16",
+DDP = ["learner=finetune", "stream=demo", "stream.tasks=[faces,shapes]", "train.max_steps=4", "data.image_size=16",
        "data.batch_size=16", "trainer=cpu", "trainer.progress_bar=false", "backbone.weights=none",
-       "budget.flops_per_task=5e9"]
+       "budget.flops_per_task=5e9", "budget.milestones=3"]
 
 
 def _lines(run: Path) -> list[dict]:
@@ -48,7 +48,7 @@ def test_two_process_ddp_counts_one_process_flops_writes_once_and_resumes_after_
         assert len(folders) == 1, folders  # one run folder, written once (no rank writes its own)
         runs[devices] = folders[0]
     one, two = _lines(runs[1]), _lines(runs[2])
-    assert [line["task"] for line in two] == ["digits", "faces"]
+    assert [line["task"] for line in two] == ["faces", "shapes"]
     for a, b in zip(one, two):
         assert b["flops"]["train"] == pytest.approx(a["flops"]["train"], rel=0.01)  # the bar; here it is exact
         assert b["flops"]["train"] > 4e9  # the budget (5e9) counted globally: half would mean one rank's count
@@ -75,7 +75,7 @@ def test_two_process_ddp_counts_one_process_flops_writes_once_and_resumes_after_
 def test_a_loss_gone_bad_stops_every_rank_and_is_charged_as_on_one_device(tmp_path):
     lines = {}
     for devices in (1, 2):
-        done = run_cli("run", *DDP[:2], "stream.tasks=[digits]", *DDP[3:9], "train.max_steps=3", "train.lr=1e12",
+        done = run_cli("run", *DDP[:2], "stream.tasks=[faces]", *DDP[3:9], "train.max_steps=3", "train.lr=1e12",
                        f"trainer.devices={devices}", f"out_dir={tmp_path}", f"run_name=d{devices}", timeout=300)
         assert done.returncode == 1 and "The stream stopped (on_failure=stop)" in done.stderr, done.stderr[-2000:]
         lines[devices] = _lines(tmp_path / f"d{devices}")[0]
