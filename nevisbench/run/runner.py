@@ -319,6 +319,7 @@ class StreamRunner:
                 detach_derived(backbone)
         cfg = self.cfg.copy()
         cfg.trainer.progress_bar = False  # N bars would interleave; a bar changes nothing counted
+        cfg.trainer.devices = 1  # a worker sees only its own slot's device (trainer.devices=[3] -> its cuda:0)
         kit = {"cfg": cfg, "learner": self.learner, "scenario": self.scenario, "feature_dim": self.feature_dim,
                "start_backbone": self._start_backbone, "learner_state": self._learner_state,
                "spec": spec, "index": index, "seed": seed}
