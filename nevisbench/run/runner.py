@@ -343,6 +343,7 @@ class StreamRunner:
         self.precision = resolve_precision(self.cfg)
         self.device = training_device(self.cfg)
         self.sink = None
+        self.ranks = []
         return self
 
     def _trial(self, search: TaskSearch, task: TaskInfo, index: int, k: int, data: TaskData, seed: int,
