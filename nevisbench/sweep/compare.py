@@ -198,6 +198,16 @@ def compare_rows(points: list[RunPoint]) -> list[Row]:
     return rows
 
 
+def _numeric(header: str) -> bool:
+    return header != "compute measure" and header.startswith(("seeds", "error", "compute"))
+
+
+def _searched(rows: list[Row]) -> bool:
+    """Whether any row's compute includes search trials (else the tables skip the column of compute
+    without search, which would repeat the compute; the CSV always has it)."""
+    return any(r.flops_without_search_mean != r.flops_mean for r in rows)
+
+
 def _cells(row: Row) -> list[str]:
     from nevisbench.run.report import format_flops
 
@@ -215,11 +225,12 @@ def render_table(rows: list[Row], title: str = "comparison") -> Any:
 
     table = Table(title=f"{title}: final mean error over seeds vs counted compute (training + search)",
                   title_justify="left")
-    for header in _HEADERS:
-        table.add_column(header, justify="right" if header.startswith(("seeds", "error", "compute (")) else "left",
+    shown = len(_HEADERS) if _searched(rows) else len(_HEADERS) - 1
+    for header in _HEADERS[:shown]:
+        table.add_column(header, justify="right" if _numeric(header) else "left",
                          overflow="fold")
     for row in rows:
-        table.add_row(*_cells(row))
+        table.add_row(*_cells(row)[:shown])
     return table
 
 
@@ -236,10 +247,10 @@ def to_csv(rows: list[Row]) -> str:
 
 
 def to_markdown(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "|".join("---:" if h.startswith(("seeds", "error", "compute ("))
-                                                           else "---" for h in _HEADERS) + "|"]
+    headers = _HEADERS if _searched(rows) else _HEADERS[:-1]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if _numeric(h) else "---" for h in headers) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)[:len(headers)]) + " |")
     return "\n".join(lines) + "\n"
 
 
