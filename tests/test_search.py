@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, register_learner, run_cli, without_timing
 
 from nevisbench.config import compose
@@ -83,10 +84,14 @@ def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trial
     assert killed.returncode == -signal.SIGKILL
     kept = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_?.pt"))
     assert kept == ["trial_0.pt", "trial_1.pt"] and not (run_dir / "results.jsonl").exists()
+    best = min((0, 1), key=lambda k: torch.load(run_dir / "state" / "search_0" / f"trial_{k}.pt")["dev_error"])
+    weights = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_*_weights.pt"))
+    assert weights == [f"trial_{best}_weights.pt"]
     # resumed with a crash point at the first trial: it must not run again
     done = _cli("run", f"resume={run_dir}", fault="trial:0:0")
     assert done.returncode == 0, done.stderr
     assert "2 of 4 trials finished before the resume" in done.stdout
+    assert "trained again" not in done.stdout  # the read-back best keeps its saved weights (none retrained)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert without_timing(summary) == without_timing(json.loads((reference / "summary.json").read_text()))
 
@@ -289,3 +294,21 @@ def test_a_killed_worker_is_a_one_line_error_and_the_search_resumes_to_the_same_
     assert done.returncode == 0, done.stderr
     assert "finished before the resume" in done.stdout
     assert _summary(run_dir) == _summary(reference)
+
+
+def test_a_resume_after_every_trial_finished_scores_the_saved_winner_without_retraining(tmp_path):
+    # trial 1 is the best of the first two and wins: reading trial 0 back first must not delete its
+    # weights, and (with a pruner) nothing may ask the pruner about a trial no longer in progress
+    common = [*TINY, "stream.tasks=[faces]", "train.max_steps=9", "search=custom", "search.trials=3",
+              "search.sampler=grid", "search.space.train.lr=choice(0.0001,0.01,0.3)", "search.pruner=successive_halving",
+              "budget.milestones=3", "budget.first_milestone=0.2", "seed=1", f"out_dir={tmp_path}"]
+    whole = _cli("run", *common, "run_name=whole")
+    assert whole.returncode == 0, whole.stderr
+    line = _line(tmp_path / "whole")
+    assert line["search"]["winner"] != 0  # the case this test is about
+    killed = _cli("run", *common, "run_name=killed", fault="write:results.jsonl")  # every trial done, line not written
+    assert killed.returncode == -signal.SIGKILL
+    done = _cli("run", f"resume={tmp_path / 'killed'}")
+    assert done.returncode == 0, done.stderr
+    assert "3 of 3 trials finished before the resume" in done.stdout and "trained again" not in done.stdout
+    assert without_timing(_line(tmp_path / "killed")) == without_timing(line)

@@ -58,8 +58,8 @@ class CheckpointCallback(L.Callback):
         crash_point(f"step:{self.path.stem.rpartition('_')[2]}:{step}")
 
     def _maybe_save(self, trainer, step: int, batch_idx: int) -> None:
-        if not self.every_n_steps or step % self.every_n_steps or step >= trainer.max_steps > 0:
-            return
+        if not self.every_n_steps or step % self.every_n_steps or step >= trainer.max_steps > 0 or trainer.should_stop:
+            return  # (should_stop: the pruner stopped the trial here; a checkpoint would resume it past its end)
         self.loader.mark_position(batch_idx + 1)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with sigint_deferred():

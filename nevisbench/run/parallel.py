@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-__all__ = ["search_slots", "run_trials", "stopping"]
+__all__ = ["search_slots", "run_trials", "stopping", "die_with_parent"]
 
 
 def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
@@ -47,10 +47,11 @@ def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
 _STOP: Any = None  # set by the parent on Ctrl-C: a worker starts no further trial
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the run's process dies (SIGKILL, out of memory), as
-    it would kill an in-process trial: its mid-trial checkpoint stays, no record is written, and
-    no orphan goes on writing into the run folder while it is resumed. Best effort elsewhere."""
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process (a search worker, a DDP rank > 0) when the process that
+    started it dies (SIGKILL, out of memory), as it would kill an in-process trial: its mid-trial
+    checkpoint stays, no record is written, no orphan goes on writing into the run folder while it
+    is resumed or holding a GPU (NCCL notices a dead peer only at its timeout). Best effort elsewhere."""
     import ctypes
     import signal
     import sys
@@ -67,7 +68,7 @@ def _take_slot(slots: Any, stop: Any) -> None:
     """Pool initializer: this worker's slot, set before torch is imported."""
     global _STOP
     _STOP = stop
-    _die_with_parent()
+    die_with_parent()
     os.environ.update(slots.get())
 
 

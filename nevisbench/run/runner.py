@@ -37,7 +37,7 @@ from nevisbench.run.callbacks import (
 )
 from nevisbench.run.evaluation import evaluate
 from nevisbench.run.loggers import make_sink
-from nevisbench.run.parallel import run_trials, search_slots, stopping
+from nevisbench.run.parallel import die_with_parent, run_trials, search_slots, stopping
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
@@ -71,7 +71,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     check_devices(cfg, get_learner_class(cfg.learner.name))  # a broken plugin fails before anything is created
     L.seed_everything(cfg.seed, verbose=False)
     backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)  # bad weights: no folder left behind
-    if not writer:  # a DDP rank > 0: the folder rank 0 holds, read only
+    if not writer:  # a DDP rank > 0: the folder rank 0 holds, read only; it dies with rank 0
+        die_with_parent()
         folder = RunFolder.reopen(Path(os.environ[RUN_DIR_ENV]), [t.key for t in stream.tasks], follower=True)
     elif cfg.resume:
         folder = RunFolder.reopen(Path(cfg.resume), [t.key for t in stream.tasks])
@@ -135,7 +136,8 @@ def check_devices(cfg: DictConfig, learner_class: type) -> None:
     that declares it cannot run under it (e.g. one that changes its model's structure mid-training,
     which DDP's gradient buckets cannot follow)."""
     devices, accelerator = OmegaConf.to_container(cfg.trainer, resolve=True)["devices"], cfg.trainer.accelerator
-    if isinstance(devices, list) or (isinstance(devices, int) and devices > 1 and accelerator in ("gpu", "cuda")):
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if isinstance(devices, list) or (isinstance(devices, int) and devices > 1 and on_gpu):
         if accelerator == "cpu":
             raise ConfigError(f"Invalid value for 'trainer.devices': {devices} names CUDA devices but "
                               "trainer.accelerator=cpu; on CPU give a process count such as trainer.devices=2")
@@ -260,18 +262,21 @@ class StreamRunner:
                 trial = self._trial(search, task, index, k, data, seed, overrides)
                 if search.enabled:
                     search.save(k, trial.record(with_learner=trial.beats(best)), trial.weights() if trial.beats(best) else None)
-            else:
-                search.report(trial.anytime)  # the pruner reads the milestones of the trials before
+            # the pruner reads every trial's milestones before the next trial (idempotent: a trial
+            # that ran here has reported them; one read back or resumed mid-trial may not have)
+            search.report(trial.anytime)
             search.tell(trial.dev_error if trial.failure is None else None, pruned=trial.pruned)
             trials.append(trial)
             if trial.beats(best):
                 if best is not None:
                     best.release()
                 best = trial
-                if search.enabled:
-                    search.drop_weights(k)
+                if search.enabled and not trial.resumed:
+                    search.drop_weights(k)  # it just saved its weights (a read-back best keeps the ones it saved)
             elif search.enabled:
                 trial.release()  # only the best so far stays in memory
+        if search.enabled and best is not None:
+            search.drop_weights(best.k)
         resumed = sum(t.resumed for t in trials)
         if resumed:
             self.console.print(f"Search on {task.key}: {resumed} of {len(trials)} trials finished before the resume; "
@@ -469,12 +474,22 @@ class StreamRunner:
 
     def _evaluate(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
         try:
+            before = (self.meter.task.eval, self.meter.task.executed_eval)
             with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
                 error = evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
                                  forward_context=trainer.precision_plugin.forward_context)
-            # DDP: each rank scored its replica; rank 0's score is everyone's, so every decision taken
-            # from it (milestone model, search winner) is the same on every rank
-            return trainer.strategy.broadcast(error, src=0) if trainer.world_size > 1 else error
+            if trainer.world_size == 1:
+                return error
+            # DDP: every rank evaluated its replica; the evaluation is charged once, at the largest
+            # count any rank made (a module cannot hide work on the ranks whose meters are not
+            # written), and rank 0's score is everyone's, so every decision taken from it (milestone
+            # model, search winner) is the same on every rank
+            spent = torch.tensor([self.meter.task.eval - before[0], self.meter.task.executed_eval - before[1]],
+                                 dtype=torch.float64, device=trainer.strategy.root_device)
+            most = trainer.strategy.reduce(spent.clone(), reduce_op="max").tolist()
+            self.meter.task.eval += most[0] - float(spent[0])
+            self.meter.task.executed_eval += most[1] - float(spent[1])
+            return trainer.strategy.broadcast(error, src=0)
         except PluginError as exc:
             if str(exc).startswith("Learner '"):
                 raise
@@ -608,10 +623,14 @@ class Trial:
     pruned: bool = False  # stopped at a milestone by the search's pruner: it cannot win
 
     def beats(self, other: Trial | None) -> bool:
-        """A finished trial with a lower dev error than `other` (ties: the earlier trial wins)."""
-        if self.failure is not None or self.dev_error is None or self.pruned:
+        """A trial that trained without failing, ranked by (pruned, dev error): a pruned trial never
+        beats one that finished, and wins only when every other trial was pruned or failed (so a
+        pruner cannot fail a task whose trials trained fine). Ties: the earlier trial wins."""
+        if self.failure is not None or self.dev_error is None:
             return False
-        return other is None or other.dev_error is None or self.dev_error < other.dev_error
+        if other is None or other.failure is not None or other.dev_error is None:
+            return True
+        return (self.pruned, self.dev_error) < (other.pruned, other.dev_error)
 
     def release(self) -> None:
         self.module = self.trainer = self.loaders = self.learner = None

@@ -268,8 +268,8 @@ class TaskSearch:
         so this is the trial's compute on Optuna's integer rung grid: rung j is milestone j);
         return whether the pruner stops the trial there. The last milestone is no rung: a trial
         that reaches it has finished its training, and is not pruned."""
-        if not self.pruning or not anytime:
-            return False
+        if not self.pruning or not anytime or not self._asked:
+            return False  # (no trial in progress: e.g. the winner retrained for scoring after a resume)
         trial = self._asked[0]
         reported = self._reported.get(trial.number, 0)
         rungs = min(len(anytime), self._rungs)
