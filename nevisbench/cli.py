@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nevisbench.errors import NevisbenchError
@@ -194,7 +196,10 @@ def _description(option: str, cls: type) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
-    errors = Console(stderr=True)
+    # a DDP rank > 0 (started by Lightning re-running this command; run/distributed.py RUN_DIR_ENV)
+    # leaves the talking to rank 0
+    follower = os.environ.get("NEVISBENCH_DDP_RUN_DIR") is not None and os.environ.get("LOCAL_RANK", "0") != "0"
+    errors = Console(stderr=True, quiet=follower)
     try:
         if args.command == "run":
             from nevisbench.config import compose
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             out = plot_runs(args.runs, args.out, x=args.x)
             console.print(f"Wrote {out}")
     except NevisbenchError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         if args.command == "data":
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # a full disk, a folder that cannot be written, ...
         where = f" ({exc.filename})" if exc.filename else ""
-        errors.print(f"[bold red]error:[/] {exc.strerror or exc}{where}; results written so far are intact.",
+        errors.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}; results written so far are intact.",
                      highlight=False, soft_wrap=True)
         return 1
     return 0

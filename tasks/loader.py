@@ -144,12 +144,17 @@ class BatchLoader:
         self.epoch += 1
         order = torch.randperm(n, device=self.device, generator=generator) if self.train else torch.arange(n, device=self.device)
         order = order.to(self.images.device)
+        rank, world = self.shard
         batch = min(self.batch_size, n)
+        if world > 1:  # a split smaller than the global batch: the largest batch every rank can share evenly
+            batch -= batch % world
+            if batch == 0:
+                raise DataError(f"the training split has {n} image(s), fewer than the {world} DDP processes; "
+                                "train it with fewer trainer.devices")
         skip, self._resume_skip = self._resume_skip, 0
         for _ in range(skip):  # resuming mid-epoch: replay the skipped batches' random draws only
             if self.augment:
                 torch.rand(batch, 5, device=self.device, generator=generator)
-        rank, world = self.shard
         for i in range(skip, len(self)):
             index = order[i * batch : (i + 1) * batch]
             draws = torch.rand(len(index), 5, device=self.device, generator=generator) if self.augment else None

@@ -163,3 +163,24 @@ class NoisyLearner(Learner):
         with torch.no_grad():
             module.head.weight.add_(noise.view_as(module.head.weight).float() * 1e-12)
         return module
+
+
+class _HiddenOnOtherRanks(TaskModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        if not self.training and os.environ.get("LOCAL_RANK", "0") != "0":  # where no meter is written
+            for _ in range(3):
+                logits = super().forward(x)
+        return logits
+
+
+class RankHiddenEvalLearner(Learner):
+    """Under DDP, does three extra forward passes per evaluated batch on the ranks other than 0,
+    whose meters are never written, hoping the evaluation is charged at rank 0's count. Must be
+    charged the largest count any rank made."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        return _HiddenOnOtherRanks(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task,
+                                   train=self.context.train)

@@ -114,3 +114,37 @@ def test_a_rank_other_than_0_reads_the_run_folder_and_writes_nothing(tmp_path):
     written = ResultsStore(tmp_path)
     written.append({"task": "digits"})
     assert ResultsStore(tmp_path, writer=False).read_results() == [{"task": "digits"}]
+
+
+_WITH_PLUGIN = """
+import sys
+from importlib.metadata import EntryPoint
+from nevisbench import cli, registry
+found = dict(registry._entry_points())
+found["hidden"] = EntryPoint(name="hidden", value="cheating_learners:RankHiddenEvalLearner", group=registry.ENTRY_POINT_GROUP)
+registry._entry_points = lambda: found
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_work_hidden_on_a_rank_whose_meter_is_not_written_is_still_charged(tmp_path):
+    """The plugin's module does 3 extra forward passes per evaluated batch on rank 1 only; the
+    script registers it as an installed plugin would (Lightning re-runs the script for rank 1)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "with_plugin.py"
+    script.write_text(_WITH_PLUGIN)
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    lines = {}
+    for learner, devices in (("finetune", 2), ("hidden", 2)):
+        done = subprocess.run([sys.executable, str(script), "run", f"learner={learner}", *DDP[1:2], "stream.tasks=[faces]",
+                               *DDP[3:], "budget.milestones=0", f"trainer.devices={devices}", f"out_dir={tmp_path}",
+                               f"run_name={learner}"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines[learner] = _lines(tmp_path / learner)[0]
+    honest, hidden = lines["finetune"]["flops"], lines["hidden"]["flops"]
+    assert hidden["train"] == honest["train"]  # training is the same
+    assert hidden["eval"] == pytest.approx(4 * honest["eval"], rel=1e-6)  # rank 1's four passes per batch

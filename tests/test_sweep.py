@@ -208,6 +208,14 @@ def test_local_slots_give_a_ddp_job_all_its_devices_at_once():
     pool.give(first)
     waiter.join(5)
     assert got == [[0, 1]]
+    # launcher.jobs=4 on 2 GPUs: slots 0,1,0,1; a 2-GPU job never gets one GPU twice
+    shared = SlotPool([{"CUDA_VISIBLE_DEVICES": g} for g in ("0", "1", "0", "1")])
+    with pytest.raises(ConfigError, match="trains on 3 devices but launcher=local has 2 GPU"):
+        shared.need(Job(index=4, name="three", overrides=[], devices=3))
+    assert shared.take(1) == [0] and shared.take(1) == [1]
+    shared.give([1])
+    pair = shared.take(2)  # free: 1, 2 (GPU 0), 3 (GPU 1) -> slots 1 and 2, GPUs 1 and 0
+    assert shared.env(pair) == {"CUDA_VISIBLE_DEVICES": "1,0"}
     cpu = SlotPool([{"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "1"}])
     assert cpu.need(Job(index=3, name="cpu", overrides=[], devices=8)) == 2  # CPU processes share the cores
     assert cpu.env(cpu.take(2)) == {"OMP_NUM_THREADS": "1"}

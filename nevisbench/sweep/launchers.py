@@ -141,28 +141,45 @@ class SlotPool:
         self._ready = threading.Condition()
 
     def need(self, job: Job) -> int:
-        """Slots `job` takes: one per device on GPUs (it may not have more than exist), on CPU one
-        per process up to every slot (processes then share the cores)."""
-        if self.gpu and job.devices > len(self.slots):
-            raise ConfigError(f"Sweep job {job.index} ({job.name}) trains on {job.devices} devices but launcher=local "
-                              f"has {len(self.slots)} GPU slot(s); lower trainer.devices or raise launcher.jobs")
+        """Slots `job` takes: one per device on GPUs, on distinct GPUs (it may not want more GPUs than
+        exist), on CPU one per process up to every slot (processes then share the cores)."""
+        if self.gpu:
+            gpus = len({slot["CUDA_VISIBLE_DEVICES"] for slot in self.slots})
+            if job.devices > gpus:
+                raise ConfigError(f"Sweep job {job.index} ({job.name}) trains on {job.devices} devices but launcher=local "
+                                  f"has {gpus} GPU(s); lower trainer.devices")
+            return max(1, job.devices)
         return max(1, min(job.devices, len(self.slots)))
+
+    def _pick(self, count: int) -> list[int] | None:
+        """`count` free slots, on distinct GPUs (round-robin slots name a GPU more than once)."""
+        picked, seen = [], set()
+        for i in self.free:
+            gpu = self.slots[i].get("CUDA_VISIBLE_DEVICES")
+            if gpu is not None and gpu in seen:
+                continue
+            seen.add(gpu)
+            picked.append(i)
+            if len(picked) == count:
+                return picked
+        return None
 
     def take(self, count: int) -> list[int]:
         with self._ready:
-            self._ready.wait_for(lambda: len(self.free) >= count)
-            taken, self.free = self.free[:count], self.free[count:]
+            self._ready.wait_for(lambda: self._pick(count) is not None)
+            taken = self._pick(count)
+            self.free = [i for i in self.free if i not in taken]
             return taken
 
     def give(self, taken: list[int]) -> None:
         with self._ready:
             self.free.extend(taken)
+            self.free.sort()
             self._ready.notify_all()
 
     def env(self, taken: list[int]) -> dict[str, str]:
-        if self.gpu:  # the job sees exactly its GPUs (round-robin slots may name one GPU twice)
-            gpus = dict.fromkeys(self.slots[i]["CUDA_VISIBLE_DEVICES"] for i in taken)
-            return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+        if self.gpu:  # the job sees exactly its GPUs (distinct: see `_pick`)
+            return {"CUDA_VISIBLE_DEVICES": ",".join(self.slots[i]["CUDA_VISIBLE_DEVICES"] for i in taken)}
         return dict(self.slots[taken[0]])
 
 
