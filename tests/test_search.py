@@ -312,3 +312,25 @@ def test_a_resume_after_every_trial_finished_scores_the_saved_winner_without_ret
     assert done.returncode == 0, done.stderr
     assert "3 of 3 trials finished before the resume" in done.stdout and "trained again" not in done.stdout
     assert without_timing(_line(tmp_path / "killed")) == without_timing(line)
+
+
+def test_a_pruned_trial_never_beats_a_finished_one_but_wins_when_no_trial_finished():
+    from nevisbench.compute.flops import FlopTally
+    from nevisbench.run.runner import Trial
+
+    def trial(k, dev_error, *, pruned=False, failure=None):
+        return Trial(k=k, overrides={}, dev_error=dev_error, failure=failure, tally=FlopTally(), steps=1, anytime=[],
+                     selected={}, budget=None, seconds=0.0, pruned=pruned)
+
+    def winner(trials):
+        best = None
+        for t in trials:  # as the search does: in trial order, a later trial must beat the best so far
+            best = t if t.beats(best) else best
+        return best.k if best is not None else None
+
+    failed, low_pruned, high_pruned, finished = (trial(0, None, failure="nan loss"), trial(1, 0.40, pruned=True),
+                                                 trial(2, 0.45, pruned=True), trial(3, 0.60))
+    assert winner([failed, low_pruned, high_pruned, finished]) == 3  # the only finished trial, though its error is higher
+    assert winner([finished, low_pruned]) == 3
+    assert winner([failed, high_pruned, low_pruned]) == 1  # all pruned or failed: the best pruned trial, not the failure
+    assert winner([failed]) is None
