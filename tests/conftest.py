@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread per test process and per run it starts (xdist already runs one worker per core):
+# runs compared exactly across processes (in-process vs subprocess, resumed vs whole) then use the
+# same float reductions whatever the machine, and workers do not oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 # A real run, cut down: two steps per task, 16x16 images, deterministic CPU fp32, no progress bar.
 TINY = [
     "train.max_steps=2",

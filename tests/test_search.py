@@ -217,7 +217,10 @@ def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search
     """search.pruner=successive_halving: trials whose dev error at a milestone (a rung) is not in
     the best third of the trials so far stop there; what they spent is still charged to `search`;
     a run killed inside a trial that gets pruned resumes to the same decisions."""
-    line = _line(run(compose([*PRUNE, f"out_dir={tmp_path / 'whole'}"])))
+    # every run of this test in a subprocess with one thread: float results are compared exactly
+    whole = _cli("run", *PRUNE, f"out_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr
+    line = _line(tmp_path / "whole" / "r")
     trials, winner = line["search"]["trials"], line["search"]["winner"]
     full = trials[winner]["steps"]
     pruned = [t for t in trials if t["status"] == "pruned"]
@@ -245,7 +248,9 @@ def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
     """Hyperband's brackets come from a hash of the study's name: fixed per task, so two processes
     prune the same trials, and the compute identity holds with its pruned trials too."""
     args = [*PRUNE, "search.pruner=hyperband", "train.checkpoint_every_n_steps=0"]
-    line = _line(run(compose([*args, f"out_dir={tmp_path / 'a'}"])))
+    first = _cli("run", *args, f"out_dir={tmp_path / 'a'}")  # both in a subprocess with one thread
+    assert first.returncode == 0, first.stderr
+    line = _line(tmp_path / "a" / "r")
     trials, winner = line["search"]["trials"], line["search"]["winner"]
     assert any(t["status"] == "pruned" for t in trials) and trials[winner]["status"] == "ok"
     losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
