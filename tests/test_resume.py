@@ -97,7 +97,10 @@ def test_ctrl_c_keeps_finished_tasks_and_says_how_to_resume(tmp_path):
     args = [sys.executable, "-m", "nevisbench", "run", *RUN, "train.max_steps=100", f"out_dir={tmp_path}"]
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("NEVISBENCH_FAULT", None)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a shell starts background jobs with SIGINT ignored, and children inherit that (Python then installs
+    # no KeyboardInterrupt handler): the run gets the default disposition, as one started at a terminal
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     results = tmp_path / "r" / "results.jsonl"
     deadline = time.monotonic() + 300
     while not (results.exists() and results.read_text().count("\n") >= 1) and time.monotonic() < deadline:
