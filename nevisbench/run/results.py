@@ -6,6 +6,7 @@ torn one."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -67,6 +68,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def _writes(method: Callable[..., None]) -> Callable[..., None]:
+    """A ResultsStore write: a no-op on a store that only reads (`writer=False`)."""
+    @functools.wraps(method)
+    def write(self: ResultsStore, *args: Any, **kwargs: Any) -> None:
+        if self.writer:
+            method(self, *args, **kwargs)
+    return write
+
+
 class ResultsStore:
     """Reads and writes one run folder. A store with `writer=False` (a DDP process other than rank
     0) reads the folder and writes nothing: every write below is then a no-op."""
@@ -84,9 +94,8 @@ class ResultsStore:
     def results_path(self) -> Path:
         return self.run_dir / self.RESULTS
 
+    @_writes
     def write_config(self, text: str) -> None:
-        if not self.writer:
-            return
         atomic_write_text(self.run_dir / self.CONFIG, text)
 
     def read_results(self) -> list[dict[str, Any]]:
@@ -111,15 +120,13 @@ class ResultsStore:
             raise DataError(f"{self.results_path}: the last line is incomplete (torn write)")
         return lines
 
+    @_writes
     def append(self, result: dict[str, Any]) -> None:
-        if not self.writer:
-            return
         old = self.results_path.read_text(encoding="utf-8") if self.results_path.exists() else ""
         atomic_write_text(self.results_path, old + json.dumps(result, sort_keys=True) + "\n")
 
+    @_writes
     def write_summary(self, summary: dict[str, Any]) -> None:
-        if not self.writer:
-            return
         atomic_write_text(self.run_dir / self.SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     # -- resume state: learner state + stream FLOPs after each finished task, mid-task checkpoints
@@ -132,9 +139,8 @@ class ResultsStore:
     def task_checkpoint(self, index: int) -> Path:
         return self.state_dir / f"task_{index}.ckpt"
 
+    @_writes
     def save_task_state(self, index: int, state: dict[str, Any]) -> None:
-        if not self.writer:
-            return
         import torch
 
         atomic_write_bytes(self.state_dir / f"after_task_{index}.pt", lambda handle: torch.save(state, handle))
@@ -167,18 +173,16 @@ class ResultsStore:
             raise DataError(f"Cannot resume from the mid-task checkpoint {path}: it is not a Lightning checkpoint. "
                             "Delete it to restart that task from its start")
 
+    @_writes
     def prune_state(self, keep_index: int) -> None:
         """After task `keep_index` is committed, older state and its mid-task checkpoint go."""
-        if not self.writer:
-            return
         for path in self.state_dir.glob("after_task_*.pt"):
             if int(path.stem.rpartition("_")[2]) < keep_index:
                 path.unlink(missing_ok=True)
         self.task_checkpoint(keep_index).unlink(missing_ok=True)
 
+    @_writes
     def clear_state(self) -> None:
-        if not self.writer:
-            return
         import shutil
 
         shutil.rmtree(self.run_dir / "state", ignore_errors=True)
@@ -193,10 +197,9 @@ class ResultsStore:
             raise DataError(f"{path} is not a run summary; delete it and resume to write it again")
         return summary
 
+    @_writes
     def remove_stale_temporaries(self) -> None:
         """Temporary files a crash left behind (`.results.jsonl.<random>.tmp` and the like)."""
-        if not self.writer:
-            return
         for folder in (self.run_dir, self.run_dir / "state"):
             if folder.is_dir():
                 for path in folder.glob(".*.tmp"):
