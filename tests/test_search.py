@@ -224,7 +224,10 @@ def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search
     trials, winner = line["search"]["trials"], line["search"]["winner"]
     full = trials[winner]["steps"]
     pruned = [t for t in trials if t["status"] == "pruned"]
-    assert 1 <= len(pruned) < len(trials) and trials[winner]["status"] == "ok" and trials[0]["status"] == "ok"
+    assert len(pruned) >= 1, "the pruner stopped no trial"
+    assert len(pruned) < len(trials), "every trial was pruned"
+    assert trials[winner]["status"] == "ok"  # a trial that finished wins over every pruned one
+    assert trials[0]["status"] == "ok"  # the first trial has no competitors at its rungs
     assert all(0 < t["steps"] < full and 0 < t["train_flops"] < trials[winner]["train_flops"] for t in pruned)
     finished = [t["dev_error"] for t in trials if t["status"] == "ok"]
     assert trials[winner]["dev_error"] == min(finished)
