@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - a broken install; the slurm launcher s
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
-           "gpu_slots", "local_slots", "SlotPool", "check_devices", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
+           "gpu_slots", "local_slots", "SlotPool", "check_job_devices", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
 
 
 @dataclass
@@ -394,7 +394,7 @@ def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Conso
                                                      "without finishing the run; see its submitit log")
 
 
-def check_devices(jobs: list[Job], cfg: Any) -> None:
+def check_job_devices(jobs: list[Job], cfg: Any) -> None:
     """Refuse, before anything starts, a multi-device (DDP) job the launcher cannot give its devices."""
     if cfg.name == "local":
         pool = SlotPool(local_slots(cfg.jobs))
@@ -411,7 +411,7 @@ def launch(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> 
     """Run `todo` with the configured launcher until every job has ended."""
     if not todo:
         return
-    check_devices(todo, cfg)
+    check_job_devices(todo, cfg)
     if cfg.name == "local":
         _launch_local(folder, todo, cfg, console)
     else:

@@ -22,7 +22,7 @@ from nevisbench.run.results import atomic_write_text
 from nevisbench.sweep.compare import collect, compare_rows, plot_comparison, render_table, to_csv, to_markdown
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
-from nevisbench.sweep.launchers import check_devices, engine_states, engine_warning, launch, load_launcher
+from nevisbench.sweep.launchers import check_job_devices, engine_states, engine_warning, launch, load_launcher
 from nevisbench.sweep.progress import jobs_table
 
 __all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
@@ -95,7 +95,7 @@ def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[Swee
     if len({j.name for j in jobs}) != len(jobs):
         raise ConfigError("Two jobs of the grid would share a run folder name; the grid repeats a combination")
     cfg = validate_jobs(jobs, path / "runs", console)  # before anything is written
-    check_devices(jobs, launcher)
+    check_job_devices(jobs, launcher)
     grid_values: dict[str, list[str]] = {}
     for job_overrides in grid.jobs:
         for item in job_overrides:
