@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from nevisbench.errors import PluginError
@@ -17,19 +19,19 @@ def _check(backbone: nn.Module) -> None:
 def stem(backbone: nn.Module) -> list[nn.Module]:
     """The stem's modules with parameters (conv1, bn1)."""
     _check(backbone)
-    return [backbone.conv1, backbone.bn1]
+    return [cast(nn.Module, backbone.conv1), cast(nn.Module, backbone.bn1)]
 
 
 def blocks(backbone: nn.Module) -> list[nn.Module]:
     """The four residual stages, numbered 0..3 as in the paper (torchvision's layer1..layer4)."""
     _check(backbone)
-    return [backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
+    return [cast(nn.Module, getattr(backbone, f"layer{i}")) for i in range(1, 5)]
 
 
 def block_convs(backbone: nn.Module, *, include_stem: bool = True, include_downsample: bool = True) -> list[tuple[str, nn.Conv2d]]:
     """(name, conv) of every convolution of the stem and the four stages."""
     _check(backbone)
-    found = [("conv1", backbone.conv1)] if include_stem else []
+    found = [("conv1", cast(nn.Conv2d, backbone.conv1))] if include_stem else []
     for name, module in backbone.named_modules():
         if isinstance(module, nn.Conv2d) and name.startswith("layer") and (include_downsample or "downsample" not in name):
             found.append((name, module))

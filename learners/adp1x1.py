@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from nevisbench.errors import choice_error
 from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo, replace_submodule
@@ -39,7 +40,7 @@ class ParallelAdapter(nn.Module):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
-        self.adapter = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride=conv.stride, bias=False)
+        self.adapter = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride=_pair(conv.stride), bias=False)
         nn.init.zeros_(self.adapter.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +49,7 @@ class ParallelAdapter(nn.Module):
 
 class Adp1x1Learner(Learner):
     Config = Adp1x1Config
+    config: Adp1x1Config
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         for name, conv in block_convs(backbone, include_stem=False, include_downsample=False):

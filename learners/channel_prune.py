@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ class ChannelPruneConfig(PruneConfig):
 
 class ChannelPruneLearner(Learner):
     Config = ChannelPruneConfig
+    config: ChannelPruneConfig
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config
@@ -71,7 +73,7 @@ def calibrated_ratio(backbone: nn.Module, cfg: ChannelPruneConfig, *, seed: int,
     """The channel-removal ratio whose pruned `backbone` costs (1 - cfg.sparsity) of the dense
     backbone's training-step FLOPs (algorithmic, as the meter counts them), found by `_bisect`."""
     size = _STRIDE if image_size % _STRIDE == 0 else image_size
-    key = (type(backbone).__name__, tuple(p.shape for p in backbone.parameters()), cfg.sparsity, cfg.scope,
+    key: tuple[Any, ...] = (type(backbone).__name__, tuple(p.shape for p in backbone.parameters()), cfg.sparsity, cfg.scope,
            cfg.signal, cfg.prune_stem, seed, size)
     if cfg.scope == "global":  # which layers lose channels then depends on the weights too
         key += (float(sum(p.detach().abs().sum() for p in backbone.parameters())),)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.utils.prune as prune
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from nevisbench.errors import ConfigError, choice_error
 from nevisbench.api.learner import Learner, replace_submodule
@@ -72,11 +73,13 @@ class GroupSharedConv(nn.Module):
         local = [torch.topk(group_scores[m].sum(0), keep).indices.sort().values for _, m in chunks]
         weight = torch.cat([conv.weight.detach()[m][:, idx] for (_, m), idx in zip(chunks, local)])
         self.register_buffer("inputs", torch.cat([idx + g * group_width for (g, _), idx in zip(chunks, local)]))
-        self.conv = nn.Conv2d(keep * len(chunks), c_out, conv.kernel_size, conv.stride, conv.padding,
-                              conv.dilation, groups=len(chunks), bias=conv.bias is not None)
+        self.conv = nn.Conv2d(keep * len(chunks), c_out, _pair(conv.kernel_size), _pair(conv.stride),
+                              conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+                              _pair(conv.dilation), groups=len(chunks), bias=conv.bias is not None)
         self.conv.weight.data.copy_(weight)
-        if conv.bias is not None:
+        if conv.bias is not None and self.conv.bias is not None:
             self.conv.bias.data.copy_(conv.bias.detach())
+        self.inputs: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x.index_select(1, self.inputs))
@@ -84,6 +87,7 @@ class GroupSharedConv(nn.Module):
 
 class ConvPruneLearner(Learner):
     Config = ConvPruneConfig
+    config: ConvPruneConfig
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config

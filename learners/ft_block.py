@@ -36,6 +36,7 @@ class FtBlockConfig(LearnerConfig):
 
 class FtBlockLearner(Learner):
     Config = FtBlockConfig
+    config: FtBlockConfig
 
     def begin_task(self, task: TaskInfo, backbone: nn.Module) -> L.LightningModule:
         frozen = stem(backbone) + blocks(backbone)[: self.config.first_trained_block]

@@ -4,6 +4,7 @@ new head on the last kept block's pooled features, and train everything that is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -27,10 +28,12 @@ class TruncatedConfig(LearnerConfig):
 
 class TruncatedLearner(Learner):
     Config = TruncatedConfig
+    config: TruncatedConfig
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         kept = blocks(backbone)[: self.config.last_block + 1]
-        truncated = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool, *kept,
+        stem_modules = [cast(nn.Module, getattr(backbone, name)) for name in ("conv1", "bn1", "relu", "maxpool")]
+        truncated = nn.Sequential(*stem_modules, *kept,
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         with torch.no_grad():
             probe = torch.zeros(2, 3, self.context.image_size, self.context.image_size)

@@ -31,6 +31,7 @@ class WeightPruneConfig(PruneConfig):
 
 class WeightPruneLearner(Learner):
     Config = WeightPruneConfig
+    config: WeightPruneConfig
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config

@@ -154,7 +154,8 @@ def _check_size(size: int, name: str, archive: str | Path) -> None:
 def read_capped(handle: IO[bytes], limit: int, name: str) -> bytes:
     """Up to `limit` bytes from a (decompressing) stream, read in chunks; a stream with more is
     refused without inflating the rest."""
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     while size <= limit:
         chunk = handle.read(min(CHUNK, limit + 1 - size))
         if not chunk:

@@ -75,7 +75,7 @@ class CacheWriter:
             if index.min() < 0 or index.max() >= self.count:
                 raise DataError(f"{self.key}: split '{name}' indexes past the {self.count} examples")
         np.save(self.tmp / "labels.npy", labels)
-        np.savez(self.tmp / "splits.npz", **{k: np.asarray(splits[k], dtype=np.int64) for k in SPLITS})
+        np.savez(self.tmp / "splits.npz", allow_pickle=False, **{k: np.asarray(splits[k], dtype=np.int64) for k in SPLITS})
         record = {
             "format_version": FORMAT_VERSION,
             "key": self.key,

@@ -118,10 +118,10 @@ def load_shapes_task(*, image_size: int, seed: int, **_: object) -> TaskData:
     rng = np.random.default_rng(10_000 + seed)
     draw_size = max(image_size, 32)
     images, labels = [], []
-    for label, kind in enumerate(SHAPES):
-        for _ in range(SHAPES_PER_CLASS):
+    for class_id, kind in enumerate(SHAPES):
+        for _copy in range(SHAPES_PER_CLASS):
             images.append(_draw_shape(kind, draw_size, rng))
-            labels.append(label)
+            labels.append(class_id)
     return _task_data("shapes", _resize(np.stack(images), image_size), np.array(labels), len(SHAPES), seed)
 
 

@@ -50,9 +50,11 @@ class TaskData:
         """Refuse malformed data before any training: dtypes, shapes, label range, empty splits."""
         for name in SPLITS:
             split: Split | None = getattr(self, name)
-            if split is None and name == "dev_test":
-                continue  # optional
             where = f"task '{self.key}', split '{name}'"
+            if split is None:
+                if name == "dev_test":
+                    continue  # optional
+                raise DataError(f"{where}: the split is missing")
             if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[1] not in (1, 3):
                 raise DataError(f"{where}: images must be uint8 (N, 1|3, H, W), got {split.images.dtype} {tuple(split.images.shape)}")
             expected = (split.images.shape[0], self.num_classes) if self.multi_label else (split.images.shape[0],)

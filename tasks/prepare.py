@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import functools
 import shutil
 import struct
 import tarfile
@@ -251,7 +252,7 @@ def prepare(targets: list[str], root: Path, *, source_dir: Path | None = None, d
             if download:
                 todo[key] = _download(key, root / "downloads" / key, verify=verify, mirror=mirror, console=console)
             else:
-                todo[key] = _resolve_folder(key, Path(source_dir), single=len(keys) == 1)
+                todo[key] = _resolve_folder(key, Path(source_dir or "."), single=len(keys) == 1)
         except DataError as exc:
             rows[key] = {"key": key, "result": "failed", "error": str(exc), "seconds": 0.0}
     extra = _sibling_folders(source_dir, download, root)
@@ -302,7 +303,7 @@ def _pack_all(todo: dict[str, Path], root: Path, *, size: int, verify: bool, job
                 starts[key] = time.perf_counter()
                 try:
                     result = prepare_task(key, root, folder, size=size, verify=verify, extra_folders=extra,
-                                          progress=lambda done, total, k=key: bar.update(bars[k], completed=done, total=total))
+                                          progress=functools.partial(_advance, bar, bars[key]))
                     rows[key] = _ok_row(key, result, starts[key])
                 except DataError as exc:
                     rows[key] = {"key": key, "result": "failed", "error": str(exc), "seconds": time.perf_counter() - starts[key]}
@@ -332,6 +333,10 @@ def _pack_all(todo: dict[str, Path], root: Path, *, size: int, verify: bool, job
                                 "run it again with --jobs 1 to see why"
                         rows[key] = {"key": key, "result": "failed", "error": error, "seconds": time.perf_counter() - starts[key]}
     return rows
+
+
+def _advance(bar: Progress, bar_id: Any, done: int, total: int | None) -> None:
+    bar.update(bar_id, completed=done, total=total)
 
 
 def _ok_row(key: str, status: dict[str, Any], start: float) -> dict[str, Any]:

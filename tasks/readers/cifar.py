@@ -38,7 +38,7 @@ class _Refused(Exception):
     """The pickle asked for something a CIFAR batch never uses."""
 
 
-_NUMPY_RECONSTRUCT = np.zeros(1, np.uint8).__reduce__()[0]  # numpy's `_reconstruct`
+_NUMPY_RECONSTRUCT: Any = np.zeros(1, np.uint8).__reduce__()[0]  # numpy's `_reconstruct`
 _NUMPY_FROMBUFFER = np.zeros(1, np.uint8).__reduce_ex__(5)[0]  # numpy's `_frombuffer` (pickle protocol 5)
 
 

@@ -88,8 +88,8 @@ def _labels(xml: bytes, name: str) -> tuple[int, ...]:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
         raise DataError(f"cannot parse annotation {name}: {exc}") from None
-    ids = {VOC_CLASSES.index(o.findtext("name").strip()) for o in root.iter("object")
-           if o.findtext("name") and o.findtext("name").strip() in VOC_CLASSES}
+    names = ((o.findtext("name") or "").strip() for o in root.iter("object"))
+    ids = {VOC_CLASSES.index(name) for name in names if name in VOC_CLASSES}
     return tuple(sorted(ids))
 
 
