@@ -10,6 +10,11 @@ calls and the names its errors use:
 - `end_task(task, module)`: after each finished task.
 - `state_dict()` / `load_state_dict(state)`: the learner's own state across tasks, for resume.
 - `task_report(task) -> dict`: optional facts for the task's results line (`learner_report`).
+- `revisit_module(task, module, head) -> nn.Module`: with `eval.revisit=true`, the model that
+  predicts an earlier task now (default: the current backbone under the head that task ended with).
+
+A learner draws training examples (current and earlier tasks; never dev or test) from
+`self.context.data` (`nevisbench.run.learner_data.StreamData`): see docs/writing-a-learner.md.
 
 The runner owns the scenario (which backbone a task starts from), the FLOP meter, the results
 store and the loggers: no learner can change what is counted.
@@ -85,6 +90,23 @@ class Learner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+    def revisit_module(self, task: TaskInfo, module: L.LightningModule, head: nn.Module | None) -> nn.Module:
+        """The model that predicts for the earlier `task` now (`eval.revisit=true`, continual scenario):
+        by default the current `module.backbone` under `head`, the `nn.Linear` head `task` ended with
+        (kept by the harness; None when that module had no Linear `head`). Override it when the module
+        predicts otherwise (several heads, a head that is not a Linear layer): return a module whose
+        `forward(x)` gives `task`'s logits. It is evaluated only, never trained, and charged as evaluation."""
+        from torch import nn
+
+        from nevisbench.errors import PluginError
+
+        backbone = getattr(module, "backbone", None)
+        if head is None or not isinstance(backbone, nn.Module):
+            raise PluginError(f"eval.revisit needs the head each task ended with: task {task.key}'s module has no "
+                              "`head` that is an nn.Linear, or no `backbone`; keep them as TaskModule does, or "
+                              "override Learner.revisit_module")
+        return nn.Sequential(backbone, head)
 
     def task_report(self, task: TaskInfo) -> dict[str, Any]:
         """Facts about how the learner handled `task` (e.g. the structure it learned), JSON-ready;

@@ -38,3 +38,5 @@ class LearnerContext:
     image_size: int
     train: Any  # the `train` config section (optimizer, lr, ...)
     feature_dim: int  # width of the backbone's pooled features
+    # read-only training examples of the current and earlier tasks (a StreamData; None outside a run)
+    data: Any = None

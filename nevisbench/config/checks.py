@@ -186,6 +186,9 @@ def check_values(cfg: DictConfig) -> None:
     _check_devices(OmegaConf.to_container(cfg.trainer, resolve=True)["devices"])
     _check_multi_device(cfg)
     _check_search(cfg)
+    if cfg.eval.revisit and cfg.scenario != "continual":
+        raise ConfigError(f"eval.revisit=true needs scenario=continual, got scenario={cfg.scenario}: in transfer every "
+                          "task starts from the initial backbone, so nothing learned earlier can be forgotten")
     if cfg.stream.tasks is not None and len(cfg.stream.tasks) == 0:
         raise ConfigError("Invalid value for 'stream.tasks': []; list at least one task, or null for the whole stream")
     if cfg.budget.auc_max_flops <= cfg.budget.auc_min_flops:

@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "BACKBONES", "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
-    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "ProtocolConfig", "SearchConfig", "RootConfig", "root_schema",
+    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "EvalConfig", "ProtocolConfig", "SearchConfig", "RootConfig", "root_schema",
 ]
 
 # Names of torchvision's ResNet family that the harness builds backbones from.
@@ -103,6 +103,13 @@ class BudgetConfig:
 
 
 @dataclass
+class EvalConfig:
+    # continual scenario: after each task, score every earlier task again with its own head (the
+    # accuracy matrix, forgetting); charged as evaluation. Nevis scores each task once: off there.
+    revisit: bool = False
+
+
+@dataclass
 class ProtocolConfig:
     name: str = MISSING
     selection: str = MISSING  # best_dev | last: which model of a task is scored on dev_test and test
@@ -132,6 +139,7 @@ class RootConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     scenario: str = MISSING

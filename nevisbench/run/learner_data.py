@@ -1,0 +1,150 @@
+"""The data a learner may draw from: the training split of the current task and of every earlier
+task of the stream, never a dev or test split and never a task the stream has not reached.
+
+The harness owns the data (DESIGN §11). A learner reaches it through `self.context.data`, a
+`StreamData`, so replay (ER, DER), exemplar memories (iCaRL-style) or distillation sets need no
+tricks: keep example *indices* in the learner's `state_dict` (small, saved and restored by resume)
+and draw their images again with `train_examples`. Every tensor handed out is a fresh copy, so a
+learner cannot change the stream's data. Whatever flows through the model is charged like any
+other compute: in `training_step` as training, in `end_task` as the meter charges that hook.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from nevisbench.api.types import TaskInfo
+from nevisbench.errors import PluginError
+from nevisbench.tasks.catalog import TaskSpec
+from nevisbench.tasks.loader import BatchLoader, TaskData
+
+__all__ = ["StreamData", "task_seed"]
+
+
+def task_seed(seed: int, index: int) -> int:
+    """The seed task `index` is trained (and its data split) with: the run's seed + the index."""
+    return seed + index
+
+
+class StreamData:
+    """Read-only access to the training examples of the tasks seen so far (`context.data`).
+
+    Tasks are named by their `TaskInfo` or their index in the stream. Images come back as float
+    tensors normalised as the harness trains on them (optionally with the protocol's random crop
+    and flip), labels as the task's label tensor; on the CPU unless `device` is given.
+    """
+
+    _KEEP = 2  # earlier tasks kept loaded at once (the current one is always at hand)
+
+    def __init__(self, cfg: DictConfig, specs: Sequence[TaskSpec], *,
+                 load: Callable[[TaskSpec, int], TaskData] | None = None) -> None:
+        self._cfg = cfg
+        self._specs = tuple(specs)
+        self._load = load or self._load_spec
+        self._current = -1
+        self._loaded: OrderedDict[int, TaskData] = OrderedDict()
+
+    # -- driven by the runner ------------------------------------------------------------------
+    def enter(self, index: int, data: TaskData | None = None) -> None:
+        """The stream has reached task `index` (its data, when the runner already loaded it)."""
+        self._current = index
+        if data is not None:
+            self._remember(index, data)
+
+    # -- what a learner calls ------------------------------------------------------------------
+    def tasks(self) -> list[TaskInfo]:
+        """The tasks whose training data may be drawn: every earlier task and the current one."""
+        return [self._info(i) for i in range(self._current + 1)]
+
+    def num_train(self, task: TaskInfo | int) -> int:
+        """How many training examples `task` has."""
+        return len(self._data(self._index(task)).train)
+
+    def train_batch(self, task: TaskInfo | int, batch_size: int, *, generator: torch.Generator | None = None,
+                    augment: bool = True, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch_size` training examples of `task` drawn at random without replacement (all of them
+        when the split is smaller), from `generator` (torch's default generator when None)."""
+        index = self._index(task)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise PluginError(f"context.data.train_batch: batch_size must be a positive int, got {batch_size!r}")
+        n = self.num_train(index)
+        picks = torch.randperm(n, generator=generator)[: min(batch_size, n)]
+        return self._examples(index, picks, augment=augment, generator=generator, device=device)
+
+    def train_examples(self, task: TaskInfo | int, indices: Sequence[int] | torch.Tensor, *, augment: bool = False,
+                       generator: torch.Generator | None = None,
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """The training examples of `task` at `indices` (positions in its training split, 0-based),
+        e.g. an exemplar memory kept as indices in the learner's state."""
+        index = self._index(task)
+        picks = torch.as_tensor(indices, dtype=torch.long).flatten()
+        n = self.num_train(index)
+        if picks.numel() and (int(picks.min()) < 0 or int(picks.max()) >= n):
+            raise PluginError(f"context.data.train_examples: indices must lie in 0..{n - 1} for task "
+                              f"{self._specs[index].key!r}, got {int(picks.min())}..{int(picks.max())}")
+        return self._examples(index, picks, augment=augment, generator=generator, device=device)
+
+    # -- inside ----------------------------------------------------------------------------------
+    def _index(self, task: TaskInfo | int) -> int:
+        index = task.index if isinstance(task, TaskInfo) else task
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise PluginError(f"context.data: a task is a TaskInfo or a task index, got {task!r}")
+        if not 0 <= index <= self._current:
+            seen = ", ".join(f"{i}={s.key}" for i, s in enumerate(self._specs[: self._current + 1])) or "none yet"
+            raise PluginError(f"context.data: task {index} is not available to the learner (it may draw from the "
+                              f"current task and earlier ones: {seen}; never a task the stream has not reached)")
+        return index
+
+    def _info(self, index: int) -> TaskInfo:
+        spec = self._specs[index]
+        return TaskInfo(key=spec.key, name=spec.name, index=index, domain=spec.domain,
+                        num_classes=spec.num_classes, multi_label=spec.multi_label)
+
+    def _data(self, index: int) -> TaskData:
+        if index not in self._loaded:
+            self._remember(index, self._load(self._specs[index], task_seed(int(self._cfg.seed), index)))
+        self._loaded.move_to_end(index)
+        return self._loaded[index]
+
+    def _remember(self, index: int, data: TaskData) -> None:
+        self._loaded[index] = data
+        self._loaded.move_to_end(index)
+        while len(self._loaded) > self._KEEP + 1:
+            oldest = next(i for i in self._loaded if i != self._current)
+            del self._loaded[oldest]
+
+    def _examples(self, index: int, picks: torch.Tensor, *, augment: bool, generator: torch.Generator | None,
+                  device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self._data(index)
+        split = data.train
+        protocol = self._cfg.get("protocol") or {}
+        loader = BatchLoader(split, batch_size=max(1, int(picks.numel())), image_size=int(self._cfg.data.image_size),
+                             train=True, augment=augment, device="cpu",
+                             hflip=True if protocol.get("flip") == "all" else data.hflip,
+                             min_crop_scale=float(self._cfg.data.min_crop_scale),
+                             crop_fallback=protocol.get("crop_fallback", "clamp"))
+        images = split.images[picks]
+        draws = torch.rand(len(picks), 5, generator=generator) if augment and len(picks) else None
+        x = loader._transform(images, draws)
+        return x.to(device), split.labels[picks].clone().to(device)
+
+    def _load_spec(self, spec: TaskSpec, seed: int) -> TaskData:
+        data = spec.load(root=os.path.expanduser(self._cfg.data.root), image_size=self._cfg.data.image_size, seed=seed)
+        data.validate()
+        return data
+
+    def __repr__(self) -> str:  # never dump tensors into an error message
+        return f"StreamData(current task {self._current}, {len(self._specs)} tasks)"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StreamData:  # one stream, however often a learner is copied
+        return self
+
+    def __reduce__(self) -> Any:  # a learner's state must hold indices, not the stream's data
+        raise PluginError("context.data cannot be saved into a learner's state; keep example indices and draw them "
+                          "again with context.data.train_examples")

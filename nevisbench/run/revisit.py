@@ -1,0 +1,116 @@
+"""Revisit evaluation (`eval.revisit=true`, continual scenario): after each task, every earlier task
+is scored again with the model as it now is and the head that task ended with, so forgetting is
+measured. It fills the accuracy matrix R[i][j] (accuracy on task j after training task i) from
+which `continual_scores` derives average accuracy, backward transfer and forgetting.
+
+The harness keeps each task's head (a `module.head` that is an `nn.Linear`, as `TaskModule`'s is)
+and asks the learner for the model that predicts task j now (`Learner.revisit_module`; by default
+the current module's backbone under task j's head). Every revisit batch is charged as evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from nevisbench.api.learner import Learner
+from nevisbench.api.types import TaskInfo
+from nevisbench.errors import PluginError
+from nevisbench.run.learner_data import StreamData
+from nevisbench.run.plugin import plugin_hook
+from nevisbench.tasks.loader import BatchLoader
+
+__all__ = ["Revisits", "continual_scores"]
+
+Evaluate = Callable[[nn.Module, TaskInfo, BatchLoader], float]
+SPLITS = ("test", "dev")
+
+
+class Revisits:
+    """The heads of the tasks finished so far, and the revisit scores of each new task."""
+
+    def __init__(self, cfg: DictConfig, learner_name: str) -> None:
+        self.enabled = bool(cfg.get("eval", {}).get("revisit", False)) and cfg.scenario == "continual"
+        self.cfg = cfg
+        self.learner_name = learner_name
+        self.heads: dict[int, nn.Linear] = {}
+
+    def keep_head(self, index: int, module: nn.Module) -> None:
+        """Keep a copy of the head task `index` ended with (nothing when its module has no Linear head:
+        the learner's `revisit_module` then predicts without one)."""
+        head = getattr(module, "head", None)
+        if self.enabled and isinstance(head, nn.Linear):
+            copy = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+            copy.load_state_dict({k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
+            self.heads[index] = copy.requires_grad_(False)
+
+    def score(self, index: int, module: nn.Module, learner: Learner, data: StreamData, evaluate: Evaluate,
+              device: torch.device) -> dict[str, Any] | None:
+        """Score tasks 0..index-1 with the model as it is after task `index`; None when off."""
+        if not self.enabled or index == 0:
+            return None
+        out: dict[str, Any] = {"tasks": [], **{f"{split}_error": [] for split in SPLITS}}
+        for j, task in enumerate(data.tasks()[:index]):
+            head = self.heads.get(j)
+            with plugin_hook(self.learner_name, f"revisit_module({task.key})"):
+                model = learner.revisit_module(task, module, None if head is None else head.to(device))
+                if not isinstance(model, nn.Module):
+                    raise PluginError(f"revisit_module returned {type(model).__name__}, expected an nn.Module")
+            split_data = data._data(j)
+            out["tasks"].append(task.key)
+            for split in SPLITS:
+                loader = BatchLoader(getattr(split_data, split), batch_size=int(self.cfg.data.eval_batch_size),
+                                     image_size=int(self.cfg.data.image_size), train=False, device=device, resident=False)
+                out[f"{split}_error"].append(evaluate(model, task, loader))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): {k: v.clone() for k, v in head.state_dict().items()} for i, head in self.heads.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.heads = {}
+        for i, weights in state.items():
+            weight = weights["weight"]
+            head = nn.Linear(int(weight.shape[1]), int(weight.shape[0]), bias="bias" in weights)
+            head.load_state_dict(weights)
+            self.heads[int(i)] = head.requires_grad_(False)
+
+
+def continual_scores(lines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The accuracy matrix and its scores from the results lines of a revisiting run (None if it did
+    not revisit). R[i][j] is the accuracy (1 - error; mAP on multi-label tasks) on task j's test
+    split after training task i, for j <= i; later entries are null. Average accuracy is the mean
+    of the last row; backward transfer the mean of R[T-1][j] - R[j][j] over j < T-1; forgetting
+    the mean over j < T-1 of the best earlier accuracy on j minus the last (Chaudhry et al., 2018)."""
+    if not any(line.get("revisit") for line in lines):
+        return None
+    keys = [line["task"] for line in lines]
+    size = len(lines)
+    matrix: list[list[float | None]] = [[None] * size for _ in range(size)]
+    for i, line in enumerate(lines):
+        revisit = line.get("revisit") or {}
+        for j, error in enumerate(revisit.get("test_error") or []):
+            matrix[i][j] = None if error is None else 1.0 - float(error)
+        if line.get("test_error") is not None:
+            matrix[i][i] = 1.0 - float(line["test_error"])
+    last = matrix[-1]
+    known = [a for a in last if a is not None]
+    pairs = [(j, last[j], matrix[j][j]) for j in range(size - 1) if last[j] is not None and matrix[j][j] is not None]
+    forgetting = []
+    for j in range(size - 1):
+        earlier = [matrix[i][j] for i in range(j, size - 1) if matrix[i][j] is not None]
+        if earlier and last[j] is not None:
+            forgetting.append(max(earlier) - last[j])
+    return {
+        "tasks": keys,
+        "accuracy_matrix": matrix,
+        "average_accuracy": sum(known) / len(known) if known else None,
+        "backward_transfer": sum(a - d for _, a, d in pairs) / len(pairs) if pairs else None,
+        "forgetting": sum(forgetting) / len(forgetting) if forgetting else None,
+        "revisit_eval_flops": math.fsum(float((line.get("revisit") or {}).get("flops", 0.0)) for line in lines),
+    }

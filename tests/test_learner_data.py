@@ -1,0 +1,92 @@
+"""The data a learner may draw (context.data) and the scores of revisit evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nevisbench.config import compose
+from nevisbench.errors import PluginError
+from nevisbench.run.learner_data import StreamData
+from nevisbench.run.revisit import continual_scores
+from nevisbench.tasks import get_stream
+
+
+@pytest.fixture
+def data(tiny):
+    cfg = compose([*tiny, "stream.tasks=[digits,faces,shapes]"])
+    stream = get_stream("demo").select(["digits", "faces", "shapes"])
+    loads = []
+
+    def load(spec, seed):
+        loads.append((spec.key, seed))
+        return spec.load(root="", image_size=16, seed=seed)
+
+    source = StreamData(cfg, stream.tasks, load=load)
+    source.loads = loads
+    return source
+
+
+def test_a_learner_draws_only_from_tasks_the_stream_has_reached(data):
+    with pytest.raises(PluginError, match="task 0 is not available"):
+        data.train_batch(0, 4)  # before the first task
+    data.enter(1)
+    assert [t.key for t in data.tasks()] == ["digits", "faces"]
+    x, y = data.train_batch(0, 8, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and y.shape == (8,)
+    with pytest.raises(PluginError, match=r"task 2 is not available .*0=digits, 1=faces"):
+        data.train_batch(2, 4)
+    for bad in (-1, "0", 1.0, True, None):
+        with pytest.raises(PluginError):
+            data.train_batch(bad, 4)
+
+
+def test_draws_are_copies_from_the_train_split_and_repeat_with_the_generator(data):
+    data.enter(0)
+    train = data._data(0).train
+    before = train.images.clone()
+    x, y = data.train_examples(0, [0, 5, 7])
+    assert torch.equal(y, train.labels[[0, 5, 7]])
+    x += 100
+    y += 1
+    assert torch.equal(train.images, before) and torch.equal(data.train_examples(0, [0, 5, 7])[1], train.labels[[0, 5, 7]])
+    a = data.train_batch(0, 16, generator=torch.Generator().manual_seed(3))
+    b = data.train_batch(0, 16, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert data.num_train(0) == len(train)
+    with pytest.raises(PluginError, match=r"indices must lie in 0\.\."):
+        data.train_examples(0, [len(train)])
+    with pytest.raises(PluginError, match="batch_size must be a positive int"):
+        data.train_batch(0, 0)
+    assert not any(hasattr(data, name) for name in ("dev", "test", "dev_batch", "test_batch"))
+
+
+def test_earlier_tasks_load_with_the_seed_they_trained_with(data):
+    data.enter(2)
+    data.num_train(0)
+    data.num_train(1)
+    assert ("digits", 0) in data.loads and ("faces", 1) in data.loads  # seed + index, as the runner loads them
+
+
+def test_context_data_cannot_be_pickled_into_a_learner_state(data):
+    import copy
+    import io
+
+    assert copy.deepcopy(data) is data
+    with pytest.raises(PluginError, match="keep example indices"):
+        torch.save({"data": data}, io.BytesIO())
+
+
+def test_forgetting_scores_from_the_accuracy_matrix():
+    lines = [
+        {"task": "a", "test_error": 0.1, "revisit": None},
+        {"task": "b", "test_error": 0.2, "revisit": {"test_error": [0.3]}},
+        {"task": "c", "test_error": 0.4, "revisit": {"test_error": [0.5, 0.25]}},
+    ]
+    scores = continual_scores(lines)
+    r = scores["accuracy_matrix"]
+    assert r == [[0.9, None, None], [0.7, 0.8, None], [0.5, 0.75, 0.6]]
+    assert scores["average_accuracy"] == pytest.approx((0.5 + 0.75 + 0.6) / 3)
+    assert scores["backward_transfer"] == pytest.approx(((0.5 - 0.9) + (0.75 - 0.8)) / 2)
+    assert scores["forgetting"] == pytest.approx(((0.9 - 0.5) + (0.8 - 0.75)) / 2)
+    assert continual_scores([{"task": "a", "test_error": 0.1}]) is None
