@@ -37,4 +37,4 @@ class LearnerContext:
     seed: int
     image_size: int
     train: Any  # the `train` config section (optimizer, lr, ...)
-    feature_dim: int  # width of the backbone's pooled features
+    feature_dim: int | None  # width of the backbone's pooled features; None when the learner brings its own
