@@ -14,12 +14,13 @@ import json
 import pytest
 import torch
 import torchvision
-from conftest import register_learner
+from conftest import register_learner, run_cli
 from torch import nn
 
 from nevisbench.backbones import (
     FAMILIES, REGISTRY_TAG, backbone_spec, create_backbone, list_backbones, register_backbone, registry,
 )
+from nevisbench.analysis.plot import learner_curves
 from nevisbench.compute.flops import StepCounter
 from nevisbench.compute.probe import step_flops
 from nevisbench.config import compose
@@ -265,8 +266,8 @@ def _run(tmp_path, *overrides):
     return json.loads((folder / "summary.json").read_text())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "arch"), [("mobilenet_v3_small", "MobileNetV3"), ("vit_tiny", "VisionTransformer")])
+@pytest.mark.parametrize(("name", "arch"), [pytest.param("mobilenet_v3_small", "MobileNetV3", marks=pytest.mark.slow),
+                                            ("vit_tiny", "VisionTransformer")])
 def test_a_mobilenet_and_a_vit_run_the_demo_and_are_named(tmp_path, name, arch):
     summary = _run(tmp_path, f"backbone.name={name}", "data.image_size=32")
     assert summary["backbone"]["name"] == name and summary["backbone"]["arch"] == arch
@@ -301,3 +302,24 @@ def test_a_learner_that_brings_a_network_without_its_feature_dim_is_one_line(mon
     register_learner(monkeypatch, "nodim", "backbone_learners:NoFeatureDim")
     with pytest.raises(PluginError, match="Learner 'nodim': feature_dim is None after prepare"):
         _run(tmp_path, "learner=nodim")
+
+
+def test_figures_name_the_backbone_of_each_curve_when_runs_differ():
+    def summary(backbone, error):
+        return {"learner": "finetune", "learner_config": {"name": "finetune"}, "scenario": "transfer", "stream": "demo",
+                "backbone": {"name": backbone}, "tasks": [], "point": {"flops": 1e9, "error": error}}
+
+    curves, _ = learner_curves([summary("mobilenet_v3_small", 0.3), summary("vit_tiny", 0.4)], None)
+    assert curves == {"finetune [mobilenet_v3_small]": [(1e9, 0.3)], "finetune [vit_tiny]": [(1e9, 0.4)]}
+    assert list(learner_curves([summary("vit_tiny", 0.4)], None)[0]) == ["finetune"]
+
+
+@pytest.mark.slow
+def test_the_cli_lists_backbones_and_names_the_one_flops_counted():
+    listed = json.loads(run_cli("list", "backbones", "--json").stdout)
+    assert {"name": "vit_tiny", "family": "vit", "source": "nevisbench", "pretrained": False} == {
+        k: v for k, v in next(r for r in listed if r["name"] == "vit_tiny").items() if k in ("name", "family", "source", "pretrained")}
+    proc = run_cli("flops", "backbone.name=mobilenet_v3_small", "data.image_size=32", "--num-classes", "10")
+    assert proc.returncode == 0 and "FLOPs per image: finetune on mobilenet_v3_small at 32px" in proc.stdout
+    proc = run_cli("flops", "learner=ft_head", "backbone.name=vit_tiny")
+    assert proc.returncode == 2 and "learner 'ft_block' needs a resnet backbone" in proc.stderr and "Traceback" not in proc.stderr
