@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from nevisbench import Learner
+from nevisbench import Learner, LearnerConfig
 from nevisbench.backbones import create_backbone
 
 
@@ -20,9 +22,16 @@ class _Tiny(nn.Module):
         return self.pool(self.conv(x).relu()).flatten(1)
 
 
+@dataclass
+class OwnNetworkConfig(LearnerConfig):
+    name: str = "own"
+    width: int = 8  # a learner.* key a search could draw
+
+
 class OwnNetwork(Learner):
     """Declares it brings its own network: the runner builds none."""
 
+    Config = OwnNetworkConfig
     brings_backbone = True
 
     def prepare(self, backbone):

@@ -283,6 +283,14 @@ def test_a_learner_that_brings_its_own_network_needs_no_backbone_built(tmp_path,
     assert summary["backbone"] == {"name": "_Tiny", "arch": "_Tiny", "params": 3 * 8 * 9 + 8, "source": "learner"}
 
 
+def test_a_search_over_learner_keys_of_a_learner_that_brings_its_own_network_is_one_line(monkeypatch):
+    register_learner(monkeypatch, "own", "backbone_learners:OwnNetwork")
+    cfg = compose(["learner=own", "search=custom", "search.space.learner.width=choice(4,8)"])
+    with pytest.raises(ConfigError, match="learner 'own' brings its own backbone, and a search over learner.* keys"):
+        start_backbone(cfg)
+    assert start_backbone(compose(["learner=own", "search=custom", "search.space.train.lr=choice(0.1,0.2)"])) == (None, None)
+
+
 def test_a_learner_that_swaps_in_a_registry_network_is_named_by_it(tmp_path, monkeypatch):
     register_learner(monkeypatch, "swap", "backbone_learners:OwnRegistryNetwork")
     report = step_flops(compose(["learner=swap", "backbone.name=resnet18", "data.image_size=16"]), num_classes=10)
