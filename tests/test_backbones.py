@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import threading
 from pathlib import Path
-
-import json
 
 import pytest
 import torch
@@ -17,10 +16,16 @@ import torchvision
 from conftest import register_learner, run_cli
 from torch import nn
 
-from nevisbench.backbones import (
-    FAMILIES, REGISTRY_TAG, backbone_spec, create_backbone, list_backbones, register_backbone, registry,
-)
 from nevisbench.analysis.plot import learner_curves
+from nevisbench.backbones import (
+    FAMILIES,
+    REGISTRY_TAG,
+    backbone_spec,
+    create_backbone,
+    list_backbones,
+    register_backbone,
+    registry,
+)
 from nevisbench.compute.flops import StepCounter
 from nevisbench.compute.probe import step_flops
 from nevisbench.config import compose
@@ -308,7 +313,7 @@ def test_a_truncated_resnet_is_still_the_configured_backbone():
 
 def test_a_learner_that_brings_a_network_without_its_feature_dim_is_one_line(monkeypatch, tmp_path):
     register_learner(monkeypatch, "nodim", "backbone_learners:NoFeatureDim")
-    with pytest.raises(PluginError, match="Learner 'nodim': feature_dim is None after prepare"):
+    with pytest.raises(PluginError, match="Learner 'nodim': feature_dim is 0 after prepare"):
         _run(tmp_path, "learner=nodim")
 
 

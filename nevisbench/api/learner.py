@@ -73,9 +73,10 @@ class Learner:
     def __init__(self, config: LearnerConfig, context: LearnerContext) -> None:
         self.config = config
         self.context = context
-        self.feature_dim = context.feature_dim  # prepare() may change it (pruning, truncation)
+        # prepare() may change it (pruning, truncation); 0 until a learner that brings its own backbone sets it
+        self.feature_dim: int = context.feature_dim or 0
 
-    def prepare(self, backbone: nn.Module | None) -> nn.Module:
+    def prepare(self, backbone: nn.Module) -> nn.Module:
         """Adapt the pretrained backbone once per stream (prune it, add adapters, ...); with
         `brings_backbone`, `backbone` is None and this returns the learner's own network."""
         return backbone

@@ -4,7 +4,13 @@ models and `vit_tiny`; `backbone.name` picks one. See docs/writing-a-learner.md,
 
 from nevisbench.backbones import torchvision_models as _torchvision_models  # noqa: F401  (registers them)
 from nevisbench.backbones.registry import (
-    FAMILIES, REGISTRY_TAG, BackboneSpec, backbone_spec, check_image_size, create_backbone, list_backbones,
+    FAMILIES,
+    REGISTRY_TAG,
+    BackboneSpec,
+    backbone_spec,
+    check_image_size,
+    create_backbone,
+    list_backbones,
     register_backbone,
 )
 from nevisbench.backbones.weights import load_into, load_weights
