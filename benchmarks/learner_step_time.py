@@ -43,7 +43,7 @@ LEARNERS = [
 
 def build(option: str, overrides: list[str], backbone_name: str, image_size: int, device: torch.device):
     cfg = compose([f"learner={option}", *overrides, f"backbone.name={backbone_name}", f"data.image_size={image_size}"])
-    backbone, width = build_backbone(cfg.backbone.name, "none")
+    backbone, width = build_backbone(cfg.backbone.name, "none", image_size=image_size)
     learner = get_learner_class(cfg.learner.name)(
         OmegaConf.to_object(cfg.learner), LearnerContext("transfer", 0, image_size, cfg.train, width))
     module = learner.begin_task(TaskInfo("bench", "bench", 0, "object", 10), learner.prepare(backbone)).to(device)

@@ -50,6 +50,7 @@ class ParallelAdapter(nn.Module):
 class Adp1x1Learner(Learner):
     Config = Adp1x1Config
     config: Adp1x1Config
+    backbone_families = ("resnet",)  # its adapters sit beside ResNet block convs (layer1..layer4)
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         for name, conv in block_convs(backbone, include_stem=False, include_downsample=False):

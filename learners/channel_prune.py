@@ -56,6 +56,7 @@ class ChannelPruneConfig(PruneConfig):
 class ChannelPruneLearner(Learner):
     Config = ChannelPruneConfig
     config: ChannelPruneConfig
+    backbone_families = ("resnet",)  # its dependency rules and stem option are ResNet's (conv1, layer1..layer4)
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config

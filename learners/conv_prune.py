@@ -88,6 +88,7 @@ class GroupSharedConv(nn.Module):
 class ConvPruneLearner(Learner):
     Config = ConvPruneConfig
     config: ConvPruneConfig
+    backbone_families = ("resnet",)  # its kernels are the 3x3 convs of ResNet blocks (layer1..layer4)
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config

@@ -37,6 +37,7 @@ class FtBlockConfig(LearnerConfig):
 class FtBlockLearner(Learner):
     Config = FtBlockConfig
     config: FtBlockConfig
+    backbone_families = ("resnet",)  # its blocks are ResNet's stages (layer1..layer4)
 
     def begin_task(self, task: TaskInfo, backbone: nn.Module) -> L.LightningModule:
         frozen = stem(backbone) + blocks(backbone)[: self.config.first_trained_block]

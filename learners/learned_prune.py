@@ -522,6 +522,7 @@ class LearnedPruneModule(TaskModule):
 # -- the learner -------------------------------------------------------------------------------------
 class LearnedPruneLearner(Learner):
     Config = LearnedPruneConfig
+    backbone_families = ("resnet",)  # its gates are ResNet's residual blocks (layer1..layer4)
     supports_ddp = False  # compaction rebuilds the convolutions mid-fit
 
     def __init__(self, config: LearnedPruneConfig, context) -> None:

@@ -29,6 +29,7 @@ class TruncatedConfig(LearnerConfig):
 class TruncatedLearner(Learner):
     Config = TruncatedConfig
     config: TruncatedConfig
+    backbone_families = ("resnet",)  # it keeps the first ResNet stages (layer1..layer4)
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         kept = blocks(backbone)[: self.config.last_block + 1]

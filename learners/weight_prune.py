@@ -1,5 +1,9 @@
 """`weight_prune`: unstructured magnitude (or random) pruning of convolution weights, fixed masks.
 
+Any convolutional backbone: every `nn.Conv2d` is pruned (the stem is the first one), and with
+`include_linear` every `nn.Linear` too (ConvNeXt's pointwise layers are Linear). Not ViTs: their
+attention projections are parameters of `nn.MultiheadAttention`, not layers a mask can reach.
+
 Masks use `torch.nn.utils.prune`: the layer computes weight = weight_orig * weight_mask at every
 forward, so pruned weights stay exactly zero through training, and the FLOP meter charges each
 layer its kept fraction (algorithmic FLOPs). Nothing runs faster: masked convs execute densely.
@@ -18,7 +22,6 @@ from torch import nn
 
 from nevisbench.api.learner import Learner
 from nevisbench.learners._pruning import PruneConfig, global_masks, scores, top_mask
-from nevisbench.learners._resnet import block_convs
 
 __all__ = ["WeightPruneConfig", "WeightPruneLearner"]
 
@@ -26,18 +29,21 @@ __all__ = ["WeightPruneConfig", "WeightPruneLearner"]
 @dataclass
 class WeightPruneConfig(PruneConfig):
     name: str = "weight_prune"
-    include_linear: bool = False  # also prune Linear layers of the backbone (ResNets have none)
+    include_linear: bool = False  # also prune Linear layers of the backbone (ResNets have none; not those of attention)
 
 
 class WeightPruneLearner(Learner):
     Config = WeightPruneConfig
     config: WeightPruneConfig
+    backbone_families = ("resnet", "mobilenet", "efficientnet", "convnext", "regnet")  # convolutional nets
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config
-        layers = [conv for _, conv in block_convs(backbone, include_stem=cfg.prune_stem)]
+        convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # in order: the stem first
+        layers: list[nn.Module] = convs if cfg.prune_stem else convs[1:]
         if cfg.include_linear:
-            layers += [m for m in backbone.modules() if isinstance(m, nn.Linear)]
+            attention = {id(m) for a in backbone.modules() if isinstance(a, nn.MultiheadAttention) for m in a.modules()}
+            layers += [m for m in backbone.modules() if isinstance(m, nn.Linear) and id(m) not in attention]
         generator = torch.Generator().manual_seed(self.context.seed)
         importance = [scores(layer.weight.detach(), cfg.signal, generator) for layer in layers]
         if cfg.scope == "global":

@@ -15,7 +15,7 @@ from nevisbench.errors import NevisbenchError
 
 __all__ = ["main"]
 
-LIST_WHAT = ("learners", "streams", "tasks")
+LIST_WHAT = ("learners", "streams", "tasks", "backbones")
 
 
 # the largest head `nevisbench flops` builds (a 2048 x 100k linear layer is already 0.8 GB)
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
     compare.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
     compare.add_argument("--out", default=None, metavar="FIG", help="error vs compute figure (.png, .pdf, .svg)")
-    lst = sub.add_parser("list", help="list learners, streams or tasks")
+    lst = sub.add_parser("list", help="list learners, streams, tasks or backbones")
     lst.add_argument("what", choices=LIST_WHAT)
     lst.add_argument("--stream", default="demo", help="stream whose tasks to list (default: demo)")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
@@ -122,7 +122,7 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"FLOPs per image: {report['learner']} on {report['backbone']} at "
+    table = Table(title=f"FLOPs per image: {report['learner']} on {report['backbone']['name']} at "
                         f"{report['image_size']}px, {report['num_classes']} classes", title_justify="left")
     for column in ("step", "measure", "forward", "backward", "total"):
         table.add_column(column, justify="right" if column not in ("step", "measure") else "left")
@@ -139,6 +139,13 @@ def _list(args: argparse.Namespace, console: Console) -> None:
     if args.what == "learners":
         rows = _learner_rows(group_options("learner"))
         columns = ("name", "learner", "description")
+    elif args.what == "backbones":
+        from nevisbench.backbones import backbone_spec, list_backbones
+
+        rows = [{"name": n, "family": s.family, "source": s.source, "pretrained": s.pretrained,
+                 "image_size": f">= {s.min_image_size}" + (f", multiple of {s.image_multiple}" if s.image_multiple > 1 else ""),
+                 "description": s.description} for n, s in ((n, backbone_spec(n)) for n in list_backbones())]
+        columns = ("name", "family", "source", "pretrained", "image_size", "description")
     elif args.what == "streams":
         from nevisbench.tasks import get_stream
 

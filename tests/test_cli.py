@@ -78,7 +78,7 @@ def test_flops_json_reports_train_and_eval_steps_per_image():
     proc = run_cli("flops", "backbone.name=resnet18", "data.image_size=32", "--num-classes", "10", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["num_classes"] == 10 and report["image_size"] == 32 and report["backbone"] == "resnet18"
+    assert report["num_classes"] == 10 and report["image_size"] == 32 and report["backbone"]["name"] == "resnet18"
     for step in ("train_step", "eval_step"):
         for measure in ("algorithmic", "executed"):
             row = report[step][measure]

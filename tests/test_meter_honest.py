@@ -24,7 +24,7 @@ BATCH = 4
 
 def _module(learner_cls: type[Learner]) -> L.LightningModule:
     torch.manual_seed(0)
-    backbone, dim = build_backbone("resnet18", "none")
+    backbone, dim = build_backbone("resnet18", "none", image_size=16)
     learner = learner_cls(learner_cls.Config(), LearnerContext("transfer", 0, 16, compose([]).train, dim))
     return learner.begin_task(TASK, clone_module(learner.prepare(backbone)))
 

@@ -37,6 +37,7 @@ def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     assert [row["stream/cumulative_flops"] for row in rows] == [t["cumulative_flops"] for t in summary["tasks"]]
     assert logged["summary"]["mean_test_error"] == summary["mean_test_error"]
     assert logged["summary"]["total_flops"] == summary["total_flops"]
+    assert logged["summary"]["backbone/name"] == summary["backbone"]["name"] == "resnet18"
     assert logged["config"]["learner"] == {"name": "finetune"}
     assert logged["config"]["stream"] == {"name": "demo", "tasks": ["digits", "faces"], "allow_missing": False}
     assert any("train/loss" in row for row in logged["history"])  # the Lightning logger shares the run

@@ -10,7 +10,7 @@ from typing import Any
 
 from nevisbench.errors import ConfigError
 
-__all__ = ["AXES", "load_runs", "run_label", "config_label", "learner_curves", "pareto_front", "plot_runs"]
+__all__ = ["AXES", "load_runs", "run_label", "config_label", "backbone_name", "learner_curves", "pareto_front", "plot_runs"]
 
 # --x option -> (point / anytime-curve field, axis label)
 AXES = {
@@ -52,6 +52,12 @@ def run_label(summary: dict[str, Any]) -> str:
     return summary["learner"] + (f" ({', '.join(settings)})" if settings else "")
 
 
+def backbone_name(summary: dict[str, Any]) -> str:
+    """The architecture a run ran: `backbone.name` of its summary (a plain name in older summaries)."""
+    backbone = summary.get("backbone")
+    return str(backbone.get("name") if isinstance(backbone, dict) else backbone or "?")
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points not beaten by any point with less or equal compute and lower error."""
     front: list[tuple[float, float]] = []
@@ -91,13 +97,14 @@ def learner_curves(runs: list[dict[str, Any]], group: str | None, field: str = "
     """Per learner configuration: its runs' (compute, final error) points in compute order, and its
     runs' anytime curves (transfer runs only), for the stream (`group=None`) or a sub-stream."""
     varying = _varying_settings(runs)
+    several_backbones = len({backbone_name(s) for s in runs}) > 1  # then each curve names its backbone
     configs: dict[str, list[tuple[float, float]]] = {}
     anytime: dict[str, list[list[dict[str, float]]]] = {}
     for summary in runs:
         scores = _scores_of(summary, group)
         if not scores:
             continue
-        label = config_label(summary, varying)
+        label = config_label(summary, varying) + (f" [{backbone_name(summary)}]" if several_backbones else "")
         point = scores.get("point")
         if point:
             configs.setdefault(label, []).append((point[field], point["error"]))
@@ -155,7 +162,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, *, x: str = "algorith
     groups = sorted({g for r in runs for g in (r.get("sub_streams") or {})})
     fig, axes = plt.subplots(1, 1 + len(groups), figsize=(6.5 * (1 + len(groups)), 4.8), squeeze=False)
     streams = ", ".join(sorted({r["stream"] for r in runs}))
-    _panel(axes[0][0], runs, None, field, f"stream: {streams}", xlabel)
+    backbones = ", ".join(sorted({backbone_name(r) for r in runs}))
+    _panel(axes[0][0], runs, None, field, f"stream: {streams}; backbone: {backbones}", xlabel)
     for ax, group in zip(axes[0][1:], groups):
         _panel(ax, runs, group, field, f"sub-stream: {group}", xlabel)
     handles, labels = axes[0][0].get_legend_handles_labels()

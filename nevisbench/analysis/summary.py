@@ -12,7 +12,7 @@ __all__ = ["summarize"]
 
 
 def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]], meter_total: dict[str, Any],
-              skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
+              skipped: list[dict[str, str]] | None = None, backbone: dict[str, Any] | None = None) -> dict[str, Any]:
     results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
     scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops,
@@ -27,7 +27,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
         "stream": cfg.stream.name,
         "scenario": cfg.scenario,
         "seed": cfg.seed,
-        "backbone": cfg.backbone.name,
+        "backbone": backbone or {"name": cfg.backbone.name},  # {name, arch, params, source}: what ran
         "num_tasks": len(results),
         "mean_test_error": sum(errors) / len(errors) if errors else None,
         "mean_test_error_by_domain": {d: sum(v) / len(v) for d, v in sorted(by_domain.items())},

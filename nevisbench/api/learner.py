@@ -3,7 +3,8 @@
 A learner turns a backbone into one `LightningModule` per task. Its verbs are the names the runner
 calls and the names its errors use:
 
-- `prepare(backbone) -> backbone`: once per stream, before the first task (prune it, add adapters...).
+- `prepare(backbone) -> backbone`: once per stream, before the first task (prune it, add adapters...;
+  `backbone` is None for a learner that `brings_backbone`: it returns its own network).
 - `begin_task(task, backbone) -> LightningModule`: for each task; `backbone` is this task's starting
   point, a private copy (the prepared backbone in the `transfer` scenario, the previous task's in
   `continual`). The default wraps it with a new linear head (`task_module`).
@@ -67,14 +68,22 @@ class Learner:
     # False: the runner refuses trainer.devices > 1 (e.g. the module changes its structure mid-fit,
     # which Lightning's DDP wrapper cannot follow)
     supports_ddp: ClassVar[bool] = True
+    # the backbone families (nevisbench.backbones.FAMILIES) the learner's rules apply to; a run on
+    # another family is refused in one line before anything is written. None: any backbone
+    backbone_families: ClassVar[tuple[str, ...] | None] = None
+    # True: `prepare(None)` builds the learner's own network and sets `self.feature_dim`; the runner
+    # builds no `backbone.name` first
+    brings_backbone: ClassVar[bool] = False
 
     def __init__(self, config: LearnerConfig, context: LearnerContext) -> None:
         self.config = config
         self.context = context
-        self.feature_dim = context.feature_dim  # prepare() may change it (pruning, truncation)
+        # prepare() may change it (pruning, truncation); 0 until a learner that brings its own backbone sets it
+        self.feature_dim: int = context.feature_dim or 0
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
-        """Adapt the pretrained backbone once per stream (prune it, add adapters, ...)."""
+        """Adapt the pretrained backbone once per stream (prune it, add adapters, ...); with
+        `brings_backbone`, `backbone` is None and this returns the learner's own network."""
         return backbone
 
     def begin_task(self, task: TaskInfo, backbone: nn.Module) -> L.LightningModule:

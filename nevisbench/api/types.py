@@ -37,6 +37,6 @@ class LearnerContext:
     seed: int
     image_size: int
     train: Any  # the `train` config section (optimizer, lr, ...)
-    feature_dim: int  # width of the backbone's pooled features
+    feature_dim: int | None  # width of the backbone's pooled features; None when the learner brings its own
     # read-only training examples of the current and earlier tasks (a StreamData; None outside a run)
     data: Any = None

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from nevisbench.run.backbones import build_backbone
+from nevisbench.run.backbones import describe_backbone, start_backbone
 from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.run.evaluation import evaluate
@@ -35,9 +35,10 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     quiet_lightning()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
     L.seed_everything(cfg.seed, verbose=False)
-    backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)
+    backbone, feature_dim = start_backbone(cfg)
     learner = build_learner(cfg, feature_dim)
     prepared = learner.prepare(backbone)
+    described = describe_backbone(learner, backbone, prepared)  # {name, arch, params, source}: what ran
     task = TaskInfo(key="probe", name="probe", index=0, domain="object", num_classes=num_classes)
     module = learner.begin_task(task, prepared)
     size = cfg.data.image_size
@@ -59,7 +60,7 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     return {
         "learner": cfg.choices.learner,
         "learner_config": dict(cfg.learner),
-        "backbone": cfg.backbone.name,
+        "backbone": described,
         "image_size": size,
         "num_classes": num_classes,
         "per": "image",

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nevisbench.config.schema import BACKBONES, PRECISIONS
+from nevisbench.config.schema import PRECISIONS
 from nevisbench.errors import ConfigError, choice_error
 
 __all__ = ["check_values"]
@@ -24,7 +24,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adamw"),
     "train.schedule": ("cosine", "constant"),
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
-    "backbone.name": BACKBONES,
     "logger.mode": ("online", "offline", "disabled"),
     "budget.measure": ("algorithmic", "executed"),
     "on_failure": ("stop", "skip"),
@@ -204,6 +203,10 @@ def check_values(cfg: DictConfig) -> None:
                 f"Invalid value for 'backbone.weights': {weights!r} is neither a file nor one of "
                 "imagenet, none, http(s)://URL"
             )
+    from nevisbench.backbones.checks import check_backbone
+    from nevisbench.registry import get_learner_class
+
+    check_backbone(cfg, get_learner_class(cfg.learner.name))  # the registry's names; the learner's families
     out_dir = _path_kind(cfg.out_dir)
     if out_dir == "file":
         raise ConfigError(f"Invalid value for 'out_dir': '{cfg.out_dir}' is a file, not a directory")

@@ -17,21 +17,16 @@ from typing import Any, Dict, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
-    "BACKBONES", "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
+    "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
     "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "EvalConfig", "ProtocolConfig", "SearchConfig", "RootConfig", "root_schema",
 ]
 
-# Names of torchvision's ResNet family that the harness builds backbones from.
-BACKBONES = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
-)
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 
 
 @dataclass
 class BackboneConfig:
-    name: str = MISSING
+    name: str = MISSING  # a name of the backbone registry (nevisbench.backbones; `nevisbench list backbones`)
     weights: str = MISSING  # imagenet | none | /local/file.pth | http(s)://url
 
 

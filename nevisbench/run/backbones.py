@@ -1,98 +1,81 @@
-"""Backbones: torchvision's ResNet family with the classifier removed (outputs pooled features).
-
-`weights` is `imagenet` (torchvision's default ImageNet weights: from the torch hub cache, else
-downloaded), `none` (random init, said loudly), a local state-dict file, or an http(s) URL.
+"""The run's backbone: built from the registry (`backbone.name`, `backbone.weights`) at the run's
+image size, or left to a learner that brings its own (`Learner.brings_backbone`); and the record of
+the architecture that actually ran, which results, `nevisbench flops` and figures name.
 """
 
 from __future__ import annotations
 
-import os
-import urllib.error
-from pathlib import Path
+from typing import Any
 
-import torch
-import torchvision
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nevisbench.errors import ConfigError
+from nevisbench.api.learner import Learner
+from nevisbench.backbones import REGISTRY_TAG, create_backbone, load_into
+from nevisbench.backbones.checks import check_backbone
+from nevisbench.errors import ConfigError, PluginError
+from nevisbench.registry import get_learner_class
 
-__all__ = ["build_backbone", "load_weights"]
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of a load error, without torch's advice to load with weights_only=False
-    (never safe for a file from elsewhere)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if "weights_only" not in line and "WeightsUnpickler" not in line
-              and not line.startswith(("(1)", "(2)", "Please file", "Check the documentation"))]
-    return (useful or lines or [type(exc).__name__])[0][:200] or type(exc).__name__
+__all__ = ["build_backbone", "start_backbone", "describe_backbone"]
 
 
-def _strip_head(state: object, source: str) -> dict[str, torch.Tensor]:
-    """The backbone tensors of a state dict (optionally under 'state_dict', 'module.'-prefixed)."""
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                            for k, v in state.items()):
-        raise ConfigError(f"backbone.weights='{source}' is not a state dict of tensors "
-                          "(a file written by torch.save(model.state_dict()))")
-    return {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-
-
-def load_weights(name: str, weights: str) -> dict[str, torch.Tensor] | None:
-    """Return the backbone state dict for `weights`, or None for random initialisation."""
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        url = torchvision.models.get_model_weights(name).DEFAULT.url
-    elif weights.startswith(("http://", "https://")):
-        url = weights
-    else:
-        path = Path(os.path.expanduser(weights))
-        if not path.is_file():
-            raise ConfigError(f"Cannot load backbone.weights='{weights}': no such file. Valid: imagenet, none, "
-                              "a local state-dict file, or an http(s) URL")
-        if path.stat().st_size == 0:
-            raise ConfigError(f"Cannot load backbone.weights='{weights}': the file is empty")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConfigError(f"Cannot load backbone.weights='{weights}': not a readable PyTorch state dict "
-                              f"({_reason(exc)})") from None
-        return _strip_head(state, weights)
-    target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
-    try:
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(
-            f"Cannot download backbone weights for {name} from {url} ({exc}). Offline? Put the file at "
-            f"{target}, or pass backbone.weights=/path/to/{name}.pth, or backbone.weights=none to "
-            "train from random initialisation."
-        ) from None
-    except Exception as exc:  # hash mismatch, or a file that is not a (safe) state dict
-        target.unlink(missing_ok=True)  # never leave a bad file in the hub cache for later offline runs
-        raise ConfigError(f"Backbone weights from {url} are invalid: {_reason(exc)}") from None
-    try:
-        return _strip_head(state, url)
-    except ConfigError:
-        target.unlink(missing_ok=True)
-        raise
-
-
-def build_backbone(name: str, weights: str) -> tuple[nn.Module, int]:
-    """Build `name` with `weights`; return (feature extractor, feature dimension)."""
-    model = torchvision.models.get_model(name, weights=None)
-    feature_dim = model.fc.in_features
-    model.fc = nn.Identity()
-    state = load_weights(name, weights)
-    if state is not None:
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches
-            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-            raise ConfigError(f"backbone.weights='{weights}' do not fit {name}: {first}") from None
-        if missing or unexpected:
-            raise ConfigError(
-                f"backbone.weights='{weights}' do not fit {name}: missing {sorted(missing)[:3]}..., "
-                f"unexpected {sorted(unexpected)[:3]}..."
-            )
+def build_backbone(name: str, weights: str, *, image_size: int) -> tuple[nn.Module, int]:
+    """Build registry backbone `name` for `image_size` images with `weights`; return (module, feature_dim)."""
+    model, feature_dim = create_backbone(name, image_size=image_size)
+    load_into(model, name, weights)
     return model, feature_dim
+
+
+def start_backbone(cfg: DictConfig) -> tuple[nn.Module | None, int | None]:
+    """The backbone the configured learner's `prepare()` receives, and its feature width; (None,
+    None) when the learner brings its own. A backbone the learner's rules do not apply to is refused
+    here too (the config check already did, for composed configs), before anything is written."""
+    learner_class = get_learner_class(cfg.learner.name)
+    check_backbone(cfg, learner_class)
+    if getattr(learner_class, "brings_backbone", False):
+        if _searches_learner(cfg):  # each trial would re-prepare a copy of the run's (absent) starting backbone
+            raise ConfigError(f"learner '{cfg.learner.name}' brings its own backbone, and a search over learner.* keys "
+                              "is not supported for it yet; search train.* keys only")
+        return None, None
+    return build_backbone(cfg.backbone.name, cfg.backbone.weights, image_size=cfg.data.image_size)
+
+
+def _searches_learner(cfg: DictConfig) -> bool:
+    from nevisbench.run.search import flat_space
+
+    if cfg.get("search") is None or cfg.search.name == "none":
+        return False
+    return any(k.startswith("learner.") for k in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
+
+
+def _shares_modules(a: nn.Module, b: nn.Module) -> bool:
+    ids = {id(m) for m in a.modules()}
+    return any(id(m) in ids for m in b.modules())
+
+
+def describe_backbone(learner: Learner, start: nn.Module | None, prepared: Any) -> dict[str, Any]:
+    """{name, arch, params, source} of the network `prepare()` returned; checks it is a module and
+    that the learner knows its feature width.
+
+    `source` is `config` when the network is (built from) the run's `backbone.name` (pruned,
+    truncated or wrapped), else `learner`. `name` is the registry name of the network, or of the
+    registry network inside a learner's wrapper, else the class name of the learner's network;
+    `arch` is that network's class; `params` counts the parameters of what `prepare()` returned."""
+    learner_name = learner.config.name
+    if not isinstance(prepared, nn.Module):
+        raise PluginError(f"Learner '{learner_name}': prepare() returned {type(prepared).__name__}, not a torch nn.Module")
+    dim = learner.feature_dim
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise PluginError(f"Learner '{learner_name}': feature_dim is {dim!r} after prepare(); a learner that brings "
+                          "its own backbone sets self.feature_dim (the width of its pooled features) in prepare()")
+    tagged = next((m for m in prepared.modules() if getattr(m, REGISTRY_TAG, None)), None)
+    if tagged is None and start is not None and _shares_modules(start, prepared):
+        tagged = start  # e.g. a truncated ResNet: the run's backbone's parts in a new container
+    from_config = start is not None and (tagged is start or (tagged is None and prepared is start))
+    network = tagged if tagged is not None else prepared
+    return {
+        "name": getattr(network, REGISTRY_TAG, None) or type(network).__name__,
+        "arch": type(network).__name__,
+        "params": sum(p.numel() for p in prepared.parameters()),
+        "source": "config" if from_config else "learner",
+    }

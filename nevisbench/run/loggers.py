@@ -104,6 +104,8 @@ class WandbSink:
                         "final_mean_top1_error", "final_mean_map_error", "dev_test_mean_error"):
                 if key in summary:
                     self.run.summary[key] = summary[key]
+            for key, value in (summary.get("backbone") or {}).items():
+                self.run.summary[f"backbone/{key}"] = value  # the architecture that ran (name, arch, params, source)
             point = summary.get("point") or {}
             for key in ("flops", "flops_executed", "seconds"):
                 if key in point:

@@ -29,7 +29,7 @@ from nevisbench.config import to_yaml
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
-from nevisbench.run.backbones import build_backbone
+from nevisbench.run.backbones import describe_backbone, start_backbone
 from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, world_size
 from nevisbench.run.callbacks import (
     CheckpointCallback, FiniteLossCallback, FlopMeterCallback, PruneCallback, ScheduleCallback, TaskPlan,
@@ -70,7 +70,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     stream, skipped = check_prepared(stream, cfg, console)
     check_devices(cfg, get_learner_class(cfg.learner.name))  # a broken plugin fails before anything is created
     L.seed_everything(cfg.seed, verbose=False)
-    backbone, feature_dim = build_backbone(cfg.backbone.name, cfg.backbone.weights)  # bad weights: no folder left behind
+    backbone, feature_dim = start_backbone(cfg)  # bad weights, a backbone the learner refuses: no folder left behind
     if not writer:  # a DDP rank > 0: the folder rank 0 holds, read only; it dies with rank 0
         die_with_parent()
         folder = RunFolder.reopen(Path(os.environ[RUN_DIR_ENV]), [t.key for t in stream.tasks], follower=True)
@@ -103,7 +103,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
                                         f"nevisbench run resume={folder.path}, or run with on_failure=skip")
         except KeyboardInterrupt:
             raise RunInterrupted(folder.path, sum(r["status"] == "ok" for r in results)) from None
-        summary = summarize(cfg, folder.name, results, runner.meter.stream.as_dict(), skipped=skipped)
+        summary = summarize(cfg, folder.name, results, runner.meter.stream.as_dict(), skipped=skipped, backbone=runner.backbone_info)
         folder.store.write_summary(summary)
         folder.store.clear_state()  # a finished run needs no resume state
         if runner.sink is not None:
@@ -175,6 +175,7 @@ class StreamRunner:
         self._start_backbone = clone_module(backbone) if _searches_learner(cfg) else None
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(backbone)
+        self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
         self.meter = FlopMeter()
         self.precision = resolve_precision(cfg)
@@ -187,7 +188,7 @@ class StreamRunner:
         cfg = self.cfg
         self.console.print(f"[bold]nevisbench[/] run [cyan]{self.store.run_dir.name}[/]: learner={cfg.choices.learner} "
                            f"stream={stream.name} ({len(stream.tasks)} tasks) scenario={cfg.scenario} "
-                           f"backbone={cfg.backbone.name} precision={self.precision} -> {self.store.run_dir}")
+                           f"backbone={self.backbone_info['name']} precision={self.precision} -> {self.store.run_dir}")
         if cfg.backbone.weights == "none":
             print_warning(self.console, f"backbone.weights=none: {cfg.backbone.name} starts from RANDOM initialisation, "
                                         "not pretrained weights (fine for the demo, not the paper's protocol).")

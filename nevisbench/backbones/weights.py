@@ -1,0 +1,121 @@
+"""Backbone weights: `imagenet` (torchvision's default ImageNet weights: from the torch hub cache,
+else downloaded), `none` (random init, said loudly), a local state-dict file, or an http(s) URL.
+
+The classifier's tensors are dropped (the registry replaced it with `nn.Identity`), and a ViT's
+position embeddings are interpolated to the run's image size (torchvision's `interpolate_embeddings`).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from nevisbench.backbones.registry import backbone_spec
+from nevisbench.errors import ConfigError
+
+__all__ = ["load_weights", "load_into"]
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a load error, without torch's advice to load with weights_only=False
+    (never safe for a file from elsewhere)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "weights_only" not in line and "WeightsUnpickler" not in line
+              and not line.startswith(("(1)", "(2)", "Please file", "Check the documentation"))]
+    return (useful or lines or [type(exc).__name__])[0][:200] or type(exc).__name__
+
+
+def _strip_head(state: object, source: str) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict (optionally under 'state_dict', 'module.'-prefixed)."""
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                            for k, v in state.items()):
+        raise ConfigError(f"backbone.weights='{source}' is not a state dict of tensors "
+                          "(a file written by torch.save(model.state_dict()))")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _is_removed_head(model: nn.Module, key: str) -> bool:
+    """Whether `key` (e.g. 'fc.weight', 'classifier.3.bias') belongs to a classifier the registry
+    replaced with nn.Identity."""
+    path = key.rpartition(".")[0]
+    try:
+        return isinstance(model.get_submodule(path), nn.Identity)
+    except AttributeError:
+        return False
+
+
+def _fit_positions(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ViT's position embeddings, interpolated from the weights' image size to the model's."""
+    from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+
+    key = "encoder.pos_embedding"
+    if isinstance(model, VisionTransformer) and key in state and state[key].shape != model.encoder.pos_embedding.shape:
+        state = dict(interpolate_embeddings(model.image_size, model.patch_size, state))
+    return state
+
+
+def load_weights(name: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """Return the backbone state dict for `weights`, or None for random initialisation."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        if not backbone_spec(name).pretrained:
+            raise ConfigError(f"Invalid value for 'backbone.weights': imagenet; backbone '{name}' has no pretrained "
+                              "weights. Use backbone.weights=none or a local state-dict file")
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+    elif weights.startswith(("http://", "https://")):
+        url = weights
+    else:
+        path = Path(os.path.expanduser(weights))
+        if not path.is_file():
+            raise ConfigError(f"Cannot load backbone.weights='{weights}': no such file. Valid: imagenet, none, "
+                              "a local state-dict file, or an http(s) URL")
+        if path.stat().st_size == 0:
+            raise ConfigError(f"Cannot load backbone.weights='{weights}': the file is empty")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConfigError(f"Cannot load backbone.weights='{weights}': not a readable PyTorch state dict "
+                              f"({_reason(exc)})") from None
+        return _strip_head(state, weights)
+    target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True, weights_only=True)
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigError(
+            f"Cannot download backbone weights for {name} from {url} ({exc}). Offline? Put the file at "
+            f"{target}, or pass backbone.weights=/path/to/{name}.pth, or backbone.weights=none to "
+            "train from random initialisation."
+        ) from None
+    except Exception as exc:  # hash mismatch, or a file that is not a (safe) state dict
+        target.unlink(missing_ok=True)  # never leave a bad file in the hub cache for later offline runs
+        raise ConfigError(f"Backbone weights from {url} are invalid: {_reason(exc)}") from None
+    try:
+        return _strip_head(state, url)
+    except ConfigError:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def load_into(model: nn.Module, name: str, weights: str) -> None:
+    """Load `weights` into the registry-built `model` (backbone `name`); a mismatch is one line."""
+    state = load_weights(name, weights)
+    if state is None:
+        return
+    state = _fit_positions(model, {k: v for k, v in state.items() if not _is_removed_head(model, k)})
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ConfigError(f"backbone.weights='{weights}' do not fit {name}: {first}") from None
+    if missing or unexpected:
+        raise ConfigError(
+            f"backbone.weights='{weights}' do not fit {name}: missing {sorted(missing)[:3]}..., "
+            f"unexpected {sorted(unexpected)[:3]}..."
+        )
