@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_learner", "RESULT_KEYS", "SUMMARY_KEYS"]
+__all__ = ["check_learner", "run_learner", "RESULT_KEYS", "SUMMARY_KEYS"]
 
 RESULT_KEYS = {"task", "index", "domain", "num_classes", "test_error", "dev_test_error", "selected", "steps", "flops",
                "wall_seconds", "status", "anytime"}
@@ -194,3 +194,14 @@ def check_learner(learner: str, tmp_dir: str | Path, *, steps: int = 3, override
             check_same(first, resumed, where, "a run stopped after its first task and resumed differs from the uninterrupted run")
             summaries[scenario] = first
     return summaries
+
+
+def run_learner(learner: str, tmp_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """One in-process run of `learner` on the kit's tiny stream (plus `overrides`, e.g.
+    `scenario=continual eval.revisit=true`); its summary.json, with the results lines as `_lines`.
+    For a plugin's own measurements: its FLOPs against finetune's, its forgetting."""
+    from nevisbench.config import compose
+    from nevisbench.run.runner import run
+
+    run_dir = run(compose([*TINY, f"learner={learner}", f"out_dir={tmp_dir}", *(overrides or [])]))
+    return _read(run_dir, {})
