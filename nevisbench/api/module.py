@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from nevisbench.api.schedule import lr_factor, planned_steps
 from nevisbench.api.types import TaskInfo
 
 __all__ = ["TaskModule"]
@@ -77,8 +78,6 @@ class TaskModule(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-        from nevisbench.run.schedule import lr_factor, planned_steps
-
         def factor(step: int) -> float:
             # the task plan's step count (a FLOP budget decides it during step 0, before this is
             # first needed for a step other than 0; step 0's rate is recomputed then)

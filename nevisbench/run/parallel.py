@@ -1,9 +1,9 @@
 """`search.parallel=N`: the trials of a task on a process pool, N at once, one per GPU or CPU slot.
 
 The pool is the standard library's `concurrent.futures.ProcessPoolExecutor` (spawn start method),
-never a scheduler of our own. Each worker takes one slot when it starts (the same slot policy as
-the sweep's local launcher, `nevisbench.sweep.launchers`: a GPU each through
-`CUDA_VISIBLE_DEVICES`, else `OMP_NUM_THREADS` = cores / N) before torch is imported.
+never a scheduler of our own. Each worker takes one slot when it starts, before torch is imported, by
+the slot policy the sweep's local launcher uses too (`nevisbench.compute.hardware.slot_envs`:
+`OMP_NUM_THREADS` = cores / N, and a GPU each through `CUDA_VISIBLE_DEVICES` on CUDA).
 
 The parent writes the task's starting state once (`<run>/state/search_<task>/start.pt`: the run's
 learner, the scenario with its starting backbones, the config, the task's spec); each trial job
@@ -12,7 +12,8 @@ starting state, its own FLOP meter) and saves its record and weights through `Ta
 like a finished trial. The parent then reads the trials back as a resume does. A trial's seed
 does not depend on the worker that ran it.
 
-This module imports only the standard library at its top: a worker's slot is set before torch loads.
+Nothing this module imports at its top loads torch (`compute.hardware` loads it lazily): a worker's
+slot is set before torch loads.
 """
 
 from __future__ import annotations
@@ -24,24 +25,15 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from nevisbench.compute.hardware import gpu_devices, slot_envs
+
 __all__ = ["search_slots", "run_trials", "stopping", "die_with_parent"]
 
 
 def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
-    """One environment per worker: a GPU each (round-robin when N exceeds the GPUs) on CUDA, else an
-    equal share of the CPU cores (never more threads than OMP_NUM_THREADS already allows)."""
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // parallel)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
-    slots = [{"OMP_NUM_THREADS": str(threads)} for _ in range(parallel)]
-    if cuda:
-        from nevisbench.sweep.launchers import gpu_slots
-
-        gpus = gpu_slots() or ["0"]
-        for i, slot in enumerate(slots):
-            slot["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-    return slots
+    """One environment per worker, by the slot policy the sweep's local launcher uses too
+    (`nevisbench.compute.hardware.slot_envs`); on CUDA with no GPU listed, every worker gets GPU 0."""
+    return slot_envs(parallel, (gpu_devices() or ["0"]) if cuda else [])
 
 
 _STOP: Any = None  # set by the parent on Ctrl-C: a worker starts no further trial
