@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LearnerConfig", "LearnerContext", "TaskInfo"]
+__all__ = ["LearnerConfig", "LearnerContext", "TaskInfo", "task_seed"]
 
 
 @dataclass
@@ -15,6 +15,12 @@ class LearnerConfig:
     define `validate()` raising `nevisbench.ConfigError` for values out of range."""
 
     name: str = "finetune"
+
+
+def task_seed(seed: int, index: int) -> int:
+    """The seed of task `index` in a run seeded `seed`: the harness seeds each task's training, and
+    its search sampler, with it."""
+    return seed + index
 
 
 @dataclass(frozen=True)
@@ -38,3 +44,8 @@ class LearnerContext:
     image_size: int
     train: Any  # the `train` config section (optimizer, lr, ...)
     feature_dim: int  # width of the backbone's pooled features
+
+    def learner_seed(self, index: int) -> int:
+        """A seed for a learner's own random draws on task `index` (its own generator, apart from the
+        harness's stream; `seed * 1000 + index`, distinct across tasks and nearby run seeds)."""
+        return self.seed * 1000 + index

@@ -285,7 +285,7 @@ def _skeleton(store: ConfigStore, groups: tuple[str, ...], learner: type) -> Dic
 
 def _search_space_literal(item: str) -> str:
     """`search.space.<key>=loguniform(1e-4,1e-1)` is a string for the search's own parser
-    (nevisbench.run.search), not a Hydra function call: quote it."""
+    (nevisbench.config.search_space), not a Hydra function call: quote it."""
     key, sep, value = item.partition("=")
     if sep and key.strip().startswith("search.space.") and value and value[0] not in "'\"":
         return f"{key}='{value}'" if "'" not in value else item

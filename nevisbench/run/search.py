@@ -2,36 +2,45 @@
 
 `search=none` trains each task once. Otherwise each task runs `search.trials` trials: each samples
 values of the `search.space` keys (any `train.*` or `learner.*` key) with a seeded Optuna sampler
-(`grid`, `random` or `tpe`, seeded with seed + task index), starts from the same state, trains on
-`train`, is scored on `dev` (its selected model: best-dev under protocol=nevis), and the trial
-with the lowest dev error wins (no retraining). The winner's training is charged to `train`, every
-other trial's training to `search`, every dev evaluation to `eval` (see `merge_tallies`).
+(`grid`, `random` or `tpe`, seeded with the task's seed, `nevisbench.api.types.task_seed`), starts
+from the same state, trains on `train`, is scored on `dev` (its selected model: best-dev under
+protocol=nevis), and the trial with the lowest dev error wins. The winner is not trained again on
+more data: its selected model is scored as it is (it is retrained, with the same seed and values,
+only when its saved weights no longer fit its model after a resume). The winner's training is
+charged to `train`, every other trial's training to `search`, every dev evaluation to `eval` (see
+`merge_tallies`).
 
-A space value is one of `loguniform(a,b)`, `uniform(a,b)`, `choice(a,b,...)`, parsed here by a
-strict little parser: a malformed space is a one-line ConfigError at compose time.
+The space's grammar and the search group's checks live in `nevisbench.config.search_space`.
 
-Each finished trial is recorded in `<run>/state/search_<task index>/` (written atomically), so a
-search interrupted mid-task keeps its finished trials and reruns only the unfinished one.
-This module imports only the standard library at its top (config checks use the parser).
+Each finished trial is recorded in the run's state folder (`<run>/state/search_<task index>/`, names
+in `nevisbench.run.layout`, written atomically), so a search interrupted mid-task keeps its finished
+trials and reruns only the unfinished one.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 from typing import Any
 
-from nevisbench.errors import ConfigError
+import optuna
+import torch
+from omegaconf import OmegaConf
 
-__all__ = ["Dist", "parse_space", "flat_space", "check_search", "TaskSearch", "merge_tallies", "trial_config"]
+from nevisbench.api.types import task_seed
+from nevisbench.compute.flops import FlopTally
+from nevisbench.config.search_space import Dist, parse_space
+from nevisbench.errors import DataError
+from nevisbench.run import layout
+from nevisbench.run.results import atomic_write_bytes
+
+__all__ = ["TaskSearch", "merge_tallies", "REDUCTION_FACTOR"]
 
 REDUCTION_FACTOR = 3  # Optuna's default for Hyperband; SuccessiveHalving's default is 4, set to 3 here too:
 # a third of the trials at a rung go on, for both pruners
 
 
-def merge_tallies(winner: Any, losers: list[Any]) -> Any:
+def merge_tallies(winner: FlopTally, losers: list[FlopTally]) -> FlopTally:
     """The task's tally: the winner's training as `train`, the others' training as `search`, every
     trial's evaluation (dev milestones) as `eval`."""
     out = winner.copy()
@@ -50,23 +59,21 @@ class TaskSearch:
     (read by every process; written only by a `writer`: not by a DDP rank other than 0)."""
 
     def __init__(self, cfg: Any, index: int, state_dir: Path, *, writer: bool = True) -> None:
-        from omegaconf import OmegaConf
-
         self.writer = writer
+        self.index = index
+        self.state_dir = Path(state_dir)
         self.enabled = cfg.search.name != "none"
         self.trials = int(cfg.search.trials) if self.enabled else 1
         self.space = parse_space(OmegaConf.to_container(cfg.search.space, resolve=True)) if self.enabled else {}
-        self.folder = Path(state_dir) / f"search_{index}"
+        self.folder = layout.search_dir(self.state_dir, index)
         self.pruning = False
         self._study = None
         self._asked: list[Any] = []  # asked, not yet told, oldest first
         self._reported: dict[int, int] = {}  # milestones reported, by Optuna trial number
         self._rungs = 0  # milestones that can stop a trial (all but the last)
         if self.enabled:
-            import optuna
-
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            seed = int(cfg.seed) + index
+            seed = task_seed(int(cfg.seed), index)
             sampler = {
                 "grid": lambda: optuna.samplers.GridSampler({k: list(d.args) for k, d in self.space.items()}, seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -90,7 +97,7 @@ class TaskSearch:
         """The next trial's values (none when search=none)."""
         if not self.enabled:
             return {}
-        trial = self._study.ask({k: d.optuna() for k, d in self.space.items()})
+        trial = self._study.ask({k: _distribution(d) for k, d in self.space.items()})
         self._asked.append(trial)
         return dict(trial.params)
 
@@ -120,8 +127,6 @@ class TaskSearch:
         """The result of the oldest trial asked and not yet told (trials are told in order)."""
         if not self.enabled:
             return
-        import optuna
-
         trial = self._asked.pop(0)
         try:
             if pruned:
@@ -136,35 +141,34 @@ class TaskSearch:
 
     # -- records of finished trials (resume) -------------------------------------------------------
     def record_path(self, k: int) -> Path:
-        return self.folder / f"trial_{k}.pt"
+        return layout.trial_record(self.state_dir, self.index, k)
 
     def weights_path(self, k: int) -> Path:
-        return self.folder / f"trial_{k}_weights.pt"
+        return layout.trial_weights(self.state_dir, self.index, k)
 
-    def checkpoint(self, index: int, k: int, default: Path) -> Path:
-        """The mid-trial checkpoint: the task's own with search=none."""
-        return default if not self.enabled else self.folder.parent / f"task_{index}_trial_{k}.ckpt"
+    @property
+    def kit_path(self) -> Path:
+        """The task's starting state, written for search workers (`search.parallel`)."""
+        return layout.trial_kit(self.state_dir, self.index)
+
+    def checkpoint(self, k: int) -> Path:
+        """Trial k's mid-trial checkpoint: with search=none, the task's own."""
+        if not self.enabled:
+            return layout.task_checkpoint(self.state_dir, self.index)
+        return layout.trial_checkpoint(self.state_dir, self.index, k)
 
     def load(self, k: int) -> dict[str, Any] | None:
-        import torch
-
         path = self.record_path(k)
         if not self.enabled or not path.exists():
             return None
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            from nevisbench.errors import DataError
-
             raise DataError(f"Cannot resume: the search record {path} is damaged ({type(exc).__name__}); "
                             "delete it to rerun that trial") from None
 
     def save(self, k: int, record: dict[str, Any], weights: dict[str, Any] | None) -> None:
         """Keep a finished trial: its weights (only while it is the best so far), then its record."""
-        import torch
-
-        from nevisbench.run.results import atomic_write_bytes
-
         if not self.writer:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -173,23 +177,27 @@ class TaskSearch:
         atomic_write_bytes(self.record_path(k), lambda handle: torch.save(record, handle))
 
     def load_weights(self, k: int) -> dict[str, Any] | None:
-        import torch
-
         path = self.weights_path(k)
         return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
     def drop_weights(self, keep: int) -> None:
         if not self.writer:
             return
-        for path in self.folder.glob("trial_*_weights.pt"):
+        for path in layout.trial_weights_files(self.state_dir, self.index):
             if path != self.weights_path(keep):
                 path.unlink(missing_ok=True)
 
     def clear(self) -> None:
-        import shutil
-
+        """The task is committed: its trial records, weights and mid-trial checkpoints go."""
         if not self.writer:
             return
         shutil.rmtree(self.folder, ignore_errors=True)
-        for path in self.folder.parent.glob(f"task_{self.folder.name.removeprefix('search_')}_trial_*.ckpt"):
+        for path in layout.trial_checkpoints(self.state_dir, self.index):
             path.unlink(missing_ok=True)
+
+
+def _distribution(dist: Dist) -> Any:
+    """A space value as the Optuna distribution the sampler draws from."""
+    if dist.kind == "choice":
+        return optuna.distributions.CategoricalDistribution(list(dist.args))
+    return optuna.distributions.FloatDistribution(float(dist.args[0]), float(dist.args[1]), log=dist.kind == "loguniform")
