@@ -22,7 +22,7 @@ class TaskModule(L.LightningModule):
     and stay in eval mode. `forward(x)` must return class logits:
     the harness evaluates dev and test itself through it. `self.backbone(x)` returns pooled
     features of shape (batch, feature_dim). The LR schedule (linear warmup, then cosine) spans the
-    task plan's steps (`nevisbench.run.schedule.planned_steps`), which a FLOP budget decides during
+    task plan's steps (`nevisbench.api.schedule.planned_steps`), which a FLOP budget decides during
     step 0, before the scheduler first steps.
     """
 

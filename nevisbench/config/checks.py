@@ -105,6 +105,7 @@ def _check_ranges(cfg: DictConfig) -> None:
 def _num_tasks(cfg: DictConfig) -> int:
     if cfg.stream.tasks is not None:
         return len(cfg.stream.tasks)
+    # imported here: the task catalogue loads torch, and most configs never need it
     from nevisbench.tasks import get_stream
 
     return len(get_stream(cfg.stream.name).tasks)

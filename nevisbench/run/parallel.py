@@ -18,7 +18,11 @@ slot is set before torch loads.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nevisbench.compute.hardware import gpu_devices, slot_envs
+from nevisbench.errors import RunFailed
 
 __all__ = ["search_slots", "run_trials", "stopping", "die_with_parent"]
 
@@ -44,10 +49,6 @@ def die_with_parent() -> None:
     started it dies (SIGKILL, out of memory), as it would kill an in-process trial: its mid-trial
     checkpoint stays, no record is written, no orphan goes on writing into the run folder while it
     is resumed or holding a GPU (NCCL notices a dead peer only at its timeout). Best effort elsewhere."""
-    import ctypes
-    import signal
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -72,8 +73,6 @@ def stopping() -> bool:
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Ctrl-C: ask every worker to stop its trial (Lightning stops at the next step; a finished
     trial's record is already saved, an unfinished one keeps its mid-trial checkpoint)."""
-    import signal
-
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         try:
             os.kill(process.pid, signal.SIGINT)
@@ -88,10 +87,6 @@ def run_trials(job: Callable[[dict[str, Any]], int], kit_path: Path, run_dir: Pa
     trial. A trial that raises (a plugin error) is raised here once the trials in flight have
     finished (the lowest-numbered trial's error when several fail); trials not started are
     cancelled, finished ones are kept for a resume."""
-    import multiprocessing
-
-    from nevisbench.errors import RunFailed
-
     context = multiprocessing.get_context("spawn")
     queue, stop = context.Queue(), context.Event()
     for slot in slots:

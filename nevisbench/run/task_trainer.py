@@ -27,7 +27,12 @@ from nevisbench.config.search_space import flat_space, trial_config
 from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.run._faults import crash_point
 from nevisbench.run.callbacks import (
-    CheckpointCallback, FiniteLossCallback, FlopMeterCallback, PruneCallback, ScheduleCallback, TaskPlan,
+    CheckpointCallback,
+    FiniteLossCallback,
+    FlopMeterCallback,
+    PruneCallback,
+    ScheduleCallback,
+    TaskPlan,
     milestone_fractions,
 )
 from nevisbench.run.evaluation import evaluate
@@ -38,7 +43,13 @@ from nevisbench.run.results import ResultsStore
 from nevisbench.run.scenario import Scenario
 from nevisbench.run.search import TaskSearch
 from nevisbench.run.selection import BestDevSelection
-from nevisbench.run.trainer import make_loaders, make_trainer, resolve_precision, training_device, use_channels_last
+from nevisbench.run.trainer import (
+    make_loaders,
+    make_trainer,
+    resolve_precision,
+    training_device,
+    use_channels_last,
+)
 from nevisbench.run.trial import Trial, budget_record
 from nevisbench.tasks.catalog import TaskSpec
 from nevisbench.tasks.loader import BatchLoader, TaskData
