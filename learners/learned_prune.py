@@ -397,7 +397,7 @@ class LearnedPruneModule(TaskModule):
             if self.cfg.transfer == "delta":
                 self._shrink_offsets()
         if self.boundary is None:  # the plan is known once step 0 ran (a FLOP budget decides it there)
-            from nevisbench.run.schedule import planned_steps
+            from nevisbench.api.schedule import planned_steps
 
             total = planned_steps(self.trainer) or self.trainer.max_steps
             self.boundary = 1 if total <= 1 else min(total - 1, max(1, round(self.cfg.prune_fraction * total)))

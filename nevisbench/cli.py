@@ -115,7 +115,7 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
     if not 1 <= args.num_classes <= MAX_PROBE_CLASSES:
         raise NevisbenchError(f"Invalid --num-classes {args.num_classes}: it must be in 1..{MAX_PROBE_CLASSES}")
     cfg = compose(args.overrides)
-    from nevisbench.compute.probe import step_flops
+    from nevisbench.run.probe import step_flops
     from nevisbench.run.report import format_flops
 
     report = step_flops(cfg, num_classes=args.num_classes)

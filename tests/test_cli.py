@@ -90,7 +90,7 @@ def test_flops_json_reports_train_and_eval_steps_per_image():
 
 def test_flops_of_resnet50_at_224_match_the_reference_figure():
     from nevisbench.config import compose
-    from nevisbench.compute.probe import step_flops
+    from nevisbench.run.probe import step_flops
 
     report = step_flops(compose(["backbone.name=resnet50", "data.image_size=224"]), num_classes=1000)
     assert report["train_step"]["algorithmic"]["total"] == pytest.approx(24.30e9, rel=0.005)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nevisbench.api.learner import LearnerContext
-from nevisbench.compute.probe import step_flops
+from nevisbench.run.probe import step_flops
 from nevisbench.config import compose
 from nevisbench.learners import channel_prune
 from nevisbench.learners.conv_prune import GroupSharedConv

@@ -15,7 +15,7 @@ from torch import nn
 from nevisbench.config import compose, group_options
 from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.api.learner import LearnerContext, TaskInfo
-from nevisbench.compute.probe import step_flops
+from nevisbench.run.probe import step_flops
 from nevisbench.registry import get_learner_class
 from nevisbench.run.runner import run
 from nevisbench.run.scenario import Scenario

@@ -324,7 +324,7 @@ def test_a_resume_after_every_trial_finished_scores_the_saved_winner_without_ret
 
 def test_a_pruned_trial_never_beats_a_finished_one_but_wins_when_no_trial_finished():
     from nevisbench.compute.flops import FlopTally
-    from nevisbench.run.runner import Trial
+    from nevisbench.run.trial import Trial
 
     def trial(k, dev_error, *, pruned=False, failure=None):
         return Trial(k=k, overrides={}, dev_error=dev_error, failure=failure, tally=FlopTally(), steps=1, anytime=[],

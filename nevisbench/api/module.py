@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from nevisbench.api.schedule import lr_factor, planned_steps
 from nevisbench.api.types import TaskInfo
 
 __all__ = ["TaskModule"]
@@ -21,7 +22,7 @@ class TaskModule(L.LightningModule):
     and stay in eval mode. `forward(x)` must return class logits:
     the harness evaluates dev and test itself through it. `self.backbone(x)` returns pooled
     features of shape (batch, feature_dim). The LR schedule (linear warmup, then cosine) spans the
-    task plan's steps (`nevisbench.run.schedule.planned_steps`), which a FLOP budget decides during
+    task plan's steps (`nevisbench.api.schedule.planned_steps`), which a FLOP budget decides during
     step 0, before the scheduler first steps.
     """
 
@@ -77,8 +78,6 @@ class TaskModule(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-        from nevisbench.run.schedule import lr_factor, planned_steps
-
         def factor(step: int) -> float:
             # the task plan's step count (a FLOP budget decides it during step 0, before this is
             # first needed for a step other than 0; step 0's rate is recomputed then)

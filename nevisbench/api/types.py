@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LearnerConfig", "LearnerContext", "TaskInfo"]
+__all__ = ["LearnerConfig", "LearnerContext", "TaskInfo", "task_seed"]
 
 
 @dataclass
@@ -15,6 +15,12 @@ class LearnerConfig:
     define `validate()` raising `nevisbench.ConfigError` for values out of range."""
 
     name: str = "finetune"
+
+
+def task_seed(seed: int, index: int) -> int:
+    """The seed of task `index` in a run seeded `seed`: the harness seeds each task's training, and
+    its search sampler, with it."""
+    return seed + index
 
 
 @dataclass(frozen=True)
@@ -40,3 +46,8 @@ class LearnerContext:
     feature_dim: int | None  # width of the backbone's pooled features; None when the learner brings its own
     # read-only training examples of the current and earlier tasks (a StreamData; None outside a run)
     data: Any = None
+
+    def learner_seed(self, index: int) -> int:
+        """A seed for a learner's own random draws on task `index` (its own generator, apart from the
+        harness's stream; `seed * 1000 + index`, distinct across tasks and nearby run seeds)."""
+        return self.seed * 1000 + index

@@ -1,7 +1,8 @@
 """Run configuration: YAML groups under `configs/` composed by Hydra, typed schemas, checks.
 
 `schema.py` the typed dataclasses; `compose.py` composition and its one-line errors; `checks.py`
-the value checks after composition; `resume.py` a resumed run's config and the refusal of changes.
+the value checks after composition; `search_space.py` the search group's names, space grammar
+and checks; `resume.py` a resumed run's config and the refusal of changes.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nevisbench.compute.hardware import world_size
 from nevisbench.config.schema import PRECISIONS
+from nevisbench.config.search_space import check_search
 from nevisbench.errors import ConfigError, choice_error
 
 __all__ = ["check_values"]
@@ -102,6 +104,7 @@ def _check_ranges(cfg: DictConfig) -> None:
 def _num_tasks(cfg: DictConfig) -> int:
     if cfg.stream.tasks is not None:
         return len(cfg.stream.tasks)
+    # imported here: the task catalogue loads torch, and most configs never need it
     from nevisbench.tasks import get_stream
 
     return len(get_stream(cfg.stream.name).tasks)
@@ -138,8 +141,6 @@ def _check_devices(devices: Any) -> None:
 def _check_multi_device(cfg: DictConfig) -> None:
     """Under DDP `data.batch_size` is the global batch, split evenly over the processes (whether the
     devices exist is checked when the run starts: a sweep composes its jobs on a login node)."""
-    from nevisbench.run.distributed import world_size
-
     world = world_size(cfg.trainer)
     if world > 1 and cfg.data.batch_size % world:
         raise ConfigError(f"Invalid value for 'data.batch_size': {cfg.data.batch_size} is the global batch and must "
@@ -165,11 +166,9 @@ def _check_closed_sets_and_ranges(cfg: DictConfig) -> None:
 
 def _check_search(cfg: DictConfig) -> None:
     """The search group: its space parses, names existing train.*/learner.* keys, and every value
-    it can draw fits its key (see nevisbench.run.search)."""
+    it can draw fits its key (see nevisbench.config.search_space)."""
     if cfg.get("search") is None:
         return
-    from nevisbench.run.search import check_search
-
     check_search(cfg, _check_closed_sets_and_ranges)
 
 

@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nevisbench.config.checks import check_values
 from nevisbench.config.schema import GROUP_SCHEMAS, RootConfig, root_schema
 from nevisbench.errors import ConfigError, NevisbenchError, choice_error, did_you_mean
+from nevisbench.registry import get_learner_class, learner_names
 
 __all__ = ["GROUPS", "compose_checked", "group_options", "config_dir", "to_yaml"]
 
@@ -62,8 +63,6 @@ def group_options(group: str) -> list[str]:
     """Options of a config group: its YAML files, plus (for learners) registered plugins."""
     options = {p.stem for p in (config_dir() / group).glob("*.yaml")}
     if group == "learner":
-        from nevisbench.registry import learner_names
-
         options |= set(learner_names())
     return sorted(options)
 
@@ -87,8 +86,6 @@ def _hydra() -> Iterator[ConfigStore]:
     """Hydra initialised on `nevisbench.configs` for the duration only: the ConfigStore and any
     Hydra instance of the host program are restored afterwards. The compose API changes no
     working directory, writes no output folder and sets up no logging."""
-    from nevisbench.registry import learner_names
-
     store = ConfigStore.instance()
     ours = ("learner", f"{SCHEMA_NODE}.yaml")  # the entries this function adds to the ConfigStore
     saved = {key: dict(store.repo[key]) if isinstance(store.repo.get(key), dict) else store.repo.get(key)
@@ -285,7 +282,7 @@ def _skeleton(store: ConfigStore, groups: tuple[str, ...], learner: type) -> Dic
 
 def _search_space_literal(item: str) -> str:
     """`search.space.<key>=loguniform(1e-4,1e-1)` is a string for the search's own parser
-    (nevisbench.run.search), not a Hydra function call: quote it."""
+    (nevisbench.config.search_space), not a Hydra function call: quote it."""
     key, sep, value = item.partition("=")
     if sep and key.strip().startswith("search.space.") and value and value[0] not in "'\"":
         return f"{key}='{value}'" if "'" not in value else item
@@ -301,8 +298,6 @@ def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] 
     all_overrides = [*saved, *overrides]
     parsed = _parse(all_overrides)
     groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
-    from nevisbench.registry import get_learner_class
-
     with _hydra() as store:
         learner = get_learner_class(_picked_learner(store, tuple(groups)))
         try:

@@ -18,23 +18,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
+from nevisbench.compute.hardware import world_size
 
 __all__ = ["RUN_DIR_ENV", "world_size", "local_rank", "device_index", "is_writer"]
 
 RUN_DIR_ENV = "NEVISBENCH_DDP_RUN_DIR"
-
-
-def world_size(trainer_cfg: Any) -> int:
-    """How many processes train: `trainer.devices` as a count, a list of indices, or auto (every
-    visible GPU when training on CUDA, one process on CPU)."""
-    devices = trainer_cfg.devices
-    if isinstance(devices, int):
-        return devices
-    if devices == "auto":
-        wants_gpu = trainer_cfg.accelerator in ("auto", "gpu", "cuda")
-        return max(1, torch.cuda.device_count()) if wants_gpu and torch.cuda.is_available() else 1
-    return len(devices)
+# `world_size` (a device fact: how many processes a trainer config trains with) lives in
+# nevisbench.compute.hardware, where config validation reads it too; it is re-exported here
 
 
 def local_rank(trainer_cfg: Any) -> int:

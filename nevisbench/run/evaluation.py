@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
-from nevisbench.errors import PluginError
 from nevisbench.compute.flops import FlopMeter, StepCounter, structure_signature
+from nevisbench.errors import PluginError
 
 __all__ = ["evaluate"]
 

@@ -3,6 +3,7 @@ fails never stops a run (it warns once and carries on)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,7 @@ SEARCH_COLUMNS = ["task", "trial", "overrides", "dev_error", "train_flops", "eva
 
 def _trials_table(task: str, search: dict[str, Any]) -> Any:
     """A task's hyperparameter-search trials as a W&B table (one row per trial)."""
-    import json
-
-    import wandb
+    import wandb  # (loaded only when W&B logging is on: it is slow to import)
 
     rows = [[task, t["trial"], json.dumps(t["overrides"], sort_keys=True), t["dev_error"], t["train_flops"],
              t["eval_flops"], t["status"], t["trial"] == search["winner"]] for t in search["trials"]]

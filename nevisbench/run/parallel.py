@@ -1,47 +1,44 @@
 """`search.parallel=N`: the trials of a task on a process pool, N at once, one per GPU or CPU slot.
 
 The pool is the standard library's `concurrent.futures.ProcessPoolExecutor` (spawn start method),
-never a scheduler of our own. Each worker takes one slot when it starts (the same slot policy as
-the sweep's local launcher, `nevisbench.sweep.launchers`: a GPU each through
-`CUDA_VISIBLE_DEVICES`, else `OMP_NUM_THREADS` = cores / N) before torch is imported.
+never a scheduler of our own. Each worker takes one slot when it starts, before torch is imported, by
+the slot policy the sweep's local launcher uses too (`nevisbench.compute.hardware.slot_envs`:
+`OMP_NUM_THREADS` = cores / N, and a GPU each through `CUDA_VISIBLE_DEVICES` on CUDA).
 
 The parent writes the task's starting state once (`<run>/state/search_<task>/start.pt`: the run's
 learner, the scenario with its starting backbones, the config, the task's spec); each trial job
-(`nevisbench.run.runner.trial_job`) rebuilds a runner from it, trains the trial exactly as the in-process search does (same seed, same
-starting state, its own FLOP meter) and saves its record and weights through `TaskSearch.save`,
-like a finished trial. The parent then reads the trials back as a resume does. A trial's seed
+(`nevisbench.run.trials.trial_job`) builds a `TaskTrainer` from it and trains the trial exactly as
+the in-process search does (same seed, same starting state, its own FLOP meter), then saves its
+record and weights through `TaskSearch.save`, like a finished trial. The parent then reads the trials back as a resume does. A trial's seed
 does not depend on the worker that ran it.
 
-This module imports only the standard library at its top: a worker's slot is set before torch loads.
+Nothing this module imports at its top loads torch (`compute.hardware` loads it lazily): a worker's
+slot is set before torch loads.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from nevisbench.compute.hardware import gpu_devices, slot_envs
+from nevisbench.errors import RunFailed
+
 __all__ = ["search_slots", "run_trials", "stopping", "die_with_parent"]
 
 
 def search_slots(parallel: int, cuda: bool) -> list[dict[str, str]]:
-    """One environment per worker: a GPU each (round-robin when N exceeds the GPUs) on CUDA, else an
-    equal share of the CPU cores (never more threads than OMP_NUM_THREADS already allows)."""
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // parallel)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
-    slots = [{"OMP_NUM_THREADS": str(threads)} for _ in range(parallel)]
-    if cuda:
-        from nevisbench.sweep.launchers import gpu_slots
-
-        gpus = gpu_slots() or ["0"]
-        for i, slot in enumerate(slots):
-            slot["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-    return slots
+    """One environment per worker, by the slot policy the sweep's local launcher uses too
+    (`nevisbench.compute.hardware.slot_envs`); on CUDA with no GPU listed, every worker gets GPU 0."""
+    return slot_envs(parallel, (gpu_devices() or ["0"]) if cuda else [])
 
 
 _STOP: Any = None  # set by the parent on Ctrl-C: a worker starts no further trial
@@ -52,10 +49,6 @@ def die_with_parent() -> None:
     started it dies (SIGKILL, out of memory), as it would kill an in-process trial: its mid-trial
     checkpoint stays, no record is written, no orphan goes on writing into the run folder while it
     is resumed or holding a GPU (NCCL notices a dead peer only at its timeout). Best effort elsewhere."""
-    import ctypes
-    import signal
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -80,8 +73,6 @@ def stopping() -> bool:
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Ctrl-C: ask every worker to stop its trial (Lightning stops at the next step; a finished
     trial's record is already saved, an unfinished one keeps its mid-trial checkpoint)."""
-    import signal
-
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         try:
             os.kill(process.pid, signal.SIGINT)
@@ -92,14 +83,10 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 def run_trials(job: Callable[[dict[str, Any]], int], kit_path: Path, run_dir: Path,
                todo: list[tuple[int, dict[str, Any]]], slots: list[dict[str, str]], describe: str) -> None:
     """Run the trials `todo` ((number, overrides) pairs) on a pool of len(slots) workers, each
-    calling `job` (a module-level function: `nevisbench.run.runner.trial_job`), which saves its
+    calling `job` (a module-level function: `nevisbench.run.trials.trial_job`), which saves its
     trial. A trial that raises (a plugin error) is raised here once the trials in flight have
     finished (the lowest-numbered trial's error when several fail); trials not started are
     cancelled, finished ones are kept for a resume."""
-    import multiprocessing
-
-    from nevisbench.errors import RunFailed
-
     context = multiprocessing.get_context("spawn")
     queue, stop = context.Queue(), context.Event()
     for slot in slots:

@@ -1,7 +1,10 @@
-"""The results store: `<run dir>/config.yaml`, `results.jsonl` (one line per finished task) and
-`summary.json`. Every write replaces the file atomically (write a temporary file in the same
-folder, fsync, rename), so a crash at any instant leaves the old file or the new one, never a
-torn one."""
+"""The results store: `<run dir>/config.yaml`, `results.jsonl` (one line per finished task),
+`summary.json` and the resume state (their names: `nevisbench.run.layout`). Every write replaces
+the file atomically (write a temporary file in the same folder, fsync, rename), so a crash at any
+instant leaves the old file or the new one, never a torn one.
+
+torch loads only inside the methods that save or read state: the sweep and the analysis import
+this module to read and write results without it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -16,8 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nevisbench.run._faults import crash_point
 from nevisbench.errors import DataError
+from nevisbench.run import layout
+from nevisbench.run._faults import crash_point
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "sigint_deferred", "ResultsStore"]
 
@@ -81,9 +86,7 @@ class ResultsStore:
     """Reads and writes one run folder. A store with `writer=False` (a DDP process other than rank
     0) reads the folder and writes nothing: every write below is then a no-op."""
 
-    CONFIG = "config.yaml"
-    RESULTS = "results.jsonl"
-    SUMMARY = "summary.json"
+    CONFIG, RESULTS, SUMMARY = layout.CONFIG, layout.RESULTS, layout.SUMMARY
     REQUIRED = ("task",)  # a line without its task cannot be matched to the stream
 
     def __init__(self, run_dir: Path, *, writer: bool = True) -> None:
@@ -132,24 +135,24 @@ class ResultsStore:
     # -- resume state: learner state + stream FLOPs after each finished task, mid-task checkpoints
     @property
     def state_dir(self) -> Path:
-        path = self.run_dir / "state"
+        path = self.run_dir / layout.STATE
         path.mkdir(exist_ok=True)
         return path
 
     def task_checkpoint(self, index: int) -> Path:
-        return self.state_dir / f"task_{index}.ckpt"
+        return layout.task_checkpoint(self.state_dir, index)
 
     @_writes
     def save_task_state(self, index: int, state: dict[str, Any]) -> None:
         import torch
 
-        atomic_write_bytes(self.state_dir / f"after_task_{index}.pt", lambda handle: torch.save(state, handle))
+        atomic_write_bytes(layout.task_state(self.state_dir, index), lambda handle: torch.save(state, handle))
 
     def load_task_state(self, index: int) -> tuple[Path, dict[str, Any]]:
         """The state saved after task `index`, and its path (loaded with weights_only=True)."""
         import torch
 
-        path = self.state_dir / f"after_task_{index}.pt"
+        path = layout.task_state(self.state_dir, index)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -176,16 +179,14 @@ class ResultsStore:
     @_writes
     def prune_state(self, keep_index: int) -> None:
         """After task `keep_index` is committed, older state and its mid-task checkpoint go."""
-        for path in self.state_dir.glob("after_task_*.pt"):
-            if int(path.stem.rpartition("_")[2]) < keep_index:
+        for index, path in layout.task_states(self.state_dir).items():
+            if index < keep_index:
                 path.unlink(missing_ok=True)
         self.task_checkpoint(keep_index).unlink(missing_ok=True)
 
     @_writes
     def clear_state(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.run_dir / "state", ignore_errors=True)
+        shutil.rmtree(self.run_dir / layout.STATE, ignore_errors=True)
 
     def read_summary(self) -> dict[str, Any]:
         path = self.run_dir / self.SUMMARY
@@ -200,7 +201,7 @@ class ResultsStore:
     @_writes
     def remove_stale_temporaries(self) -> None:
         """Temporary files a crash left behind (`.results.jsonl.<random>.tmp` and the like)."""
-        for folder in (self.run_dir, self.run_dir / "state"):
+        for folder in (self.run_dir, self.run_dir / layout.STATE):
             if folder.is_dir():
                 for path in folder.glob(".*.tmp"):
                     path.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from nevisbench.errors import ConfigError, DataError
+from nevisbench.run import layout
 from nevisbench.run.report import print_warning
 from nevisbench.run.results import ResultsStore
 from nevisbench.tasks.cache import STATUS_READY, task_status
@@ -22,7 +23,6 @@ from nevisbench.tasks.catalog import Stream
 
 __all__ = ["RunFolder", "check_prepared"]
 
-LOCK_FILE = ".lock"
 # what a committed results line needs for the stream to go on and be summarised
 RESUMED_KEYS = ("task", "index", "domain", "status", "test_error", "flops", "wall_seconds")
 
@@ -79,7 +79,7 @@ class RunFolder:
             folder._acquire()
         try:
             folder.store.remove_stale_temporaries()
-            if (folder.path / ResultsStore.SUMMARY).exists():
+            if (folder.path / layout.SUMMARY).exists():
                 folder.store.read_summary()  # a damaged summary is an error, not "finished"
                 folder.done = True
                 return folder
@@ -100,7 +100,7 @@ class RunFolder:
 
     def _acquire(self) -> None:
         """Hold the folder with an exclusive OS lock (released when the process ends, even on SIGKILL)."""
-        handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")
+        handle = open(self.path / layout.LOCK, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -118,7 +118,7 @@ class RunFolder:
     def release(self) -> None:
         """Let the folder go; the lock file is removed so a finished run holds only its results."""
         if self._lock is not None:
-            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            (self.path / layout.LOCK).unlink(missing_ok=True)
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None

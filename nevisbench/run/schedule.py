@@ -5,7 +5,8 @@ compute.
 With `budget.flops_per_task=B` the step count is decided during step 0, at
 `on_before_optimizer_step` (after the step's forward and backward have been counted, before the
 optimizer and the LR scheduler step): steps = floor(B / cost of step 0). The LR schedule reads
-the plan (`planned_steps`), so warmup and cosine span exactly the planned steps from step 0.
+the plan (`nevisbench.api.schedule.planned_steps` reads `ScheduleCallback.planned_steps`), so warmup
+and cosine span exactly the planned steps from step 0.
 Whenever the counted cost of a whole step differs from the cost the plan assumed (work in hooks
 after the optimizer step, a cheap first step, masks or frozen parts that change mid-task), the
 remaining steps are re-planned from the remaining budget: steps = done + floor((B - spent) / new
@@ -27,7 +28,7 @@ import torch
 from nevisbench.compute.flops import FlopMeter
 from nevisbench.run.metering import global_flops
 
-__all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions", "lr_factor", "planned_steps"]
+__all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions"]
 
 
 def milestone_fractions(count: int, first: float) -> list[float]:
@@ -37,31 +38,6 @@ def milestone_fractions(count: int, first: float) -> list[float]:
     if count == 1:
         return [1.0]
     return [float(f) for f in np.geomspace(first, 1.0, count)]
-
-
-def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine") -> float:
-    """The LR multiplier of `step` (0-based): linear warmup over `warmup` steps, then cosine decay
-    to 0 at `total` (or constant). `total=None` (not planned yet) reads as unbounded."""
-    if total is not None:
-        total = max(1, int(total))
-        warmup = min(int(warmup), total - 1)
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant" or total is None:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def planned_steps(trainer: L.Trainer | None) -> int | None:
-    """The steps the task's plan gives the trainer; `trainer.max_steps` without a plan (None when
-    unbounded)."""
-    if trainer is None:
-        return None
-    for callback in trainer.callbacks:
-        if isinstance(callback, ScheduleCallback) and callback.plan.steps is not None:
-            return callback.plan.steps
-    return int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None
 
 
 @dataclass
@@ -89,6 +65,11 @@ class ScheduleCallback(L.Callback):
         self.plan = plan
         self.evaluate_dev = evaluate_dev
         self.steps_per_epoch = steps_per_epoch
+
+    @property
+    def planned_steps(self) -> int | None:
+        """The plan's step count, read by the LR schedule (`nevisbench.api.schedule.planned_steps`)."""
+        return self.plan.steps
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +67,4 @@ def peak_memory(device: torch.device) -> int:
     """Peak device memory of the task on CUDA; peak resident set size of the process on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    import resource
-
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -10,6 +10,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig
 
 from nevisbench.compute.hardware import fits_on_device
@@ -85,8 +88,6 @@ def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: in
 def _progress_bar() -> L.Callback:
     """Lightning's default rich bar redraws from a background thread 100 times a second, which on a
     2-core machine takes measurable time from the training threads; 4 redraws a second is plenty."""
-    from lightning.pytorch.callbacks import RichProgressBar
-
     return RichProgressBar(refresh_rate=4)
 
 
@@ -126,9 +127,6 @@ def _strategy(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     of one task (a sweep job), with the loader already sharded by rank."""
     if world_size(cfg.trainer) == 1:
         return {}
-    from lightning.fabric.plugins.environments import LightningEnvironment
-    from lightning.pytorch.strategies import DDPStrategy
-
     return {"strategy": DDPStrategy(process_group_backend="nccl" if device.type == "cuda" else "gloo",
                                     find_unused_parameters=cfg.trainer.find_unused_parameters,
                                     cluster_environment=LightningEnvironment()),

@@ -2,8 +2,9 @@
 their comparison (`nevisbench compare`).
 
 `grid.py` Hydra's override grammar -> jobs; `jobs.py` the sweep folder and one job's subprocess;
-`launchers.py` a local process pool and submitit (SLURM); `progress.py` live lines and the status
-table; `compare.py` tables and figures across runs; `sweeper.py` the command itself.
+`launchers.py` the local launcher (a thread pool of slots running job subprocesses) and submitit
+(SLURM); `progress.py` live lines and the status table; `compare.py` tables and figures across
+runs, `compare_cli.py` the `nevisbench compare` command; `sweeper.py` the `sweep` command itself.
 """
 
 from nevisbench.sweep.compare import collect, compare_rows, plot_comparison

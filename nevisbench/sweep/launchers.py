@@ -1,8 +1,10 @@
-"""Launchers: existing engines run the jobs; nevisbench only says what each job is.
+"""Launchers: how a sweep's jobs run.
 
 - `local`: a `concurrent.futures` thread pool of N slots, each slot running one job subprocess at a
-  time; one slot per GPU (`CUDA_VISIBLE_DEVICES`) when GPUs exist, else CPU slots sharing the cores
-  (`OMP_NUM_THREADS`). A job with trainer.devices=N (DDP) holds N slots at once.
+  time; nevisbench schedules them itself, in `SlotPool`: one slot per GPU (`CUDA_VISIBLE_DEVICES`)
+  when GPUs exist, each with a share of the cores (`OMP_NUM_THREADS`; the slot policy is
+  `nevisbench.compute.hardware.slot_envs`, shared with the search pool). A job with
+  trainer.devices=N (DDP) holds N slots at once, taken together.
 - `slurm`: submitit (`AutoExecutor`), the jobs as one array; a job preempted or timed out gets
   SIGUSR2 from SLURM, submitit calls `SweepJob.checkpoint`, which stops the run (it keeps what it
   committed) and returns the resubmission that continues it with `resume=`. `launcher.cluster=local`
@@ -27,6 +29,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
+from nevisbench.compute.hardware import gpu_devices, slot_envs
 from nevisbench.errors import ConfigError, choice_error, did_you_mean
 from nevisbench.sweep.jobs import Job, SweepFolder, run_job, stop_process
 from nevisbench.sweep.progress import watch
@@ -39,7 +42,7 @@ except ImportError:  # pragma: no cover - a broken install; the slurm launcher s
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
-           "gpu_slots", "local_slots", "SlotPool", "check_job_devices", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
+           "local_slots", "SlotPool", "check_job_devices", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
 
 
 @dataclass
@@ -104,30 +107,12 @@ def load_launcher(sweep: dict[str, str], saved: dict[str, Any] | None = None) ->
 
 
 # -- local: a thread pool of slots, each running job subprocesses -----------------------------------
-def gpu_slots() -> list[str]:
-    """The GPUs jobs may use: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
 def local_slots(jobs: int | None) -> list[dict[str, str]]:
-    """One environment per slot: a GPU each (round-robin when jobs > GPUs), or a share of the cores."""
-    gpus = gpu_slots()
-    cores = os.cpu_count() or 1
-    count = jobs or (len(gpus) if gpus else min(4, cores))
-    if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // count))
-    return [{"OMP_NUM_THREADS": threads} for _ in range(count)]
+    """One environment per slot (`nevisbench.compute.hardware.slot_envs`, the search pool's policy
+    too): a GPU each, round-robin when jobs > GPUs, and a share of the cores; `jobs` defaults to one
+    slot per GPU, else min(4, cores)."""
+    gpus = gpu_devices()
+    return slot_envs(jobs or (len(gpus) if gpus else min(4, os.cpu_count() or 1)), gpus)
 
 
 class SlotPool:
@@ -179,7 +164,7 @@ class SlotPool:
 
     def env(self, taken: list[int]) -> dict[str, str]:
         if self.gpu:  # the job sees exactly its GPUs (distinct: see `_pick`)
-            return {"CUDA_VISIBLE_DEVICES": ",".join(self.slots[i]["CUDA_VISIBLE_DEVICES"] for i in taken)}
+            return {**self.slots[taken[0]], "CUDA_VISIBLE_DEVICES": ",".join(self.slots[i]["CUDA_VISIBLE_DEVICES"] for i in taken)}
         return dict(self.slots[taken[0]])
 
 

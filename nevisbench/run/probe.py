@@ -10,12 +10,14 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from nevisbench.api.learner import TaskInfo
+from nevisbench.compute.flops import FlopMeter, StepFlops
 from nevisbench.run.backbones import describe_backbone, start_backbone
 from nevisbench.run.callbacks import FlopMeterCallback
-from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.run.evaluation import evaluate
-from nevisbench.compute.flops import FlopMeter, StepFlops
-from nevisbench.api.learner import TaskInfo
+from nevisbench.run.plugin import build_learner
+from nevisbench.run.trainer import quiet_lightning
+from nevisbench.tasks.loader import BatchLoader, Split
 
 __all__ = ["step_flops"]
 
@@ -29,9 +31,6 @@ def _table(step: StepFlops) -> dict[str, dict[str, float]]:
 
 def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2) -> dict[str, Any]:
     """{'train_step': {...}, 'eval_step': {...}} per image, for `cfg`'s learner and backbone."""
-    from nevisbench.run.plugin import build_learner
-    from nevisbench.run.trainer import quiet_lightning
-
     quiet_lightning()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
     L.seed_everything(cfg.seed, verbose=False)

@@ -1,0 +1,39 @@
+"""The learning-rate schedule a `TaskModule` follows: plain arithmetic over the task's planned steps.
+
+The harness decides how many steps a task trains (`nevisbench.run.schedule.ScheduleCallback`, from
+the task's FLOP budget); it publishes that count as the `planned_steps` attribute of a trainer
+callback, which is all this module reads, so the public API does not import the harness.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["lr_factor", "planned_steps"]
+
+
+def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine") -> float:
+    """The LR multiplier of `step` (0-based): linear warmup over `warmup` steps, then cosine decay
+    to 0 at `total` (or constant). `total=None` (not planned yet) reads as unbounded."""
+    if total is not None:
+        total = max(1, int(total))
+        warmup = min(int(warmup), total - 1)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant" or total is None:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def planned_steps(trainer: Any) -> int | None:
+    """The steps the task's plan gives the trainer (the first callback with a `planned_steps` that is
+    not None); `trainer.max_steps` without a plan (None when unbounded, or without a trainer)."""
+    if trainer is None:
+        return None
+    for callback in trainer.callbacks:
+        steps = getattr(callback, "planned_steps", None)
+        if steps is not None:
+            return int(steps)
+    return int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None

@@ -1,0 +1,266 @@
+"""One task's training: `TaskTrainer` loads the task's data, trains a trial (the task's module built
+by the learner, placed on the device, fitted under the FLOP meter with the task plan's callbacks,
+its selected model kept), evaluates, and rebuilds a search's winning model. It owns no state across
+tasks: `TaskStart` (what a task's training starts from) is handed to it by the stream runner, or by
+a search worker from the task's kit (`nevisbench.run.trials.trial_job`)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from nevisbench.api.learner import Learner, clone_module
+from nevisbench.api.types import TaskInfo
+from nevisbench.compute.flops import FlopMeter
+from nevisbench.config.search_space import flat_space, trial_config
+from nevisbench.errors import PluginError, TaskFailed
+from nevisbench.run._faults import crash_point
+from nevisbench.run.callbacks import (
+    CheckpointCallback,
+    FiniteLossCallback,
+    FlopMeterCallback,
+    PruneCallback,
+    ScheduleCallback,
+    TaskPlan,
+    milestone_fractions,
+)
+from nevisbench.run.evaluation import evaluate
+from nevisbench.run.loggers import WandbSink
+from nevisbench.run.plugin import build_learner, plugin_hook
+from nevisbench.run.report import print_warning
+from nevisbench.run.results import ResultsStore
+from nevisbench.run.scenario import Scenario
+from nevisbench.run.search import TaskSearch
+from nevisbench.run.selection import BestDevSelection
+from nevisbench.run.trainer import (
+    make_loaders,
+    make_trainer,
+    resolve_precision,
+    training_device,
+    use_channels_last,
+)
+from nevisbench.run.trial import Trial, budget_record
+from nevisbench.tasks.catalog import TaskSpec
+from nevisbench.tasks.loader import BatchLoader, TaskData
+
+__all__ = ["TaskStart", "TaskTrainer", "task_info", "searches_learner"]
+
+
+def task_info(spec: TaskSpec, index: int) -> TaskInfo:
+    return TaskInfo(key=spec.key, name=spec.name, index=index, domain=spec.domain,
+                    num_classes=spec.num_classes, multi_label=spec.multi_label)
+
+
+def searches_learner(cfg: DictConfig) -> bool:
+    """Whether the search space names a `learner.*` key."""
+    if cfg.get("search") is None or cfg.search.name == "none":
+        return False
+    return any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
+
+
+def _protocol(cfg: DictConfig, key: str, default: Any) -> Any:
+    """A setting of the evaluation protocol (`protocol=nevis|fast`)."""
+    protocol = cfg.get("protocol")
+    return protocol.get(key, default) if protocol is not None else default
+
+
+@dataclass
+class TaskStart:
+    """What a task's training starts from (picklable: a search worker receives it in the task's kit)."""
+
+    cfg: DictConfig
+    learner: Learner  # the run's learner after the tasks so far
+    scenario: Scenario  # its starting backbones
+    feature_dim: int
+    start_backbone: torch.nn.Module | None  # the run's starting backbone, when the search space names learner.* keys
+    learner_state: dict[str, Any]  # the learner's state after the tasks so far
+
+
+class TaskTrainer:
+    """Trains the trials of one task from `start`, charging the FLOP `meter`; `ranks` collects the
+    processes a DDP fit launches (the stream runner's list, so they are known even if a task fails)."""
+
+    def __init__(self, start: TaskStart, *, store: ResultsStore, console: Console, meter: FlopMeter,
+                 sink: WandbSink | None = None, ranks: list[Any] | None = None) -> None:
+        self.start, self.cfg, self.store, self.console, self.meter, self.sink = start, start.cfg, store, console, meter, sink
+        self.name = start.cfg.learner.name
+        self.precision = resolve_precision(start.cfg)
+        self.device = training_device(start.cfg)
+        self.ranks: list[Any] = ranks if ranks is not None else []
+
+    # -- the steps of a task ---------------------------------------------------------------------
+    def load(self, spec: TaskSpec, seed: int) -> TaskData:
+        data = spec.load(root=os.path.expanduser(self.cfg.data.root), image_size=self.cfg.data.image_size, seed=seed)
+        data.validate()
+        stored = int(data.train.images.shape[-1])
+        if spec.requires_data and stored < self.cfg.data.image_size:
+            print_warning(self.console, f"task '{spec.key}' was prepared at {stored} px but data.image_size="
+                                        f"{self.cfg.data.image_size}: images are upsampled. Prepare it with --size "
+                                        f"{self.cfg.data.image_size} --force for full detail.")
+        return data
+
+    def place(self, module: L.LightningModule) -> L.LightningModule:
+        if use_channels_last(self.cfg, self.device):
+            module = module.to(memory_format=torch.channels_last)
+        if self.cfg.trainer.compile:
+            module.compile()  # in place: the module keeps its type, names and parameters
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return module
+
+    def evaluate(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
+        """The module's error on `loader`, charged to the task's `eval`."""
+        before = (self.meter.task.eval, self.meter.task.executed_eval)
+        with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
+            try:
+                error = evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
+                                 forward_context=trainer.precision_plugin.forward_context)
+            except PluginError as exc:  # the evaluation's check of what forward() returned: name learner and task
+                raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc
+        if trainer.world_size == 1:
+            return error
+        # DDP: every rank evaluated its replica; the evaluation is charged once, at the largest
+        # count any rank made (a module cannot hide work on the ranks whose meters are not
+        # written), and rank 0's score is everyone's, so every decision taken from it (milestone
+        # model, search winner) is the same on every rank
+        spent = torch.tensor([self.meter.task.eval - before[0], self.meter.task.executed_eval - before[1]],
+                             dtype=torch.float64, device=trainer.strategy.root_device)
+        most = trainer.strategy.reduce(spent.clone(), reduce_op="max").tolist()
+        self.meter.task.eval += most[0] - float(spent[0])
+        self.meter.task.executed_eval += most[1] - float(spent[1])
+        return trainer.strategy.broadcast(error, src=0)
+
+    def fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo,
+            checkpoint: Path) -> str | None:
+        """Train; return the failure message of a task stopped by a bad loss, None when it finished."""
+        if checkpoint.exists():
+            self.store.check_checkpoint(checkpoint)
+        try:
+            with plugin_hook(self.name, f"training on {task.key}"):
+                try:
+                    trainer.fit(module, train_dataloaders=loader, weights_only=True,
+                                ckpt_path=str(checkpoint) if checkpoint.exists() else None)
+                finally:
+                    if not self.ranks:
+                        self.ranks.extend(getattr(trainer.strategy.launcher, "procs", None) or [])
+        except TaskFailed as exc:
+            return str(exc)
+        except SystemExit:
+            # Lightning turns Ctrl-C into graceful shutdown + sys.exit(1), ignoring further SIGINTs
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        return None
+
+    # -- one trial -------------------------------------------------------------------------------
+    def train_trial(self, search: TaskSearch, task: TaskInfo, k: int, data: TaskData, seed: int,
+                    overrides: dict[str, Any]) -> Trial:
+        """One trial (the task's only one with search=none): the task's module built with the
+        trial's config, fitted with its own task tally, its selected (best-dev or last) model kept."""
+        cfg = trial_config(self.cfg, overrides) if overrides else self.cfg
+        learner, start = self.trial_start(cfg, task.index) if search.enabled else (self.start.learner, self.start.scenario.start())
+        with plugin_hook(self.name, f"begin_task({task.key})"):
+            module = learner.begin_task(task, start)
+        if not isinstance(module, L.LightningModule):
+            raise PluginError(f"Learner '{self.name}'.begin_task must return a LightningModule, got {type(module).__name__}")
+        self.meter.start_task()
+        loaders = make_loaders(data, cfg, self.device, seed)
+        module = self.place(module)
+        plan = TaskPlan(measure=cfg.budget.measure, max_steps=cfg.train.max_steps, budget=cfg.budget.flops_per_task,
+                        fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone))
+        selection = BestDevSelection(enabled=_protocol(cfg, "selection", "last") == "best_dev")
+
+        def evaluate_dev() -> float:
+            error = self.evaluate(module, task, loaders["dev"], trainer)
+            selection.consider(module, error, int(trainer.global_step))
+            return error
+
+        checkpoint = search.checkpoint(k)
+        pruning = PruneCallback(search, plan)
+        callbacks = [
+            FlopMeterCallback(self.meter),
+            FiniteLossCallback(task.key),
+            ScheduleCallback(self.meter, plan, evaluate_dev, steps_per_epoch=len(loaders["train"])),
+            *([pruning] if search.pruning else []),  # after the milestone's evaluation, before the mid-task checkpoint
+            CheckpointCallback(checkpoint, cfg.train.checkpoint_every_n_steps, loaders["train"]),
+            selection,
+        ]
+        trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
+                               budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
+                               logger=self.sink.lightning_logger() if self.sink is not None else False)
+        began = time.perf_counter()
+        crash_point(f"trial:{task.index}:{k}")
+        failure = self.fit(trainer, module, loaders["train"], task, checkpoint)
+        selected = selection.restore(module) if failure is None else {"rule": "none"}
+        dev_error = selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None)
+        if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
+            dev_error = self.evaluate(module, task, loaders["dev"], trainer)
+        return Trial(k=k, overrides=overrides, cfg=cfg, learner=learner, module=module, trainer=trainer, loaders=loaders,
+                     anytime=plan.records, selected=selected, dev_error=dev_error, failure=failure,
+                     tally=self.meter.task.copy(), steps=int(trainer.global_step), pruned=pruning.pruned,
+                     budget=budget_record(plan, self.meter.task), seconds=time.perf_counter() - began)
+
+    def trial_start(self, cfg: DictConfig, index: int) -> tuple[Learner, torch.nn.Module]:
+        """The learner of one search trial and the backbone it begins from.
+
+        Without `learner.*` keys in the space: a copy of the run's (prepared) learner reading the
+        trial's `train` section, and a copy of the scenario's starting backbone. With them: a fresh
+        learner built from the trial's config and prepared on a copy of the run's starting backbone
+        (so keys that only `prepare()` reads, e.g. a sparsity, take effect), given the run's learner
+        state after the tasks so far; it begins from the backbone its `prepare()` returned, except in
+        `continual` after the first task, where every trial begins from the carried backbone."""
+        start = self.start
+        if start.start_backbone is None:
+            learner = copy.deepcopy(start.learner)
+            learner.context = dataclasses.replace(learner.context, train=cfg.train)
+            return learner, start.scenario.start()
+        learner = build_learner(cfg, start.feature_dim, cls=type(start.learner))
+        with plugin_hook(self.name, "prepare()"):
+            prepared = learner.prepare(clone_module(start.start_backbone))
+        if index > 0:
+            with plugin_hook(self.name, "load_state_dict()"):
+                learner.load_state_dict(copy.deepcopy(start.learner_state))
+        carried = start.scenario.name == "continual" and start.scenario.carried is not None
+        return learner, start.scenario.start() if carried else prepared
+
+    def winner_module(self, search: TaskSearch, winner: Trial, task: TaskInfo, data: TaskData, seed: int) -> None:
+        """The winner's selected model, for scoring: in memory, or rebuilt from its saved weights
+        when its trial finished before a resume (trained again if the saved weights no longer fit)."""
+        if winner.module is not None or winner.failure is not None:
+            return
+        cfg = trial_config(self.cfg, winner.overrides) if winner.overrides else self.cfg
+        learner, start = self.trial_start(cfg, task.index)
+        with plugin_hook(self.name, f"begin_task({task.key})"):
+            module = learner.begin_task(task, start)
+        weights = search.load_weights(winner.k)
+        try:
+            module.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError):
+            print_warning(self.console, f"task {task.key}: the winning trial {winner.k} changed its model's structure; "
+                                        "it is trained again to score it")
+            tally = self.meter.task
+            L.seed_everything(seed, verbose=False)
+            rerun = self.train_trial(search, task, winner.k, data, seed, winner.overrides)
+            self.meter.start_task()
+            self.meter.task = tally
+            L.seed_everything(seed, verbose=False)
+            winner.learner, winner.module, winner.trainer, winner.loaders = rerun.learner, rerun.module, rerun.trainer, rerun.loaders
+            return
+        with plugin_hook(self.name, "load_state_dict()"):
+            learner.load_state_dict(winner.learner_state)
+        winner.learner, winner.module = learner, self.place(module.to(self.device))
+        winner.loaders = make_loaders(data, cfg, self.device, seed)
+        winner.trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=1,
+                                      budgeted=False, callbacks=[], root_dir=str(self.store.run_dir), logger=False)
