@@ -68,13 +68,16 @@ def test_earlier_tasks_load_with_the_seed_they_trained_with(data):
     assert ("digits", 0) in data.loads and ("faces", 1) in data.loads  # seed + index, as the runner loads them
 
 
-def test_context_data_cannot_be_pickled_into_a_learner_state(data):
+def test_context_data_travels_to_a_search_worker_as_a_handle_not_as_data(data):
     import copy
-    import io
+    import pickle
 
     assert copy.deepcopy(data) is data
-    with pytest.raises(PluginError, match="keep example indices"):
-        torch.save({"data": data}, io.BytesIO())
+    data.enter(1)
+    data.num_train(0)
+    copied = pickle.loads(pickle.dumps(data))
+    assert copied._loaded == {} and [t.key for t in copied.tasks()] == ["digits", "faces"]
+    assert copied.num_train(0) == data.num_train(0)
 
 
 def test_forgetting_scores_from_the_accuracy_matrix():

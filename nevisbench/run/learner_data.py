@@ -19,17 +19,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from nevisbench.api.types import TaskInfo
+from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.errors import PluginError
 from nevisbench.tasks.catalog import TaskSpec
 from nevisbench.tasks.loader import BatchLoader, TaskData
 
-__all__ = ["StreamData", "task_seed"]
-
-
-def task_seed(seed: int, index: int) -> int:
-    """The seed task `index` is trained (and its data split) with: the run's seed + the index."""
-    return seed + index
+__all__ = ["StreamData"]
 
 
 class StreamData:
@@ -145,6 +140,9 @@ class StreamData:
     def __deepcopy__(self, memo: dict[int, Any]) -> StreamData:  # one stream, however often a learner is copied
         return self
 
-    def __reduce__(self) -> Any:  # a learner's state must hold indices, not the stream's data
-        raise PluginError("context.data cannot be saved into a learner's state; keep example indices and draw them "
-                          "again with context.data.train_examples")
+    def __getstate__(self) -> dict[str, Any]:  # a search worker's kit: the stream, not its loaded data
+        return {"cfg": self._cfg, "specs": self._specs, "current": self._current}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["cfg"], state["specs"])  # type: ignore[misc]
+        self._current = state["current"]

@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from nevisbench.analysis.summary import summarize
-from nevisbench.api.learner import Learner, clone_module
+from nevisbench.api.learner import clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
@@ -31,16 +32,18 @@ from nevisbench.run.backbones import describe_backbone, start_backbone
 from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, world_size
 from nevisbench.run.loggers import make_sink
 from nevisbench.run.parallel import die_with_parent
+from nevisbench.run.learner_data import StreamData
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
 from nevisbench.run.run_folder import RunFolder, check_prepared
 from nevisbench.run.scenario import Scenario
+from nevisbench.run.revisit import Revisits, continual_scores
 from nevisbench.run.search import TaskSearch, merge_tallies
 from nevisbench.run.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.task_trainer import TaskStart, TaskTrainer, searches_learner, task_info
 from nevisbench.run.trainer import quiet_lightning, resolve_precision, training_device
-from nevisbench.run.trial import search_record
+from nevisbench.run.trial import Trial, search_record
 from nevisbench.run.trials import train_trials, train_trials_in_parallel
 from nevisbench.tasks import get_stream
 from nevisbench.tasks.catalog import TaskSpec
@@ -70,7 +73,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         return folder.path
     runner: StreamRunner | None = None
     try:
-        runner = StreamRunner(cfg, backbone=backbone, feature_dim=feature_dim, store=folder.store, console=console)
+        runner = StreamRunner(cfg, backbone=backbone, feature_dim=feature_dim, store=folder.store, console=console,
+                              tasks=stream.tasks)
         runner.announce(stream)
         runner.restore(folder.finished)
         results = list(folder.finished)
@@ -81,6 +85,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         except KeyboardInterrupt:
             raise RunInterrupted(folder.path, sum(r["status"] == "ok" for r in results)) from None
         summary = summarize(cfg, folder.name, results, runner.meter.stream.as_dict(), skipped=skipped, backbone=runner.backbone_info)
+        forgetting = continual_scores(results)
+        if forgetting is not None:
+            summary["continual"] = forgetting
         folder.store.write_summary(summary)
         folder.store.clear_state()  # a finished run needs no resume state
         if runner.sink is not None:
@@ -160,10 +167,12 @@ class StreamRunner:
     """The state of one run across its tasks: the learner, the scenario, the meter, the store."""
 
     def __init__(self, cfg: DictConfig, *, backbone: torch.nn.Module, feature_dim: int, store: ResultsStore,
-                 console: Console, learner: Learner | None = None) -> None:
+                 console: Console, tasks: Sequence[TaskSpec] = ()) -> None:
         self.cfg, self.store, self.console = cfg, store, console
         self.name = cfg.learner.name
-        self.learner = learner or build_learner(cfg, feature_dim)
+        self.data = StreamData(cfg, tasks)  # what the learner may draw: train splits of the tasks so far
+        self.learner = build_learner(cfg, feature_dim, data=self.data)
+        self.revisits = Revisits(cfg, self.name)  # eval.revisit: earlier tasks scored again after each task
         self.feature_dim = feature_dim
         # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
         self._start_backbone = clone_module(backbone) if searches_learner(cfg) else None
@@ -202,11 +211,15 @@ class StreamRunner:
         with plugin_hook(self.name, "load_state_dict()"):
             self.learner.load_state_dict(state["learner"])
         self._learner_state = state["learner"]
+        try:
+            self.revisits.load_state_dict(state.get("revisit_heads") or {})
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError, IndexError) as exc:
+            raise DataError(f"Cannot resume: the revisit heads in the state file {path} are damaged ({exc!r})") from None
 
     def task_trainer(self) -> TaskTrainer:
         """The trainer of the next task, starting from the run's state after the tasks so far."""
         start = TaskStart(cfg=self.cfg, learner=self.learner, scenario=self.scenario, feature_dim=self.feature_dim,
-                          start_backbone=self._start_backbone, learner_state=self._learner_state)
+                          start_backbone=self._start_backbone, learner_state=self._learner_state, data=self.data)
         return TaskTrainer(start, store=self.store, console=self.console, meter=self.meter, sink=self.sink,
                            ranks=self.ranks)
 
@@ -217,6 +230,7 @@ class StreamRunner:
         L.seed_everything(seed, verbose=False)
         trainer = self.task_trainer()
         data = trainer.load(spec, seed)
+        self.data.enter(index, data)
         search = TaskSearch(cfg, index, self.store.state_dir, writer=self.store.writer)
         if search.enabled and cfg.search.parallel > 1:
             trials, winner = train_trials_in_parallel(trainer, search, spec, task, seed)
@@ -234,6 +248,9 @@ class StreamRunner:
         if winner.failure is None:
             self.learner = winner.learner
         failure = winner.failure or self._end_task(task, winner.module)
+        revisit = None
+        if failure is None and self.revisits.enabled:
+            revisit, failure = self._revisit(trainer, winner, task)
         tally = self.meter.end_task()
         result = TaskResult(
             task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
@@ -245,7 +262,7 @@ class StreamRunner:
             peak_memory_bytes=peak_memory(self.device), data_on_device=winner.loaders["train"].images.device == self.device,
             num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
             error=failure, budget=winner.budget, search=search_record(cfg, trials, winner) if search.enabled else None,
-            extra=self._task_report(task) if failure is None else {})
+            extra={**(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {})})
         line = self._commit(index, result)
         search.clear()
         return line
@@ -260,6 +277,19 @@ class StreamRunner:
         except PluginError as exc:
             return str(exc)
         return None
+
+    def _revisit(self, trainer: TaskTrainer, winner: Trial, task: TaskInfo) -> tuple[dict[str, Any] | None, str | None]:
+        """Score every earlier task with the model as it now is (eval.revisit), charged as evaluation;
+        a learner failing there is recorded on the task's line, as in end_task."""
+        before = self.meter.task.eval
+        try:
+            self.revisits.keep_head(task.index, winner.module)
+            scores = self.revisits.score(task.index, winner.module, self.learner, self.data,
+                                         lambda model, earlier, loader: trainer.evaluate(model, earlier, loader, winner.trainer),
+                                         trainer.device)
+        except PluginError as exc:
+            return None, str(exc)
+        return (None if scores is None else {**scores, "flops": self.meter.task.eval - before}), None
 
     def _task_report(self, task: TaskInfo) -> dict[str, Any]:
         """The learner's own facts about the task, checked to be JSON, as `learner_report`."""
@@ -283,7 +313,7 @@ class StreamRunner:
         # a crash in between leaves the line missing and the previous state in place
         line = result.to_dict()
         self.store.save_task_state(index, {"learner": self._learner_state, "scenario": self.scenario.state_dict(),
-                                           "meter": asdict(self.meter.stream)})
+                                           "meter": asdict(self.meter.stream), "revisit_heads": self.revisits.state_dict()})
         self.store.append(line)
         crash_point(f"after_task:{index}")
         self.store.prune_state(index)

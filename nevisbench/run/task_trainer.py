@@ -37,6 +37,7 @@ from nevisbench.run.callbacks import (
 )
 from nevisbench.run.evaluation import evaluate
 from nevisbench.run.loggers import WandbSink
+from nevisbench.run.learner_data import StreamData
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning
 from nevisbench.run.results import ResultsStore
@@ -85,6 +86,7 @@ class TaskStart:
     feature_dim: int
     start_backbone: torch.nn.Module | None  # the run's starting backbone, when the search space names learner.* keys
     learner_state: dict[str, Any]  # the learner's state after the tasks so far
+    data: StreamData | None = None  # the training examples a learner may draw (context.data)
 
 
 class TaskTrainer:
@@ -226,7 +228,7 @@ class TaskTrainer:
             learner = copy.deepcopy(start.learner)
             learner.context = dataclasses.replace(learner.context, train=cfg.train)
             return learner, start.scenario.start()
-        learner = build_learner(cfg, start.feature_dim, cls=type(start.learner))
+        learner = build_learner(cfg, start.feature_dim, cls=type(start.learner), data=start.data)
         with plugin_hook(self.name, "prepare()"):
             prepared = learner.prepare(clone_module(start.start_backbone))
         if index > 0:
