@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from conftest import run_cli
 
-from nevisbench.sweep.compare import collect, compare_rows
+from nevisbench.analysis import collect, compare_rows
 
 ERRORS = {  # (learner, sparsity, budget) -> error per seed
     ("finetune", None, 1e11): [0.40, 0.44],
@@ -82,14 +82,15 @@ def test_compare_command_prints_and_writes_csv_markdown_and_figure(tmp_path):
 def test_compare_refuses_what_is_not_a_run(tmp_path):
     result = run_cli("compare", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: '{tmp_path}' is not a finished run (no summary.json), a sweep folder "
-                                     "(no jobs.jsonl) or a folder of finished runs")
+    assert result.stderr.strip() == (f"error: '{tmp_path}' holds no finished run: no summary.json in it, in its "
+                                     "sub-folders or in its runs/ folder (pass run folders, sweep folders or folders "
+                                     "of runs)")
     result = run_cli("compare", str(_sweep(tmp_path)), "--out", str(tmp_path / "fig.jpeg"))
     assert result.returncode == 2 and "must end in one of .png, .pdf, .svg" in result.stderr
 
 
 def test_a_searched_configuration_shows_its_compute_with_and_without_search(tmp_path):
-    from nevisbench.analysis.scores import run_point
+    from nevisbench.run.scores import run_point
 
     sweep = tmp_path / "sweep"
     (sweep / "runs").mkdir(parents=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nevisbench.run.callbacks import milestone_fractions
-from nevisbench.analysis.scores import anytime_curve, curve_auc, stream_scores
+from nevisbench.run.scores import anytime_curve, curve_auc, stream_scores
 
 
 def _point(flops: float, error: float) -> dict[str, float]:

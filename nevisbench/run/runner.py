@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from nevisbench.analysis.summary import summarize
+from nevisbench.run.summary import summarize
 from nevisbench.api.learner import Learner, clone_module, detach_derived
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, FlopTally
