@@ -106,21 +106,25 @@ def _log_ticks(ax: Any, values: list[float]) -> None:
 def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours: dict[str, Any]) -> list[float]:
     """Each configuration's curve (mean, band, seeds) and the Pareto front; returns the x values."""
     means, xs = [], []
-    for label, points in sorted(curves(runs, part, axis).items()):
+    drawn = curves(runs, part, axis)
+    seeds: dict[str, list[tuple[float, float]]] = {}
+    for run in runs:
+        xy = _xy(run, part, axis)
+        if xy is not None:
+            seeds.setdefault(run.label, []).append(xy)
+    for label, points in sorted(drawn.items()):
         x, mean, std, _ = zip(*points)
         ax.plot(x, mean, marker="o", markersize=3, linewidth=1.2, color=colours[label], label=label, zorder=3)
         ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=colours[label], alpha=0.2, linewidth=0, zorder=2)
-        means += [(a, b) for a, b in zip(x, mean)]
+        ax.plot(*zip(*seeds[label]), marker=".", markersize=2.5, alpha=0.5, color=colours[label], linestyle="none",
+                zorder=2)
+        means += list(zip(x, mean))
         xs += x
-    seeds = [(run, _xy(run, part, axis)) for run in runs]
-    for run, xy in seeds:
-        if xy is not None:
-            ax.plot(*xy, marker=".", markersize=2.5, alpha=0.5, color=colours[run.label], linestyle="none", zorder=2)
     if part == "all":  # a searched configuration: also at its compute without the search trials (dotted)
         for label, points in sorted(curves(runs, part, axis, bare=True).items()):
             x, mean = [p[0] for p in points], [p[1] for p in points]
-            if any(a != b for a, b in zip(x, (p[0] for p in curves(runs, part, axis)[label]))):
+            if any(a != b[0] for a, b in zip(x, drawn[label])):
                 ax.plot(x, mean, linestyle=":", marker="o", markerfacecolor="none", markersize=3, linewidth=1.0,
                         color=colours[label], label=f"{label}, without search compute", zorder=3)
                 xs += x
