@@ -30,6 +30,7 @@ DPI = 300
 FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
         "legend.fontsize": 8}
 _PARTS = ("all", "objects", "ood")
+_SOLO_BAND = 1.12  # a configuration with one budget: its band spans x / 1.12 .. x * 1.12 (visible on a log axis)
 
 
 def check_figure_path(out: str | Path) -> Path:
@@ -84,20 +85,23 @@ def curves(runs: list[Run], part: str = "all", axis: str | None = None, *, bare:
 
 
 def _log_ticks(ax: Any, values: list[float]) -> None:
-    """A log x axis with at least three labelled ticks, even over a short range."""
+    """A log x axis with at least three labelled ticks, even over a short range: decades, else
+    1-2-5 steps, else evenly spaced round numbers."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
     lo, hi = min(values), max(values)
     lo, hi = (lo / 1.6, hi * 1.6) if lo > 0 else (1e-3, max(hi, 1.0) * 1.6)
     ax.set_xlim(lo, hi)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
     ticks: list[float] = []
-    for subs in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in subs
-                 if lo <= m * 10.0**e <= hi]
+    for subs in ((1,), (1, 2, 5)):
+        ticks = [m * 10.0**e for e in decades for m in subs if lo <= m * 10.0**e <= hi]
         if len(ticks) >= 3:
             break
-    if len(ticks) < 3:
-        ticks = [t for t in MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= t <= hi]
+    for bins in (4, 6, 9):
+        if len(ticks) >= 3:
+            break
+        ticks = [t for t in MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
     ax.xaxis.set_major_locator(FixedLocator(ticks[:: max(1, math.ceil(len(ticks) / 6))]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}".replace("e+0", "e").replace("e+", "e")))
@@ -115,8 +119,10 @@ def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours:
     for label, points in sorted(drawn.items()):
         x, mean, std, _ = zip(*points)
         ax.plot(x, mean, marker="o", markersize=3, linewidth=1.2, color=colours[label], label=label, zorder=3)
-        ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        color=colours[label], alpha=0.2, linewidth=0, zorder=2)
+        band, low, high = list(x), [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
+        if len(x) == 1:  # one budget: the band is a box around the point, not a line
+            band, low, high = [x[0] / _SOLO_BAND, x[0] * _SOLO_BAND], low * 2, high * 2
+        ax.fill_between(band, low, high, color=colours[label], alpha=0.2, linewidth=0, zorder=2)
         ax.plot(*zip(*seeds[label]), marker=".", markersize=2.5, alpha=0.5, color=colours[label], linestyle="none",
                 zorder=2)
         means += list(zip(x, mean))
