@@ -172,3 +172,13 @@ def test_a_folder_whose_every_run_is_unreadable_is_one_error(tmp_path):
     write_run(tmp_path / "runs" / "a", "not json")
     with pytest.raises(Exception, match="None of the 1 run folder"):
         load_runs([tmp_path / "runs"], warn=lambda message: None)
+
+
+def test_an_unfinished_run_among_others_is_warned_of_and_skipped(tmp_path):
+    write_run(tmp_path / "runs" / "done")
+    (tmp_path / "runs" / "running").mkdir()  # no summary.json yet: e.g. runs/* while a run trains
+    warnings: list[str] = []
+    runs = load_runs(sorted((tmp_path / "runs").iterdir()), warn=warnings.append)
+    assert [r.run_dir.name for r in runs] == ["done"]
+    (warning,) = warnings
+    assert warning.startswith(f"skipped '{tmp_path / 'runs' / 'running'}' holds no finished run")

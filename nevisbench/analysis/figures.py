@@ -27,7 +27,7 @@ __all__ = ["FORMATS", "check_figure_path", "save_figure", "pareto_front", "curve
 FORMATS = (".png", ".pdf", ".svg")
 PANEL_INCHES = (3.5, 2.5)  # one column of a two-column paper
 DPI = 300
-FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
+FONT: dict[str, Any] = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
         "legend.fontsize": 8}
 _PARTS = ("all", "objects", "ood")
 _SOLO_BAND = 1.12  # a configuration with one budget: its band spans x / 1.12 .. x * 1.12 (visible on a log axis)
@@ -109,7 +109,8 @@ def _log_ticks(ax: Any, values: list[float]) -> None:
 
 def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours: dict[str, Any]) -> list[float]:
     """Each configuration's curve (mean, band, seeds) and the Pareto front; returns the x values."""
-    means, xs = [], []
+    means: list[tuple[float, float]] = []
+    xs: list[float] = []
     drawn = curves(runs, part, axis)
     seeds: dict[str, list[tuple[float, float]]] = {}
     for run in runs:
@@ -129,11 +130,11 @@ def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours:
         xs += x
     if part == "all":  # a searched configuration: also at its compute without the search trials (dotted)
         for label, points in sorted(curves(runs, part, axis, bare=True).items()):
-            x, mean = [p[0] for p in points], [p[1] for p in points]
-            if any(a != b[0] for a, b in zip(x, drawn[label])):
-                ax.plot(x, mean, linestyle=":", marker="o", markerfacecolor="none", markersize=3, linewidth=1.0,
+            bare_x, bare_mean = [p[0] for p in points], [p[1] for p in points]
+            if any(a != b[0] for a, b in zip(bare_x, drawn[label])):
+                ax.plot(bare_x, bare_mean, linestyle=":", marker="o", markerfacecolor="none", markersize=3, linewidth=1.0,
                         color=colours[label], label=f"{label}, without search compute", zorder=3)
-                xs += x
+                xs += bare_x
     front = pareto_front(means)
     if len(front) >= 2:  # a single point is no front: absent rather than invisible
         fx, fy = zip(*front)
@@ -200,7 +201,7 @@ def compute_figure(runs: list[Run], *, x: str | None = None, anytime: bool = Fal
     colours = {label: palette(i % palette.N) for i, label in enumerate(labels)}
     cols = min(2, len(panels))
     rows = math.ceil(len(panels) / cols)
-    with plt.rc_context(FONT):
+    with plt.rc_context(FONT):  # type: ignore[arg-type]
         fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows),
                                  layout="constrained")
         for ax, (part, group) in zip(axes.flat, panels):

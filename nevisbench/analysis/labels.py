@@ -99,8 +99,8 @@ def label_runs(runs: list[Run], *, warn: Callable[[str], None] | None = None) ->
     """Set each run's `label` (its configuration) and `study` (what it is comparable with); warn
     once per stream whose runs are not all comparable. Returns `runs`."""
     _name_studies(runs, warn or (lambda message: None))
-    others = _varying([r.config for r in runs if r.config])  # a run folder without config.yaml names none
-    others = sorted(k for k in others if not k.startswith(_NOT_A_SETTING) and not k.startswith(_PLACES))
+    differing = _varying([r.config for r in runs if r.config])  # a run folder without config.yaml names none
+    others = sorted(k for k in differing if not k.startswith(_NOT_A_SETTING) and not k.startswith(_PLACES))
     by_learner: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_learner[run.learner].append(run)

@@ -175,11 +175,12 @@ def _task(record: Any, number: int) -> dict[str, Any]:
                "test_error": _number(record.get("test_error"), f"{what}.test_error", high=1.0)}
     if record.get("flops") is not None:  # the compute run_point sums when the summary has no point
         flops = _mapping(record["flops"], f"{what}.flops")
-        checked["flops"] = {"train": _number(flops.get("train"), f"{what}.flops.train"),
-                            "search": _number(flops.get("search", 0.0), f"{what}.flops.search")}
+        compute: dict[str, Any] = {"train": _number(flops.get("train"), f"{what}.flops.train"),
+                                   "search": _number(flops.get("search", 0.0), f"{what}.flops.search")}
         for key in ("executed", "seconds"):
-            checked["flops"][key] = {name: _number(value, f"{what}.flops.{key}.{name}")
-                                     for name, value in _mapping(flops.get(key), f"{what}.flops.{key}").items()}
+            compute[key] = {name: _number(value, f"{what}.flops.{key}.{name}")
+                            for name, value in _mapping(flops.get(key), f"{what}.flops.{key}").items()}
+        checked["flops"] = compute
     return checked
 
 
@@ -285,13 +286,24 @@ def warn_stderr(message: str) -> None:
 
 def load_runs(paths: list[str | Path], *, warn: Callable[[str], None] = warn_stderr) -> list[Run]:
     """The readable finished runs under `paths` (run, sweep or runs folders), each folder once; each
-    unreadable one skipped with one `warn` line. An error if none is left to compare."""
+    unreadable one, and each path without a finished run, skipped with one `warn` line. An error if
+    none is left to compare."""
     if not paths:
         raise ConfigError("No folders given: pass run folders or sweep folders, e.g. sweeps/demo or runs/*")
     folders: dict[Path, Path] = {}  # resolved -> as given
+    missing: list[ConfigError] = []
     for path in paths:
-        for folder in run_dirs(path):
+        try:
+            found = run_dirs(path)
+        except ConfigError as exc:  # e.g. an unfinished run in runs/*: warned of, unless nothing else is left
+            missing.append(exc)
+            continue
+        for folder in found:
             folders.setdefault(folder.resolve(), folder)
+    if not folders:
+        raise missing[0]
+    for error in missing:
+        warn(f"skipped {error}")
     runs = []
     for folder in folders.values():
         try:
