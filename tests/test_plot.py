@@ -200,5 +200,6 @@ def test_plot_refusals_are_one_line(tmp_path):
     proc = run_cli("plot", str(tmp_path / "runs"), "--out", str(tmp_path / "x.png"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [
-        f"warning: skipped {tmp_path / 'runs' / '000' / 'summary.json'}: not a run summary (a JSON list, not an object)",
+        f"warning: skipped {tmp_path / 'runs' / '000' / 'summary.json'} is not a run summary; delete it and resume to "
+        "write it again",
         "error: None of the 1 run folder(s) given could be read (see the warnings above)"]

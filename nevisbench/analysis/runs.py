@@ -1,7 +1,8 @@
 """Reading finished runs: the one reader of a run folder (`summary.json` + `config.yaml`) that
 `compare`, `plot`, the sweep's comparison and the notebook share.
 
-A run folder is read into a `Run`, whose every field is checked: a file that is missing, not
+A run folder is read into a `Run` (summary.json through the run folder's own reader,
+`ResultsStore.read_summary`), whose every field is checked: a file that is missing, not
 UTF-8, not JSON/YAML (or a YAML with a `!!python` tag: read with yaml's safe loader), nested too
 deep, or of the wrong shape (a point without its error, a number written as a string, NaN or
 infinite values, `stream: null`, ...) makes the run unreadable. `load_runs` skips an unreadable
@@ -13,7 +14,6 @@ summary without one gets it from `nevisbench.run.scores.run_point`, the one plac
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from nevisbench.config.keys import flatten
-from nevisbench.errors import ConfigError
+from nevisbench.errors import ConfigError, DataError
 from nevisbench.run.results import ResultsStore
 from nevisbench.run.scores import run_point, sub_streams
 
@@ -96,17 +96,12 @@ def _read_text(path: Path) -> str:
         raise UnreadableRun(f"{path}: cannot be read ({_one_line(exc.strerror or str(exc))})") from None
 
 
-def _load_summary(path: Path) -> dict[str, Any]:
-    text = _read_text(path)
+def _load_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json through the run folder's own reader (`ResultsStore.read_summary`)."""
     try:
-        summary = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UnreadableRun(f"{path}: not JSON ({_one_line(str(exc))})") from None
-    except RecursionError:
-        raise UnreadableRun(f"{path}: nested too deep to be a run summary") from None
-    if not isinstance(summary, dict):
-        raise UnreadableRun(f"{path}: not a run summary (a JSON {type(summary).__name__}, not an object)")
-    return summary
+        return ResultsStore(run_dir, writer=False).read_summary()
+    except DataError as exc:
+        raise UnreadableRun(_one_line(str(exc), 400)) from None
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -230,8 +225,8 @@ def _scores(summary: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[dict,
 
 
 def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
-    if not isinstance(summary.get("tasks"), list):
-        raise UnreadableRun("tasks is missing or not a list")
+    if not isinstance(summary["tasks"], list):  # read_summary made sure it is there
+        raise UnreadableRun("tasks is not a list")
     records = [_task(t, i) for i, t in enumerate(summary["tasks"])]
     tasks = [t for t in records if t["status"] == "ok"]
     seed = summary.get("seed", config.get("seed"))
@@ -255,7 +250,7 @@ def read_run(run_dir: str | Path) -> Run:
     """The finished run in `run_dir`, checked; `UnreadableRun` (naming the file and why) if not."""
     run_dir = Path(run_dir)
     summary_path, config_path = run_dir / ResultsStore.SUMMARY, run_dir / ResultsStore.CONFIG
-    summary = _load_summary(summary_path)
+    summary = _load_summary(run_dir)
     config = _load_config(config_path)
     try:
         return _run(run_dir, summary, config)
