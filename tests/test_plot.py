@@ -203,3 +203,13 @@ def test_plot_refusals_are_one_line(tmp_path):
         f"warning: skipped {tmp_path / 'runs' / '000' / 'summary.json'} is not a run summary; delete it and resume to "
         "write it again",
         "error: None of the 1 run folder(s) given could be read (see the warnings above)"]
+
+
+def test_runs_without_the_chosen_compute_axis_are_left_out_with_one_warning(tmp_path):
+    from nevisbench.analysis import plot_comparison
+
+    runs = collect([_runs(tmp_path / "runs", [{"seed": 0}, {"seed": 1}])])  # their points have no seconds
+    warnings: list[str] = []
+    plot_comparison(runs, tmp_path / "f.png", x="seconds", warn=warnings.append)
+    (warning,) = warnings
+    assert warning.startswith("2 run(s) record no 'seconds' compute") and (tmp_path / "f.png").is_file()

@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 import statistics
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nevisbench.analysis.labels import study_key
-from nevisbench.analysis.runs import AXES, Run
+from nevisbench.analysis.runs import AXES, Run, warn_stderr
 from nevisbench.errors import ConfigError
 
 __all__ = ["FORMATS", "check_figure_path", "save_figure", "pareto_front", "curves", "compute_figure", "plot_comparison"]
@@ -228,7 +229,14 @@ def _legend(fig: Any, axes: Any, cols: int) -> None:
     fig.legend(list(entries.values()), names, loc="outside lower center", ncol=cols, frameon=False)
 
 
-def plot_comparison(runs: list[Run], out: str | Path, *, x: str | None = None, anytime: bool = False) -> Path:
-    """Write the figure of labelled runs to `out` (.png, .pdf or .svg)."""
+def plot_comparison(runs: list[Run], out: str | Path, *, x: str | None = None, anytime: bool = False,
+                    warn: Callable[[str], None] = warn_stderr) -> Path:
+    """Write the figure of labelled runs to `out` (.png, .pdf or .svg); runs whose summary lacks the
+    compute of axis `x` are left out, with one warning."""
     check_figure_path(out)
+    lacking = [r for r in runs if r.x(x) is None]
+    if lacking:
+        axis = x or lacking[0].measure
+        warn(f"{len(lacking)} run(s) record no '{axis}' compute in their point (e.g. {lacking[0].run_dir}): left "
+             "out of the figure")
     return save_figure(compute_figure(runs, x=x, anytime=anytime), out)
