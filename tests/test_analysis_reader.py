@@ -78,6 +78,7 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("flops-infinite", 'Infinity'.join(json.dumps(_set("point.flops", 123.0)).split("123.0")), None, "point.flops is inf"),
     ("error-above-one", _set("point.error", 3.5), None, "point.error is 3.5, not a finite number in [0, 1]"),
     ("flops-negative", _set("point.flops", -1.0), None, "point.flops is -1.0"),
+    ("flops-beyond-any-run", _set("point.flops", 1.7e308), None, "point.flops is 1.7e+308, not a finite number in [0, 1e+30]"),
     ("error-a-bool", _set("point.error", True), None, "point.error is True, not a number"),
     ("deep-json", _DEEP, None, "is damaged (maximum recursion depth"),
     ("empty-summary", "", None, "is damaged (Expecting value"),
@@ -110,6 +111,12 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("config-a-list", None, "- seed\n- 0\n", "a YAML list, not a mapping"),
     ("config-not-yaml", None, "seed: [0\n", "not plain YAML"),
     ("config-deep", None, _DEEP, "config.yaml"),
+    ("huge-integer", '{"learner": ' + "9" * 5000 + "}", None, "not JSON (Exceeds the limit"),
+    ("error-a-huge-integer", _set("point.error", 10**400), None, "point.error is 1000"),
+    ("config-huge-integer", None, "seed: " + "9" * 5000 + "\n", "not a run config (Exceeds the limit"),
+    ("config-alias-bomb", None, "a: &a {x: 1, y: 1, z: 1}\n" + "".join(
+        f"{k}: &{k} {{p: *{j}, q: *{j}, r: *{j}, s: *{j}}}\n" for j, k in zip("abcdefghijklmn", "bcdefghijklmno")),
+     "more than 100000 entries"),
     ("config-steps-a-string", _set("budget.flops_per_task", None), {**good_config(), "train": {"max_steps": "many"}},
      "config train.max_steps is 'many', not a number"),
 ]

@@ -35,6 +35,8 @@ __all__ = ["AXES", "Run", "UnreadableRun", "read_run", "run_dirs", "load_runs", 
 AXES = {"algorithmic": ("flops", "FLOPs, algorithmic"), "executed": ("flops_executed", "FLOPs, executed"),
         "seconds": ("seconds", "wall-clock seconds")}
 _POINT_FIELDS = tuple(f for f, _ in AXES.values())
+MAX_COMPUTE = 1e30  # FLOPs or seconds: beyond any run (and beyond what a log axis can pad without overflow)
+_MAX_CONFIG_ENTRIES = 100_000  # a run's config has a few hundred
 # yaml.safe_load's loader, in C when PyYAML has libyaml (20x faster: 10,000 configs read in seconds)
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -102,6 +104,8 @@ def _load_summary(run_dir: Path) -> dict[str, Any]:
         return ResultsStore(run_dir, writer=False).read_summary()
     except DataError as exc:
         raise UnreadableRun(_one_line(str(exc), 400)) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UnreadableRun(f"{run_dir / ResultsStore.SUMMARY}: not JSON ({_one_line(str(exc), 100)})") from None
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -114,16 +118,38 @@ def _load_config(path: Path) -> dict[str, Any]:
         raise UnreadableRun(f"{path}: not plain YAML ({_one_line(str(exc), 100)})") from None
     except RecursionError:
         raise UnreadableRun(f"{path}: nested too deep to be a run config") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UnreadableRun(f"{path}: not a run config ({_one_line(str(exc), 100)})") from None
     if not isinstance(config, dict):
         raise UnreadableRun(f"{path}: not a run config (a YAML {type(config).__name__}, not a mapping)")
+    if _entries(config) > _MAX_CONFIG_ENTRIES:
+        raise UnreadableRun(f"{path}: more than {_MAX_CONFIG_ENTRIES} entries (YAML aliases expanding?), not a run config")
     return flatten({k: v for k, v in config.items() if k != "learner"})
+
+
+def _entries(node: Any) -> int:
+    """Mapping entries under `node`, counted up to just past the limit (aliases can make a small
+    file expand exponentially: counting stops before walking all of it)."""
+    count, stack = 0, [node]
+    while stack and count <= _MAX_CONFIG_ENTRIES:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _number(value: Any, what: str, *, low: float = 0.0, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UnreadableRun(f"{what} is {_one_line(repr(value), 40)}, not a number")
-    if not (math.isfinite(value) and low <= value <= high):
-        raise UnreadableRun(f"{what} is {value!r}, not a finite number in [{low:g}, {high:g}]")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not (finite and low <= value <= high):
+        raise UnreadableRun(f"{what} is {_one_line(repr(value), 40)}, not a finite number in [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -150,7 +176,7 @@ def _point(given: Any, what: str, tasks: list[dict[str, Any]], error: float | No
     given = _mapping(given, what)
     if search and "error" not in given:
         raise UnreadableRun(f"{what} has no error")
-    point = {k: _number(given[k], f"{what}.{k}") for k in _POINT_FIELDS if given.get(k) is not None}
+    point = {k: _number(given[k], f"{what}.{k}", high=MAX_COMPUTE) for k in _POINT_FIELDS if given.get(k) is not None}
     if "flops" not in point:
         raise UnreadableRun(f"{what} has no flops")
     if "error" in given:
@@ -187,7 +213,7 @@ def _curve(value: Any, what: str) -> list[dict[str, float]]:
     curve = []
     for k, point in enumerate(value):
         point = _mapping(point, f"{what}[{k}]", optional=False)
-        curve.append({key: _number(point[key], f"{what}[{k}].{key}", high=1.0 if key == "mean_error" else math.inf)
+        curve.append({key: _number(point[key], f"{what}[{k}].{key}", high=1.0 if key == "mean_error" else MAX_COMPUTE)
                       for key in (*_POINT_FIELDS, "mean_error") if point.get(key) is not None})
         if not {"flops", "mean_error"} <= curve[-1].keys():
             raise UnreadableRun(f"{what}[{k}] lacks flops or mean_error")
@@ -200,7 +226,7 @@ def _budget(summary: dict[str, Any], config: dict[str, Any]) -> tuple[str, float
     if measure not in ("algorithmic", "executed"):
         raise UnreadableRun(f"budget.measure is {_one_line(repr(measure), 40)}; valid: algorithmic, executed")
     if budget.get("flops_per_task") is not None:
-        return "flops", _number(budget["flops_per_task"], "budget.flops_per_task"), measure
+        return "flops", _number(budget["flops_per_task"], "budget.flops_per_task", high=MAX_COMPUTE), measure
     steps = config.get("train.max_steps")
     return "steps", (_number(steps, "config train.max_steps") if steps is not None else 0.0), measure
 
@@ -258,6 +284,8 @@ def read_run(run_dir: str | Path) -> Run:
         raise UnreadableRun(f"{summary_path}: {exc}") from None
     except RecursionError:
         raise UnreadableRun(f"{summary_path}: nested too deep to be a run summary") from None
+    except (TypeError, KeyError, AttributeError, OverflowError) as exc:  # a shape no check above foresaw
+        raise UnreadableRun(f"{summary_path}: unexpected shape ({type(exc).__name__}: {_one_line(str(exc), 80)})") from None
 
 
 def run_dirs(path: str | Path) -> list[Path]:
