@@ -213,3 +213,15 @@ def test_runs_without_the_chosen_compute_axis_are_left_out_with_one_warning(tmp_
     plot_comparison(runs, tmp_path / "f.png", x="seconds", warn=warnings.append)
     (warning,) = warnings
     assert warning.startswith("2 run(s) record no 'seconds' compute") and (tmp_path / "f.png").is_file()
+
+
+def test_a_figure_of_many_studies_and_configurations_still_fits_a_page(tmp_path):
+    warnings: list[str] = []
+    studies = collect([_runs(tmp_path / "a", [{"tasks": (f"task{i}",)} for i in range(20)])], warn=warnings.append)
+    fig = compute_figure(studies, warn=warnings.append)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 12 and fig.get_size_inches()[1] < 25
+    assert warnings[-1].startswith("the runs make 20 panels")
+    fig = compute_figure(collect([_runs(tmp_path / "b", [{"lr": i / 100} for i in range(40)])]))
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) == 31 and texts[-1] == "... and 10 more (see compare's table)"  # 40 configurations

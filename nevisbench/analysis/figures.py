@@ -28,6 +28,8 @@ __all__ = ["FORMATS", "check_figure_path", "save_figure", "pareto_front", "curve
 FORMATS = (".png", ".pdf", ".svg")
 PANEL_INCHES = (3.5, 2.5)  # one column of a two-column paper
 DPI = 300
+MAX_PANELS = 12  # six rows of two: a page
+MAX_LEGEND = 30  # legend entries
 FONT: dict[str, Any] = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
         "legend.fontsize": 8}
 _PARTS = ("all", "objects", "ood")
@@ -188,15 +190,21 @@ def _panels(runs: list[Run], anytime: bool) -> list[tuple[str, list[Run]]]:
     return panels
 
 
-def compute_figure(runs: list[Run], *, x: str | None = None, anytime: bool = False) -> Any:
+def compute_figure(runs: list[Run], *, x: str | None = None, anytime: bool = False,
+                   warn: Callable[[str], None] = warn_stderr) -> Any:
     """The figure (see the module docstring) of labelled runs; `x`: an AXES key, None for each
-    study's budget measure; `anytime`: add each study's anytime-curve panel."""
+    study's budget measure; `anytime`: add each study's anytime-curve panel. At most MAX_PANELS
+    panels (the rest warned of: a figure has to fit a page)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = _panels(runs, anytime)
+    if len(panels) > MAX_PANELS:
+        warn(f"the runs make {len(panels)} panels (studies x sub-streams); the figure draws the first {MAX_PANELS}: "
+             "pass fewer folders per figure (compare's table lists them all)")
+        panels = panels[:MAX_PANELS]
     labels = sorted({r.label for r in runs})
     palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     colours = {label: palette(i % palette.N) for i, label in enumerate(labels)}
@@ -222,6 +230,12 @@ def _legend(fig: Any, axes: Any, cols: int) -> None:
     for ax in axes.flat:
         for handle, name in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(name, handle)
+    if len(entries) > MAX_LEGEND:  # a legend longer than a page says nothing: the table has them all
+        from matplotlib.lines import Line2D
+
+        more = len(entries) - MAX_LEGEND
+        entries = dict(list(entries.items())[:MAX_LEGEND])
+        entries[f"... and {more} more (see compare's table)"] = Line2D([], [], linestyle="none")
     names = [textwrap.fill(n, 60 if cols == 1 else 55) for n in entries]
     lines = sum(n.count("\n") + 1 for n in names) / cols
     width, height = fig.get_size_inches()
@@ -239,4 +253,4 @@ def plot_comparison(runs: list[Run], out: str | Path, *, x: str | None = None, a
         axis = x or lacking[0].measure
         warn(f"{len(lacking)} run(s) record no '{axis}' compute in their point (e.g. {lacking[0].run_dir}): left "
              "out of the figure")
-    return save_figure(compute_figure(runs, x=x, anytime=anytime), out)
+    return save_figure(compute_figure(runs, x=x, anytime=anytime, warn=warn), out)
