@@ -35,13 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                            "same command again, or `sweep resume=DIR`, finishes an interrupted sweep.")
     sweep.add_argument("overrides", nargs="*", help="e.g. learner=finetune,conv_prune seed=0,1 launcher.jobs=2 "
                        "sweep_dir=sweeps/x, or: status DIR, or: resume=DIR")
-    compare = sub.add_parser("compare", help="mean and std over seeds of finished runs, per configuration and budget",
-                             description="Compare finished runs (run folders, sweep folders or folders of runs): "
-                             "final error (mean, std over seeds) and compute per learner configuration and budget.")
-    compare.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders or folders of runs")
-    compare.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
-    compare.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
-    compare.add_argument("--out", default=None, metavar="FIG", help="error vs compute figure (.png, .pdf, .svg)")
+    _add_analysis_commands(sub)
     lst = sub.add_parser("list", help="list learners, streams, tasks or backbones")
     lst.add_argument("what", choices=LIST_WHAT)
     lst.add_argument("--stream", default="demo", help="stream whose tasks to list (default: demo)")
@@ -51,10 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     flops.add_argument("overrides", nargs="*", help="e.g. learner=finetune backbone.name=resnet50 data.image_size=224")
     flops.add_argument("--num-classes", type=int, default=1000, help="head size (default: 1000)")
     flops.add_argument("--json", action="store_true", help="machine-readable output")
-    plot = sub.add_parser("plot", help="compute-performance curves of finished runs, one figure")
-    plot.add_argument("runs", nargs="+", help="run folders (with summary.json), e.g. runs/*")
-    plot.add_argument("--out", default="compute_performance.png", help="output file (.png, .pdf, .svg)")
-    plot.add_argument("--x", default="algorithmic", choices=("algorithmic", "executed", "seconds"), help="compute axis")
     data = sub.add_parser("data", help="prepare SHORT tasks from their original files; show what is ready",
                           description="Prepare the SHORT tasks' packed cache, or show its status.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{prepare,status}")
@@ -77,6 +67,28 @@ def _parser() -> argparse.ArgumentParser:
     stat.add_argument("--json", action="store_true", help="machine-readable output")
     stat.add_argument("--quick", action="store_true", help="check file sizes only, do not re-hash the files")
     return parser
+
+
+def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    """`compare` and `plot`: the tables and figures of nevisbench.analysis."""
+    compare = sub.add_parser("compare", help="mean and std over seeds of finished runs, per configuration and budget",
+                             description="Compare finished runs (run folders, sweep folders or folders of runs): "
+                             "final error (mean, std over seeds) and compute per learner configuration and budget.")
+    compare.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders or folders of runs")
+    compare.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
+    compare.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
+    compare.add_argument("--out", default=None, metavar="FIG", help="error vs compute figure (.png, .pdf, .svg)")
+    compare.add_argument("--x", default=None, choices=("algorithmic", "executed", "seconds"),
+                         help="compute axis of the figure (default: each run's budget.measure)")
+    plot = sub.add_parser("plot", help="compute-performance curves of finished runs, one figure",
+                          description="The figure of `compare --out` alone: per study, each configuration's mean "
+                          "error over seeds (band: +- std) against compute, through its budgets, and the Pareto front.")
+    plot.add_argument("runs", nargs="+", help="run folders, sweep folders or folders of runs, e.g. runs/*")
+    plot.add_argument("--out", default="compute_performance.png", help="output file (.png, .pdf, .svg)")
+    plot.add_argument("--x", default=None, choices=("algorithmic", "executed", "seconds"),
+                      help="compute axis (default: each run's budget.measure)")
+    plot.add_argument("--anytime", action="store_true", help="add a panel of anytime curves (mean dev error of "
+                      "mid-schedule models vs training compute) per study of transfer runs")
 
 
 def _default_root() -> str:
@@ -220,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return sweep_command(args.overrides, console)
         elif args.command == "compare":
-            from nevisbench.sweep.compare_cli import compare_command
+            from nevisbench.analysis.commands import compare_command
 
             compare_command(args, console)
         elif args.command == "list":
@@ -230,10 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "data":
             _data(args, console)
         elif args.command == "plot":
-            from nevisbench.analysis.plot import plot_runs
+            from nevisbench.analysis.commands import plot_command
 
-            out = plot_runs(args.runs, args.out, x=args.x)
-            console.print(f"Wrote {out}")
+            plot_command(args, console)
     except NevisbenchError as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code

@@ -16,7 +16,8 @@ import torchvision
 from conftest import register_learner, run_cli
 from torch import nn
 
-from nevisbench.analysis.plot import learner_curves
+from nevisbench.analysis.labels import label_runs
+from nevisbench.analysis.runs import _run as read_summary
 from nevisbench.backbones import (
     FAMILIES,
     REGISTRY_TAG,
@@ -27,7 +28,7 @@ from nevisbench.backbones import (
     registry,
 )
 from nevisbench.compute.flops import StepCounter
-from nevisbench.compute.probe import step_flops
+from nevisbench.run.probe import step_flops
 from nevisbench.config import compose
 from nevisbench.errors import ConfigError, PluginError
 from nevisbench.run.backbones import build_backbone, describe_backbone, start_backbone
@@ -318,13 +319,16 @@ def test_a_learner_that_brings_a_network_without_its_feature_dim_is_one_line(mon
 
 
 def test_figures_name_the_backbone_of_each_curve_when_runs_differ():
-    def summary(backbone, error):
-        return {"learner": "finetune", "learner_config": {"name": "finetune"}, "scenario": "transfer", "stream": "demo",
-                "backbone": {"name": backbone}, "tasks": [], "point": {"flops": 1e9, "error": error}}
+    def run(backbone, error):  # a learner that brought its own network: config.yaml still says resnet18
+        task = {"task": "faces", "domain": "face", "status": "ok", "test_error": error, "flops": {"train": 1e9}}
+        summary = {"learner": "finetune", "learner_config": {"name": "finetune"}, "scenario": "transfer", "stream": "demo",
+                   "backbone": {"name": backbone}, "tasks": [task], "point": {"flops": 1e9, "error": error},
+                   "final_mean_error": error}
+        return read_summary(Path(backbone), summary, {"backbone.name": "resnet18", "train.max_steps": 2, "seed": 0})
 
-    curves, _ = learner_curves([summary("mobilenet_v3_small", 0.3), summary("vit_tiny", 0.4)], None)
-    assert curves == {"finetune [mobilenet_v3_small]": [(1e9, 0.3)], "finetune [vit_tiny]": [(1e9, 0.4)]}
-    assert list(learner_curves([summary("vit_tiny", 0.4)], None)[0]) == ["finetune"]
+    runs = label_runs([run("mobilenet_v3_small", 0.3), run("vit_tiny", 0.4)])
+    assert [r.label for r in runs] == ["finetune (backbone.name=mobilenet_v3_small)", "finetune (backbone.name=vit_tiny)"]
+    assert [r.label for r in label_runs([run("vit_tiny", 0.4)])] == ["finetune"]
 
 
 @pytest.mark.slow

@@ -8,10 +8,11 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_cli
 
-from nevisbench.sweep.compare import collect, compare_rows
+from nevisbench.analysis import collect, compare_rows
 
 ERRORS = {  # (learner, sparsity, budget) -> error per seed
     ("finetune", None, 1e11): [0.40, 0.44],
@@ -65,6 +66,7 @@ def test_rows_are_mean_and_std_over_seeds_per_configuration_and_budget(tmp_path)
         assert row.flops_mean == key[2] * 2 * (0.25 if key[1] else 1.0)
 
 
+@pytest.mark.slow  # a subprocess
 def test_compare_command_prints_and_writes_csv_markdown_and_figure(tmp_path):
     sweep = _sweep(tmp_path)
     out = tmp_path / "out"
@@ -79,17 +81,20 @@ def test_compare_command_prints_and_writes_csv_markdown_and_figure(tmp_path):
     assert (out / "fig.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow  # a subprocess
 def test_compare_refuses_what_is_not_a_run(tmp_path):
     result = run_cli("compare", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: '{tmp_path}' is not a finished run (no summary.json), a sweep folder "
-                                     "(no jobs.jsonl) or a folder of finished runs")
+    assert result.stderr.strip() == (f"error: '{tmp_path}' holds no finished run: no summary.json in it, in its "
+                                     "sub-folders or in its runs/ folder (pass run folders, sweep folders or folders "
+                                     "of runs)")
     result = run_cli("compare", str(_sweep(tmp_path)), "--out", str(tmp_path / "fig.jpeg"))
     assert result.returncode == 2 and "must end in one of .png, .pdf, .svg" in result.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_searched_configuration_shows_its_compute_with_and_without_search(tmp_path):
-    from nevisbench.analysis.scores import run_point
+    from nevisbench.run.scores import run_point
 
     sweep = tmp_path / "sweep"
     (sweep / "runs").mkdir(parents=True)

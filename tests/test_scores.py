@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nevisbench.run.callbacks import milestone_fractions
-from nevisbench.analysis.scores import anytime_curve, curve_auc, stream_scores
+from nevisbench.run.scores import anytime_curve, auc_range, chance_error, curve_auc, stream_scores
 
 
 def _point(flops: float, error: float) -> dict[str, float]:
@@ -13,17 +13,38 @@ def _point(flops: float, error: float) -> dict[str, float]:
 
 
 def test_auc_of_a_hand_made_curve():
-    # log10 range [0, 4]: error 1.0 on [0, 1) (no model yet), then 0.6 -> 0.2 linearly on [1, 3], 0.2 on [3, 4]
+    # log10 range [0, 4], but the run ends at 1e3: the AUC covers [0, 3], nothing held flat after it.
+    # Error is chance on [0, 1) (no model yet), then 0.6 -> 0.2 linearly on [1, 3]
     curve = [_point(10, 0.6), _point(1000, 0.2)]
-    expected = (1 * 1.0 + 2 * (0.6 + 0.2) / 2 + 1 * 0.2) / 4
-    assert curve_auc(curve, 1, 1e4) == pytest.approx(expected)
+    assert curve_auc(curve, 1, 1e4) == pytest.approx((1 * 1.0 + 2 * (0.6 + 0.2) / 2) / 3)
+    assert curve_auc(curve, 1, 1e4, chance=0.9) == pytest.approx((1 * 0.9 + 2 * (0.6 + 0.2) / 2) / 3)
+    assert auc_range(curve, 1, 1e4) == [1, 1000]
 
 
 def test_auc_clips_the_curve_to_the_range():
     curve = [_point(1, 0.8), _point(100, 0.4), _point(1e6, 0.4)]
     # range [10, 1000]: interpolated 0.6 at 10 -> 0.4 at 100, then 0.4
     assert curve_auc(curve, 10, 1000) == pytest.approx(((0.6 + 0.4) / 2 + 0.4) / 2)
+    assert auc_range(curve, 10, 1000) == [10, 1000]
     assert curve_auc([], 1, 10) is None
+    assert curve_auc([_point(1, 0.5)], 10, 100) is None  # the run ended before the range starts
+
+
+def test_chance_is_one_minus_one_over_classes_and_one_for_multi_label():
+    tasks = [{"num_classes": 10, "metric": "top1_error"}, {"num_classes": 2, "metric": "top1_error"},
+             {"num_classes": 5, "metric": "1-mAP"}]
+    assert chance_error(tasks) == pytest.approx((0.9 + 0.5 + 1.0) / 3)
+    scores = stream_scores([{**_task("ocr", [0.4], [100], 0.3), "num_classes": 4, "metric": "top1_error"}],
+                           auc_min_flops=10, auc_max_flops=1e4)
+    assert scores["auc"] == pytest.approx((1 * 0.75 + 0) / 1)  # chance 0.75 on [10, 100], where the run ends
+    assert scores["auc_range"] == [10, 100]
+
+
+def test_milestones_at_the_same_compute_are_merged():
+    tasks = [_task("object", [0.9, 0.5, 0.3], [1, 1, 100], 0.25), _task("ocr", [0.7, 0.3, 0.1], [2, 2, 200], 0.05)]
+    curve = anytime_curve(tasks)
+    assert [p["flops"] for p in curve] == [3, 300]
+    assert [p["mean_error"] for p in curve] == pytest.approx([(0.8 + 0.4) / 2, 0.2])
 
 
 def _task(domain: str, errors: list[float], flops: list[float], test_error: float) -> dict:

@@ -14,7 +14,7 @@ from typing import Any
 from conftest import run_cli
 from wandb_records import read_run, records
 
-from nevisbench.sweep.compare import COLUMNS
+from nevisbench.analysis import COLUMNS
 
 # 2 configurations x 2 budgets (steps per task), one seed: four tiny runs, two at a time.
 WANDB_SWEEP = ["learner=finetune,ft_head", "train.max_steps=1,2", "stream.tasks=[digits]", "data.image_size=16",

@@ -192,7 +192,7 @@ class ResultsStore:
         path = self.run_dir / self.SUMMARY
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise DataError(f"{path} is damaged ({exc}); delete it and resume to write it again") from None
         if not isinstance(summary, dict) or "tasks" not in summary:
             raise DataError(f"{path} is not a run summary; delete it and resume to write it again")

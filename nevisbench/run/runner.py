@@ -20,11 +20,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from nevisbench.analysis.summary import summarize
 from nevisbench.api.learner import clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
+from nevisbench.run.summary import summarize
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from nevisbench.errors import ConfigError, NevisbenchError
 from nevisbench.run.results import atomic_write_text
-from nevisbench.sweep.compare import collect, compare_rows, plot_comparison, render_table, to_csv, to_markdown
+from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
 from nevisbench.sweep.launchers import check_job_devices, engine_states, engine_warning, launch, load_launcher
@@ -158,7 +158,7 @@ def write_comparison(folder: SweepFolder, console: Console) -> list[Any]:
     and a `wandb.Table` in the sweep's W&B group when its runs log to W&B."""
     points = collect([folder.path])
     rows = compare_rows(points)
-    console.print(render_table(rows, title=f"sweep {folder.name}"))
+    print_table(console, render_table(rows, title=f"sweep {folder.name}"))
     atomic_write_text(folder.path / "comparison.csv", to_csv(rows))
     atomic_write_text(folder.path / "comparison.md", to_markdown(rows))
     figure = plot_comparison(points, folder.path / "comparison.png")
@@ -174,7 +174,7 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
     Like every tracker in nevisbench, a failure warns and never fails the sweep."""
     import os
 
-    from nevisbench.sweep.compare import COLUMNS
+    from nevisbench.analysis import COLUMNS
 
     try:
         import wandb

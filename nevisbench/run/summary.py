@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nevisbench.analysis.scores import stream_scores
+from nevisbench.run.scores import stream_scores
 
 __all__ = ["summarize"]
 

@@ -8,9 +8,13 @@
   tasks (1 - mAP), and combined; on `test`, and on `dev_test` where every task has it.
 - **The anytime curve** (transfer scenario only): point k is the k-th milestone of every task (the
   same fraction of each task's planned compute), x = training compute summed over tasks, y = mean
-  dev error. It shows mid-schedule models, not models trained for that compute, so it is a
-  secondary view. Its AUC is the mean error over [min_flops, max_flops] on a log10 axis: 1.0 before
-  the first point, linear in log10(compute) between points, the last point's error after it.
+  dev error (milestones that land on the same compute are merged into one point). It shows
+  mid-schedule models, not models trained for that compute, and its x is training compute only
+  (no search), so it is a secondary view. Its AUC is the mean error on a log10 axis over
+  [auc_min_flops, the smaller of auc_max_flops and the run's last point] (`auc_range` states the
+  range used: the last error is never held flat past the run's own compute): chance before the
+  first point (the tasks' mean of 1 - 1/classes; 1.0 for a multi-label task), linear in
+  log10(compute) between points.
   In the continual scenario task t starts from task t-1 trained to the end, so milestones of
   different tasks are not comparable states: no averaged anytime curve and no AUC are given.
 """
@@ -22,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CURVE_KEYS", "anytime_curve", "curve_auc", "run_point", "sub_streams", "stream_scores"]
+__all__ = ["CURVE_KEYS", "anytime_curve", "auc_range", "chance_error", "curve_auc", "run_point", "sub_streams",
+           "stream_scores"]
 
 # anytime curve point field -> the per-milestone record field it sums
 CURVE_KEYS = {"flops": "train_flops", "flops_executed": "train_flops_executed", "seconds": "train_seconds"}
@@ -30,7 +35,8 @@ MULTI_LABEL_METRIC = "1-mAP"
 
 
 def anytime_curve(tasks: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Mean dev error over tasks at matching milestones; compute summed over tasks."""
+    """Mean dev error over tasks at matching milestones; compute summed over tasks; milestones at
+    the same compute merged (their mean error)."""
     records = [t.get("anytime") or [] for t in tasks]
     if not records or not all(records):
         return []
@@ -43,22 +49,54 @@ def anytime_curve(tasks: list[dict[str, Any]]) -> list[dict[str, float]]:
     for key in CURVE_KEYS:  # guard: compute never decreases along the curve
         for a, b in zip(curve, curve[1:]):
             b[key] = max(b[key], a[key])
-    return curve
+    return _merge_repeats(curve)
 
 
-def curve_auc(curve: list[dict[str, float]], lo: float, hi: float, *, x: str = "flops") -> float | None:
-    """Normalised area under error vs log10(x) over [lo, hi] (see module docstring)."""
+def _merge_repeats(curve: list[dict[str, float]]) -> list[dict[str, float]]:
+    """One point per compute: consecutive points at the same FLOPs become their mean error."""
+    merged: list[list[dict[str, float]]] = []
+    for point in curve:
+        if merged and merged[-1][0]["flops"] == point["flops"]:
+            merged[-1].append(point)
+        else:
+            merged.append([point])
+    return [{**group[-1], "mean_error": float(np.mean([p["mean_error"] for p in group]))} for group in merged]
+
+
+def chance_error(tasks: list[dict[str, Any]]) -> float:
+    """The mean error of a chance predictor over the tasks: 1 - 1/classes for a single-label task,
+    1.0 for a multi-label task or one whose class count is not recorded."""
+    def chance(task: dict[str, Any]) -> float:
+        classes = task.get("num_classes")
+        if task.get("metric") == MULTI_LABEL_METRIC or not isinstance(classes, int) or classes < 1:
+            return 1.0
+        return 1.0 - 1.0 / classes
+    return float(np.mean([chance(t) for t in tasks])) if tasks else 1.0
+
+
+def auc_range(curve: list[dict[str, float]], lo: float, hi: float, *, x: str = "flops") -> list[float] | None:
+    """The range the AUC covers: [lo, min(hi, the curve's last compute)], None if empty."""
     if not curve or not (0 < lo < hi):
+        return None
+    end = min(hi, curve[-1][x])
+    return [lo, end] if end > lo else None
+
+
+def curve_auc(curve: list[dict[str, float]], lo: float, hi: float, *, x: str = "flops",
+              chance: float = 1.0) -> float | None:
+    """Normalised area under error vs log10(x) over `auc_range` (see the module docstring)."""
+    covered = auc_range(curve, lo, hi, x=x)
+    if covered is None:
         return None
     xs = np.log10(np.maximum([p[x] for p in curve], 1e-300))
     ys = np.array([p["mean_error"] for p in curve])
-    a, b = math.log10(lo), math.log10(hi)
+    a, b = math.log10(covered[0]), math.log10(covered[1])
 
     def right_limit(u: float) -> float:
-        return 1.0 if u < xs[0] else float(np.interp(u, xs, ys))
+        return chance if u < xs[0] else float(np.interp(u, xs, ys))
 
     def left_limit(u: float) -> float:
-        return 1.0 if u <= xs[0] else float(np.interp(u, xs, ys))
+        return chance if u <= xs[0] else float(np.interp(u, xs, ys))
 
     knots = sorted({a, b, *(float(v) for v in xs if a < v < b)})
     area = sum((u1 - u0) * (right_limit(u0) + left_limit(u1)) / 2 for u0, u1 in zip(knots, knots[1:]))
@@ -103,26 +141,25 @@ def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, co
         "final_mean_error": final,  # combined: every task's test error (top-1 or 1 - mAP)
         "final_mean_top1_error": _mean(single),
         "final_mean_map_error": _mean(multi),  # 1 - mAP, multi-label tasks
-        "dev_test_mean_error": _mean(dev_test) if dev_test and None not in dev_test else None,
+        "dev_test_mean_error": _mean([float(v) for v in dev_test if v is not None]) if None not in dev_test else None,
         "point": run_point(tasks, final, count_search=count_search),
         "point_without_search": run_point(tasks, final, count_search=False),  # the compute of training only
     }
     if scenario != "continual":
         curve = anytime_curve(tasks)
         scores["anytime_curve"] = curve
-        scores["auc"] = curve_auc(curve, lo, hi)
+        scores["auc"] = curve_auc(curve, lo, hi, chance=chance_error(tasks))
+        scores["auc_range"] = auc_range(curve, lo, hi)  # where the run's curve ends, if before hi
     return scores
 
 
 def stream_scores(tasks: list[dict[str, Any]], *, auc_min_flops: float, auc_max_flops: float,
                   scenario: str = "transfer", count_search: bool = True) -> dict[str, Any]:
     """The scores of a summary: the point (its x with the search's compute unless `count_search`
-    is false) and the point without search, the final means, the anytime curve (transfer only),
-    `auc_range`, and the same per sub-stream (`objects` / `ood`)."""
+    is false) and the point without search, the final means, the anytime curve, its AUC and the
+    range the AUC covers (`auc_range`; transfer only), and the same per sub-stream (`objects` / `ood`)."""
     scores = _scores(tasks, scenario, auc_min_flops, auc_max_flops, count_search)
     scores.pop("num_tasks")
-    if scenario != "continual":
-        scores["auc_range"] = [auc_min_flops, auc_max_flops]
     scores["sub_streams"] = {name: _scores(group, scenario, auc_min_flops, auc_max_flops, count_search)
                              for name, group in sub_streams(tasks).items()}
     return scores

@@ -1,0 +1,138 @@
+"""`nevisbench compare`'s table: one row per study, configuration and budget.
+
+Seeds are the repeats: each row gives the mean and the sample standard deviation (n - 1) of the
+final error over them, and the mean compute. Runs are read by `runs.load_runs` and named by
+`labels.label_runs` (the same reader and labeller as `plot`); rows of different studies (task
+sets, budgets kinds, measures) are never merged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.measure import Measurement
+
+from nevisbench.analysis.labels import collect, study_key
+from nevisbench.analysis.runs import Run
+from nevisbench.run.report import format_flops
+
+__all__ = ["Row", "collect", "compare_rows", "print_table", "render_table", "to_csv", "to_markdown", "COLUMNS"]
+
+_SCENARIOS = ("transfer", "continual")
+
+
+@dataclass
+class Row:
+    configuration: str
+    scenario: str
+    stream: str  # the study: the stream, and its task set when runs of the stream differ in it
+    budget: str
+    seeds: int
+    error_mean: float
+    error_std: float | None  # None with one seed
+    flops_mean: float
+    measure: str
+    budget_value: float = 0.0
+    points: list[Run] = field(default_factory=list, repr=False)
+    flops_without_search_mean: float = 0.0  # the same runs' compute without their search trials
+
+
+COLUMNS = ("configuration", "scenario", "stream", "budget", "seeds", "error_mean", "error_std", "flops_mean", "measure",
+           "flops_without_search_mean")
+
+
+def _row(group: list[Run]) -> Row:
+    first = group[0]
+    errors = [r.error for r in group]
+    flops = [r.x() or 0.0 for r in group]
+    bare = [r.point_without_search.get("flops" if r.measure == "algorithmic" else "flops_executed", x)
+            for r, x in zip(group, flops)]
+    return Row(first.label, first.scenario, first.study, first.budget, len(group), statistics.fmean(errors),
+               statistics.stdev(errors) if len(errors) > 1 else None, statistics.fmean(flops), first.measure,
+               first.budget_value, group, statistics.fmean(bare))
+
+
+def compare_rows(runs: list[Run]) -> list[Row]:
+    """One row per (study, configuration, budget): its seeds' mean and std."""
+    groups: dict[tuple[Any, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((study_key(run), run.label, run.budget_kind, run.budget_value), []).append(run)
+    rows = [_row(group) for group in groups.values()]
+    order = {s: i for i, s in enumerate(_SCENARIOS)}
+    rows.sort(key=lambda r: (r.stream, order.get(r.scenario, 9), r.scenario, r.configuration, r.budget_value,
+                             r.flops_mean))
+    return rows
+
+
+def _numeric(header: str) -> bool:
+    return header != "compute measure" and header.startswith(("seeds", "error", "compute"))
+
+
+def _searched(rows: list[Row]) -> bool:
+    """Whether any row's compute includes search trials (else the tables skip the column of compute
+    without search, which would repeat the compute; the CSV always has it)."""
+    return any(r.flops_without_search_mean != r.flops_mean for r in rows)
+
+
+def _cells(row: Row) -> list[str]:
+    std = "-" if row.error_std is None else f"{row.error_std:.4f}"
+    return [row.configuration, row.scenario, row.stream, row.budget, str(row.seeds), f"{row.error_mean:.4f}", std,
+            format_flops(row.flops_mean), row.measure, format_flops(row.flops_without_search_mean)]
+
+
+_HEADERS = ("configuration", "scenario", "stream", "budget", "seeds", "error (mean)", "error (std)", "compute (mean)",
+            "compute measure", "compute without search (mean)")
+
+
+def print_table(console: Console, table: Any) -> None:
+    """Print a table that keeps its columns on a pipe or in a log: not a terminal, the console
+    takes the width the table needs instead of the 80 columns rich assumes there (which folded
+    "finetune" into "finetu / ne")."""
+    needed = Measurement.get(console, console.options.update(width=100_000), table).maximum
+    if console.is_terminal or needed <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = needed
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
+def render_table(rows: list[Row], title: str = "comparison") -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{title}: final mean error over seeds vs counted compute (training + search)",
+                  title_justify="left")
+    shown = len(_HEADERS) if _searched(rows) else len(_HEADERS) - 1
+    for header in _HEADERS[:shown]:
+        table.add_column(header, justify="right" if _numeric(header) else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*_cells(row)[:shown])
+    return table
+
+
+def to_csv(rows: list[Row]) -> str:
+    """Machine-readable: full-precision numbers, empty error_std with one seed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([r.configuration, r.scenario, r.stream, r.budget, r.seeds, repr(r.error_mean),
+                         "" if r.error_std is None else repr(r.error_std), repr(r.flops_mean), r.measure,
+                         repr(r.flops_without_search_mean)])
+    return buffer.getvalue()
+
+
+def to_markdown(rows: list[Row]) -> str:
+    headers = _HEADERS if _searched(rows) else _HEADERS[:-1]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if _numeric(h) else "---" for h in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)[:len(headers)]) + " |")
+    return "\n".join(lines) + "\n"
