@@ -267,13 +267,17 @@ def fetch(source: SourceFile, folder: Path, *, url: str | None = None, verify: b
                 os.fsync(out.fileno())
             if total is not None and done < total:
                 raise DataError(f"download of {url} ended early ({done} of {total} bytes); run the same command again to resume")
-    if verify:
-        problem = verify_file(part, source)
-        if problem:
-            bad = part.with_name(source.name + ".corrupt")
-            os.replace(part, bad)
-            raise DataError(f"checksum mismatch for {url}: {problem}. The file was moved to {bad}; "
-                            "delete it and retry, or fetch it from another mirror")
+    return _verified(part, target, source, url, verify=verify)
+
+
+def _verified(part: Path, target: Path, source: SourceFile, url: str, *, verify: bool) -> Path:
+    """Move a finished download into place, after checking it (a mismatch is moved aside, named)."""
+    problem = verify_file(part, source) if verify else None
+    if problem:
+        bad = part.with_name(source.name + ".corrupt")
+        os.replace(part, bad)
+        raise DataError(f"checksum mismatch for {url}: {problem}. The file was moved to {bad}; "
+                        "delete it and retry, or fetch it from another mirror")
     os.replace(part, target)
     return target
 
