@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "BACKBONES", "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
-    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "ProtocolConfig", "SearchConfig", "RootConfig", "root_schema",
+    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "ProtocolConfig", "SearchConfig", "MeterConfig", "RootConfig", "root_schema",
 ]
 
 # Names of torchvision's ResNet family that the harness builds backbones from.
@@ -123,6 +123,14 @@ class SearchConfig:
 
 
 @dataclass
+class MeterConfig:
+    """The FLOP meter's policy (docs/flop-meter.md)."""
+
+    count: str = "auto"  # auto | every_step | cached (auto: every step for third-party plugins)
+    audit_every: int = 32  # cached: a step whose cost is cached is counted again every N-th step
+
+
+@dataclass
 class RootConfig:
     learner: Any = MISSING  # typed by the chosen learner's own Config dataclass
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -134,6 +142,7 @@ class RootConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    meter: MeterConfig = field(default_factory=MeterConfig)
     scenario: str = MISSING
     seed: int = MISSING
     out_dir: str = MISSING

@@ -24,7 +24,7 @@ from rich.console import Console
 from nevisbench.analysis.summary import summarize
 from nevisbench.api.learner import Learner, clone_module, detach_derived
 from nevisbench.api.types import TaskInfo
-from nevisbench.compute.flops import FlopMeter, FlopTally
+from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.registry import get_learner_class
@@ -176,7 +176,7 @@ class StreamRunner:
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(backbone)
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
-        self.meter = FlopMeter()
+        self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1])
         self.precision = resolve_precision(cfg)
         self.device = training_device(cfg)
         self.sink = make_sink(cfg, store.run_dir, store.run_dir.name, console) if store.writer else None
@@ -344,7 +344,7 @@ class StreamRunner:
         self.name = self.cfg.learner.name
         self.learner, self.scenario, self.feature_dim = kit["learner"], kit["scenario"], kit["feature_dim"]
         self._start_backbone, self._learner_state = kit["start_backbone"], kit["learner_state"]
-        self.meter = FlopMeter()
+        self.meter = FlopMeter(audit_every=meter_options(self.cfg.get("meter"), type(self.learner))[1])
         self.precision = resolve_precision(self.cfg)
         self.device = training_device(self.cfg)
         self.sink = None
