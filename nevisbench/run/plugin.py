@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.api.learner import Learner, LearnerContext
-from nevisbench.compute.flops import arm_threads, counting_outside
+from nevisbench.compute.flops import arm_threads, counting_outside, take_pending
 from nevisbench.errors import NevisbenchError, PluginError, TaskFailed
 from nevisbench.registry import get_learner_class, is_builtin
 
@@ -43,6 +43,8 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
 def build_learner(cfg: DictConfig, feature_dim: int, cls: type | None = None) -> Learner:
     """The configured learner, built from its config and the run-level context (`cls`: the class
     already loaded, e.g. in a search worker, which has no view of a test's registered plugins)."""
+    if cls is None:  # a run's first learner: work counted outside an earlier run is not this run's
+        take_pending()
     cls = cls or get_learner_class(cfg.learner.name)
     arm_threads()  # before the plugin's code runs: any thread it starts is counted
     context = LearnerContext(scenario=cfg.scenario, seed=cfg.seed, image_size=cfg.data.image_size,
