@@ -360,3 +360,13 @@ class PersistentThreadLearner(Learner):
 
     def state_dict(self):
         return {}
+
+
+class _TrainsWhenSwitched(TaskModule):
+    def train(self, mode: bool = True):
+        if not mode and getattr(self, "_trainer", None) is not None and not self.trainer.training:
+            _passes(self)  # switched to eval for the harness's evaluation: train again, as the task's steps did
+        return super().train(mode)
+
+
+EvalSwitchLearner = _plugin(_TrainsWhenSwitched)

@@ -212,15 +212,15 @@ def honest_line(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("trick", [
     "ThreadLearner", "ConfigureOptimizersLearner", "OnTrainEndLearner", "OnFitEndLearner", "EndTaskLearner",
     # of our own invention
-    "TeardownLearner", "StateDictLearner", "PersistentThreadLearner",
+    "TeardownLearner", "StateDictLearner", "PersistentThreadLearner", "EvalSwitchLearner",
 ])
 def test_an_extra_pass_per_step_hidden_outside_the_step_is_charged(monkeypatch, tmp_path, honest_line, trick):
     line = _task_line(monkeypatch, tmp_path, trick)
-    assert cheating_learners.DONE["extra"] == STEPS  # the trick really did one extra pass per step
+    extra = cheating_learners.DONE["extra"]
+    assert extra >= STEPS  # the trick really did (at least) one extra pass per step
     honest = honest_line["flops"]["executed"]
-    per_pass = (honest["train_forward"] + honest["train_backward"]) / STEPS
     charged = line["flops"]["executed"]["train"] / honest["train"]
-    done = 1 + STEPS * per_pass / honest["train"]  # an extra pass costs what a finetuning step does
+    done = 1 + extra / STEPS  # an extra pass costs what a finetuning step does
     assert charged == pytest.approx(done, rel=0.02), f"{trick}: charged {charged:.2f}x, did {done:.2f}x"
 
 
