@@ -315,3 +315,22 @@ def test_a_plugin_with_a_method_the_api_does_not_call_is_refused_in_one_line(mon
     with pytest.raises(PluginError) as info:
         get_learner_class("old")
     assert str(info.value).startswith("Learner plugin 'old'") and "\n" not in str(info.value)
+
+
+def test_counters_nest_without_charging_an_op_twice_and_a_learners_own_counter_hides_nothing():
+    from nevisbench.compute.flops import counting_outside, take_pending
+
+    take_pending()
+    model, x = nn.Linear(8, 8), torch.randn(2, 8)
+    one = 2 * 2 * 8 * 8
+    with StepCounter(nn.Module(), charging=True, threads=True) as window:
+        with counting_outside():  # inside a training window the window counts
+            model(x)
+        with StepCounter(model) as own:  # a learner's own counter
+            model(x)
+    assert (window.totals().forward, own.totals().forward, take_pending().forward) == (2 * one, one, 0)
+    with counting_outside():
+        with StepCounter(model, charging=True) as evaluation:  # a harness window inside: it counts
+            model(x)
+        model(x)
+    assert (evaluation.totals().forward, take_pending().forward) == (one, one)

@@ -272,9 +272,12 @@ def take_pending() -> StepFlops:
 @contextmanager
 def counting_outside() -> Iterator[None]:
     """Count the ops inside (e.g. a plugin hook the runner calls between tasks) as pending work,
-    except those a charging counter entered inside counts itself."""
-    counter = StepCounter(None, sink=_to_target_or_pending)
-    with counter:
+    except those a charging counter entered inside counts itself. Inside a charging counter (a
+    training window) this counts nothing: the window does."""
+    if _stack():
+        yield
+        return
+    with StepCounter(None, sink=_to_target_or_pending):
         yield
 
 
