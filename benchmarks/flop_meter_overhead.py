@@ -7,6 +7,7 @@ ratios and run times is printed too, since run-to-run noise on a shared 2-core m
 
     python benchmarks/flop_meter_overhead.py            # ResNet18, 32x32, batch 16, 200 steps, 6 pairs
     python benchmarks/flop_meter_overhead.py --tiny     # seconds; used by the tests so it cannot rot
+    python benchmarks/flop_meter_overhead.py --audit-every 1   # meter.count=every_step (third-party plugins)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
 
 
-def _fit(*, with_meter: bool, steps: int, model: str, image_size: int, batch_size: int) -> tuple[float, FlopMeter]:
+def _fit(*, with_meter: bool, steps: int, model: str, image_size: int, batch_size: int,
+         audit_every: int = 32) -> tuple[float, FlopMeter]:
     L.seed_everything(0, verbose=False)
     backbone = torchvision.models.get_model(model)
     width = backbone.fc.in_features
@@ -39,7 +41,7 @@ def _fit(*, with_meter: bool, steps: int, model: str, image_size: int, batch_siz
     n = batch_size * 4
     data = Split(torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8), torch.arange(n) % 10)
     loader = BatchLoader(data, batch_size=batch_size, image_size=image_size, train=True, augment=False)
-    meter = FlopMeter()
+    meter = FlopMeter(audit_every=audit_every)
     meter.start_task()
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=steps, max_epochs=-1, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
@@ -56,13 +58,15 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--audit-every", type=int, default=32, help="1: count every step (meter.count=every_step)")
     parser.add_argument("--tiny", action="store_true", help="3 steps, 1 pair, 16px: a smoke test")
     args = parser.parse_args()
     if args.tiny:
         args.steps, args.pairs, args.image_size, args.batch_size = 3, 1, 16, 4
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
-    settings = dict(steps=args.steps, model=args.model, image_size=args.image_size, batch_size=args.batch_size)
+    settings = dict(steps=args.steps, model=args.model, image_size=args.image_size, batch_size=args.batch_size,
+                    audit_every=args.audit_every)
     _fit(with_meter=True, **{**settings, "steps": 2})  # warm-up (allocator, kernels)
     ratios, with_times, without_times = [], [], []
     for pair in range(args.pairs):

@@ -8,7 +8,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from nevisbench.errors import PluginError, choice_error
 
-__all__ = ["ENTRY_POINT_GROUP", "learner_names", "get_learner_class"]
+__all__ = ["ENTRY_POINT_GROUP", "learner_names", "get_learner_class", "is_builtin"]
 
 ENTRY_POINT_GROUP = "nevisbench.learners"
 
@@ -26,13 +26,19 @@ def _entry_points() -> dict[str, EntryPoint]:
     return found
 
 
+def is_builtin(name: str) -> bool:
+    """Whether `name` is one of the learners nevisbench ships (its entry point is in nevisbench)."""
+    ep = _entry_points().get(name)
+    return ep is not None and ep.value.startswith("nevisbench.")
+
+
 def learner_names() -> list[str]:
     return sorted(_entry_points())
 
 
 def get_learner_class(name: str) -> type:
     """Load the learner class registered as `name`, checking it honours the learner API."""
-    from nevisbench.api.learner import Learner, LearnerConfig
+    from nevisbench.api.learner import Learner, LearnerConfig, check_api
 
     eps = _entry_points()
     if name not in eps:
@@ -49,4 +55,7 @@ def get_learner_class(name: str) -> type:
         raise PluginError(
             f"Learner plugin '{name}': its Config must be a dataclass subclassing nevisbench.LearnerConfig"
         )
+    problem = check_api(cls)
+    if problem is not None:
+        raise PluginError(f"Learner plugin '{name}' ({eps[name].value}) {problem}")
     return cls

@@ -184,3 +184,189 @@ class RankHiddenEvalLearner(Learner):
     def begin_task(self, task, backbone):
         return _HiddenOnOtherRanks(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task,
                                    train=self.context.train)
+
+
+# -- tricks that do one extra training pass per step where the meter might not look -------------------
+# Each runs the extra work (forward + backward of the whole model) on the batch, or on a random batch of
+# the TINY run's shape (16 images of 16 px) where no batch is at hand. `DONE` counts the extra passes
+# every trick really ran, so a test can compare what was charged with what was done.
+DONE = {"extra": 0}
+_SHAPE = (16, 3, 16, 16)
+
+
+def _extra_pass(module: TaskModule, x: torch.Tensor | None = None) -> None:
+    x = torch.rand(_SHAPE) if x is None else x
+    with torch.enable_grad():
+        module.head(module.backbone(x)).sum().backward()
+    module.zero_grad(set_to_none=True)
+    DONE["extra"] += 1
+
+
+def _passes(module: TaskModule) -> None:
+    for _ in range(int(module.train_cfg.max_steps)):
+        _extra_pass(module)
+
+
+def _plugin(module_cls: type) -> type:
+    class _Learner(Learner):
+        Config = _Config
+
+        def begin_task(self, task, backbone):
+            return module_cls(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
+
+    _Learner.__name__ = _Learner.__qualname__ = module_cls.__name__.lstrip("_") + "Learner"
+    return _Learner
+
+
+class _Honest(TaskModule):
+    """Plain finetuning, as a third-party plugin (the reference of every trick)."""
+
+
+class _InAThread(TaskModule):
+    def training_step(self, batch, batch_idx):
+        import threading
+
+        worker = threading.Thread(target=_extra_pass, args=(self, batch[0]))
+        worker.start()
+        worker.join()
+        return super().training_step(batch, batch_idx)
+
+
+class _InConfigureOptimizers(TaskModule):
+    def configure_optimizers(self):
+        _passes(self)
+        return super().configure_optimizers()
+
+
+class _OnTrainEnd(TaskModule):
+    def on_train_end(self) -> None:
+        _passes(self)
+
+
+class _OnFitEnd(TaskModule):
+    def on_fit_end(self) -> None:
+        _passes(self)
+
+
+class _InTeardown(TaskModule):
+    def teardown(self, stage: str) -> None:
+        _passes(self)
+
+
+class _WhenUncounted(TaskModule):
+    def training_step(self, batch, batch_idx):
+        from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+        if not _get_current_dispatch_mode_stack():  # no dispatch mode: this step is not being counted
+            _extra_pass(self, batch[0])
+        return super().training_step(batch, batch_idx)
+
+
+class _TrainsWhileEvaluated(TaskModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # evaluation: sneak a training pass (forward + backward) in
+            _extra_pass(self, x)
+        return super().forward(x)
+
+
+class _WritesWeightsWhileEvaluated(TaskModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        if not self.training:  # a gradient-free update of the head from the evaluated batch
+            features = self.backbone(x)
+            self.head.weight.add_(1e-6 * (self.head(features).t() @ features))
+            DONE["extra"] += 1
+        return logits
+
+
+HonestPlugin = _plugin(_Honest)
+ThreadLearner = _plugin(_InAThread)
+ConfigureOptimizersLearner = _plugin(_InConfigureOptimizers)
+OnTrainEndLearner = _plugin(_OnTrainEnd)
+OnFitEndLearner = _plugin(_OnFitEnd)
+TeardownLearner = _plugin(_InTeardown)
+CountDetectingLearner = _plugin(_WhenUncounted)
+EvalTrainingLearner = _plugin(_TrainsWhileEvaluated)
+EvalWeightWriteLearner = _plugin(_WritesWeightsWhileEvaluated)
+
+
+class EndTaskLearner(Learner):
+    """Trains the finished task's module again in `end_task`, outside any training window."""
+
+    Config = _Config
+
+    def end_task(self, task, module) -> None:
+        _passes(module)
+
+
+class StateDictLearner(Learner):
+    """Keeps the task's module and trains it in `state_dict()` (which the runner calls after end_task)."""
+
+    Config = _Config
+
+    def begin_task(self, task, backbone):
+        self._module = super().begin_task(task, backbone)
+        return self._module
+
+    def state_dict(self):
+        if getattr(self, "_module", None) is not None:
+            _passes(self._module)
+            self._module = None
+        return {}
+
+
+class _Job:
+    def __init__(self) -> None:
+        import queue
+
+        self.jobs: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+
+
+class _ViaPersistentWorker(TaskModule):
+    worker: _Job | None = None
+
+    def training_step(self, batch, batch_idx):
+        self.worker.jobs.put((self, batch[0]))
+        self.worker.done.get()
+        return super().training_step(batch, batch_idx)
+
+
+class PersistentThreadLearner(Learner):
+    """Starts a worker thread in `prepare()`, long before training, and hands it one extra training
+    pass per step (a thread pool made early would do the same)."""
+
+    Config = _Config
+
+    def prepare(self, backbone):
+        import threading
+
+        self._worker = _Job()
+
+        def serve(job: _Job) -> None:
+            while True:
+                module, x = job.jobs.get()
+                _extra_pass(module, x)
+                job.done.put(True)
+
+        threading.Thread(target=serve, args=(self._worker,), daemon=True).start()
+        return backbone
+
+    def begin_task(self, task, backbone):
+        module = _ViaPersistentWorker(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task,
+                                      train=self.context.train)
+        module.worker = self._worker
+        return module
+
+    def state_dict(self):
+        return {}
+
+
+class _TrainsWhenSwitched(TaskModule):
+    def train(self, mode: bool = True):
+        if not mode and getattr(self, "_trainer", None) is not None and not self.trainer.training:
+            _passes(self)  # switched to eval for the harness's evaluation: train again, as the task's steps did
+        return super().train(mode)
+
+
+EvalSwitchLearner = _plugin(_TrainsWhenSwitched)

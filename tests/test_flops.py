@@ -10,18 +10,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
-from nevisbench.compute.flops import FlopMeter, StepFlops, counting_mode
+from nevisbench.compute.flops import FlopMeter, StepCounter, StepFlops
 from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
 
 
 def _count(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """(forward, backward) FLOPs of module(x).sum().backward() under nevisbench's counter."""
-    with counting_mode() as mode:
-        out = module(x)
-        forward = mode.get_total_flops()
-        out.sum().backward()
-    return forward, mode.get_total_flops() - forward
+    with StepCounter(module) as counter:
+        module(x).sum().backward()
+    totals = counter.totals()
+    return totals.forward, totals.backward
 
 
 @pytest.mark.parametrize("groups", [1, 4, 64])
@@ -211,3 +210,127 @@ def test_masked_shortcut_is_charged_only_its_own_backward():
     conv_fwd = 2 * 16 * 512 * 256
     assert dense.algo_forward - sparse.algo_forward == pytest.approx(conv_fwd)
     assert dense.algo_backward - sparse.algo_backward == pytest.approx(2 * conv_fwd)
+
+
+# -- attention: the fast paths of eval and no_grad forwards cost what the training forward does -------
+def _forward_flops(model: nn.Module, x: torch.Tensor, *, train: bool, grad: bool) -> float:
+    model.train(train)
+    with torch.set_grad_enabled(grad), StepCounter(model) as counter:
+        model(x)
+    return counter.totals().forward
+
+
+def _encoder() -> nn.Module:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+
+def test_an_encoder_eval_forward_takes_the_fast_path_and_is_charged_the_training_forward():
+    model, x = _encoder(), torch.randn(3, 10, 32)
+    b, length, e, ffn = 3, 10, 32, 64
+    per_layer = 2 * b * length * e * 3 * e + 2 * 2 * b * length * length * e + 2 * b * length * e * e + 2 * 2 * b * length * e * ffn
+    train = _forward_flops(model, x, train=True, grad=True)
+    assert train == 2 * per_layer  # projections, QK^T, AV (the CPU flash kernel), out projection, FFN
+    assert _forward_flops(model, x, train=False, grad=False) == pytest.approx(train, rel=0.01)  # _transformer_encoder_layer_fwd
+    assert _forward_flops(model, x, train=True, grad=False) == pytest.approx(train, rel=0.01)
+
+
+def test_multihead_attention_fast_path_is_charged_like_its_training_forward():
+    torch.manual_seed(0)
+    mha, x = nn.MultiheadAttention(32, 4, batch_first=True), torch.randn(2, 7, 32)
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    model = SelfAttention()
+    train = _forward_flops(model, x, train=True, grad=True)
+    assert train == 2 * 2 * 7 * 32 * 32 * 4 + 2 * 2 * 2 * 7 * 7 * 32
+    assert _forward_flops(model, x, train=False, grad=False) == pytest.approx(train, rel=0.01)  # _native_multi_head_attention
+
+
+def test_a_small_torchvision_vit_eval_forward_is_charged_like_its_training_forward():
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    train = _forward_flops(vit, x, train=True, grad=True)
+    for train_mode, grad in ((False, False), (False, True), (True, False)):
+        assert _forward_flops(vit, x, train=train_mode, grad=grad) == pytest.approx(train, rel=0.01)
+
+
+def test_sdpa_kernels_forward_and_backward_are_counted():
+    q = torch.randn(2, 4, 9, 8, requires_grad=True)
+    with StepCounter(nn.Module()) as counter:  # on CPU: the flash kernel torch's registry lacks
+        torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
+    totals = counter.totals()
+    assert totals.forward == 2 * 2 * 2 * 4 * 9 * 9 * 8
+    assert totals.backward > totals.forward
+
+
+# -- the stable learner API ----------------------------------------------------------------------------
+def test_a_plugin_with_a_method_the_api_does_not_call_is_refused_in_one_line(monkeypatch):
+    from conftest import register_learner
+
+    from nevisbench.api.learner import Learner, check_api
+    from nevisbench.errors import PluginError
+    from nevisbench.registry import get_learner_class
+
+    class OldApi(Learner):
+        def build_module(self, backbone, task):
+            return None
+
+    class Typo(Learner):
+        def end_tsk(self, task, module):
+            return None
+
+    class WithHelper(Learner):
+        helpers = ("fisher",)
+
+        def fisher(self):
+            return None
+
+    class OldSignature(Learner):
+        def begin_task(self, task):
+            return None
+
+    class Future(Learner):
+        api_version = 3
+
+    assert check_api(OldApi) == "defines build_module(), which the learner API no longer calls; implement begin_task() instead"
+    assert "defines end_tsk(), which is not a hook of the learner API" in check_api(Typo)
+    assert check_api(WithHelper) is None
+    assert "the API 1 signature" in check_api(OldSignature)
+    assert "written for learner API version 3, but this nevisbench has version 2" in check_api(Future)
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "OldApi", OldApi, raising=False)
+    register_learner(monkeypatch, "old", f"{__name__}:OldApi")
+    with pytest.raises(PluginError) as info:
+        get_learner_class("old")
+    assert str(info.value).startswith("Learner plugin 'old'") and "\n" not in str(info.value)
+
+
+def test_counters_nest_without_charging_an_op_twice_and_a_learners_own_counter_hides_nothing():
+    from nevisbench.compute.flops import counting_outside, take_pending
+
+    take_pending()
+    model, x = nn.Linear(8, 8), torch.randn(2, 8)
+    one = 2 * 2 * 8 * 8
+    with StepCounter(nn.Module(), charging=True, threads=True) as window:
+        with counting_outside():  # inside a training window the window counts
+            model(x)
+        with StepCounter(model) as own:  # a learner's own counter
+            model(x)
+    assert (window.totals().forward, own.totals().forward, take_pending().forward) == (2 * one, one, 0)
+    with counting_outside():
+        with StepCounter(model, charging=True) as evaluation:  # a harness window inside: it counts
+            model(x)
+        model(x)
+    assert (evaluation.totals().forward, take_pending().forward) == (one, one)

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.utils.prune as prune
+import cheating_learners
 from cheating_learners import CheapFirstStepLearner, ExtraForwardLearner, FakeMaskLearner, ShrinkingMaskLearner
 from torch import nn
 
@@ -177,3 +178,83 @@ def test_evaluation_counts_are_keyed_by_structure_and_settle_before_being_cached
     before = meter.task.eval
     evaluate(module, loader, meter, num_classes=10)
     assert meter.task.eval - before == pytest.approx(40 * 3 * one_fc)  # still three passes, counted anew
+
+
+# -- tricks that hide one extra training pass per step (tests/cheating_learners.py), through the runner ---
+STEPS = 4
+
+
+def _task_line(monkeypatch, tmp_path, target: str, *extra: str) -> dict:
+    """The results line of a 1-task TINY run of plugin `target` (a third-party plugin: meter.count=auto
+    counts its every step), without milestones."""
+    import json
+
+    from conftest import TINY, register_learner
+
+    from nevisbench.run.runner import run
+
+    cheating_learners.DONE["extra"] = 0
+    register_learner(monkeypatch, "cheat", f"cheating_learners:{target}")
+    out = tmp_path / target
+    cfg = compose([*TINY, "learner=cheat", "stream.tasks=[faces]", f"train.max_steps={STEPS}",
+                   "budget.milestones=0", f"out_dir={out}", *extra])
+    run_dir = run(cfg)
+    return json.loads((run_dir / "results.jsonl").read_text().splitlines()[0])
+
+
+@pytest.fixture(scope="module")
+def honest_line(tmp_path_factory) -> dict:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _task_line(monkeypatch, tmp_path_factory.mktemp("honest"), "HonestPlugin")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trick", [
+    "ThreadLearner", "ConfigureOptimizersLearner", "OnTrainEndLearner", "OnFitEndLearner", "EndTaskLearner",
+    # of our own invention
+    "TeardownLearner", "StateDictLearner", "PersistentThreadLearner", "EvalSwitchLearner",
+])
+def test_an_extra_pass_per_step_hidden_outside_the_step_is_charged(monkeypatch, tmp_path, honest_line, trick):
+    line = _task_line(monkeypatch, tmp_path, trick)
+    extra = cheating_learners.DONE["extra"]
+    assert extra >= STEPS  # the trick really did (at least) one extra pass per step
+    honest = honest_line["flops"]["executed"]
+    charged = line["flops"]["executed"]["train"] / honest["train"]
+    done = 1 + extra / STEPS  # an extra pass costs what a finetuning step does
+    assert charged == pytest.approx(done, rel=0.02), f"{trick}: charged {charged:.2f}x, did {done:.2f}x"
+
+
+@pytest.mark.slow
+def test_a_learner_that_works_only_when_uncounted_is_charged_what_it_did(monkeypatch, tmp_path, honest_line):
+    line = _task_line(monkeypatch, tmp_path, "CountDetectingLearner")
+    honest = honest_line["flops"]["executed"]["train"]
+    done = 1 + cheating_learners.DONE["extra"] / STEPS  # every step counted: it never sees an uncounted one
+    assert line["flops"]["executed"]["train"] / honest == pytest.approx(done, rel=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trick", ["EvalTrainingLearner", "EvalWeightWriteLearner"])
+def test_training_work_inside_evaluation_is_charged_to_training_and_flagged(monkeypatch, tmp_path, honest_line, trick):
+    line = _task_line(monkeypatch, tmp_path, trick)
+    assert cheating_learners.DONE["extra"] > 0
+    moved = line["flops"]["moved_from_eval"]
+    assert moved > 0
+    assert line["flops"]["executed"]["train"] == pytest.approx(honest_line["flops"]["executed"]["train"] + moved, rel=1e-6)
+    assert line["flops"]["train"] > 1.5 * honest_line["flops"]["train"]
+
+
+def test_meter_options_are_config_keys_with_one_line_errors():
+    from nevisbench.compute.flops import meter_options
+    from nevisbench.errors import ConfigError
+
+    plugin = cheating_learners.HonestPlugin
+    assert meter_options(compose([]).meter, plugin) == (True, 1)  # a third-party plugin: every step
+    from nevisbench.learners.finetune import FinetuneLearner
+
+    assert meter_options(compose([]).meter, FinetuneLearner) == (False, 32)
+    assert meter_options(compose(["meter.count=every_step"]).meter, FinetuneLearner) == (True, 1)
+    assert meter_options(compose(["meter.count=cached", "meter.audit_every=4"]).meter, plugin) == (False, 4)
+    with pytest.raises(ConfigError, match=r"Unknown value for 'meter.count': 'strict'. Valid: auto, cached, every_step"):
+        compose(["meter.count=strict"])
+    with pytest.raises(ConfigError, match=r"Invalid value for 'meter.audit_every': 0; it must be >= 1"):
+        compose(["meter.audit_every=0"])

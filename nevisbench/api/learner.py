@@ -19,6 +19,11 @@ A learner draws training examples (current and earlier tasks; never dev or test)
 
 The runner owns the scenario (which backbone a task starts from), the FLOP meter, the results
 store and the loggers: no learner can change what is counted.
+
+The API is stable by name: `API_VERSION` numbers it, and a plugin class is checked when loaded
+(`check_api`): a public method that is not one of the verbs above (e.g. `build_module`, a verb of
+an earlier API, or a misspelt `end_tsk`) would never be called, and the plugin would run as plain
+finetuning; it is refused in one line. Helpers are private (`_name`) or listed in `helpers`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,12 @@ if TYPE_CHECKING:  # torch and Lightning load only when a run starts, not to val
 
     from nevisbench.api.module import TaskModule
 
-__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "clone_module", "detach_derived", "replace_submodule"]
+__all__ = ["Learner", "LearnerConfig", "LearnerContext", "TaskInfo", "API_VERSION", "check_api", "clone_module",
+           "detach_derived", "replace_submodule"]
+
+API_VERSION = 2  # 1: setup(backbone), build_module(backbone, task), begin_task(task); 2: the verbs below
+# verbs of API 1, and the verb that replaced each
+RETIRED = {"build_module": "begin_task", "setup": "prepare"}
 
 
 def detach_derived(module: nn.Module) -> nn.Module:
@@ -65,6 +75,10 @@ class Learner:
     """Base class of every learner. Subclasses set `Config` and override any of the verbs."""
 
     Config: ClassVar[type[LearnerConfig]] = LearnerConfig
+    # the API version the plugin is written for (checked when loaded; see check_api)
+    api_version: ClassVar[int] = API_VERSION
+    # public methods of a subclass that are not verbs (the runner never calls them)
+    helpers: ClassVar[tuple[str, ...]] = ()
     # False: the runner refuses trainer.devices > 1 (e.g. the module changes its structure mid-fit,
     # which Lightning's DDP wrapper cannot follow)
     supports_ddp: ClassVar[bool] = True
@@ -131,3 +145,44 @@ class Learner:
 
         head = nn.Linear(self.feature_dim, task.num_classes)
         return TaskModule(backbone, head, task=task, train=self.context.train, frozen=frozen)
+
+
+def _positional(method: Any) -> int:
+    import inspect
+
+    try:
+        params = list(inspect.signature(method).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def _verbs() -> set[str]:
+    return {name for name in vars(Learner) if not name.startswith("_")}
+
+
+def check_api(cls: type[Learner]) -> str | None:
+    """Why the API would not call what plugin class `cls` defines (one line), or None when it fits:
+    an `api_version` other than this nevisbench's, or a public method that is neither a verb nor
+    listed in `helpers`."""
+    if cls.api_version != API_VERSION:
+        return (f"is written for learner API version {cls.api_version}, but this nevisbench has version "
+                f"{API_VERSION}; see docs/writing-a-learner.md")
+    verbs, helpers = _verbs(), set(cls.helpers)
+    if _positional(cls.begin_task) < 2:
+        return "defines begin_task(task), the API 1 signature; the harness calls begin_task(task, backbone)"
+    for klass in cls.__mro__:
+        if klass is Learner or not issubclass(klass, Learner):
+            continue
+        for name, value in vars(klass).items():
+            function = getattr(value, "__func__", value)
+            if name.startswith("_") or name in verbs or name in helpers or not callable(function) or isinstance(value, type):
+                continue
+            if name in RETIRED:
+                return (f"defines {name}(), which the learner API no longer calls; "
+                        f"implement {RETIRED[name]}() instead")
+            return (f"defines {name}(), which is not a hook of the learner API (hooks: {', '.join(sorted(verbs - {'Config', 'helpers', 'api_version', 'supports_ddp'}))}); "
+                    f"the harness would never call it. Rename it _{name} or list it in `helpers`")
+    return None

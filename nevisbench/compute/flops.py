@@ -1,22 +1,17 @@
-"""FLOP arithmetic: counting a training step with torch's dispatch-level counter, op-exact
-sparsity-aware (algorithmic) accounting from weight masks, and the meter that accumulates steps
-per task and per stream. Plain Python; `nevisbench.run.metering` adapts it to Lightning.
+"""The FLOP meter: compute accumulated per task and per stream, and the policy deciding which
+training steps are counted. Plain Python; `nevisbench.run.metering` adapts it to Lightning.
 
 Two FLOP measures are kept:
-- `executed`: what the hardware ran (every matmul/conv, 2 FLOPs per multiply-add).
+- `executed`: what the hardware ran (every matmul/conv/attention kernel, 2 FLOPs per multiply-add).
 - `algorithmic`: executed, with each op that computes with a masked weight charged the mask's
-  kept fraction. A layer declares its sparsity by carrying a `<param>_mask` buffer (the
-  `torch.nn.utils.prune` convention). The discount applies to an op only when the op's weight
-  operand IS the tensor the layer holds as `<param>` (same memory, whole tensor: the effective
-  weight prune's hook computes as `<param>_orig * <param>_mask`, or an autocast copy of it), and
-  that tensor is zero wherever the mask is. A mask on a module whose weight no op uses discounts
-  nothing. Conv forward, grad-input and grad-weight are matched by the weight operand; a masked
-  linear's grad-weight (which does not read the weight) by the input activation its forward used.
+  kept fraction (see `nevisbench.compute.masks`).
 
-Counting has a per-op Python cost (~5% of a CPU step, more on GPU), so the meter does not count
-every step: a step's cost is cached under the model's structure signature (see
-`structure_signature`) and recounted when the signature changes; `FlopMeter` holds the policy
-(docs/flop-meter.md states it and what the meter cannot see).
+The pieces: `flop_rules` (what each op costs), `masks` (declared sparsity, structure signature),
+`counter` (counting a window of ops, other threads, work outside the windows), this module (the
+policy and the tallies). Counting has a per-op Python cost, so by default the meter caches a step's
+cost under the model's structure signature and audits it; `meter.count=every_step` (the default
+for third-party plugins) counts every step, so a plugin cannot tell counted steps from others.
+docs/flop-meter.md states the policy and what the meter cannot see.
 """
 
 from __future__ import annotations
@@ -24,286 +19,40 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from typing import Any
 
-import torch
-from torch import nn
-from torch.utils import flop_counter
-from torch.utils.weak import WeakIdKeyDictionary
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
-
-from nevisbench.errors import PluginError
+from nevisbench.compute.counter import (
+    ZERO, StepCounter, StepFlops, arm_threads, counting_outside, take_pending,
+)
+from nevisbench.compute.flop_rules import conv_backward_flop
+from nevisbench.compute.masks import mask_densities, structure_signature
+from nevisbench.errors import ConfigError, choice_error
 
 __all__ = [
-    "StepFlops", "FlopTally", "FlopMeter", "StepCounter", "counting_mode", "conv_backward_flop",
-    "mask_densities", "structure_signature", "KINDS",
+    "StepFlops", "FlopTally", "FlopMeter", "StepCounter", "conv_backward_flop", "mask_densities",
+    "structure_signature", "KINDS", "ZERO", "COUNT_MODES", "meter_options", "arm_threads", "counting_outside",
+    "take_pending",
 ]
 
-aten = torch.ops.aten
 KINDS = ("train", "eval", "search")
+COUNT_MODES = ("auto", "every_step", "cached")
 
 
-def conv_backward_flop(
-    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
-    _output_padding, _groups, output_mask, out_shape=None, **kwargs,
-) -> int:
-    """FLOPs of `aten.convolution_backward`: grad-input and grad-weight each cost one forward.
+def meter_options(meter_cfg: Any, learner_class: type | None) -> tuple[bool, int]:
+    """(every_step, audit_every) for the config's `meter` section and the learner's class.
 
-    torch's own rule computes grad-weight as a dense conv over all input channels and so
-    over-counts grouped convolutions by a factor of `groups` (2.5x for the whole backward at
-    groups=4). A conv's forward count already uses the per-group input width (w_shape[1]), so each
-    backward term is exactly one forward count.
-    """
-    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
-    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
-
-
-def _raw(fn):
-    fn._get_raw = True  # FlopCounterMode passes real tensors (not shapes) to such formulas
-    return fn
-
-
-def _conv_flops(x, w, _bias, _stride, _padding, _dilation, transposed, *rest, out_val=None, **kwargs) -> int:
-    return conv_flop_count(list(x.shape), list(w.shape), list(out_val.shape), bool(transposed))
-
-
-def _conv_backward_flops(grad_out, x, w, *args, out_val=None, **kwargs) -> int:
-    return conv_backward_flop(grad_out.shape, x.shape, w.shape, *args)
-
-
-def _mm_flops(a, b, *, out_val=None, **kwargs) -> int:
-    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
-
-
-def _addmm_flops(_bias, a, b, *, out_val=None, **kwargs) -> int:
-    return _mm_flops(a, b)
-
-
-def counting_mode(counter: StepCounter | None = None) -> FlopCounterMode:
-    """A silent FlopCounterMode with nevisbench's corrections (grouped conv backward). With
-    `counter`, every counted op is also reported to it (phase, FLOPs, operands)."""
-    fixed = {
-        aten.convolution: _conv_flops, aten._convolution: _conv_flops,
-        aten.convolution_backward: _conv_backward_flops, aten.mm: _mm_flops, aten.addmm: _addmm_flops,
-    }
-    formulas = {}
-    for op, formula in {**flop_counter.flop_registry, **fixed}.items():
-        raw = formula if (op in fixed or getattr(formula, "_get_raw", False)) else flop_counter.shape_wrapper(formula)
-        formulas[op] = _raw(raw) if counter is None else counter._reporting(op, raw)
-    if counter is not None:
-        formulas[aten._to_copy] = counter._reporting(aten._to_copy, lambda *a, **k: 0)  # autocast copies of weights
-    return FlopCounterMode(display=False, custom_mapping=formulas)
-
-
-def _masked_params(root: nn.Module) -> Iterator[tuple[str, nn.Module, str, torch.Tensor]]:
-    for name, module in root.named_modules():
-        for buffer_name, mask in module._buffers.items():
-            if mask is not None and buffer_name.endswith("_mask"):
-                yield name, module, buffer_name.removesuffix("_mask"), mask
-
-
-def _check_mask(name: str, module: nn.Module, param_name: str, mask: torch.Tensor) -> torch.Tensor:
-    weight = getattr(module, param_name, None)
-    if not isinstance(weight, torch.Tensor) or weight.shape != mask.shape:
-        raise PluginError(f"Module '{name}' has a mask '{param_name}_mask' that matches no parameter '{param_name}'")
-    if bool((weight.detach()[mask == 0] != 0).any()):
-        raise PluginError(f"Module '{name}' declares '{param_name}_mask' but its {param_name} is non-zero "
-                          "where the mask is zero: the mask must really be applied")
-    return weight
-
-
-def mask_densities(root: nn.Module) -> dict[str, float]:
-    """Kept fraction of every masked `weight`, by its module's name in `root` ('' for root itself).
-
-    Raises PluginError when a mask claims zeros the layer's weight does not have.
-    """
-    densities: dict[str, float] = {}
-    for name, module, param_name, mask in _masked_params(root):
-        _check_mask(name, module, param_name, mask)
-        if param_name == "weight":  # FLOPs scale with the kept weights; biases are negligible
-            densities[name] = _density(mask)
-    return densities
-
-
-# mask -> (version, density): a mask's density is recounted only when the mask is modified in
-# place (its version counter moves) or replaced (a new tensor)
-_DENSITY_CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-
-def _density(mask: torch.Tensor) -> float:
-    cached = _DENSITY_CACHE.get(mask)
-    if cached is not None and cached[0] == mask._version:
-        return cached[1]
-    density = float(mask.count_nonzero()) / max(1, mask.numel())
-    _DENSITY_CACHE[mask] = (mask._version, density)
-    return density
-
-
-def structure_signature(root: nn.Module, x: torch.Tensor, kind: str = "train") -> tuple:
-    """What a step's FLOPs depend on, cheap to compute every step (no dispatch, no device sync
-    unless a mask changed): the batch's shape and dtype, every parameter's shape, dtype and
-    requires_grad, every mask's density, every module's train/eval flag and hook count."""
-    flags, params, masks = [], [], []
-    hooks = 0
-    for module in root.modules():
-        flags.append(module.training)
-        for p in module._parameters.values():
-            if p is not None:
-                params.append((p.shape, p.dtype, p.requires_grad))
-        for buffer_name, buffer in module._buffers.items():
-            if buffer is not None and buffer_name.endswith("_mask"):
-                masks.append(_density(buffer))
-        hooks += len(module._forward_hooks) + len(module._forward_pre_hooks) + len(module._backward_hooks)
-    return (kind, tuple(x.shape), x.dtype, tuple(flags), tuple(params), tuple(masks), hooks)
-
-
-@dataclass(frozen=True)
-class StepFlops:
-    """FLOPs of one step (or per sample): executed and algorithmic, forward and backward."""
-
-    forward: float
-    backward: float = 0.0
-    algorithmic_forward: float | None = None
-    algorithmic_backward: float | None = None
-
-    @property
-    def algo_forward(self) -> float:
-        return self.forward if self.algorithmic_forward is None else self.algorithmic_forward
-
-    @property
-    def algo_backward(self) -> float:
-        return self.backward if self.algorithmic_backward is None else self.algorithmic_backward
-
-    def scaled(self, factor: float) -> StepFlops:
-        return StepFlops(self.forward * factor, self.backward * factor, self.algo_forward * factor, self.algo_backward * factor)
-
-    def minus(self, other: StepFlops) -> StepFlops:
-        return StepFlops(self.forward - other.forward, self.backward - other.backward,
-                         self.algo_forward - other.algo_forward, self.algo_backward - other.algo_backward)
-
-    def measure(self, measure: str) -> float:
-        """Forward + backward in `measure` (algorithmic | executed)."""
-        if measure == "executed":
-            return self.forward + self.backward
-        return self.algo_forward + self.algo_backward
-
-
-ZERO = StepFlops(0.0, 0.0, 0.0, 0.0)
-
-
-def _key(t: torch.Tensor) -> tuple:
-    return (t.device, t.data_ptr(), t.numel())
-
-
-class StepCounter:
-    """Counts every matmul and convolution run while it is entered:
-    `with StepCounter(root) as c: ...`, then `c.totals()` (whole window) or `c.result(batch_size)`
-    (per sample). Ops run by the autograd engine are backward, all others forward. `pause()`
-    stops counting (e.g. for an evaluation run inside a training window).
-
-    Masks: see the module docstring. Tensors matched as masked weights (and the inputs of masked
-    linears) are held until the counter exits, so their memory cannot be reused by another tensor
-    that would then be mistaken for them.
-    """
-
-    def __init__(self, root: nn.Module) -> None:
-        self.root = root
-        self.mode = counting_mode(self)
-        self._paused = 0
-        self._executed = [0.0, 0.0]  # forward, backward
-        self._saved = [0.0, 0.0]  # FLOPs the masks discount
-        self._masked: list[tuple[str, nn.Module, str, torch.Tensor]] = []
-        self._weights: dict[tuple, tuple[float, torch.Tensor]] = {}  # operand memory -> (density, tensor)
-        self._inputs: dict[tuple, tuple[float, int, torch.Tensor]] = {}  # masked linear inputs -> (density, weight numel, tensor)
-
-    def __enter__(self) -> StepCounter:
-        self._masked = list(_masked_params(self.root))
-        # compiled graphs bypass the dispatcher the counter listens to: count the step eagerly
-        self._stance = torch.compiler.set_stance("force_eager")
-        self._stance.__enter__()
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.mode.__exit__(*exc)
-        self._stance.__exit__(*exc)
-        self._weights.clear()
-        self._inputs.clear()
-
-    @contextmanager
-    def pause(self) -> Iterator[None]:
-        self._paused += 1
-        try:
-            yield
-        finally:
-            self._paused -= 1
-
-    def mark_forward(self) -> None:
-        """Kept for callers of the old API: forward and backward are now told apart per op."""
-
-    def totals(self) -> StepFlops:
-        fwd, bwd = self._executed
-        return StepFlops(fwd, bwd, fwd - self._saved[0], bwd - self._saved[1])
-
-    def result(self, batch_size: int) -> StepFlops:
-        return self.totals().scaled(1.0 / batch_size)
-
-    # -- op reports ---------------------------------------------------------------------------------
-    def _reporting(self, op, formula):
-        @_raw
-        def report(*args, out_val=None, **kwargs) -> int:
-            if self._paused:
-                return 0
-            flops = formula(*args, out_val=out_val, **kwargs)
-            backward = torch._C._current_autograd_node() is not None
-            self._executed[backward] += flops
-            if self._masked:
-                density = self._masked_density(op, args, out_val, backward)
-                if density is not None:
-                    self._saved[backward] += flops * (1.0 - density)
-            return flops
-        return report
-
-    def _weight_density(self, t: object) -> float | None:
-        """The density of the masked weight `t` is (whole, same memory), else None."""
-        if not isinstance(t, torch.Tensor):
-            return None
-        known = self._weights.get(_key(t))
-        if known is not None:
-            return known[0]
-        for name, module, param_name, mask in self._masked:
-            weight = getattr(module, param_name, None)
-            if isinstance(weight, torch.Tensor) and _key(weight) == _key(t):
-                _check_mask(name, module, param_name, mask)
-                density = _density(mask)
-                self._weights[_key(t)] = (density, t)
-                return density
-        return None
-
-    def _masked_density(self, op, args, out_val, backward: bool) -> float | None:
-        if op is aten._to_copy:  # an autocast copy of a masked weight is that weight
-            density = self._weight_density(args[0])
-            if density is not None and isinstance(out_val, torch.Tensor):
-                self._weights[_key(out_val)] = (density, out_val)
-            return None
-        if op in (aten.convolution, aten._convolution):
-            return self._weight_density(args[1])
-        if op is aten.convolution_backward:
-            return self._weight_density(args[2])  # grad-input and grad-weight both
-        if op in (aten.mm, aten.addmm):
-            a, b = args[-2], args[-1]
-            for weight, other in ((b, a), (a, b)):
-                density = self._weight_density(weight)
-                if density is not None:  # forward, or a grad-input that reads the weight
-                    if not backward:
-                        self._inputs[_key(other)] = (density, weight.numel(), other)
-                    return density
-            if backward and isinstance(out_val, torch.Tensor):  # a masked linear's grad-weight
-                for operand in (a, b):
-                    known = self._inputs.get(_key(operand))
-                    if known is not None and known[1] == out_val.numel():
-                        del self._inputs[_key(operand)]
-                        return known[0]
-        return None
+    `meter.count=auto` counts every step for a plugin from outside nevisbench (a plugin could
+    otherwise behave differently on the steps it sees counted) and caches for the harness's own
+    learners, whose costs the test suite pins."""
+    count = getattr(meter_cfg, "count", "auto") if meter_cfg is not None else "auto"
+    audit_every = int(getattr(meter_cfg, "audit_every", 32)) if meter_cfg is not None else 32
+    if count not in COUNT_MODES:
+        raise choice_error("value for 'meter.count':", count, COUNT_MODES)
+    if audit_every < 1:
+        raise ConfigError(f"Invalid value for 'meter.audit_every': {audit_every}; it must be >= 1")
+    builtin = learner_class is not None and learner_class.__module__.startswith("nevisbench.")
+    every_step = count == "every_step" or (count == "auto" and not builtin)
+    return every_step, 1 if every_step else audit_every
 
 
 @dataclass
@@ -321,6 +70,8 @@ class FlopTally:
     seconds_train: float = 0.0
     seconds_eval: float = 0.0
     seconds_search: float = 0.0
+    outside: float = 0.0  # executed FLOPs counted outside the windows (hooks, threads), in train
+    moved_from_eval: float = 0.0  # executed FLOPs of training work inside evaluation, in train
 
     @property
     def train(self) -> float:
@@ -351,7 +102,7 @@ class FlopTally:
             "executed": {k: self.measure("executed", k) for k in (*KINDS, "total")}
             | {"train_forward": self.executed_train_forward, "train_backward": self.executed_train_backward},
             "seconds": {k: self.measure("seconds", k) for k in (*KINDS, "total")},
-        }
+        } | {k: getattr(self, k) for k in ("outside", "moved_from_eval") if getattr(self, k)}
 
     def add(self, other: FlopTally) -> None:
         for f in fields(self):
@@ -401,10 +152,20 @@ class FlopMeter:
         self.task = FlopTally()
         self.counted_steps = self.cost_changes = 0
         self.last_train_cost = None
+        self.charge_outside()  # e.g. the learner's begin_task, run before the task's meter starts
 
     def end_task(self) -> FlopTally:
+        self.charge_outside()  # e.g. the learner's end_task and state_dict
         self.stream.add(self.task)
         return self.task
+
+    def charge_outside(self) -> None:
+        """Charge to training the work counted outside the windows (plugin hooks between tasks,
+        other threads while no training window was open) since the last call."""
+        pending = take_pending()
+        if pending.forward or pending.backward:
+            self.charge_train_step(pending)
+            self.task.outside += pending.forward + pending.backward
 
     # -- evaluation (and search): the training policy, per sample, by the batch's structure signature
     def cached_eval(self, signature: Hashable) -> StepFlops | None:
@@ -487,6 +248,16 @@ class FlopMeter:
         t.executed_train_backward += per_sample.backward * batch_size
 
     def charge_eval(self, per_sample: StepFlops, batch_size: int, *, kind: str = "eval") -> None:
+        """Charge an evaluation batch. Training work inside it (backward ops, forward ops that built
+        a graph, or all of it when the batch wrote the model's weights) goes to training."""
+        trained = per_sample.train_like + per_sample.backward
+        if trained:
+            share = per_sample.algo_forward / per_sample.forward if per_sample.forward else 1.0
+            self.charge_train(StepFlops(per_sample.train_like, per_sample.backward,
+                                        per_sample.train_like * share, per_sample.algo_backward), batch_size)
+            self.task.moved_from_eval += trained * batch_size
+            per_sample = StepFlops(per_sample.forward - per_sample.train_like, 0.0,
+                                   per_sample.algo_forward - per_sample.train_like * share, 0.0)
         setattr(self.task, kind, getattr(self.task, kind) + (per_sample.algo_forward + per_sample.algo_backward) * batch_size)
         executed = f"executed_{kind}"
         setattr(self.task, executed, getattr(self.task, executed) + per_sample.forward * batch_size + per_sample.backward * batch_size)

@@ -32,11 +32,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol.selection": ("best_dev", "last"),
     "protocol.flip": ("all", "not_ocr"),
     "protocol.crop_fallback": ("center", "clamp"),
+    "meter.count": ("auto", "every_step", "cached"),
 }
 # Ranges (key -> (low, low inclusive, high, high inclusive)); None: unbounded on that side.
 _RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "seed": (0, True, None, False),  # the upper bound depends on the stream: see _check_seed
     "train.max_steps": (1, True, None, False),
+    "meter.audit_every": (1, True, None, False),
     "train.lr": (0, False, None, False),
     "train.momentum": (0, True, 1, False),
     "train.weight_decay": (0, True, None, False),

@@ -18,7 +18,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
-    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "EvalConfig", "ProtocolConfig", "SearchConfig", "RootConfig", "root_schema",
+    "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "EvalConfig", "ProtocolConfig", "SearchConfig", "MeterConfig",
+    "RootConfig", "root_schema",
 ]
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
@@ -125,6 +126,14 @@ class SearchConfig:
 
 
 @dataclass
+class MeterConfig:
+    """The FLOP meter's policy (docs/flop-meter.md)."""
+
+    count: str = "auto"  # auto | every_step | cached (auto: every step for third-party plugins)
+    audit_every: int = 32  # cached: a step whose cost is cached is counted again every N-th step
+
+
+@dataclass
 class RootConfig:
     learner: Any = MISSING  # typed by the chosen learner's own Config dataclass
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -137,6 +146,7 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    meter: MeterConfig = field(default_factory=MeterConfig)
     scenario: str = MISSING
     seed: int = MISSING
     out_dir: str = MISSING

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
-from nevisbench.compute.flops import FlopMeter, StepCounter, structure_signature
+from nevisbench.compute.flops import FlopMeter, StepCounter, counting_outside, structure_signature
 from nevisbench.errors import PluginError
 
 __all__ = ["evaluate"]
@@ -50,7 +50,8 @@ def evaluate(
         metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
     _sync(device)
     start = time.perf_counter()
-    module.eval()
+    with counting_outside():  # a module's own train()/eval() is not evaluation: charged to training
+        module.eval()
     try:
         with torch.no_grad(), forward_context(), warnings.catch_warnings():
             # a class without positives in a (small) split scores AP 0, as sklearn's does; warn once, not per class
@@ -76,8 +77,9 @@ def evaluate(
                     metric.update(logits.float(), y)
             error = 1.0 - float(metric.compute())
     finally:
-        for m, training in flags.items():
-            m.train(training)
+        with counting_outside():
+            for m, training in flags.items():
+                m.train(training)
     _sync(device)
     meter.charge_seconds(kind, time.perf_counter() - start)
     return error

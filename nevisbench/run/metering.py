@@ -2,13 +2,17 @@
 Lightning's training loop.
 
 A counted step's window opens at this callback's `on_train_batch_start` (it must be the first
-callback) and closes at the next step's `on_train_batch_start` (or at `on_fit_end`), so it spans the
-whole batch cycle: the module's and every other callback's batch hooks, the training step, backward,
+callback) and closes at the next step's `on_train_batch_start`, so it spans the whole batch cycle:
+the module's and every other callback's batch hooks, the training step, backward,
 `on_before_optimizer_step`, the optimizer step, the module's `on_train_batch_end` and epoch hooks
 (the module's hooks run after the callbacks'). What the window has counted by this callback's
 `on_train_batch_end` is charged there (so budget and milestone decisions see the step); the rest of
-the window is charged when it closes. Work before the first batch (the module's `on_train_start`,
-`on_train_epoch_start`) is counted once and charged to training too.
+the window is charged when it closes. Two more windows are always counted and charged to
+training: the prologue, from this callback's `setup` to the first batch (the module's `setup`,
+`configure_model`, `configure_optimizers`, `on_fit_start`, `on_train_start`...), and the epilogue,
+from this callback's `on_train_end` to the end of the module's `teardown` (its `on_train_end`,
+`on_fit_end`, `teardown`). Every window also receives the ops of other threads (see
+`nevisbench.compute.counter`).
 
 Under DDP every rank counts its own slice of the step and the counts are summed over the ranks
 (an all-reduce at each charge, in the same order on every rank), so the meter of every process
@@ -23,7 +27,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from nevisbench.compute.flops import ZERO, FlopMeter, FlopTally, StepCounter, StepFlops, structure_signature
+from nevisbench.compute.flops import (
+    ZERO, FlopMeter, FlopTally, StepCounter, StepFlops, arm_threads, structure_signature,
+)
 
 __all__ = ["FlopMeterCallback", "global_flops"]
 
@@ -56,7 +62,7 @@ class FlopMeterCallback(L.Callback):
 
     # -- the window ------------------------------------------------------------------------------
     def _open(self, pl_module: L.LightningModule) -> None:
-        self._counter = StepCounter(pl_module).__enter__()
+        self._counter = StepCounter(pl_module, charging=True, threads=True).__enter__()
         self.meter.active = self._counter
         self._charged = self._charged_local = ZERO
 
@@ -86,7 +92,8 @@ class FlopMeterCallback(L.Callback):
             self.meter.store(("train", shape[1:], dtype), total.scaled(1.0 / max(1, samples)))
 
     # -- hooks --------------------------------------------------------------------------------------
-    def on_train_start(self, trainer, pl_module) -> None:
+    def setup(self, trainer, pl_module, stage) -> None:
+        arm_threads()
         self._trainer = trainer
         self._signature = None  # work before the first batch: counted, charged, never cached
         self._open(pl_module)
@@ -108,11 +115,27 @@ class FlopMeterCallback(L.Callback):
         else:
             self.meter.charge_train_step(self.meter.cached_step(self._signature))
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer, pl_module) -> None:
         self._finish_window()
-        self._signature = None
+        self._signature = None  # the epilogue: counted, charged, never cached
+        self._open(pl_module)
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        """The module's `teardown` runs after every callback's: the epilogue closes after it."""
+        teardown = pl_module.teardown
+
+        def teardown_then_close(stage: str) -> None:
+            try:
+                teardown(stage)
+            finally:
+                pl_module.__dict__.pop("teardown", None)
+                self._finish_window()
+                self._signature = None
+
+        pl_module.__dict__["teardown"] = teardown_then_close
 
     def on_exception(self, trainer, pl_module, exception) -> None:
+        pl_module.__dict__.pop("teardown", None)
         self._close(reduce=False)  # the other ranks may not be here: no collective
         self._signature = None
 

@@ -1,5 +1,10 @@
 """Calling a learner plugin: building it, and one wrapper for every hook it implements, so a plugin
-that raises fails as one line naming the plugin and the hook, never as a traceback."""
+that raises fails as one line naming the plugin and the hook, never as a traceback.
+
+Hooks the runner calls outside training and evaluation (`prepare`, `begin_task`, `end_task`,
+`state_dict`, `load_state_dict`, `task_report`) of a third-party plugin are counted by the FLOP
+meter and charged to training (`nevisbench.compute.counter.counting_outside`); training and evaluation have their own
+meter windows. Threads are counted from the moment a learner is built (`arm_threads`)."""
 
 from __future__ import annotations
 
@@ -10,17 +15,26 @@ from collections.abc import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.api.learner import Learner, LearnerContext
+from nevisbench.compute.flops import arm_threads, counting_outside, take_pending
 from nevisbench.errors import NevisbenchError, PluginError, TaskFailed
-from nevisbench.registry import get_learner_class
+from nevisbench.registry import get_learner_class, is_builtin
 
 __all__ = ["build_learner", "plugin_hook"]
 
 
+# hooks whose work the meter counts in its own windows (training, evaluation)
+_WINDOWED = ("training on ", "forward() while evaluating ")
+
+
 @contextlib.contextmanager
 def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
-    """Turn anything a learner's `hook` raises into a one-line PluginError naming both."""
+    """Turn anything a learner's `hook` raises into a one-line PluginError naming both; count the
+    hook's work (charged to training) unless a meter window counts it."""
+    windowed = hook.startswith(_WINDOWED) or is_builtin(learner_name)  # built-ins: see docs/flop-meter.md
+    counting = contextlib.nullcontext() if windowed else counting_outside()
     try:
-        yield
+        with counting:
+            yield
     except (NevisbenchError, TaskFailed, KeyboardInterrupt, SystemExit):  # the harness's own signals
         raise
     except Exception as exc:
@@ -31,10 +45,14 @@ def build_learner(cfg: DictConfig, feature_dim: int, cls: type | None = None, *,
     """The configured learner, built from its config and the run-level context (`cls`: the class
     already loaded, e.g. in a search worker, which has no view of a test's registered plugins;
     `data`: the run's StreamData, the training examples the learner may draw)."""
+    if cls is None:  # a run's first learner: work counted outside an earlier run is not this run's
+        take_pending()
     cls = cls or get_learner_class(cfg.learner.name)
+    arm_threads()  # before the plugin's code runs: any thread it starts is counted
     context = LearnerContext(scenario=cfg.scenario, seed=cfg.seed, image_size=cfg.data.image_size,
                              train=cfg.train, feature_dim=feature_dim, data=data)
     try:
-        return cls(OmegaConf.to_object(cfg.learner), context)
+        with counting_outside():
+            return cls(OmegaConf.to_object(cfg.learner), context)
     except Exception as exc:
         raise PluginError(f"Learner '{cfg.learner.name}' failed to initialise: {exc!r}") from exc

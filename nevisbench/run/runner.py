@@ -22,7 +22,7 @@ from rich.console import Console
 
 from nevisbench.api.learner import clone_module
 from nevisbench.api.types import TaskInfo, task_seed
-from nevisbench.compute.flops import FlopMeter, FlopTally
+from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
 from nevisbench.run.summary import summarize
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
@@ -180,7 +180,7 @@ class StreamRunner:
             prepared = self.learner.prepare(backbone)
         self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
-        self.meter = FlopMeter()
+        self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1])
         self.precision = resolve_precision(cfg)
         self.device = training_device(cfg)
         self.sink = make_sink(cfg, store.run_dir, store.run_dir.name, console) if store.writer else None

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from nevisbench.api.learner import detach_derived
 from nevisbench.api.types import TaskInfo
-from nevisbench.compute.flops import FlopMeter
+from nevisbench.compute.flops import FlopMeter, meter_options
 from nevisbench.errors import DataError, PluginError
 from nevisbench.run.parallel import run_trials, search_slots, stopping
 from nevisbench.run.results import ResultsStore, atomic_write_bytes
@@ -133,7 +133,9 @@ def trial_job(job: dict[str, Any]) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()))
     quiet_lightning()
     kit = torch.load(job["kit"], map_location="cpu", weights_only=False)
-    trainer = TaskTrainer(kit["start"], store=ResultsStore(Path(job["run_dir"])), console=Console(), meter=FlopMeter())
+    start = kit["start"]
+    meter = FlopMeter(audit_every=meter_options(start.cfg.get("meter"), type(start.learner))[1])
+    trainer = TaskTrainer(start, store=ResultsStore(Path(job["run_dir"])), console=Console(), meter=meter)
     spec, index, k, seed = kit["spec"], kit["index"], job["k"], kit["seed"]
     if (spec.key, seed) not in _DATA:
         _DATA.clear()

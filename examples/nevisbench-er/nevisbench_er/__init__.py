@@ -64,7 +64,7 @@ class ReplayModule(TaskModule):
         picks = kept[torch.randint(len(kept), (size,), generator=generator)]
         x, y = learner.context.data.train_examples(j, picks, augment=True, generator=generator, device=self.device)
         logits = self.old_heads[str(j)](self.backbone(x.to(batch[0].dtype)))
-        replay = nn.functional.cross_entropy(logits, y) if not learner.task_multi_label(j) else \
+        replay = nn.functional.cross_entropy(logits, y) if not learner._task_multi_label(j) else \
             nn.functional.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
         self.log("train/replay_loss", replay)
         return loss + learner.config.replay_weight * replay
@@ -80,7 +80,7 @@ class ERLearner(Learner):
         self.heads: dict[int, dict[str, torch.Tensor]] = {}  # task index -> its head's weights
         self._multi_label: dict[int, bool] = {}
 
-    def task_multi_label(self, index: int) -> bool:
+    def _task_multi_label(self, index: int) -> bool:
         return self._multi_label.get(index, False)
 
     def begin_task(self, task: TaskInfo, backbone: nn.Module) -> TaskModule:

@@ -1,0 +1,295 @@
+"""Counting: `StepCounter` counts every op with a FLOP rule (`flop_rules`) run while it is entered,
+forward and backward, executed and algorithmic (masked weights discounted, see `masks`).
+
+Work the meter's own windows do not see is counted too:
+- **other threads**: once `arm_threads()` has run, every `threading.Thread` started afterwards
+  (subclasses and thread pools included) runs under its own counter, whose ops go to the training
+  window open at that moment, or else to the pending work below;
+- **plugin hooks outside training and evaluation** (`prepare`, `begin_task`, `end_task`,
+  `state_dict`, ...): `counting_outside()` counts them into the pending work, which the meter
+  charges to training at its next `start_task`/`end_task` (`take_pending`).
+
+Counters nest: a counter that charges the meter (`charging=True`, the harness's own) hides its ops
+from every counter outside it, so no op is charged twice; a counter a learner makes for its own
+use (charging=False) hides nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nevisbench.compute.flop_rules import CountingMode, formulas
+from nevisbench.compute.masks import check_mask, density, masked_params
+
+__all__ = ["StepFlops", "ZERO", "StepCounter", "arm_threads", "counting_outside", "take_pending"]
+
+aten = torch.ops.aten
+_FORMULAS = {**formulas(), aten._to_copy: lambda *a, **k: 0}  # _to_copy: autocast copies of masked weights
+_LOCK = threading.RLock()
+_LOCAL = threading.local()  # .charging: this thread's stack of entered charging counters
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs of one step (or per sample): executed and algorithmic, forward and backward.
+    `train_like`: executed forward FLOPs of ops that built an autograd graph (grad enabled, an
+    input requiring grad); in an evaluation window they, and every backward op, are training work."""
+
+    forward: float
+    backward: float = 0.0
+    algorithmic_forward: float | None = None
+    algorithmic_backward: float | None = None
+    train_like: float = 0.0
+
+    @property
+    def algo_forward(self) -> float:
+        return self.forward if self.algorithmic_forward is None else self.algorithmic_forward
+
+    @property
+    def algo_backward(self) -> float:
+        return self.backward if self.algorithmic_backward is None else self.algorithmic_backward
+
+    def scaled(self, factor: float) -> StepFlops:
+        return StepFlops(self.forward * factor, self.backward * factor, self.algo_forward * factor,
+                         self.algo_backward * factor, self.train_like * factor)
+
+    def minus(self, other: StepFlops) -> StepFlops:
+        return StepFlops(self.forward - other.forward, self.backward - other.backward,
+                         self.algo_forward - other.algo_forward, self.algo_backward - other.algo_backward,
+                         self.train_like - other.train_like)
+
+    def measure(self, measure: str) -> float:
+        """Forward + backward in `measure` (algorithmic | executed)."""
+        if measure == "executed":
+            return self.forward + self.backward
+        return self.algo_forward + self.algo_backward
+
+
+ZERO = StepFlops(0.0, 0.0, 0.0, 0.0)
+
+
+def _key(t: torch.Tensor) -> tuple:
+    return (t.device, t.data_ptr(), t.numel())
+
+
+def _stack() -> list:
+    if not hasattr(_LOCAL, "charging"):
+        _LOCAL.charging = []
+    return _LOCAL.charging
+
+
+class StepCounter:
+    """Counts every matmul, convolution and attention kernel run while it is entered:
+    `with StepCounter(root) as c: ...`, then `c.totals()` (whole window) or `c.result(batch_size)`
+    (per sample). Ops run by the autograd engine are backward, all others forward. `pause()`
+    stops counting (e.g. for an evaluation run inside a training window).
+
+    `charging`: the harness charges this counter's totals to the meter; its ops are then hidden
+    from every counter entered before it. `threads`: other threads' ops are added to this counter
+    while it is entered (the training window). `sink`: report each op to sink(flops, backward)
+    instead of keeping it (a thread's counter).
+
+    Masks: see `nevisbench.compute.masks`. Tensors matched as masked weights (and the inputs of
+    masked linears) are held until the counter exits, so their memory cannot be reused by another
+    tensor that would then be mistaken for them.
+    """
+
+    def __init__(self, root: nn.Module | None, *, charging: bool = False, threads: bool = False, sink=None) -> None:
+        self.root = root
+        self.charging, self.threads, self.sink = charging, threads, sink
+        self.mode = CountingMode(_FORMULAS, self._report)
+        self._paused = 0
+        self._executed = [0.0, 0.0]  # forward, backward
+        self._saved = [0.0, 0.0]  # FLOPs the masks discount
+        self._train_like = 0.0
+        self._masked: list[tuple[str, nn.Module, str, torch.Tensor]] = []
+        self._versions: list[tuple[torch.Tensor, int]] = []
+        self._weights: dict[tuple, tuple[float, torch.Tensor]] = {}  # operand memory -> (density, tensor)
+        self._inputs: dict[tuple, tuple[float, int, torch.Tensor]] = {}  # masked linear inputs -> (density, weight numel, tensor)
+        self._stance = None
+        self._previous_target = None
+        self._depth = 0
+
+    def __enter__(self) -> StepCounter:
+        if self.root is not None:
+            self._masked = list(masked_params(self.root))
+            self._versions = [(p, p._version) for p in self.root.parameters()]
+            # compiled graphs bypass the dispatcher the counter listens to: count the step eagerly
+            self._stance = torch.compiler.set_stance("force_eager")
+            self._stance.__enter__()
+        if self.threads:
+            global _TARGET
+            with _LOCK:
+                self._previous_target, _TARGET = _TARGET, self
+        if self.charging:
+            _stack().append(self)
+        self._depth = len(_stack())  # charging counters entered later hide their ops from this one
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(*exc)
+        if self.charging and self in _stack():
+            _stack().remove(self)
+        if self.threads:
+            global _TARGET
+            with _LOCK:
+                _TARGET = self._previous_target
+        if self._stance is not None:
+            self._stance.__exit__(*exc)
+        self._weights.clear()
+        self._inputs.clear()
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    def mark_forward(self) -> None:
+        """Kept for callers of the old API: forward and backward are now told apart per op."""
+
+    def weights_written(self) -> bool:
+        """Whether any parameter of `root` was modified in place since the counter was entered."""
+        return any(p._version != version for p, version in self._versions)
+
+    def totals(self) -> StepFlops:
+        with _LOCK:
+            fwd, bwd = self._executed
+            return StepFlops(fwd, bwd, fwd - self._saved[0], bwd - self._saved[1], self._train_like)
+
+    def result(self, batch_size: int) -> StepFlops:
+        """Per sample. A window that wrote its model's weights did training work: all of its
+        forward FLOPs count as `train_like`."""
+        totals = self.totals()
+        if self.weights_written():
+            totals = StepFlops(totals.forward, totals.backward, totals.algo_forward, totals.algo_backward, totals.forward)
+        return totals.scaled(1.0 / batch_size)
+
+    def add(self, flops: float, backward: bool) -> None:
+        """Work counted elsewhere (another thread), charged dense."""
+        with _LOCK:
+            self._executed[backward] += flops
+
+    # -- op reports ---------------------------------------------------------------------------------
+    def _report(self, op, formula, args, kwargs, out) -> None:
+        if self._paused:
+            return
+        if len(_stack()) > self._depth:
+            return  # a charging counter entered inside this one counts (and charges) this op
+        flops = formula(*args, out_val=out, **kwargs)
+        if not flops and not self._masked:
+            return
+        backward = torch._C._current_autograd_node() is not None
+        if self.sink is not None:
+            self.sink(flops, backward)
+            return
+        with _LOCK:
+            self._executed[backward] += flops
+            if not backward and torch.is_grad_enabled() and _needs_grad(args):
+                self._train_like += flops
+            if self._masked:
+                kept = self._masked_density(op, args, out, backward)
+                if kept is not None:
+                    self._saved[backward] += flops * (1.0 - kept)
+
+    def _weight_density(self, t: object) -> float | None:
+        """The density of the masked weight `t` is (whole, same memory), else None."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        known = self._weights.get(_key(t))
+        if known is not None:
+            return known[0]
+        for name, module, param_name, mask in self._masked:
+            weight = getattr(module, param_name, None)
+            if isinstance(weight, torch.Tensor) and _key(weight) == _key(t):
+                check_mask(name, module, param_name, mask)
+                kept = density(mask)
+                self._weights[_key(t)] = (kept, t)
+                return kept
+        return None
+
+    def _masked_density(self, op, args, out_val, backward: bool) -> float | None:
+        if op is aten._to_copy:  # an autocast copy of a masked weight is that weight
+            kept = self._weight_density(args[0])
+            if kept is not None and isinstance(out_val, torch.Tensor):
+                self._weights[_key(out_val)] = (kept, out_val)
+            return None
+        if op in (aten.convolution, aten._convolution):
+            return self._weight_density(args[1])
+        if op is aten.convolution_backward:
+            return self._weight_density(args[2])  # grad-input and grad-weight both
+        if op in (aten.mm, aten.addmm):
+            a, b = args[-2], args[-1]
+            for weight, other in ((b, a), (a, b)):
+                kept = self._weight_density(weight)
+                if kept is not None:  # forward, or a grad-input that reads the weight
+                    if not backward:
+                        self._inputs[_key(other)] = (kept, weight.numel(), other)
+                    return kept
+            if backward and isinstance(out_val, torch.Tensor):  # a masked linear's grad-weight
+                for operand in (a, b):
+                    known = self._inputs.get(_key(operand))
+                    if known is not None and known[1] == out_val.numel():
+                        del self._inputs[_key(operand)]
+                        return known[0]
+        return None
+
+
+def _needs_grad(args: tuple) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+
+
+# -- work outside the meter's windows ------------------------------------------------------------------
+_TARGET: StepCounter | None = None  # the training window other threads' ops go to
+_PENDING = [0.0, 0.0]  # forward, backward FLOPs counted outside any window, not yet charged
+
+
+def _to_target_or_pending(flops: float, backward: bool) -> None:
+    with _LOCK:
+        if _TARGET is not None:
+            _TARGET.add(flops, backward)
+        else:
+            _PENDING[backward] += flops
+
+
+def take_pending() -> StepFlops:
+    """The work counted outside the meter's windows since the last call (and forget it)."""
+    with _LOCK:
+        fwd, bwd = _PENDING
+        _PENDING[0] = _PENDING[1] = 0.0
+    return StepFlops(fwd, bwd)
+
+
+@contextmanager
+def counting_outside() -> Iterator[None]:
+    """Count the ops inside (e.g. a plugin hook the runner calls between tasks) as pending work,
+    except those a charging counter entered inside counts itself. Inside a charging counter (a
+    training window) this counts nothing: the window does."""
+    if _stack():
+        yield
+        return
+    with StepCounter(None, sink=_to_target_or_pending):
+        yield
+
+
+_ORIGINAL_BOOTSTRAP = threading.Thread._bootstrap_inner
+
+
+def _metered_bootstrap(self: threading.Thread) -> None:
+    with StepCounter(None, sink=_to_target_or_pending):
+        _ORIGINAL_BOOTSTRAP(self)
+
+
+def arm_threads() -> None:
+    """From now on, every thread this process starts with `threading` is counted (idempotent).
+    Threads already running are not: the harness arms before it loads or builds a plugin."""
+    threading.Thread._bootstrap_inner = _metered_bootstrap

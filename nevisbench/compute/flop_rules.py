@@ -1,0 +1,145 @@
+"""FLOP rules: the formula of every op the meter counts, and the dispatch mode that applies them.
+
+2 FLOPs per multiply-add. torch's registry (`torch.utils.flop_counter`) supplies matmuls,
+convolutions and the SDPA kernels it knows; nevisbench adds or corrects:
+- `convolution_backward`: grad-input and grad-weight one forward each (torch over-counts grouped
+  convs by `groups`);
+- attention kernels torch's registry lacks: the CPU flash kernel, the "overrideable" fused kernel,
+  MPS's math kernel, and the fast paths `nn.MultiheadAttention` (`_native_multi_head_attention`)
+  and `nn.TransformerEncoderLayer` (`_transformer_encoder_layer_fwd`) take in eval mode or under
+  `no_grad`. Each fast-path op is charged what the same layer's training forward is charged (its
+  projections, QK^T, AV and, for the encoder layer, the feed-forward matmuls), so eval and
+  `no_grad` forwards cost what training forwards do.
+
+`CountingMode` is a lean TorchDispatchMode: no module tracking, no global hooks; it runs each op
+and hands (op, formula, args, out) to a report callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils import flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import conv_flop_count
+
+__all__ = ["conv_backward_flop", "formulas", "CountingMode"]
+
+aten = torch.ops.aten
+
+
+def conv_backward_flop(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+    _output_padding, _groups, output_mask, out_shape=None, **kwargs,
+) -> int:
+    """FLOPs of `aten.convolution_backward`: grad-input and grad-weight each cost one forward.
+
+    torch's own rule computes grad-weight as a dense conv over all input channels and so
+    over-counts grouped convolutions by a factor of `groups` (2.5x for the whole backward at
+    groups=4). A conv's forward count already uses the per-group input width (w_shape[1]), so each
+    backward term is exactly one forward count.
+    """
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _conv(x, w, _bias, _stride, _padding, _dilation, transposed, *rest, out_val=None, **kwargs) -> int:
+    return conv_flop_count(list(x.shape), list(w.shape), list(out_val.shape), bool(transposed))
+
+
+def _conv_backward(grad_out, x, w, *args, out_val=None, **kwargs) -> int:
+    return conv_backward_flop(grad_out.shape, x.shape, w.shape, *args)
+
+
+def _mm(a, b, *, out_val=None, **kwargs) -> int:
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def _addmm(_bias, a, b, *, out_val=None, **kwargs) -> int:
+    return _mm(a, b)
+
+
+def _sequences(x: torch.Tensor) -> list[tuple[int, int]]:
+    """(batch, length) groups of a (batch, length, embed) or (length, embed) input; a nested
+    tensor (padding removed) is one group per sequence."""
+    if x.is_nested:
+        return [(1, int(t.shape[0])) for t in x.unbind()]
+    return [(1, int(x.shape[0]))] if x.dim() == 2 else [(int(x.shape[0]), int(x.shape[1]))]
+
+
+def _attention(query, key, embed: int) -> int:
+    """Input projections of q, k, v, then QK^T and AV, then the output projection: what
+    `F.multi_head_attention_forward` (linear, SDPA or bmm, linear) is charged in training."""
+    total = 0
+    for (b, lq), (_, lk) in zip(_sequences(query), _sequences(key)):
+        total += 2 * b * embed * embed * (lq + 2 * lk)  # q, k, v projections
+        total += 2 * 2 * b * lq * lk * embed  # QK^T and AV over all heads
+        total += 2 * b * lq * embed * embed  # output projection
+    return total
+
+
+def _native_mha(query, key, value, embed_dim, num_head, *args, out_val=None, **kwargs) -> int:
+    return _attention(query, key, int(embed_dim))
+
+
+def _encoder_layer(src, embed_dim, num_heads, *args, out_val=None, **kwargs) -> int:
+    ffn_weight_1 = args[11] if len(args) > 11 else kwargs["ffn_weight_1"]
+    tokens = sum(b * length for b, length in _sequences(src))
+    return _attention(src, src, int(embed_dim)) + 2 * 2 * tokens * int(embed_dim) * int(ffn_weight_1.shape[0])
+
+
+def formulas() -> dict:
+    """op overload packet -> formula(*args, out_val=..., **kwargs) taking the op's real arguments."""
+    stock = flop_counter.flop_registry
+    fixed = {
+        aten.convolution: _conv, aten._convolution: _conv, aten.convolution_backward: _conv_backward,
+        aten.mm: _mm, aten.addmm: _addmm,
+        aten._native_multi_head_attention: _native_mha, aten._transformer_encoder_layer_fwd: _encoder_layer,
+    }
+    aliases = {  # kernels torch's registry lacks, counted like their registered siblings
+        aten._scaled_dot_product_flash_attention_for_cpu: aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: aten._scaled_dot_product_flash_attention_backward,
+        aten._scaled_dot_product_fused_attention_overrideable: aten._scaled_dot_product_efficient_attention,
+        aten._scaled_dot_product_fused_attention_overrideable_backward: aten._scaled_dot_product_efficient_attention_backward,
+        aten._scaled_dot_product_attention_math_for_mps: aten._scaled_dot_product_efficient_attention,
+    }
+    # the registry's formulas are already wrapped to take real arguments (`register_flop_formula`)
+    return {**stock, **{alias: stock[target] for alias, target in aliases.items() if target in stock}, **fixed}
+
+
+_METADATA = {  # ops FlopCounterMode also passes through untouched (size/stride queries)
+    aten.sym_is_contiguous.default, aten.is_contiguous.default, aten.is_contiguous.memory_format,
+    aten.is_strides_like_format.default, aten.is_non_overlapping_and_dense.default, aten.size.default,
+    aten.sym_size.default, aten.stride.default, aten.sym_stride.default, aten.storage_offset.default,
+    aten.sym_storage_offset.default, aten.numel.default, aten.sym_numel.default, aten.dim.default,
+    torch.ops.prim.layout.default,
+}
+
+Report = Callable[[object, Callable, tuple, dict, object], None]
+
+
+class CountingMode(TorchDispatchMode):
+    """Runs every op; for ops with a formula calls `report(packet, formula, args, kwargs, out)`.
+    Ops without a formula that decompose are decomposed (their parts are counted), as in
+    FlopCounterMode."""
+
+    def __init__(self, table: dict, report: Report) -> None:
+        super().__init__()
+        self.table, self.report = table, report
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _METADATA:
+            return NotImplemented
+        packet = func._overloadpacket
+        formula = self.table.get(packet)
+        if formula is None and func is not torch.ops.prim.device.default:
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
+        if formula is not None:
+            self.report(packet, formula, args, kwargs, out)
+        return out
