@@ -321,6 +321,7 @@ class FlopTally:
     seconds_train: float = 0.0
     seconds_eval: float = 0.0
     seconds_search: float = 0.0
+    seconds_compile: float = 0.0  # torch.compile's compilations (trainer.compile=true), outside the kinds' seconds
 
     @property
     def train(self) -> float:
@@ -350,7 +351,7 @@ class FlopTally:
             "train_forward": self.train_forward, "train_backward": self.train_backward,
             "executed": {k: self.measure("executed", k) for k in (*KINDS, "total")}
             | {"train_forward": self.executed_train_forward, "train_backward": self.executed_train_backward},
-            "seconds": {k: self.measure("seconds", k) for k in (*KINDS, "total")},
+            "seconds": {k: self.measure("seconds", k) for k in (*KINDS, "total")} | {"compile": self.seconds_compile},
         }
 
     def add(self, other: FlopTally) -> None:

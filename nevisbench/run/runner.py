@@ -47,7 +47,7 @@ from nevisbench.run.search import TaskSearch, flat_space, merge_tallies, trial_c
 from nevisbench.run.selection import BestDevSelection
 from nevisbench.run.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.trainer import (
-    make_loaders, make_trainer, quiet_lightning, resolve_precision, training_device, use_channels_last,
+    compile_module, eval_phase, make_loaders, make_trainer, quiet_lightning, resolve_precision, training_device, use_channels_last,
 )
 from nevisbench.tasks import get_stream
 from nevisbench.tasks.catalog import TaskSpec
@@ -467,7 +467,7 @@ class StreamRunner:
         if use_channels_last(self.cfg, self.device):
             module = module.to(memory_format=torch.channels_last)
         if self.cfg.trainer.compile:
-            module.compile()  # in place: the module keeps its type, names and parameters
+            compile_module(module)  # in place: the module keeps its type, names and parameters
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return module
@@ -476,7 +476,7 @@ class StreamRunner:
         try:
             before = (self.meter.task.eval, self.meter.task.executed_eval)
             with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
-                error = evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
+                error = evaluate(module, eval_phase(trainer, loader), self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
                                  forward_context=trainer.precision_plugin.forward_context)
             if trainer.world_size == 1:
                 return error

@@ -210,6 +210,7 @@ def merge_tallies(winner: Any, losers: list[Any]) -> Any:
         out.eval += t.eval
         out.executed_eval += t.executed_eval
         out.seconds_eval += t.seconds_eval
+        out.seconds_compile += t.seconds_compile
     return out
 
 
