@@ -57,7 +57,7 @@ def digits_finetune(tmp_path_factory):
     """finetune on digits, 20 steps at the default settings, eager and compiled with inductor."""
     monkeypatch = pytest.MonkeyPatch()
     try:
-        runs = {name: _run(tmp_path_factory.mktemp(name), monkeypatch, "train.max_steps=20", *extra)
+        runs = {name: _run(tmp_path_factory.mktemp(name), monkeypatch, "train.max_steps=20", "data.eval_batch_size=32", *extra)
                 for name, extra in (("eager", []), ("compiled", ["trainer.compile=true"]))}
     finally:
         monkeypatch.undo()
@@ -82,18 +82,29 @@ def test_compiled_run_compiles_all_but_the_counted_steps_and_reports_compile_tim
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner", ["ft_block_2to3", "weight_prune", "learned_prune"])
-def test_frozen_pruned_and_learned_prune_count_the_same_compiled(learner, tmp_path, monkeypatch, tiny):
-    # learned_prune compacts its network half-way (new parameter shapes): Dynamo recompiles, the
-    # meter counts the new structure eagerly, and the steps after it run compiled again
+@pytest.mark.parametrize("learner", ["ft_block_2to3", "weight_prune"])
+def test_frozen_and_pruned_learners_count_the_same_compiled(learner, tmp_path, monkeypatch, tiny):
     monkeypatch.setattr(compiling, "BACKEND", "aot_eager")
     settings = [*tiny, "train.max_steps=8", f"learner={learner}", "budget.milestones=2"]
     eager = _run(tmp_path / "eager", monkeypatch, *settings)
     compiled = _run(tmp_path / "compiled", monkeypatch, *settings, "trainer.compile=true")
     _same_counts(eager, compiled)
     _every_uncounted_step_compiled(compiled)
-    if learner == "learned_prune":
-        assert compiled["counted"] >= 4  # counted until stable before the compaction, and again after it
+
+
+@pytest.mark.slow
+def test_learned_prune_counts_the_same_compiled_and_says_its_training_ran_eagerly(tmp_path, monkeypatch, tiny):
+    # learned_prune compacts its network half-way (new parameter shapes: the meter counts the new
+    # structure again, Dynamo recompiles the evaluation forward). Its training_step runs its gated
+    # blocks itself, not the compiled forward: its training steps run eagerly, and the run says so.
+    monkeypatch.setattr(compiling, "BACKEND", "aot_eager")
+    settings = [*tiny, "train.max_steps=8", "learner=learned_prune", "budget.milestones=2", "data.eval_batch_size=32"]
+    eager = _run(tmp_path / "eager", monkeypatch, *settings)
+    with pytest.warns(UserWarning, match="none of the 8 training steps ran compiled"):
+        compiled = _run(tmp_path / "compiled", monkeypatch, *settings, "trainer.compile=true")
+    _same_counts(eager, compiled)
+    assert compiled["counted"] >= 4  # counted until stable before the compaction, and again after it
+    assert compiled["stats"]["compiled_steps"] == 0 and compiled["stats"]["graph_calls"] > 0  # evaluation compiled
 
 
 class _Mlp(nn.Module):

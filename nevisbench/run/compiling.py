@@ -122,13 +122,22 @@ def compile_module(module: torch.nn.Module) -> torch.nn.Module:
 
 class CompiledStepCallback(L.Callback):
     """Counts the training steps that ran a compiled graph and those that ran eagerly (the counted
-    steps, under the FLOP counter's force_eager stance), in `stats()`. A step is read at its first
-    backward (before any milestone evaluation at the step's end, whose own graph calls are not
-    the step's), or at its end when it has no backward."""
+    steps, under the FLOP counter's force_eager stance), in `stats()` and in `compiled`/`eager`
+    for this fit. A step is read at its first backward (before any milestone evaluation at the
+    step's end, whose own graph calls are not the step's), or at its end when it has no backward.
+
+    `module.compile()` compiles the module's `forward` (what `module(x)` runs, and what the
+    harness's evaluation runs). A learner whose `training_step` does not call it (e.g.
+    learned_prune, which runs its gated blocks itself) trains eagerly: the fit then ends with a
+    warning saying so, rather than the run claiming compiled training."""
 
     def __init__(self) -> None:
         self._calls = 0
         self._compiled: bool | None = None
+        self.compiled = self.eager = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.compiled = self.eager = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._calls, self._compiled = graph_calls(), None
@@ -141,3 +150,15 @@ class CompiledStepCallback(L.Callback):
         compiled = self._compiled if self._compiled is not None else graph_calls() > self._calls
         with _lock:
             _state["compiled_steps" if compiled else "eager_steps"] += 1
+        if compiled:
+            self.compiled += 1
+        else:
+            self.eager += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.compiled == 0 and self.eager > 2:  # (the first two steps are counted, so eager, in any run)
+            from lightning.fabric.utilities.rank_zero import rank_zero_warn
+
+            rank_zero_warn(f"trainer.compile=true: none of the {self.eager} training steps ran compiled: "
+                           f"{type(pl_module).__name__}.training_step does not call the module's forward "
+                           "(module(x)), which is what is compiled; evaluation ran compiled")
