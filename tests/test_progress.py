@@ -116,3 +116,18 @@ def test_srun_warning_is_silenced_and_only_it(tmp_path, monkeypatch):
         SLURMEnvironment._validate_srun_used()
         rank_zero_warn("another possible user warning", category=PossibleUserWarning)
     assert [str(w.message) for w in caught] == ["another possible user warning"]
+
+
+def test_evaluation_phase_on_a_trainer_that_never_fitted(tmp_path, tiny):
+    # a search winner rebuilt from its saved weights is scored with a fresh trainer: its bar shows
+    # the evaluation too, and every batch still reaches the evaluation
+    import torch
+
+    from nevisbench.run.progress import eval_phase
+
+    cfg = compose([*tiny, "trainer.progress_bar=true"])
+    trainer = trainer_module.make_trainer(cfg, precision="32-true", device=torch.device("cpu"), steps_per_epoch=1,
+                                          budgeted=False, callbacks=[], logger=False, root_dir=str(tmp_path))
+    assert list(eval_phase(trainer, [1, 2, 3])) == [1, 2, 3]
+    assert trainer.progress_bar_callback.shown["evaluating"] == ("task evaluating", 3, 3)
+    assert list(eval_phase(None, [4])) == [4]  # no trainer: the batches unchanged

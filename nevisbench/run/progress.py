@@ -39,6 +39,8 @@ class TaskProgressBar(RichProgressBar):
 
     # -- the training phase: optimizer steps of the task's plan ------------------------------------
     def _label(self) -> str:
+        if self._trainer is None:  # a trainer that never fitted (a search winner rebuilt for scoring)
+            return "task"
         for callback in self.trainer.callbacks:  # the task's key, where a callback carries it
             key = getattr(callback, "task_key", None)
             if isinstance(key, str):
@@ -110,12 +112,12 @@ class TaskProgressBar(RichProgressBar):
             self.shown["compile"] = (f"{self._label()} compiled in {seconds:.1f} s", 1, 1)
         self.refresh()
 
-    def phase(self, name: str, batches: Iterable[Any]) -> Iterator[Any]:
+    def phase(self, trainer: L.Trainer, name: str, batches: Iterable[Any]) -> Iterator[Any]:
         """Yield `batches`, shown as the phase `name` with its own bar (started, and stopped again,
         when training is not running: the final evaluations come after the fit)."""
         started = False
         if self.is_enabled and (self.progress is None or self._progress_stopped):
-            self._init_progress(self.trainer)
+            self._init_progress(trainer)
             started = True
         total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
         description = f"{self._label()} {name}"
@@ -139,5 +141,5 @@ def eval_phase(trainer: L.Trainer | None, batches: Iterable[Any], name: str = "e
     """`batches` shown as the phase `name` on the trainer's task bar; unchanged without one."""
     bar = getattr(trainer, "progress_bar_callback", None) if trainer is not None else None
     if isinstance(bar, TaskProgressBar) and bar.is_enabled:
-        return bar.phase(name, batches)
+        return bar.phase(trainer, name, batches)
     return batches
