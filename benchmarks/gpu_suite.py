@@ -85,19 +85,21 @@ def reset_peak(device: torch.device) -> None:
 
 
 def device_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
-    """The device's peak FLOP/s from Lightning's table; the H200's plain name ("NVIDIA H200") is
-    not parsed by it, so that one is read as the SXM part (said in the report)."""
+    """The device's dense peak FLOP/s from Lightning's table (`get_available_flops`). An H200 is
+    read as its H100 SXM entry: the same GH100 compute (989 TFLOP/s dense bf16); the table's own
+    H200 entries (2.0e15 bf16) are the datasheet's with-sparsity figures, and its parser does not
+    recognise the plain name "NVIDIA H200" anyway."""
     from lightning.fabric.utilities import throughput
 
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision, torch.float32)
     if device.type != "cuda":
         return None, "no peak for a CPU"
+    name = torch.cuda.get_device_name(device).lower()
+    if "h200" in name and dtype in throughput._CUDA_FLOPS.get("h100 sxm", {}):
+        return float(throughput._CUDA_FLOPS["h100 sxm"][dtype]), "Lightning's 'h100 sxm' entry (H200: same dense compute)"
     found = throughput.get_available_flops(device, dtype)
     if found:
-        return float(found), "lightning get_available_flops"
-    name = torch.cuda.get_device_name(device).lower()
-    if "h200" in name and dtype in throughput._CUDA_FLOPS.get("h200 sxm1", {}):
-        return float(throughput._CUDA_FLOPS["h200 sxm1"][dtype]), "lightning table, 'h200 sxm1' (assumed SXM)"
+        return float(found), "Lightning's get_available_flops"
     return None, f"not in Lightning's table ({name})"
 
 
