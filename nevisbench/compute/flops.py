@@ -72,6 +72,7 @@ class FlopTally:
     seconds_search: float = 0.0
     outside: float = 0.0  # executed FLOPs counted outside the windows (hooks, threads), in train
     moved_from_eval: float = 0.0  # executed FLOPs of training work inside evaluation, in train
+    seconds_compile: float = 0.0  # torch.compile's compilations (trainer.compile=true), outside the kinds' seconds
 
     @property
     def train(self) -> float:
@@ -101,7 +102,7 @@ class FlopTally:
             "train_forward": self.train_forward, "train_backward": self.train_backward,
             "executed": {k: self.measure("executed", k) for k in (*KINDS, "total")}
             | {"train_forward": self.executed_train_forward, "train_backward": self.executed_train_backward},
-            "seconds": {k: self.measure("seconds", k) for k in (*KINDS, "total")},
+            "seconds": {k: self.measure("seconds", k) for k in (*KINDS, "total")} | {"compile": self.seconds_compile},
         } | {k: getattr(self, k) for k in ("outside", "moved_from_eval") if getattr(self, k)}
 
     def add(self, other: FlopTally) -> None:

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePre
 
 from nevisbench.compute.flops import FlopMeter, StepCounter, counting_outside, structure_signature
 from nevisbench.errors import PluginError
+from nevisbench.run import compiling
 
 __all__ = ["evaluate"]
 
@@ -49,7 +50,7 @@ def evaluate(
     else:
         metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
     _sync(device)
-    start = time.perf_counter()
+    start, compiled = time.perf_counter(), compiling.seconds()
     with counting_outside():  # a module's own train()/eval() is not evaluation: charged to training
         module.eval()
     try:
@@ -81,5 +82,7 @@ def evaluate(
             for m, training in flags.items():
                 m.train(training)
     _sync(device)
-    meter.charge_seconds(kind, time.perf_counter() - start)
+    compiled = compiling.seconds() - compiled  # trainer.compile=true: compile time is reported on its own
+    meter.charge_seconds(kind, time.perf_counter() - start - compiled)
+    meter.charge_seconds("compile", compiled)
     return error

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from nevisbench.compute.flops import FlopMeter
+from nevisbench.run import compiling
 from nevisbench.run.metering import global_flops
 
 __all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions"]
@@ -74,6 +75,7 @@ class ScheduleCallback(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
         self._eval_seconds_at_start = self.meter.task.seconds_eval
+        self._compile_at_start = (compiling.seconds(), self.meter.task.seconds_compile)
         if self.plan.budget is None and self.plan.steps is None:
             self.plan.steps = self.plan.max_steps
         if self.plan.steps is not None and self.plan.budget is not None:  # resumed: re-apply the plan
@@ -83,7 +85,10 @@ class ScheduleCallback(L.Callback):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
         evaluating = self.meter.task.seconds_eval - self._eval_seconds_at_start
-        self.meter.charge_seconds("train", time.perf_counter() - self._start - evaluating)
+        compiled = compiling.seconds() - self._compile_at_start[0]  # all of it: the evaluations' too
+        self.meter.charge_seconds("train", time.perf_counter() - self._start - evaluating - compiled)
+        # the evaluations charged their own compilations; the rest was the training's
+        self.meter.charge_seconds("compile", compiled - (self.meter.task.seconds_compile - self._compile_at_start[1]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.plan.steps, "planned_flops": self.plan.planned_flops, "step_cost": self.plan.step_cost,
@@ -155,7 +160,8 @@ class ScheduleCallback(L.Callback):
                 "train_flops": self.meter.task.train,
                 "train_flops_executed": self.meter.task.executed_train,
                 "train_seconds": self.meter.task.seconds_train + time.perf_counter() - self._start
-                - (self.meter.task.seconds_eval - self._eval_seconds_at_start),
+                - (self.meter.task.seconds_eval - self._eval_seconds_at_start)
+                - (compiling.seconds() - self._compile_at_start[0]),
                 "dev_error": error,
             })
 

@@ -51,6 +51,7 @@ def merge_tallies(winner: FlopTally, losers: list[FlopTally]) -> FlopTally:
         out.eval += t.eval
         out.executed_eval += t.executed_eval
         out.seconds_eval += t.seconds_eval
+        out.seconds_compile += t.seconds_compile
     return out
 
 

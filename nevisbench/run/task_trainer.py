@@ -45,6 +45,8 @@ from nevisbench.run.scenario import Scenario
 from nevisbench.run.search import TaskSearch
 from nevisbench.run.selection import BestDevSelection
 from nevisbench.run.trainer import (
+    compile_module,
+    eval_phase,
     make_loaders,
     make_trainer,
     resolve_precision,
@@ -116,7 +118,7 @@ class TaskTrainer:
         if use_channels_last(self.cfg, self.device):
             module = module.to(memory_format=torch.channels_last)
         if self.cfg.trainer.compile:
-            module.compile()  # in place: the module keeps its type, names and parameters
+            compile_module(module)  # in place: the module keeps its type, names and parameters
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return module
@@ -126,7 +128,7 @@ class TaskTrainer:
         before = (self.meter.task.eval, self.meter.task.executed_eval)
         with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
             try:
-                error = evaluate(module, loader, self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
+                error = evaluate(module, eval_phase(trainer, loader), self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
                                  forward_context=trainer.precision_plugin.forward_context)
             except PluginError as exc:  # the evaluation's check of what forward() returned: name learner and task
                 raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc

@@ -17,10 +17,13 @@ from omegaconf import DictConfig
 
 from nevisbench.compute.hardware import fits_on_device
 from nevisbench.errors import ConfigError
+from nevisbench.run.compiling import CompiledStepCallback, compile_module
 from nevisbench.run.distributed import device_index, local_rank, world_size
+from nevisbench.run.progress import TaskProgressBar, eval_phase
 from nevisbench.tasks.loader import BatchLoader, TaskData
 
-__all__ = ["quiet_lightning", "resolve_precision", "training_device", "use_channels_last", "make_loaders", "make_trainer"]
+__all__ = ["quiet_lightning", "resolve_precision", "training_device", "use_channels_last", "make_loaders", "make_trainer",
+           "compile_module", "eval_phase"]
 
 
 def quiet_lightning() -> None:
@@ -32,6 +35,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*module.s. in eval mode at the start of training.*")  # frozen parts
+    # Lightning warns on every run of a machine that merely has SLURM installed; the harness never
+    # needs `srun` (a sweep's SLURM job is one task, and DDP uses LightningEnvironment, not SLURM's)
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 def resolve_precision(cfg: DictConfig) -> str:
@@ -86,9 +92,8 @@ def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: in
 
 
 def _progress_bar() -> L.Callback:
-    """Lightning's default rich bar redraws from a background thread 100 times a second, which on a
-    2-core machine takes measurable time from the training threads; 4 redraws a second is plenty."""
-    return RichProgressBar(refresh_rate=4)
+    """The task's bar: planned steps, evaluation and compilation as phases (`run/progress.py`)."""
+    return TaskProgressBar(refresh_rate=4)
 
 
 def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps_per_epoch: int,
@@ -112,7 +117,8 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
         limit_val_batches=0,
         log_every_n_steps=min(cfg.trainer.log_every_n_steps, max_steps),
         logger=logger,
-        callbacks=[*callbacks, *([_progress_bar()] if cfg.trainer.progress_bar else [])],
+        callbacks=[*callbacks, *([CompiledStepCallback()] if cfg.trainer.compile else []),
+                   *([_progress_bar()] if cfg.trainer.progress_bar else [])],
         default_root_dir=root_dir,
     )
     if trainer.strategy.root_device != device:
