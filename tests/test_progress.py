@@ -44,7 +44,7 @@ def test_bar_counts_max_steps_not_the_epochs_batches(tmp_path, tiny, monkeypatch
 
 def test_bar_counts_the_budget_plan(tmp_path, tiny, monkeypatch):
     # a FLOP budget decides the step count during step 0: the bar's total is that plan, not the epoch
-    from nevisbench.run.schedule import planned_steps
+    from nevisbench.api.schedule import planned_steps
 
     bars = _bars(monkeypatch)
     seen: list[int | None] = []
