@@ -63,8 +63,12 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
+running() {  # $1: a pid file, $2: the daemon's name; true when that daemon runs with that pid
+    [ -f "$1" ] && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]
+}
+
 start_munge() {
-    if [ -f /run/munge/munged.pid ] && kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null; then return; fi
+    if running /run/munge/munged.pid munged; then return; fi
     mkdir -p /run/munge /etc/munge
     if [ ! -s /etc/munge/munge.key ]; then
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
@@ -89,7 +93,7 @@ EOF
 }
 
 start_slurmdbd() {
-    if [ -f /run/slurmdbd.pid ] && kill -0 "$(cat /run/slurmdbd.pid)" 2>/dev/null; then return; fi
+    if running /run/slurmdbd.pid slurmdbd; then return; fi
     cat > "$CONF/slurmdbd.conf" <<EOF
 AuthType=auth/munge
 DbdHost=localhost
@@ -109,21 +113,21 @@ EOF
     sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
 }
 
-stop_pid() {  # $1: a pid file of a daemon this script started
-    if [ -f "$1" ]; then
+stop_pid() {  # $1: a pid file of a daemon this script started, $2: its name
+    if running "$1" "$2"; then
         local pid
         pid=$(cat "$1")
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        rm -f "$1"
     fi
+    rm -f "$1"
 }
 
 start_slurm() {  # $1: accounting_storage/slurmdbd or accounting_storage/none
     write_slurm_conf "$1"
-    stop_pid /run/slurmctld.pid
+    stop_pid /run/slurmctld.pid slurmctld
     slurmctld
-    if ! { [ -f /run/slurmd.pid ] && kill -0 "$(cat /run/slurmd.pid)" 2>/dev/null; }; then
+    if ! running /run/slurmd.pid slurmd; then
         slurmd -N localhost
     fi
     for _ in $(seq 60); do
@@ -154,9 +158,9 @@ case "${1:-start}" in
         esac
         ;;
     stop)
-        stop_pid /run/slurmd.pid
-        stop_pid /run/slurmctld.pid
-        stop_pid /run/slurmdbd.pid
+        stop_pid /run/slurmd.pid slurmd
+        stop_pid /run/slurmctld.pid slurmctld
+        stop_pid /run/slurmdbd.pid slurmdbd
         ;;
     *) echo "error: unknown command '$1'; valid: start, accounting on|off, stop" >&2; exit 2 ;;
 esac

@@ -123,6 +123,8 @@ def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[Swee
         raise ConfigError("Two jobs of the grid would share a run folder name; the grid repeats a combination")
     cfg = validate_jobs(jobs, path / "runs", console)  # before anything is written
     check_job_devices(jobs, launcher)
+    if "sweep_dir" not in grid.sweep:  # the same command started meanwhile (validation takes seconds) made one
+        path = _matching_sweep(signature) or path
     held = SweepFolder.hold(path)  # before a record is written: a second sweep process stops here
     if (path / SweepFolder.JOBS).is_file():  # another process created it meanwhile, and has let it go
         return _reopen(path, signature, console), launcher
