@@ -15,18 +15,25 @@ from pathlib import Path
 from conftest import run_cli
 from submitit.helpers import DelayedSubmission
 
-from nevisbench.sweep.grid import parse_sweep
+from nevisbench.sweep.grid import job_name, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
-from nevisbench.sweep.launchers import SweepJob, load_launcher, submit_slurm
+from nevisbench.sweep.launchers import load_launcher
+from nevisbench.sweep.slurm import SweepJob, submit_slurm
 
 TINY = ["learner=finetune", "stream.tasks=[digits]", "data.image_size=16", "data.batch_size=16", "train.max_steps=2",
         "trainer=cpu", "trainer.progress_bar=false", "budget.milestones=0"]
 
 
-def _folder(tmp_path: Path, overrides: list[str]) -> SweepFolder:
+def _folder(tmp_path: Path, overrides: list[str], launcher: dict | None = None, **fields) -> SweepFolder:
+    """A sweep folder as `nevisbench sweep` records it (sweep.yaml's grid, the jobs it gives)."""
+    from nevisbench.sweep.sweeper import _grid_values
+
     grid = parse_sweep(overrides)
-    jobs = [Job(index=i, name=f"{i:03d}-job", overrides=list(o)) for i, o in enumerate(grid.jobs)]
-    return SweepFolder.create(tmp_path / "sweep", {"command": "test"}, jobs)
+    jobs = [Job(index=i, name=job_name(i, o, grid.swept), overrides=[*o, "logger.group=sweep"], **fields)
+            for i, o in enumerate(grid.jobs)]
+    info = {"command": "test", "grid": _grid_values(grid), "swept": list(grid.swept), "group": "sweep",
+            "launcher": launcher}
+    return SweepFolder.create(tmp_path / "sweep", info, jobs)
 
 
 def _task_pid(controller: int) -> int:
@@ -70,7 +77,7 @@ def test_submitit_requeue_after_preemption_resumes_the_run(tmp_path):
         time.sleep(0.5)
     assert handle.result() == "done", handle.stdout()
     out = handle.stdout()
-    assert "Calling checkpoint method" in out and "requeued: job 000-job continues" in out
+    assert "Calling checkpoint method" in out and "requeued: job 000 continues" in out
     (job,) = [json.loads(line) for line in (folder.path / "jobs.jsonl").read_text().splitlines()]
     assert job["state"] == "done" and job["attempts"] == 2 and job["job_id"] == str(handle.job_id)
     assert job["command"] == ["run", f"resume={run_dir}"]
@@ -189,22 +196,24 @@ OUT
 
 
 def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
-    """The SLURM path with `sacct` faked on PATH (no SLURM here): submitit's own `SlurmJob` watcher
-    calls it once for all the recorded ids and parses it; PENDING/RUNNING/REQUEUED are in flight,
+    """The SLURM path with `sacct` faked on PATH: one call for all the recorded ids, parsed by
+    submitit's own parser; PENDING/RUNNING/REQUEUED are in flight,
     a failed, cancelled or unknown (absent from sacct) job is not, and `sweep status` says so."""
-    from nevisbench.sweep.launchers import engine_states
+    from nevisbench.sweep.slurm import engine_states
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sacct").write_text(SACCT)
-    (bin_dir / "sacct").chmod(0o755)
-    plain_path = os.environ["PATH"]  # no sacct there
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    grid = parse_sweep([*TINY, "seed=range(0,7)"])
-    jobs = [Job(index=i, name=f"{i:03d}-job", overrides=list(o), state="pending", job_id=f"4242_{i}")
-            for i, o in enumerate(grid.jobs)]
-    jobs[6].job_id, jobs[5].state = None, "running"  # 6: never submitted; 5: sacct knows nothing of it
-    folder = SweepFolder.create(tmp_path / "sweep", {"command": "test", "launcher": {"name": "slurm"}}, jobs)
+    (bin_dir / "squeue").write_text("#!/bin/sh\n")  # SLURM's queue: empty (sacct has the answers)
+    for tool in ("sacct", "squeue"):
+        (bin_dir / tool).chmod(0o755)
+    no_slurm = tmp_path / "no-slurm"  # a PATH without SLURM's tools (this machine may have them)
+    no_slurm.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")  # the fakes come first
+    folder = _folder(tmp_path, [*TINY, "seed=range(0,7)"], launcher={"name": "slurm"}, state="pending")
+    ids = {job.index: f"4242_{job.index}" for job in folder.jobs if job.index != 6}  # 6: never submitted
+    folder.update_many({i: {"job_id": job_id} for i, job_id in ids.items()} | {5: {"job_id": ids[5], "state": "running"}})
+    names = {job.index: job.name for job in folder.jobs}
     cfg = load_launcher({"launcher": "slurm"})
     found = engine_states(folder, folder.jobs, cfg)
     assert {i: e.state for i, e in found.items()} == {0: "RUNNING", 1: "PENDING", 2: "REQUEUED", 3: "FAILED",
@@ -215,17 +224,16 @@ def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
 
     status = run_cli("sweep", "status", str(folder.path), env_extra={"PATH": os.environ["PATH"]})
     assert status.returncode == 0, status.stderr
-    rows = {line.split("│")[2].strip(): line for line in status.stdout.splitlines() if line.count("│") > 5
-            and line.split("│")[2].strip().endswith("-job")}
+    rows = {line.split("│")[2].strip(): line for line in status.stdout.splitlines() if line.count("│") > 5}
     for i, shown in enumerate(["RUNNING 4242_0", "PENDING 4242_1", "REQUEUED 4242_2", "FAILED 4242_3",
                                "CANCELLED 4242_4", "UNKNOWN 4242_5"]):
-        assert shown in rows[f"{i:03d}-job"], rows
-    assert "stale" in rows["005-job"]  # marked running, yet SLURM has no such job
-    assert "1 job(s) still in flight" not in status.stdout
-    assert "3 job(s) still in flight (queued or running on the engine): 000-job, 001-job, 002-job." in status.stdout
+        assert shown in rows[names[i]], rows
+    assert "stale" in rows[names[5]]  # marked running, yet SLURM has no such job
+    assert (f"3 job(s) still in flight (queued or running on the engine): {names[0]}, {names[1]}, {names[2]}."
+            in status.stdout)
     assert "sacct" not in status.stdout
 
-    status = run_cli("sweep", "status", str(folder.path), env_extra={"PATH": plain_path})  # no SLURM at all
+    status = run_cli("sweep", "status", str(folder.path), env_extra={"PATH": str(no_slurm)})  # no SLURM at all
     assert status.returncode == 0, status.stderr
     assert "Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH)" in status.stdout
     assert "UNKNOWN 4242_0" in status.stdout and "still in flight" not in status.stdout

@@ -21,8 +21,10 @@ from nevisbench.run.results import ResultsStore
 from nevisbench.tasks.cache import STATUS_READY, task_status
 from nevisbench.tasks.catalog import Stream
 
-__all__ = ["RunFolder", "check_prepared"]
+__all__ = ["RunFolder", "check_prepared", "hold_folder", "EXACT_RUN_DIR_ENV"]
 
+# set (by a sweep) for a run whose folder must be exactly <out_dir>/<run_name>: refused if it exists
+EXACT_RUN_DIR_ENV = "NEVISBENCH_EXACT_RUN_DIR"
 # what a committed results line needs for the stream to go on and be summarised
 RESUMED_KEYS = ("task", "index", "domain", "status", "test_error", "flops", "wall_seconds")
 
@@ -36,12 +38,38 @@ def _new_folder(cfg: DictConfig) -> Path:
     if not os.access(out_dir, os.W_OK):
         raise ConfigError(f"out_dir '{cfg.out_dir}' is not writable")
     base = cfg.run_name or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.choices.learner}"
+    if os.environ.get(EXACT_RUN_DIR_ENV):  # a sweep job: its own folder or none, never a suffixed one
+        try:
+            (out_dir / base).mkdir()
+        except FileExistsError:
+            raise ConfigError(f"run folder {out_dir / base} already exists; a sweep job runs in its own folder only "
+                              f"(continue it with resume={out_dir / base})") from None
+        return out_dir / base
     name, suffix = base, 1
     while (out_dir / name).exists():
         suffix += 1
         name = f"{base}-{suffix}"
     (out_dir / name).mkdir()
     return out_dir / name
+
+
+def hold_folder(path: Path, what: str) -> IO[str]:
+    """Hold `path` with an exclusive OS lock on its `.lock` file (released when the process ends,
+    even on SIGKILL), the file naming the holder; `what` names the folder in the error."""
+    handle = open(path / layout.LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = (handle.read().strip().splitlines() or ["another process"])[-1]
+        handle.close()
+        raise ConfigError(f"{what} {path} is in use by {holder}; wait for it to finish "
+                          "(or stop it) before resuming") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 @dataclass
@@ -99,21 +127,7 @@ class RunFolder:
         return folder
 
     def _acquire(self) -> None:
-        """Hold the folder with an exclusive OS lock (released when the process ends, even on SIGKILL)."""
-        handle = open(self.path / layout.LOCK, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = (handle.read().strip().splitlines() or ["another process"])[-1]
-            handle.close()
-            raise ConfigError(f"run folder {self.path} is in use by {holder}; wait for it to finish "
-                              "(or stop it) before resuming") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        self._lock = handle
+        self._lock = hold_folder(self.path, "run folder")
 
     def release(self) -> None:
         """Let the folder go; the lock file is removed so a finished run holds only its results."""

@@ -9,7 +9,14 @@
 A job is one `python -m nevisbench run ...` subprocess, so a crash never takes the sweep down. What
 a job has to do next is read from its run folder, the source of truth: `summary.json` means done
 (never run again); a `config.yaml` without it means interrupted (continue with `resume=`); a folder
-held by a live process (its OS lock) is still running somewhere and is waited for, not started twice.
+held by a live process (its OS lock) is still running somewhere and is waited for, not started twice;
+a folder holding only its lock file and temporary files was killed before its config was written,
+and starts afresh in the same folder. A job's run always goes to exactly `runs/<job name>`: the run
+is told so (`EXACT_RUN_DIR_ENV`) and refuses a taken folder instead of suffixing its name.
+
+One sweep process at a time runs a sweep folder: it holds the folder's OS lock (`hold`, the run
+folder's mechanism); a second one stops with one line naming the holder. The records are read as
+untrusted input (`records.py`).
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ import yaml
 
 from nevisbench.errors import ConfigError
 from nevisbench.run.results import atomic_write_text
+from nevisbench.run import layout
+from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV, hold_folder
+from nevisbench.sweep.records import STATES, read_info, read_jobs
 
 __all__ = ["STATES", "Job", "SweepFolder", "job_command", "run_job", "run_in_use", "stop_process", "last_output"]
-
-STATES = ("pending", "running", "done", "failed")
 
 
 @dataclass
@@ -63,11 +71,13 @@ class SweepFolder:
     SWEEP = "sweep.yaml"
     JOBS = "jobs.jsonl"
 
-    def __init__(self, path: Path, info: dict[str, Any], jobs: list[Job]) -> None:
+    def __init__(self, path: Path, info: dict[str, Any], jobs: list[Job], recreated: list[int] | None = None) -> None:
         self.path = Path(path)
         self.info = info
         self.jobs = jobs
+        self.recreated = recreated or []  # jobs of the grid jobs.jsonl lacked, recreated pending (records.py)
         self._lock = threading.Lock()
+        self._held: Any = None  # the sweep folder's OS lock, while this process runs the sweep
 
     @property
     def name(self) -> str:
@@ -78,37 +88,47 @@ class SweepFolder:
         return self.path / "runs"
 
     def run_dir(self, job: Job) -> Path:
-        return self.runs_dir / job.name
+        return self.runs_dir / job.name  # a checked name (records.py): never a path out of the folder
 
     def log_path(self, job: Job) -> Path:
         return self.path / "logs" / f"{job.name}.log"
 
     @classmethod
-    def create(cls, path: Path, info: dict[str, Any], jobs: list[Job]) -> SweepFolder:
-        path = Path(path)
+    def hold(cls, path: Path) -> Any:
+        """This process runs the sweep in `path`: its OS lock, or one line naming the process that holds it."""
         try:
-            (path / "logs").mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create sweep_dir '{path}': {exc.strerror}") from None
+        return hold_folder(path, "sweep folder")
+
+    @classmethod
+    def create(cls, path: Path, info: dict[str, Any], jobs: list[Job], held: Any = None) -> SweepFolder:
+        path = Path(path)
+        held = held or cls.hold(path)
+        try:
+            (path / "logs").mkdir(exist_ok=True)
             (path / "runs").mkdir(exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"Cannot create sweep_dir '{path}': {exc.strerror}") from None
         folder = cls(path, info, jobs)
+        folder._held = held
         atomic_write_text(path / cls.SWEEP, yaml.safe_dump(info, sort_keys=False))
         folder.save()
         return folder
 
     @classmethod
     def open(cls, path: Path) -> SweepFolder:
+        """Read a sweep folder (creating nothing): its records checked field by field and against its grid."""
         path = Path(path)
         if not (path / cls.SWEEP).is_file() or not (path / cls.JOBS).is_file():
             raise ConfigError(f"'{path}' is not a sweep folder (it needs {cls.SWEEP} and {cls.JOBS})")
-        try:
-            info = yaml.safe_load((path / cls.SWEEP).read_text(encoding="utf-8"))
-            lines = (path / cls.JOBS).read_text(encoding="utf-8").splitlines()
-            jobs = [Job(**json.loads(line)) for line in lines if line.strip()]
-        except (yaml.YAMLError, json.JSONDecodeError, TypeError) as exc:
-            raise ConfigError(f"Sweep folder '{path}' is damaged: {' '.join(str(exc).split())[:200]}") from None
-        (path / "logs").mkdir(exist_ok=True)
-        return cls(path, info if isinstance(info, dict) else {}, jobs)
+        info = read_info(path / cls.SWEEP)
+        from nevisbench.config.resume import override_literal
+
+        group = info.get("group") or override_literal(path.resolve().name)
+        records, missing = read_jobs(path / cls.JOBS, info, group)
+        return cls(path, info, [Job(**record) for record in records], missing)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -127,6 +147,17 @@ class SweepFolder:
 
     def save(self) -> None:
         with self._locked():
+            self._write()
+
+    def update_many(self, changes: dict[int, dict[str, Any]]) -> None:
+        """Change several jobs (job index -> field changes) in one rewrite of jobs.jsonl."""
+        with self._locked():
+            on_disk = {j.index: j for j in SweepFolder.open(self.path).jobs}
+            for job in self.jobs:
+                if job.index in on_disk:
+                    job.__dict__.update(on_disk[job.index].__dict__)
+                for key, value in changes.get(job.index, {}).items():
+                    setattr(job, key, value)
             self._write()
 
     def reload(self) -> None:
@@ -168,16 +199,23 @@ class SweepFolder:
 
 def run_in_use(run_dir: Path) -> bool:
     """Whether a live process holds the run folder's OS lock (see nevisbench/run/run_folder.py)."""
-    lock = run_dir / ".lock"
+    lock = run_dir / layout.LOCK
     if not lock.is_file():
         return False
-    with open(lock, "a+", encoding="utf-8") as handle:
+    with open(lock, "r", encoding="utf-8") as handle:  # read only: opening creates nothing
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def _killed_before_config(run_dir: Path) -> bool:
+    """A run folder holding nothing but its lock file and temporary files (`.config.yaml.<x>.tmp`):
+    its run was killed before its config was written (the caller has checked nobody holds it)."""
+    return run_dir.is_dir() and all(p.name == layout.LOCK or (p.name.startswith(".") and p.name.endswith(".tmp"))
+                                    for p in run_dir.iterdir())
 
 
 def _literal(value: str) -> str:
@@ -191,18 +229,20 @@ def job_command(folder: SweepFolder, job: Job) -> list[str]:
     run_dir = folder.run_dir(job)
     if (run_dir / "config.yaml").is_file():
         return ["run", f"resume={run_dir}"]  # the run command takes the folder as it is (no quoting)
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".lock"}:
-        (run_dir / ".lock").unlink(missing_ok=True)  # killed before its config was written: start afresh
+    if _killed_before_config(run_dir):  # start afresh, in this same folder
+        for leftover in run_dir.iterdir():
+            leftover.unlink()
         run_dir.rmdir()
     return ["run", *job.overrides, f"run_name={_literal(job.name)}", f"out_dir={_literal(str(folder.runs_dir))}"]
 
 
 def _last_line(log: Path) -> str:
-    """The run's error line, else its last printed line."""
+    """The run's error line, else its last printed line (never the sweep's own `=== attempt` header)."""
     try:
         with open(log, "rb") as handle:
             handle.seek(max(0, log.stat().st_size - 8192))
-            lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+            text = handle.read().decode("utf-8", "replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("=== attempt")]
     except OSError:
         return ""
     errors = [line for line in lines if line.startswith(("error:", "Traceback", "interrupted"))]
@@ -242,11 +282,13 @@ def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None,
     folder.update(job, state="running", attempts=job.attempts + 1, command=command, started=time.time(),
                   finished=None, returncode=None, error=None)
     log = folder.log_path(job)
+    log.parent.mkdir(exist_ok=True)
     with open(log, "ab") as out:
         out.write(f"\n=== attempt {job.attempts}: nevisbench {' '.join(command)}\n".encode())
         out.flush()
         process = subprocess.Popen([sys.executable, "-m", "nevisbench", *command], stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "120", **(env or {})})
+                                   stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "COLUMNS": "120", EXACT_RUN_DIR_ENV: "1", **(env or {})})
         if on_process is not None:
             on_process(process)
         while process.poll() is None:  # polling, not wait(): a signal handler may stop it meanwhile
@@ -258,5 +300,13 @@ def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None,
         return "pending"
     state = "done" if done else "failed"
     folder.update(job, state=state, returncode=returncode, finished=time.time(),
-                  error=None if done else _last_line(log) or f"exit status {returncode}")
+                  error=None if done else _failure(log, returncode))
     return state
+
+
+def _failure(log: Path, returncode: int) -> str:
+    """A failed run's error text: killed by a signal (a cancelled job), else its error line."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        return f"the run was killed by {name} (cancelled or out of memory?); a rerun resumes it"
+    return _last_line(log) or f"exit status {returncode}"

@@ -5,12 +5,9 @@
   when GPUs exist, each with a share of the cores (`OMP_NUM_THREADS`; the slot policy is
   `nevisbench.compute.hardware.slot_envs`, shared with the search pool). A job with
   trainer.devices=N (DDP) holds N slots at once, taken together.
-- `slurm`: submitit (`AutoExecutor`), the jobs as one array; a job preempted or timed out gets
-  SIGUSR2 from SLURM, submitit calls `SweepJob.checkpoint`, which stops the run (it keeps what it
-  committed) and returns the resubmission that continues it with `resume=`. `launcher.cluster=local`
-  runs the same code through submitit's local executor (no SLURM needed). Each job's submitit id
-  is recorded in jobs.jsonl; a rerun asks submitit for those jobs' states first (`engine_states`)
-  and submits again only the jobs that are not queued or running any more.
+- `slurm`: submitit (`AutoExecutor`), the jobs as one array: `slurm.py` (requeue on preemption,
+  finding the jobs again with sacct/squeue, sbatch's refusals). `launcher.cluster=local` runs the
+  same code through submitit's local executor (no SLURM needed).
 """
 
 from __future__ import annotations
@@ -34,15 +31,8 @@ from nevisbench.errors import ConfigError, choice_error, did_you_mean
 from nevisbench.sweep.jobs import Job, SweepFolder, run_job, stop_process
 from nevisbench.sweep.progress import watch
 
-try:  # submitit is a dependency; imported here so SweepJob can subclass its Checkpointable
-    import submitit
-    from submitit.helpers import Checkpointable, DelayedSubmission
-except ImportError:  # pragma: no cover - a broken install; the slurm launcher says so when chosen
-    submitit = None
-    Checkpointable = object  # type: ignore[assignment,misc]
-
-__all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch", "SweepJob",
-           "local_slots", "SlotPool", "check_job_devices", "IN_FLIGHT", "engine_states", "engine_warning", "EngineJob"]
+__all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch",
+           "local_slots", "SlotPool", "check_job_devices"]
 
 
 @dataclass
@@ -204,181 +194,6 @@ def _launch_local(folder: SweepFolder, todo: list[Job], cfg: Any, console: Conso
         future.result()  # a bug in the sweep itself (not in a job) is not swallowed
 
 
-# -- slurm (and submitit's local executor) ---------------------------------------------------------
-class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
-    """What submitit runs on a node: job `index` of the sweep in `sweep_dir`, as a subprocess.
-
-    On preemption or timeout submitit calls `checkpoint`: the run is stopped (its committed tasks and
-    mid-task checkpoints stay), and the resubmission runs `nevisbench run resume=<run folder>`.
-    """
-
-    def __init__(self, sweep_dir: str) -> None:
-        self.sweep_dir = sweep_dir
-        self._process: subprocess.Popen[bytes] | None = None
-        self._preempted = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"sweep_dir": self.sweep_dir}  # no live process in a pickle
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["sweep_dir"])  # type: ignore[misc]
-
-    def __call__(self, index: int, resume: bool = False) -> str:
-        folder = SweepFolder.open(Path(self.sweep_dir))
-        (job,) = [j for j in folder.jobs if j.index == index]
-        if resume:
-            print(f"requeued: job {job.name} continues from {folder.run_dir(job)}", flush=True)
-        return run_job(folder, job, on_process=self._keep, requeued=lambda: self._preempted)
-
-    def _keep(self, process: subprocess.Popen[bytes]) -> None:
-        self._process = process
-
-    def checkpoint(self, index: int, resume: bool = False) -> DelayedSubmission:
-        """Stop the run and resubmit it as a resumed run (`resume=<run folder>`)."""
-        self._preempted = True
-        if self._process is not None:
-            stop_process(self._process, grace_s=30)
-        return DelayedSubmission(SweepJob(self.sweep_dir), index, resume=True)
-
-    def command(self, index: int, resume: bool = False) -> list[str]:
-        """The `nevisbench run` arguments this call would launch now."""
-        from nevisbench.sweep.jobs import job_command
-
-        folder = SweepFolder.open(Path(self.sweep_dir))
-        (job,) = [j for j in folder.jobs if j.index == index]
-        return job_command(folder, job)
-
-
-def slurm_executor(folder: SweepFolder, cfg: Any) -> Any:
-    if submitit is None:
-        raise ConfigError("launcher=slurm needs submitit: pip install 'submitit>=1.5'")
-    executor = submitit.AutoExecutor(folder=submitit_folder(folder, cfg) / "%j", cluster=cfg.cluster,
-                                     slurm_max_num_timeout=cfg.max_num_timeout)
-    extra = {f"slurm_{k}": v for k, v in (("partition", cfg.partition), ("account", cfg.account), ("qos", cfg.qos),
-                                          ("constraint", cfg.constraint)) if v}
-    additional = OmegaConf.to_container(cfg.additional_parameters)
-    if additional:
-        extra["slurm_additional_parameters"] = additional
-    executor.update_parameters(name=f"nevisbench-{folder.name}", timeout_min=cfg.timeout_min, gpus_per_node=cfg.gpus_per_node,
-                               cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb, slurm_array_parallelism=cfg.array_parallelism,
-                               slurm_signal_delay_s=cfg.signal_delay_s, **extra)
-    return executor
-
-
-def submitit_folder(folder: SweepFolder, cfg: Any) -> Path:
-    return Path(cfg.folder) if cfg.folder else folder.path / "submitit"
-
-
-def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
-    """Submit the jobs as one array (`map_array`); record each job's engine id."""
-    executor = slurm_executor(folder, cfg)
-    for job in todo:  # none of them is queued or running (see engine_states)
-        folder.update(job, state="pending")
-    submitted = executor.map_array(SweepJob(str(folder.path)), [job.index for job in todo])
-    for job, handle in zip(todo, submitted):
-        folder.update(job, job_id=str(handle.job_id))  # the job itself may be running already: state stays
-    return submitted
-
-
-# SLURM states (sacct) of a job that is queued or running: not to be submitted again. Any other
-# state (COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED without requeue,
-# BOOT_FAIL, DEADLINE) or none (UNKNOWN: sacct has no such job) means the job has ended.
-IN_FLIGHT = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
-                       "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"})
-
-
-class EngineJob:
-    """A job submitted by an earlier sweep process, found again by its recorded submitit id.
-
-    SLURM: submitit's `SlurmJob` (its watcher asks `sacct` for all of them in one call). submitit's
-    local executor: its `LocalJob` knows a finished job by its result file; a job of another (dead)
-    sweep process has no process handle in submitit, so a live job is its controller process (the
-    local job id is the controller's pid) still running `submitit.local._local`.
-    """
-
-    def __init__(self, logs: Path, job_id: str, cluster: str | None) -> None:
-        from submitit.local.local import LocalJob
-        from submitit.slurm.slurm import SlurmJob
-
-        self.job_id = job_id
-        self.local = cluster == "local"
-        self.handle = (LocalJob if self.local else SlurmJob)(folder=logs / "%j", job_id=job_id)
-
-    @property
-    def state(self) -> str:
-        """The engine's state: a SLURM state word (`RUNNING`, `FAILED`, `UNKNOWN`...); for the
-        local executor `RUNNING`, `FINISHED` or `ABSENT`."""
-        if not self.local:
-            return self.handle.watcher.get_state(self.job_id, mode="standard").split()[0].upper()
-        if self.handle.state == "FINISHED":
-            return "FINISHED"
-        try:
-            command = Path(f"/proc/{int(self.job_id)}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            return "ABSENT"
-        return "RUNNING" if b"submitit.local._local" in command else "ABSENT"  # a zombie has no command line
-
-    @property
-    def in_flight(self) -> bool:
-        return self.state in IN_FLIGHT
-
-    def done(self) -> bool:
-        return not self.in_flight
-
-
-def engine_states(folder: SweepFolder, jobs: list[Job], cfg: Any) -> dict[int, EngineJob]:
-    """The jobs (of `jobs`) that carry a submitit id, found again with the engine's state fresh:
-    one `sacct` call for all of them on SLURM."""
-    if cfg.name != "slurm" or submitit is None:
-        return {}
-    logs = submitit_folder(folder, cfg)
-    found = {job.index: EngineJob(logs, job.job_id, cfg.cluster) for job in jobs if job.job_id}
-    if found and cfg.cluster != "local":
-        next(iter(found.values())).handle.watcher.update()  # one sacct for every registered job
-    return found
-
-
-def engine_warning(cfg: Any, found: dict[int, EngineJob]) -> str | None:
-    """Why the engine's states cannot be trusted, if they cannot (SLURM without `sacct`)."""
-    if found and cfg.cluster != "local" and shutil.which("sacct") is None:
-        return ("Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH): their state shows as "
-                "UNKNOWN and a rerun submits them again (a run still running is waited for through its run "
-                "folder's lock).")
-    return None
-
-
-def _launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
-    where = "submitit's local executor" if cfg.cluster == "local" else f"SLURM partition {cfg.partition or '(default)'}"
-    known = engine_states(folder, todo, cfg)
-    warning = engine_warning(cfg, known)
-    if warning:
-        console.print(f"[yellow]{warning}[/]", soft_wrap=True)
-    flying = {index: engine for index, engine in known.items() if engine.in_flight}
-    if flying:
-        console.print(f"{len(flying)} job(s) still in flight on {where}, not submitted again: " + ", ".join(
-            f"{job.name} ({flying[job.index].state} {job.job_id})" for job in todo if job.index in flying),
-            highlight=False, soft_wrap=True)
-    fresh = [job for job in todo if job.index not in flying]
-    submitted = submit_slurm(folder, fresh, cfg) if fresh else []
-    if fresh:
-        console.print(f"launcher=slurm: {len(fresh)} job(s) submitted as one array on {where}; logs in "
-                      f"{submitit_folder(folder, cfg)}", highlight=False)
-    handles = [*submitted, *flying.values()]
-    try:
-        watch(folder, lambda: all(handle.done() for handle in handles), console)
-    except KeyboardInterrupt:
-        console.print("Stopped watching; the jobs keep running on the cluster. Run the same command again to "
-                      "watch them (nothing is submitted twice), or `nevisbench sweep status "
-                      f"{folder.path}`.", highlight=False)
-        raise
-    folder.reload()
-    ended = [*zip(fresh, submitted), *((job, flying[job.index]) for job in todo if job.index in flying)]
-    for job, handle in ended:  # a job killed outright (OOM, node failure) never wrote its end
-        if job.state in ("running", "pending"):
-            folder.update(job, state="failed", error=f"the submitit job {job.job_id} ended ({handle.state}) "
-                                                     "without finishing the run; see its submitit log")
-
-
 def check_job_devices(jobs: list[Job], cfg: Any) -> None:
     """Refuse, before anything starts, a multi-device (DDP) job the launcher cannot give its devices."""
     if cfg.name == "local":
@@ -400,4 +215,6 @@ def launch(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> 
     if cfg.name == "local":
         _launch_local(folder, todo, cfg, console)
     else:
-        _launch_slurm(folder, todo, cfg, console)
+        from nevisbench.sweep.slurm import launch_slurm
+
+        launch_slurm(folder, todo, cfg, console)

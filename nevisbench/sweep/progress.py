@@ -1,4 +1,5 @@
-"""Sweep progress: one live line per job (rich), and the jobs table of `nevisbench sweep status`."""
+"""Sweep progress: one live line per job (rich), and the jobs table of `nevisbench sweep status`.
+Job names, errors and log lines are text, not rich markup: escaped before rich prints them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from nevisbench.sweep.jobs import Job, SweepFolder, last_output, run_in_use
@@ -54,8 +56,8 @@ def jobs_table(folder: SweepFolder, *, live: bool = False, detail: bool = True,
             note = last_output(folder, job) if state == "running" else (job.error or "")
         else:
             note = str(folder.run_dir(job).relative_to(folder.path)) + (f"  {job.error}" if job.error and detail else "")
-        cells = [str(job.index), job.name, f"[{STATE_STYLE[state]}]{state}[/]", str(job.attempts), _elapsed(job),
-                 note[:100]]
+        cells = [str(job.index), escape(job.name), f"[{STATE_STYLE[state]}]{state}[/]", str(job.attempts),
+                 _elapsed(job), escape(note[:100])]
         if engines:
             cells.insert(3, f"{engine.state} {job.job_id}" if engine is not None else "")
         table.add_row(*cells)
@@ -84,7 +86,7 @@ def watch(folder: SweepFolder, finished: Callable[[], bool], console: Console, *
                 if job.state != "pending" or job.attempts:
                     extra = f" ({job.error})" if job.state == "failed" and job.error else ""
                     console.print(f"[{job.index:03d}] {job.name}: {job.state} (try {job.attempts}){extra}",
-                                  highlight=False, soft_wrap=True)
+                                  highlight=False, soft_wrap=True, markup=False)
         if done:
             return
         time.sleep(every_s)

@@ -1,9 +1,11 @@
 """`nevisbench sweep`: expand the grid, validate every job, record the sweep, launch, compare.
 
-Order matters: every job's config is composed with the same `compose()` as `nevisbench run` before
-anything is written or started, so one bad combination stops the sweep with nothing launched.
-Running the same command again (or `sweep resume=DIR`) reopens the sweep: finished runs are
-skipped, interrupted ones continue with `resume=`.
+Order matters: the grid's size is checked before it is expanded (`sweep.max_jobs`); every job's
+config is composed as `nevisbench run` composes it (`config.batch.ConfigBatch`: one Hydra
+composition per choice of group options, each job's overrides applied to a copy) before anything
+is written or started, so one bad combination stops the sweep with nothing launched. Running the
+same command again (or `sweep resume=DIR`) reopens the sweep: finished runs are skipped,
+interrupted ones continue with `resume=`. One sweep process at a time holds a sweep folder.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from nevisbench.errors import ConfigError, NevisbenchError
 from nevisbench.run.results import atomic_write_text
 from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
-from nevisbench.sweep.grid import Grid, job_name, load_experiment, parse_sweep
+from nevisbench.sweep.grid import Grid, job_name, load_experiment, max_jobs, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
-from nevisbench.sweep.launchers import check_job_devices, engine_states, engine_warning, launch, load_launcher
+from nevisbench.sweep.launchers import check_job_devices, launch, load_launcher
 from nevisbench.sweep.progress import jobs_table
 
 __all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
@@ -58,17 +61,17 @@ def _with_group(overrides: tuple[str, ...], group: str) -> list[str]:
 def validate_jobs(jobs: list[Job], runs_dir: Path, console: Console) -> Any:
     """Compose every job's config (as `nevisbench run` would); the first bad one is a one-line
     error naming the job, its overrides and the key. Returns the first job's config."""
-    from nevisbench.config import compose
+    from nevisbench.config.batch import ConfigBatch
     from nevisbench.config.resume import override_literal
     from nevisbench.run.distributed import world_size
 
     if len(jobs) > 20:
         console.print(f"Checking the config of {len(jobs)} jobs...", highlight=False)
-    first = None
+    batch, first = ConfigBatch(), None
+    out_dir = f"out_dir={override_literal(str(runs_dir))}"
     for job in jobs:
         try:
-            cfg = compose([*job.overrides, f"run_name={override_literal(job.name)}",
-                           f"out_dir={override_literal(str(runs_dir))}"])
+            cfg = batch.compose([*job.overrides, f"run_name={override_literal(job.name)}", out_dir])
         except NevisbenchError as exc:
             shown = " ".join(o for o in job.overrides if not o.startswith("logger.group="))
             raise ConfigError(f"Sweep job {job.index} ({shown}): {str(exc).rstrip('.')}. Nothing was launched.") from None
@@ -77,15 +80,39 @@ def validate_jobs(jobs: list[Job], runs_dir: Path, console: Console) -> Any:
     return first
 
 
+def _grid_values(grid: Grid) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for job_overrides in grid.jobs:
+        for item in job_overrides:
+            key, _, value = item.partition("=")
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+    return values
+
+
+def _reopen(path: Path, signature: str | None, console: Console) -> SweepFolder:
+    """An existing sweep, held by this process (the folder's lock before its records are read)."""
+    held = SweepFolder.hold(path)
+    folder = SweepFolder.open(path)
+    folder._held = held
+    if signature is not None and folder.info.get("signature") != signature:
+        raise ConfigError(f"sweep_dir '{path}' holds a different sweep ({folder.info.get('command')}); choose "
+                          "another sweep_dir, or continue it with: nevisbench sweep resume=" + str(path))
+    if folder.recreated:
+        names = ", ".join(j.name for j in folder.jobs if j.index in folder.recreated)
+        console.print(f"[yellow]{path / SweepFolder.JOBS} lacked {len(folder.recreated)} job(s) of the grid in "
+                      f"sweep.yaml: recreated ({escape(names[:300])}); their run folders say what is left to do[/]",
+                      soft_wrap=True)
+    return folder
+
+
 def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[SweepFolder, Any]:
     signature = _signature(grid)
     path = Path(grid.sweep["sweep_dir"]) if "sweep_dir" in grid.sweep else _matching_sweep(signature)
     if path is not None and (path / SweepFolder.JOBS).is_file():
-        folder = SweepFolder.open(path)
-        if folder.info.get("signature") != signature:
-            raise ConfigError(f"sweep_dir '{path}' holds a different sweep ({folder.info.get('command')}); choose "
-                              "another sweep_dir, or continue it with: nevisbench sweep resume=" + str(path))
-        console.print(f"Continuing sweep [cyan]{path}[/] (same jobs); pass sweep_dir=DIR for a fresh one.")
+        folder = _reopen(path, signature, console)
+        console.print(f"Continuing sweep [cyan]{escape(str(path))}[/] (same jobs); pass sweep_dir=DIR for a fresh one.")
         return folder, load_launcher(grid.sweep, saved=folder.info.get("launcher"))
     path = path or SWEEPS_ROOT / f"{datetime.now():%Y%m%d-%H%M%S}"
     launcher = load_launcher(grid.sweep)
@@ -96,26 +123,28 @@ def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[Swee
         raise ConfigError("Two jobs of the grid would share a run folder name; the grid repeats a combination")
     cfg = validate_jobs(jobs, path / "runs", console)  # before anything is written
     check_job_devices(jobs, launcher)
-    grid_values: dict[str, list[str]] = {}
-    for job_overrides in grid.jobs:
-        for item in job_overrides:
-            key, _, value = item.partition("=")
-            grid_values.setdefault(key, [])
-            if value not in grid_values[key]:
-                grid_values[key].append(value)
+    if "sweep_dir" not in grid.sweep:  # the same command started meanwhile (validation takes seconds) made one
+        path = _matching_sweep(signature) or path
+    held = SweepFolder.hold(path)  # before a record is written: a second sweep process stops here
+    if (path / SweepFolder.JOBS).is_file():  # another process created it meanwhile, and has let it go
+        return _reopen(path, signature, console), launcher
+    from nevisbench.config.resume import override_literal
+
     info = {
         "command": "nevisbench sweep " + " ".join(overrides),
         "created": datetime.now().isoformat(timespec="seconds"),
         "experiment": grid.sweep.get("experiment"),
-        "grid": grid_values,
+        "grid": _grid_values(grid),
         "swept": list(grid.swept),
         "jobs": len(jobs),
+        "max_jobs": max_jobs(overrides),
+        "group": override_literal(name),
         "launcher": OmegaConf.to_container(launcher),
         "wandb": OmegaConf.to_container(cfg.logger) if cfg.logger.name == "wandb" else None,
         "signature": signature,
     }
-    folder = SweepFolder.create(path, info, jobs)
-    console.print(f"Sweep [cyan]{path}[/]: {len(jobs)} job(s) over {', '.join(grid.swept) or 'no swept key'}; "
+    folder = SweepFolder.create(path, info, jobs, held=held)
+    console.print(f"Sweep [cyan]{escape(str(path))}[/]: {len(jobs)} job(s) over {', '.join(grid.swept) or 'no swept key'}; "
                   f"launcher={launcher.name}")
     return folder, launcher
 
@@ -129,9 +158,11 @@ def run_sweep(overrides: list[str], console: Console) -> int:
         if grid.jobs != ((),) or presets:
             raise ConfigError("sweep resume=DIR continues that sweep as recorded: give it no run overrides "
                               "(launcher and launcher.* are allowed)")
-        folder = SweepFolder.open(Path(grid.sweep["resume"]))
+        path = Path(grid.sweep["resume"])
+        SweepFolder.open(path)  # a sweep folder at all, before its lock file is made
+        folder = _reopen(path, None, console)
         launcher = load_launcher(grid.sweep, saved=folder.info.get("launcher"))
-        console.print(f"Resuming sweep [cyan]{folder.path}[/]")
+        console.print(f"Resuming sweep [cyan]{escape(str(folder.path))}[/]")
     else:
         folder, launcher = _new_sweep(overrides, grid, console)
     folder.settle()
@@ -147,7 +178,7 @@ def run_sweep(overrides: list[str], console: Console) -> int:
         write_comparison(folder, console)
     if counts["failed"] or counts["pending"] or counts["running"]:
         console.print(f"[yellow]{counts['failed']} job(s) failed, {counts['pending'] + counts['running']} not "
-                      f"finished[/]; logs in {folder.path / 'logs'}. Run the same command again (or `nevisbench sweep "
+                      f"finished[/]; logs in {escape(str(folder.path / 'logs'))}. Run the same command again (or `nevisbench sweep "
                       f"resume={folder.path}`) to retry them; finished runs are kept.", soft_wrap=True)
         return 1
     return 0
@@ -195,21 +226,26 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
 def sweep_status(path: str, console: Console) -> None:
     """The jobs table; for a submitit sweep, each unfinished job's state asked of the engine
     (`sacct` on SLURM), so a job still queued or running on the cluster shows as such."""
-    folder = SweepFolder.open(Path(path))  # read only: a live sweep may be writing it
+    folder = SweepFolder.open(Path(path))  # read only (it creates nothing): a live sweep may be writing it
     engines: dict[int, Any] = {}
     saved = folder.info.get("launcher") or {}
+    if folder.recreated:
+        console.print(f"[yellow]{escape(str(folder.path / SweepFolder.JOBS))} lacks {len(folder.recreated)} job(s) of "
+                      "the grid in sweep.yaml: shown as pending; the next run of the sweep recreates them[/]", soft_wrap=True)
     if saved.get("name") == "slurm":
+        from nevisbench.sweep.slurm import engine_states, engine_warning
+
         cfg = load_launcher({}, saved=saved)
         engines = engine_states(folder, [j for j in folder.jobs if j.state != "done"], cfg)
         warning = engine_warning(cfg, engines)
         if warning:
-            console.print(f"[yellow]{warning}[/]", soft_wrap=True)
+            console.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
     console.print(jobs_table(folder, engines=engines))
     flying = [j for j in folder.jobs if j.index in engines and engines[j.index].in_flight]
     if flying:
         console.print(f"{len(flying)} job(s) still in flight (queued or running on the engine): "
                       f"{', '.join(j.name for j in flying)}. Running the same command again watches them and "
-                      "submits them no second time.", highlight=False, soft_wrap=True)
+                      "submits them no second time.", highlight=False, soft_wrap=True, markup=False)
     if any(j.state == "running" and j not in flying for j in folder.jobs):
         console.print("stale = the sweep that ran it stopped; `nevisbench sweep resume=" + str(folder.path) +
                       "` continues it.", highlight=False)
