@@ -120,7 +120,7 @@ def test_resnet50_training_step_counts_24_30_gflop_per_224px_image():
 import torch.nn.utils.prune as prune  # noqa: E402
 
 from nevisbench.errors import PluginError  # noqa: E402
-from nevisbench.compute.flops import StepCounter, mask_densities  # noqa: E402
+from nevisbench.compute.flops import mask_densities  # noqa: E402
 
 
 class _TwoConvs(nn.Module):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from typing import Any
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
@@ -23,6 +24,19 @@ __all__ = ["evaluate"]
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _metric(num_classes: int, multi_label: bool, device: torch.device) -> Any:
+    if multi_label:
+        return MultilabelAveragePrecision(num_labels=num_classes, average="macro").to(device)
+    return MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
+
+
+def _check_logits(logits: Any, batch: int, num_classes: int) -> None:
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, num_classes):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise PluginError(f"the module's forward(x) returned {got} for a batch of {batch}; "
+                          f"expected logits of shape ({batch}, {num_classes})")
 
 
 def evaluate(
@@ -45,10 +59,7 @@ def evaluate(
     """
     flags = {m: m.training for m in module.modules()}
     device = next(module.parameters()).device
-    if multi_label:
-        metric = MultilabelAveragePrecision(num_labels=num_classes, average="macro").to(device)
-    else:
-        metric = MulticlassAccuracy(num_classes=num_classes, average="micro").to(device)
+    metric = _metric(num_classes, multi_label, device)
     _sync(device)
     start, compiled = time.perf_counter(), compiling.seconds()
     with counting_outside():  # a module's own train()/eval() is not evaluation: charged to training
@@ -68,10 +79,7 @@ def evaluate(
                 else:
                     logits = module(x)
                 meter.charge_eval(per_sample, int(x.shape[0]), kind=kind)
-                if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (int(x.shape[0]), num_classes):
-                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise PluginError(f"the module's forward(x) returned {got} for a batch of {int(x.shape[0])}; "
-                                      f"expected logits of shape ({int(x.shape[0])}, {num_classes})")
+                _check_logits(logits, int(x.shape[0]), num_classes)
                 if multi_label:
                     metric.update(torch.sigmoid(logits.float()), y.int())
                 else:

@@ -13,13 +13,10 @@
 from __future__ import annotations
 
 import os
-import queue
-import shutil
 import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
