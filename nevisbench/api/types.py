@@ -38,3 +38,4 @@ class LearnerContext:
     image_size: int
     train: Any  # the `train` config section (optimizer, lr, ...)
     feature_dim: int  # width of the backbone's pooled features
+    data: Any = None  # read-only task data for learners (issue 24): train_batch(task_index, batch_size, *, generator)
