@@ -14,6 +14,7 @@ from nevisbench.learners._structure import BlockUnits, FlopModel, Gates, binary,
 
 __all__ = ["ramp", "penalty", "structure_optimizer", "gates_at", "Calibration", "calibrate", "tolerance"]
 
+L2_RATE = 30.0  # l2's LR over l1's
 _SEARCH = (-30.0, 30.0)  # calibration shifts searched (log-alphas are clamped to [-4.6, 4.6])
 
 
@@ -23,23 +24,25 @@ def ramp(step: int, start: float, target: float, length: float) -> float:
     return start + (target - start) * min(1.0, step / max(1.0, length))
 
 
-def penalty(flops: FlopModel, probs: Gates, multipliers: torch.Tensor, target: float) -> tuple[torch.Tensor, torch.Tensor]:
+def penalty(flops: FlopModel, probs: Gates, l1: torch.Tensor, l2: torch.Tensor, target: float) -> tuple[torch.Tensor, torch.Tensor]:
     """CoFi's Lagrangian l1 (s - t) + l2 (s - t)^2 and the expected sparsity s."""
     expected = 1.0 - flops.ratio(probs)
     gap = expected - target
-    return multipliers[0] * gap + multipliers[1] * gap * gap, expected
+    return l1 * gap + l2 * gap * gap, expected
 
 
-def structure_optimizer(alphas: list[nn.Parameter], multipliers: nn.Parameter, gate_lr: float,
+def structure_optimizer(alphas: list[nn.Parameter], lambda1: nn.Parameter, lambda2: nn.Parameter, gate_lr: float,
                         lagrange_lr: float) -> torch.optim.Optimizer:
     """Adam over the log-alphas and, maximising (gradient ascent), over the multipliers; constant
     LRs, so the model's schedule never touches them. Adam's per-parameter normalisation gives
     channel, kernel and block gates the same step size although ds/dlog-alpha differs ~30x between
-    them (CoFi uses AdamW for both too). Without momentum (beta1 = 0): momentum on the gates or the
-    multipliers delays the Lagrangian's feedback, and the expected sparsity then overshoots the
-    target by 0.05-0.17 (measured); without it, it stays within 0.02 (docs/learned-prune.md)."""
+    them (CoFi uses AdamW for both too). No momentum (beta1 = 0): momentum delays the Lagrangian's
+    feedback and the expected sparsity overshoots. l2 ascends `L2_RATE` times faster than l1: its
+    term 2 l2 (s - t) is the proportional action that stops l1's wind-up during the ramp from
+    carrying s past the target (docs/learned-prune.md)."""
     return torch.optim.Adam([{"params": alphas, "lr": gate_lr, "betas": (0.0, 0.99)},
-                             {"params": [multipliers], "lr": lagrange_lr, "betas": (0.0, 0.9), "maximize": True}])
+                             {"params": [lambda1], "lr": lagrange_lr, "betas": (0.0, 0.9), "maximize": True},
+                             {"params": [lambda2], "lr": L2_RATE * lagrange_lr, "betas": (0.0, 0.9), "maximize": True}])
 
 
 def tolerance(target_keep: float) -> float:

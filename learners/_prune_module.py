@@ -51,14 +51,15 @@ class LearnedPruneModule(TaskModule):
         self.aux = aux
         self.aux_head = aux.head if aux is not None else None  # registered: trained and checkpointed
         self.prev_gates = aux.gates if aux is not None and aux.gates is not gates else None
-        self.multipliers = nn.Parameter(torch.zeros(2 if self.prev_gates is None else 4))
+        sets = 1 if self.prev_gates is None else 2
+        self.lambda1, self.lambda2 = nn.Parameter(torch.zeros(sets)), nn.Parameter(torch.zeros(sets))  # per gate set
         self.phase, self.boundary, self.start = "prune", None, None  # start: initial expected sparsities
         self.z: Gates | None = None  # the deterministic gates, once compacted
         self.record: dict[str, Any] = {}
         self._noise = torch.Generator().manual_seed(seed)  # gate noise and auxiliary batches: checkpointed
         self._snapshot: list[nn.Module] = []  # the dense backbone at compaction (hidden from nn.Module)
         self._eval_gates: tuple[int, Gates] | None = None
-        self.structure = structure_optimizer(self._gate_parameters(), self.multipliers, cfg.gate_lr, cfg.lagrange_lr)
+        self.structure = structure_optimizer(self._gate_parameters(), self.lambda1, self.lambda2, cfg.gate_lr, cfg.lagrange_lr)
         if fixed is not None:
             z, origin = fixed
             self._snapshot = [clone_module(self.backbone).cpu()]
@@ -89,7 +90,7 @@ class LearnedPruneModule(TaskModule):
         if self.start is None:
             with torch.no_grad():
                 self.start = [float(1.0 - self.flops.ratio(s.probs())) for s in sets]
-        terms = [penalty(self.flops, s.probs(), self.multipliers[2 * i:2 * i + 2], t)
+        terms = [penalty(self.flops, s.probs(), self.lambda1[i], self.lambda2[i], t)
                  for i, (s, t) in enumerate(zip(sets, self._targets()))]
         return sum(p for p, _ in terms), [e for _, e in terms]
 
@@ -106,7 +107,7 @@ class LearnedPruneModule(TaskModule):
             term, expected = self._lagrangian()
             loss = loss + term
             self.log_dict({"prune/expected_sparsity": expected[0].detach(), "prune/target": self._targets()[0],
-                           "prune/lambda1": self.multipliers[0].detach(), "prune/lambda2": self.multipliers[1].detach()})
+                           "prune/lambda1": self.lambda1[0].detach(), "prune/lambda2": self.lambda2[0].detach()})
         else:
             self.log("prune/achieved_sparsity", self.record["achieved_sparsity"])
         if self.teacher is not None:
@@ -130,7 +131,7 @@ class LearnedPruneModule(TaskModule):
 
     # -- optimisation --------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
-        special = {id(p) for p in self._gate_parameters()} | {id(self.multipliers)}
+        special = {id(p) for p in self._gate_parameters()} | {id(self.lambda1), id(self.lambda2)}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in special]
 
     def _gate_parameters(self) -> list[nn.Parameter]:
@@ -220,7 +221,7 @@ class LearnedPruneModule(TaskModule):
     def _restructure(self, z: Gates) -> None:
         compact(self.backbone, self.units, z)
         self.z, self.phase, self._eval_gates = z, "finetune", None
-        for p in [*self._gate_parameters(), self.multipliers]:
+        for p in [*self._gate_parameters(), self.lambda1, self.lambda2]:
             p.requires_grad_(False)
 
     def _rebuild_optimizer(self) -> None:
@@ -265,4 +266,4 @@ class LearnedPruneModule(TaskModule):
             snapshot = clone_module(self.backbone).cpu()
             snapshot.load_state_dict(state["snapshot"])
             self._snapshot = [snapshot]
-            self._restructure({n: v.to(self.multipliers.device) for n, v in state["z"].items()})
+            self._restructure({n: v.to(self.lambda1.device) for n, v in state["z"].items()})

@@ -256,19 +256,20 @@ def test_structure_has_its_own_optimizer_and_constant_lrs(tmp_path):
     original = LearnedPruneModule.optimizer_step
 
     def step(self, *args, **kwargs):
-        if self.phase == "prune":
-            seen.append({"model": self.trainer.optimizers[0].param_groups[0]["lr"],
-                         "structure": [g["lr"] for g in self.structure.param_groups],
+        pruning = self.phase == "prune"
+        model_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        original(self, *args, **kwargs)  # runs training_step (the closure), then both optimizers
+        if pruning and len(seen) < self.boundary:
+            seen.append({"model": model_lr, "structure": [g["lr"] for g in self.structure.param_groups],
                          "gates": id(self.gates.log_alpha["layer1_0_c0"]) in {id(p) for g in self.trainer.optimizers[0].param_groups for p in g["params"]},
-                         "start": self.start, "target": self._targets()})
-        original(self, *args, **kwargs)
+                         "start": self.start, "target": self._targets() if not seen else None})
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LearnedPruneModule, "optimizer_step", step)
         lines, _ = _run(tmp_path, "stream.tasks=[shapes]", "train.max_steps=40")
     assert not any(s["gates"] for s in seen)  # not in the model's optimizer
-    assert all(s["structure"] == [0.05, 1.0] for s in seen) and seen[0]["model"] > seen[-1]["model"]
-    assert seen[0]["target"] == seen[0]["start"] and 0.1 < seen[0]["start"][0] < 0.3
+    assert all(s["structure"] == [0.05, 1.0, 30.0] for s in seen) and seen[0]["model"] > seen[-1]["model"]
+    assert 0.1 < seen[0]["start"][0] < 0.3 and seen[0]["target"] == seen[0]["start"]  # step 0's target: s0
     report = lines[0]["learner_report"]
     assert abs(report["expected_sparsity"] - 0.5) < 0.06, report
     assert abs(report["achieved_sparsity"] - 0.5) <= 0.005
