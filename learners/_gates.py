@@ -44,12 +44,14 @@ def sample(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (s * (right - left) + left).clamp(0.0, 1.0)
 
 
-def deterministic(log_alpha: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+def deterministic(log_alpha: torch.Tensor, keep: int | None = None, shift: float = 0.0) -> torch.Tensor:
     """The evaluation gates of one group: the `keep` highest (default: the expected number of open
-    gates, rounded) get their soft value, the others 0."""
+    gates of `log_alpha + shift`, rounded) get their soft value, the others 0. The soft value is
+    that of the unshifted log-alpha: a calibration shift changes how many units are kept, never
+    the values of the kept ones."""
     flat = log_alpha.detach().flatten()
     if keep is None:
-        keep = int(round(float(prob_open(flat).sum())))
+        keep = int(round(float(prob_open(flat + shift).sum())))
     keep = max(0, min(flat.numel(), keep))
     soft = torch.sigmoid(flat / TEMPERATURE * EVAL_SHARPNESS)
     out = torch.zeros_like(flat)

@@ -15,6 +15,7 @@ from nevisbench.compute.flops import FlopMeter, StepFlops
 from nevisbench.run.backbones import describe_backbone, start_backbone
 from nevisbench.run.callbacks import FlopMeterCallback
 from nevisbench.run.evaluation import evaluate
+from nevisbench.run.learner_data import StreamData
 from nevisbench.run.plugin import build_learner
 from nevisbench.run.trainer import quiet_lightning
 from nevisbench.tasks.loader import BatchLoader, Split
@@ -35,7 +36,7 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
     L.seed_everything(cfg.seed, verbose=False)
     backbone, feature_dim = start_backbone(cfg)
-    learner = build_learner(cfg, feature_dim)
+    learner = build_learner(cfg, feature_dim, data=StreamData(cfg, ()))  # a stream with no task reached: no data
     prepared = learner.prepare(backbone)
     described = describe_backbone(learner, backbone, prepared)  # {name, arch, params, source}: what ran
     task = TaskInfo(key="probe", name="probe", index=0, domain="object", num_classes=num_classes)
