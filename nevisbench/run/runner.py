@@ -29,7 +29,7 @@ from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, Ru
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
 from nevisbench.run.backbones import describe_backbone, start_backbone
-from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, world_size
+from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
 from nevisbench.run.loggers import make_sink
 from nevisbench.run.parallel import die_with_parent
 from nevisbench.run.learner_data import StreamData
@@ -93,14 +93,25 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         if runner.sink is not None:
             runner.sink.finish(summary)
         join_ranks(runner.ranks, ok=True)
-    except BaseException:
-        join_ranks(runner.ranks if runner is not None else [], ok=False)
+    except BaseException as exc:
+        _stop_ranks(runner.ranks if runner is not None else [], folder.path, exc)
         raise
     finally:
         folder.release()
     console.print(summary_table(summary))
     console.print(f"Results: {folder.path}")
     return folder.path
+
+
+def _stop_ranks(ranks: list[Any], run_dir: Path, exc: BaseException) -> None:
+    """The run stopped with `exc`: stop the ranks rank 0 launched. When one of them had died (a
+    collective then failed here), the error names that rank and the resume command, not the symptom
+    (a Ctrl-C stops every rank, and stays a Ctrl-C)."""
+    interrupted = not isinstance(exc, Exception) or isinstance(exc, RunInterrupted)
+    lost = lost_rank(ranks) if ranks and not interrupted else None
+    join_ranks(ranks, ok=False)
+    if lost is not None:
+        raise RunFailed(rank_lost_error(lost, run_dir, str(exc))) from None
 
 
 def _open_folder(cfg: DictConfig, planned: list[str], console: Console, *, writer: bool) -> RunFolder:
@@ -117,6 +128,7 @@ def _open_folder(cfg: DictConfig, planned: list[str], console: Console, *, write
         folder = RunFolder.create(cfg, to_yaml(cfg))
     if world_size(cfg.trainer) > 1:
         os.environ[RUN_DIR_ENV] = str(folder.path.resolve())  # the ranks Lightning launches read it
+        watch_ranks(folder.path)  # a rank that dies is named, with the resume command
     return folder
 
 
