@@ -24,7 +24,7 @@ from nevisbench.api.learner import clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.config import to_yaml
-from nevisbench.run.summary import summarize
+from nevisbench.run.summary import stream_tally, summarize
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
@@ -56,7 +56,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
 
     With `cfg.resume` set, continue that run: finished tasks are kept as they are, the learner's
     state, the carried backbone and the stream's FLOP counts are restored from the state saved after
-    the last finished task, and an interrupted task restarts from its last mid-task checkpoint.
+    the last finished task, and an interrupted task restarts from its last mid-task checkpoint. A
+    run with every task committed but its summary.json missing or unreadable gets its summary
+    rebuilt from the committed lines (a finished run keeps no state).
     """
     writer = is_writer(cfg.trainer)
     console = console if writer and console is not None else Console(quiet=not writer)
@@ -76,7 +78,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         runner = StreamRunner(cfg, backbone=backbone, feature_dim=feature_dim, store=folder.store, console=console,
                               tasks=stream.tasks)
         runner.announce(stream)
-        runner.restore(folder.finished)
+        _pick_up(runner, folder, console)
         results = list(folder.finished)
         try:
             for index, spec in enumerate(stream.tasks[len(results):], start=len(results)):
@@ -101,6 +103,18 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     console.print(summary_table(summary))
     console.print(f"Results: {folder.path}")
     return folder.path
+
+
+def _pick_up(runner: StreamRunner, folder: RunFolder, console: Console) -> None:
+    """Pick up after the committed tasks: from the state saved after the last one; a finished run
+    whose summary was lost keeps no state and needs none: its stream FLOP tally is rebuilt from the
+    committed lines (see `stream_tally`)."""
+    if folder.summary_lost is None:
+        runner.restore(folder.finished)
+        return
+    runner.meter.stream = stream_tally(folder.finished, folder.store.results_path)
+    console.print(f"Every task of {folder.name} is committed in results.jsonl, but summary.json is "
+                  f"{folder.summary_lost}: it is rebuilt from the committed lines.")
 
 
 def _stop_ranks(ranks: list[Any], run_dir: Path, exc: BaseException) -> None:
