@@ -214,10 +214,14 @@ class TaskSearch:
             raise DataError(f"Cannot resume: the trial weights {path} are damaged ({type(exc).__name__}); {fix}") from None
         return check_weights(weights, path, fix)
 
-    def drop_weights(self, keep: int) -> None:
+    def drop_weights(self, keep: int, *, earlier_only: bool = False) -> None:
+        """Delete the saved weights of every trial but `keep`, or (`earlier_only`) of the trials before
+        it only: a later trial that finished before a resume and is still to be read back may win."""
         if not self.writer:
             return
-        for path in layout.trial_weights_files(self.state_dir, self.index):
+        paths = [self.weights_path(j) for j in range(keep)] if earlier_only else \
+            layout.trial_weights_files(self.state_dir, self.index)
+        for path in paths:
             if path != self.weights_path(keep):
                 path.unlink(missing_ok=True)
 
