@@ -148,3 +148,37 @@ def test_work_hidden_on_a_rank_whose_meter_is_not_written_is_still_charged(tmp_p
     honest, hidden = lines["finetune"]["flops"], lines["hidden"]["flops"]
     assert hidden["train"] == honest["train"]  # training is the same
     assert hidden["eval"] == pytest.approx(4 * honest["eval"], rel=1e-6)  # rank 1's four passes per batch
+
+
+def test_when_lightnings_observer_stops_the_run_the_line_names_the_dead_rank_and_the_resume(tmp_path, capfd):
+    """Lightning's process observer SIGKILLs rank 0 right after logging which child ended: the line
+    the user sees is printed from that log record, before the kill."""
+    import logging
+
+    from lightning.fabric.utilities.rank_zero import rank_prefixed_message
+
+    from nevisbench.run.distributed import watch_ranks
+    from nevisbench.run.trainer import quiet_lightning
+
+    quiet_lightning()
+    watch_ranks(tmp_path / "r")
+    observer = logging.getLogger("lightning.fabric.strategies.launchers.subprocess_script")
+    observer.info(rank_prefixed_message("Child process with PID 4242 terminated with code -9. Forcefully "
+                                        "terminating all other processes to avoid zombies 🧟", rank=1))
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"error: DDP rank 1 (pid 4242, killed by SIGKILL) died. Every rank is stopped; finished tasks are "
+                   f"kept in {tmp_path / 'r'}. Resume with: nevisbench run resume={tmp_path / 'r'}"]
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_task_is_named_with_the_resume_command_and_the_resume_finishes(tmp_path):
+    run_dir = tmp_path / "k"
+    killed = run_cli("run", *DDP, "trainer.devices=2", "train.checkpoint_every_n_steps=1", f"out_dir={tmp_path}",
+                     "run_name=k", timeout=300, env_extra={"NEVISBENCH_FAULT": "rank1@step:1:2"})
+    assert killed.returncode != 0, killed.stderr[-2000:]
+    assert "DDP rank 1 (pid " in killed.stderr and "killed by SIGKILL) died" in killed.stderr, killed.stderr[-2000:]
+    assert f"nevisbench run resume={run_dir}" in killed.stderr and "Traceback" not in killed.stderr
+    assert [line["task"] for line in _lines(run_dir)] == ["faces"]
+    done = run_cli("run", "trainer.devices=2", f"resume={run_dir}", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line["task"] for line in _lines(run_dir)] == ["faces", "shapes"] and (run_dir / "summary.json").exists()

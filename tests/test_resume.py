@@ -150,3 +150,29 @@ def test_an_out_dir_that_cannot_be_created_is_reported(tmp_path):
     blocker.write_text("x")
     proc = run_cli("run", *TINY, f"out_dir={blocker}/sub")
     assert proc.returncode == 2 and "Cannot create out_dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["deleted", "damaged"])
+def test_a_finished_run_whose_summary_is_lost_gets_it_rebuilt_from_its_results_lines(tmp_path, loss):
+    """A finished run keeps no resume state; its results lines hold every task, and the stream's
+    FLOP tally is their sum: the rebuilt summary is the original one (FLOPs to the last bit)."""
+    from nevisbench.config import compose
+    from nevisbench.run.runner import run
+
+    run_dir = run(compose([*TINY, "stream.tasks=[faces,shapes]", f"out_dir={tmp_path}", "run_name=r"]))
+    original = json.loads((run_dir / "summary.json").read_text())
+    lines = (run_dir / "results.jsonl").read_bytes()
+    assert not (run_dir / "state").exists()  # the state after task 0 is gone: resume cannot restore from it
+    if loss == "deleted":
+        (run_dir / "summary.json").unlink()
+    else:
+        (run_dir / "summary.json").write_text('{"tasks": [')
+    done = _cli("run", f"resume={run_dir}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    missing = "missing" if loss == "deleted" else "unreadable"
+    assert f"summary.json is {missing}: it is rebuilt from the committed lines" in " ".join(done.stdout.split())
+    rebuilt = json.loads((run_dir / "summary.json").read_text())
+    assert without_timing(rebuilt) == without_timing(original)
+    assert rebuilt["flops"]["seconds"] == original["flops"]["seconds"]  # even the tally's seconds: the lines' sum
+    assert (run_dir / "results.jsonl").read_bytes() == lines  # nothing committed is rewritten

@@ -80,6 +80,7 @@ class RunFolder:
     store: ResultsStore
     finished: list[dict[str, Any]] = field(default_factory=list)  # results lines already committed
     done: bool = False  # summary.json exists: nothing left to do
+    summary_lost: str | None = None  # every task is committed, but summary.json is missing or unreadable (why)
     _lock: IO[str] | None = None
 
     @property
@@ -107,10 +108,14 @@ class RunFolder:
             folder._acquire()
         try:
             folder.store.remove_stale_temporaries()
+            damaged = None
             if (folder.path / layout.SUMMARY).exists():
-                folder.store.read_summary()  # a damaged summary is an error, not "finished"
-                folder.done = True
-                return folder
+                try:
+                    folder.store.read_summary()
+                    folder.done = True
+                    return folder
+                except DataError as exc:  # not "finished": an error, unless every task is committed (below)
+                    damaged = exc
             folder.finished = folder.store.read_results()
             for number, line in enumerate(folder.finished, start=1):
                 missing = [k for k in RESUMED_KEYS if k not in line]
@@ -121,6 +126,10 @@ class RunFolder:
             if keys != planned[: len(keys)]:
                 raise ConfigError(f"the tasks finished in {run_dir} ({', '.join(keys)}) are not the first tasks of "
                                   f"the stream as it stands now ({', '.join(planned)}); did the prepared data change?")
+            if keys and keys == planned:  # a finished run whose summary was lost: rebuilt from the lines
+                folder.summary_lost = "unreadable" if damaged is not None else "missing"
+            elif damaged is not None:
+                raise damaged
         except BaseException:
             folder.release()
             raise

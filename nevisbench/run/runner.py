@@ -24,12 +24,12 @@ from nevisbench.api.learner import clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
-from nevisbench.run.summary import summarize
+from nevisbench.run.summary import stream_tally, summarize
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
 from nevisbench.run.backbones import describe_backbone, start_backbone
-from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, world_size
+from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
 from nevisbench.run.loggers import make_sink
 from nevisbench.run.parallel import die_with_parent
 from nevisbench.run.learner_data import StreamData
@@ -56,7 +56,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
 
     With `cfg.resume` set, continue that run: finished tasks are kept as they are, the learner's
     state, the carried backbone and the stream's FLOP counts are restored from the state saved after
-    the last finished task, and an interrupted task restarts from its last mid-task checkpoint.
+    the last finished task, and an interrupted task restarts from its last mid-task checkpoint. A
+    run with every task committed but its summary.json missing or unreadable gets its summary
+    rebuilt from the committed lines (a finished run keeps no state).
     """
     writer = is_writer(cfg.trainer)
     console = console if writer and console is not None else Console(quiet=not writer)
@@ -76,7 +78,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         runner = StreamRunner(cfg, backbone=backbone, feature_dim=feature_dim, store=folder.store, console=console,
                               tasks=stream.tasks)
         runner.announce(stream)
-        runner.restore(folder.finished)
+        _pick_up(runner, folder, console)
         results = list(folder.finished)
         try:
             for index, spec in enumerate(stream.tasks[len(results):], start=len(results)):
@@ -93,14 +95,37 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         if runner.sink is not None:
             runner.sink.finish(summary)
         join_ranks(runner.ranks, ok=True)
-    except BaseException:
-        join_ranks(runner.ranks if runner is not None else [], ok=False)
+    except BaseException as exc:
+        _stop_ranks(runner.ranks if runner is not None else [], folder.path, exc)
         raise
     finally:
         folder.release()
     console.print(summary_table(summary))
     console.print(f"Results: {folder.path}")
     return folder.path
+
+
+def _pick_up(runner: StreamRunner, folder: RunFolder, console: Console) -> None:
+    """Pick up after the committed tasks: from the state saved after the last one; a finished run
+    whose summary was lost keeps no state and needs none: its stream FLOP tally is rebuilt from the
+    committed lines (see `stream_tally`)."""
+    if folder.summary_lost is None:
+        runner.restore(folder.finished)
+        return
+    runner.meter.stream = stream_tally(folder.finished, folder.store.results_path)
+    console.print(f"Every task of {folder.name} is committed in results.jsonl, but summary.json is "
+                  f"{folder.summary_lost}: it is rebuilt from the committed lines.")
+
+
+def _stop_ranks(ranks: list[Any], run_dir: Path, exc: BaseException) -> None:
+    """The run stopped with `exc`: stop the ranks rank 0 launched. When one of them had died (a
+    collective then failed here), the error names that rank and the resume command, not the symptom
+    (a Ctrl-C stops every rank, and stays a Ctrl-C)."""
+    interrupted = not isinstance(exc, Exception) or isinstance(exc, RunInterrupted)
+    lost = lost_rank(ranks) if ranks and not interrupted else None
+    join_ranks(ranks, ok=False)
+    if lost is not None:
+        raise RunFailed(rank_lost_error(lost, run_dir, str(exc))) from None
 
 
 def _open_folder(cfg: DictConfig, planned: list[str], console: Console, *, writer: bool) -> RunFolder:
@@ -117,6 +142,7 @@ def _open_folder(cfg: DictConfig, planned: list[str], console: Console, *, write
         folder = RunFolder.create(cfg, to_yaml(cfg))
     if world_size(cfg.trainer) > 1:
         os.environ[RUN_DIR_ENV] = str(folder.path.resolve())  # the ranks Lightning launches read it
+        watch_ranks(folder.path)  # a rank that dies is named, with the resume command
     return folder
 
 

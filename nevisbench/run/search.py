@@ -14,11 +14,13 @@ The space's grammar and the search group's checks live in `nevisbench.config.sea
 
 Each finished trial is recorded in the run's state folder (`<run>/state/search_<task index>/`, names
 in `nevisbench.run.layout`, written atomically), so a search interrupted mid-task keeps its finished
-trials and reruns only the unfinished one.
+trials and reruns only the unfinished one; every record and the winner's weights are checked when
+read back (`nevisbench.run.search_files`).
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from nevisbench.config.search_space import Dist, parse_space
 from nevisbench.errors import DataError
 from nevisbench.run import layout
 from nevisbench.run.results import atomic_write_bytes
+from nevisbench.run.search_files import check_record, check_weights, weights_digest
 
 __all__ = ["TaskSearch", "merge_tallies", "REDUCTION_FACTOR"]
 
@@ -158,33 +161,68 @@ class TaskSearch:
             return layout.task_checkpoint(self.state_dir, self.index)
         return layout.trial_checkpoint(self.state_dir, self.index, k)
 
+    def _fix(self, k: int) -> str:
+        return (f"delete {self.record_path(k).name} (and {self.weights_path(k).name}) in {self.folder} to train "
+                f"that trial again, or delete {self.folder} to restart the task's search")
+
     def load(self, k: int) -> dict[str, Any] | None:
+        """Trial k's record when it finished before a resume (None when it did not), every field
+        checked (`nevisbench.run.search_files`): a damaged one is a one-line DataError naming it."""
         path = self.record_path(k)
         if not self.enabled or not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            record = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise DataError(f"Cannot resume: the search record {path} is damaged ({type(exc).__name__}); "
-                            "delete it to rerun that trial") from None
+            raise DataError(f"Cannot resume: the search record {path} is damaged or not a trial record "
+                            f"({type(exc).__name__}); {self._fix(k)}") from None
+        return check_record(record, path, k, self._fix(k))
 
     def save(self, k: int, record: dict[str, Any], weights: dict[str, Any] | None) -> None:
-        """Keep a finished trial: its weights (only while it is the best so far), then its record."""
+        """Keep a finished trial: its weights (only while it is the best so far), then its record,
+        which holds the weights file's SHA-256 (checked when the weights are read back)."""
         if not self.writer:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        digest = None
         if weights is not None:
-            atomic_write_bytes(self.weights_path(k), lambda handle: torch.save(weights, handle))
+            buffer = io.BytesIO()
+            torch.save(weights, buffer)
+            data = buffer.getvalue()
+            digest = weights_digest(data)
+            atomic_write_bytes(self.weights_path(k), lambda handle: handle.write(data))
+        record = {**record, "weights_sha256": digest}
         atomic_write_bytes(self.record_path(k), lambda handle: torch.save(record, handle))
 
-    def load_weights(self, k: int) -> dict[str, Any] | None:
-        path = self.weights_path(k)
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    def load_weights(self, k: int) -> dict[str, Any]:
+        """The weights trial k saved, checked against the digest in its record (missing, truncated,
+        edited or foreign weights: a one-line DataError naming the file)."""
+        path, record = self.weights_path(k), self.load(k)
+        fix = self._fix(k)
+        if record is None or record["weights_sha256"] is None:
+            raise DataError(f"Cannot resume: trial {k} won the search, but its record {self.record_path(k)} keeps "
+                            f"no weights; {fix}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"Cannot resume: the winning trial's weights {path} cannot be read ({exc.strerror}); {fix}") from None
+        if weights_digest(data) != record["weights_sha256"]:
+            raise DataError(f"Cannot resume: the trial weights {path} are not the ones trial {k} saved (truncated, "
+                            f"edited or from another trial); {fix}")
+        try:
+            weights = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DataError(f"Cannot resume: the trial weights {path} are damaged ({type(exc).__name__}); {fix}") from None
+        return check_weights(weights, path, fix)
 
-    def drop_weights(self, keep: int) -> None:
+    def drop_weights(self, keep: int, *, earlier_only: bool = False) -> None:
+        """Delete the saved weights of every trial but `keep`, or (`earlier_only`) of the trials before
+        it only: a later trial that finished before a resume and is still to be read back may win."""
         if not self.writer:
             return
-        for path in layout.trial_weights_files(self.state_dir, self.index):
+        paths = [self.weights_path(j) for j in range(keep)] if earlier_only else \
+            layout.trial_weights_files(self.state_dir, self.index)
+        for path in paths:
             if path != self.weights_path(keep):
                 path.unlink(missing_ok=True)
 

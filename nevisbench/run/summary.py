@@ -1,4 +1,5 @@
-"""`summary.json`: the stream-level scores of a run, built from its results lines."""
+"""`summary.json`: the stream-level scores of a run, built from its results lines (and, when a
+finished run lost its summary, the stream's FLOP tally too: `stream_tally`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nevisbench.compute.flops import FlopTally
+from nevisbench.errors import DataError
 from nevisbench.run.scores import stream_scores
 
-__all__ = ["summarize"]
+__all__ = ["summarize", "stream_tally"]
 
 
 def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]], meter_total: dict[str, Any],
@@ -41,3 +44,24 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
         "skipped_tasks": list(skipped or []),  # not prepared under data.root (stream.allow_missing=true)
         "tasks": all_results,
     }
+
+
+def stream_tally(results: list[dict[str, Any]], source: object) -> FlopTally:
+    """The stream's FLOP tally rebuilt from its committed lines (read from `source`): each line's
+    `flops` is its task's tally, and the meter sums the tasks' tallies in order exactly so, so the
+    sum is the one an uninterrupted run summarises, to the last bit."""
+    total = FlopTally()
+    for number, line in enumerate(results, start=1):
+        try:
+            flops, executed, seconds = line["flops"], line["flops"]["executed"], line["flops"]["seconds"]
+            task = FlopTally(
+                train_forward=flops["train_forward"], train_backward=flops["train_backward"], eval=flops["eval"],
+                search=flops["search"], executed_train_forward=executed["train_forward"],
+                executed_train_backward=executed["train_backward"], executed_eval=executed["eval"],
+                executed_search=executed["search"], seconds_train=seconds["train"], seconds_eval=seconds["eval"],
+                seconds_search=seconds["search"])
+            total.add(task)
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{source}: line {number} has no complete `flops` object ({exc!r}); the summary cannot "
+                            "be rebuilt from it") from None
+    return total

@@ -57,7 +57,9 @@ def train_trials(trainer: TaskTrainer, search: TaskSearch, task: TaskInfo, data:
                 best.release()
             best = trial
             if search.enabled and not trial.resumed:
-                search.drop_weights(k)  # it just saved its weights (a read-back best keeps the ones it saved)
+                # it just saved its weights (a read-back best keeps the ones it saved); the weights of
+                # later trials read back after it (a rerun trial's record was deleted) are kept
+                search.drop_weights(k, earlier_only=True)
         elif search.enabled:
             trial.release()  # only the best so far stays in memory
     if search.enabled and best is not None:
