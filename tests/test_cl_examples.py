@@ -1,0 +1,37 @@
+"""The continual-learning example plugins (examples/nevisbench-er, -lwf, -ewc): each installed as a
+third party would install it, running its own test suite (the conformance kit, its cost against
+finetuning, and for ER and LwF less forgetting than finetuning under eval.revisit=true)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nevisbench import registry
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PACKAGES = {"er": "nevisbench-er", "lwf": "nevisbench-lwf", "ewc": "nevisbench-ewc"}
+
+
+@pytest.fixture(scope="module")
+def installed():
+    for folder in PACKAGES.values():
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(EXAMPLES / folder)]
+        subprocess.run(pip, check=True, capture_output=True)
+    registry._entry_points.cache_clear()
+    yield
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", *PACKAGES.values()], check=True,
+                   capture_output=True)
+    registry._entry_points.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", sorted(PACKAGES))
+def test_the_example_plugin_passes_its_own_test_suite(installed, learner):
+    tests = EXAMPLES / PACKAGES[learner] / "tests"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestUnknownMarkWarning",
+                           str(tests)], capture_output=True, text=True, timeout=1800, cwd=tests)
+    assert proc.returncode == 0, proc.stdout[-4000:]
