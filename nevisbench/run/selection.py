@@ -1,19 +1,23 @@
-"""Best-dev model selection (the Nevis protocol): of the models seen at the anytime milestones,
-the one with the lowest dev error is the one scored on dev_test and test. A Lightning callback only
-so that the kept weights travel with the mid-task checkpoints (resume keeps the selection)."""
+"""Best-dev model selection (the Nevis protocol): of the models validated on dev, the one with the
+lowest dev error is the one scored on dev_test and test (ties: the earlier, as dm_nevis keeps a model
+only on a strict improvement). `LinearValidation` validates as dm_nevis does
+(`protocol.validate_every_n_steps=n`: after steps 0, n, 2n, ... and after the last step); with n = 0
+the anytime milestones are the validations. `BestDevSelection` is a Lightning callback only so that
+the kept weights travel with the mid-task checkpoints (resume keeps the selection)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 
-__all__ = ["BestDevSelection"]
+__all__ = ["BestDevSelection", "LinearValidation"]
 
 
 class BestDevSelection(L.Callback):
-    """Keeps a CPU copy of the module's weights at the best dev error so far (ties: the later model)."""
+    """Keeps a CPU copy of the module's weights at the best dev error so far (ties: the earlier model)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -22,7 +26,7 @@ class BestDevSelection(L.Callback):
         self._state: dict[str, torch.Tensor] | None = None
 
     def consider(self, module: torch.nn.Module, error: float, step: int) -> None:
-        if self.enabled and (self.error is None or error <= self.error):
+        if self.enabled and (self.error is None or error < self.error):
             self.error, self.step = error, step
             self._state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -41,3 +45,25 @@ class BestDevSelection(L.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.error, self.step, self._state = state["error"], state["step"], state["weights"]
+
+
+class LinearValidation(L.Callback):
+    """dm_nevis's validation cadence: `validate()` after the optimizer steps 0, n, 2n, ... (0-based)
+    and once more after the last step (`final_error`: the trial's cost in dm_nevis's search). It
+    must come after ScheduleCallback, so its evaluations are not counted as training time."""
+
+    def __init__(self, every: int, validate: Callable[[], float], meter: Any) -> None:
+        self.every, self.validate, self.meter = every, validate, meter
+        self.final_error: float | None = None
+
+    def _run(self) -> float:
+        with self.meter.paused():  # evaluation compute, charged as eval by the evaluation itself
+            return self.validate()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.global_step - 1) % self.every == 0:
+            self._run()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:
+            self.final_error = self._run()
