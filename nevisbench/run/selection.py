@@ -24,8 +24,11 @@ class BestDevSelection(L.Callback):
         self.error: float | None = None
         self.step: int | None = None
         self._state: dict[str, torch.Tensor] | None = None
+        self.validations: list[list[float]] = []  # [step, dev error] of every model considered
 
     def consider(self, module: torch.nn.Module, error: float, step: int) -> None:
+        if self.enabled and (not self.validations or self.validations[-1][0] != step):
+            self.validations.append([step, error])
         if self.enabled and (self.error is None or error < self.error):
             self.error, self.step = error, step
             self._state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -38,13 +41,14 @@ class BestDevSelection(L.Callback):
             module.load_state_dict(self._state)
         except RuntimeError:  # the module changed its structure after that milestone (e.g. compaction)
             return {"rule": "last", "reason": "the module's structure changed after the best-dev milestone"}
-        return {"rule": "best_dev", "step": self.step, "dev_error": self.error}
+        return {"rule": "best_dev", "step": self.step, "dev_error": self.error, "validations": self.validations}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"error": self.error, "step": self.step, "weights": self._state}
+        return {"error": self.error, "step": self.step, "weights": self._state, "validations": self.validations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.error, self.step, self._state = state["error"], state["step"], state["weights"]
+        self.validations = list(state.get("validations", []))
 
 
 class LinearValidation(L.Callback):
