@@ -211,3 +211,18 @@ def test_a_nevis_run_uses_the_tasks_batch_size_warmup_and_linear_validation(tmp_
     assert line["selected"]["rule"] == "best_dev" and line["selected"]["step"] in (1, 3, 5)
     # the results line's dev_error is the last validation's (dm_nevis's trial cost); the scored model the best one
     assert line["dev_error"] == line["anytime"][-1]["dev_error"] >= line["selected"]["dev_error"]
+
+
+def test_the_docs_have_one_deviations_table_vs_dm_nevis_with_a_reason_on_every_row():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "short-stream.md").read_text()
+    assert text.count("### Deviations from dm_nevis") == 1
+    section = text.split("### Deviations from dm_nevis", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert rows[0].split("|")[1:5] == [" ", " dm_nevis ", " nevisbench ", " reason "]
+    body = rows[2:]
+    assert len(body) >= 10
+    for row in body:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), row
