@@ -81,7 +81,7 @@ class TaskModule(L.LightningModule):
         biases, norm layers' parameters and any other parameter get none (dm_nevis's mask, which
         decays Haiku's `w` parameters only). The decay is coupled (added to the gradient before
         momentum and the rate), as dm_nevis's `sgdw` applies it. The cosine ends at the absolute
-        rate `train.final_lr` in every group."""
+        rate `train.final_lr` in every group; a warmup of `train.warmup_epochs` starts from rate 0."""
         cfg = self.train_cfg
         fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
         extra = {"fused": True} if fused else {}
@@ -100,7 +100,7 @@ class TaskModule(L.LightningModule):
                 # the task plan's step count (a FLOP budget decides it during step 0, before this is
                 # first needed for a step other than 0; step 0's rate is recomputed then)
                 return lr_factor(step, total=planned_steps(self._trainer), warmup=warmup_steps(cfg, self._trainer),
-                                 schedule=cfg.schedule, floor=floor)
+                                 schedule=cfg.schedule, floor=floor, from_zero=float(cfg.get("warmup_epochs") or 0) > 0)
             return factor
 
         factors = [factor_of(float(group["lr"])) for group in optimizer.param_groups]

@@ -13,14 +13,17 @@ from typing import Any
 __all__ = ["lr_factor", "planned_steps", "epoch_steps", "warmup_steps"]
 
 
-def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine", floor: float = 0.0) -> float:
+def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine", floor: float = 0.0,
+              from_zero: bool = False) -> float:
     """The LR multiplier of `step` (0-based): linear warmup over `warmup` steps, then cosine decay
-    from 1 to `floor` at `total` (or constant). `total=None` (not planned yet) reads as unbounded."""
+    from 1 to `floor` at `total` (or constant). `total=None` (not planned yet) reads as unbounded.
+    The warmup's step s is (s + 1) / (warmup + 1), or with `from_zero` s / warmup (optax's
+    `warmup_cosine_decay_schedule`, as dm_nevis: step 0 has rate 0)."""
     if total is not None:
         total = max(1, int(total))
         warmup = min(int(warmup), total - 1)
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return step / warmup if from_zero else (step + 1) / (warmup + 1)
     if schedule == "constant" or total is None:
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -29,7 +32,8 @@ def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cos
 
 def warmup_steps(train: Any, trainer: Any) -> int:
     """The warmup of `train` (a `train` config section): `warmup_epochs` x the task's steps per epoch
-    when set (dm_nevis's rule; `lr_factor` caps it at total - 1), else `warmup_steps`."""
+    when set (dm_nevis's rule; `lr_factor` caps it at total - 1; it ramps from 0 as dm_nevis's does),
+    else `warmup_steps`."""
     epochs = float(train.get("warmup_epochs") or 0)
     if epochs > 0:
         per_epoch = epoch_steps(trainer)

@@ -55,7 +55,7 @@ class TrainConfig:
     fused: Optional[bool] = None  # fused optimizer kernels; null: on CUDA
     nesterov: bool = False  # Nesterov momentum (sgd)
     decay_norm_and_bias: bool = True  # false: weight decay on conv/linear weights only (dm_nevis's mask)
-    warmup_epochs: float = 0.0  # > 0: warmup = min(total - 1, epochs x (N // batch + 1)) steps, replacing warmup_steps
+    warmup_epochs: float = 0.0  # > 0: warmup from rate 0, min(total - 1, epochs x (N // batch + 1)) steps
     final_lr: float = 0.0  # the absolute learning rate the cosine decays to (dm_nevis: 1e-8)
 
 
