@@ -113,6 +113,10 @@ def test_a_learners_param_groups_are_split_and_keep_their_own_settings():
     groups = [{"params": list(module.backbone.parameters())}, {"params": module.head.weight, "lr": 0.5},
               {"params": [module.head.bias], "lr": 0.5}]
     optimizer = module.optimization(groups)["optimizer"]
+    # group i is still (part of) the learner's group i: a learner may read its groups by index
+    assert [g["lr"] for g in optimizer.param_groups[:3]] == [0.1, 0.5, 0.5]
+    assert optimizer.param_groups[1]["params"] == [module.head.weight]
+    assert optimizer.param_groups[2]["params"] == [module.head.bias]
     by_id = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     assert by_id[id(module.head.weight)]["lr"] == 0.5 and by_id[id(module.head.weight)]["weight_decay"] == 1e-4
     assert by_id[id(module.head.bias)]["weight_decay"] == 0.0

@@ -108,17 +108,19 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _decay_groups(self, params: Any) -> list[dict[str, Any]]:
-        """`params` as param groups, each split into its decayed weights and the rest (weight decay 0)."""
+        """`params` as param groups, each split into its decayed weights and the rest (weight decay 0).
+        Group i of `params` stays group i (its weights, or all of it when it has none), so a learner
+        that reads its groups by index finds them; the rest of each split group is appended."""
         decayed = {id(p) for module in self.modules() if not isinstance(module, NORM_LAYERS)
                    for name, p in module.named_parameters(recurse=False) if name == "weight"}
         groups = list(params)
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
-        out = []
+        out, tail = [], []
         for group in groups:
             members = [group["params"]] if isinstance(group["params"], torch.Tensor) else list(group["params"])
             weights = [p for p in members if id(p) in decayed]
-            rest = [p for p in members if id(p) not in decayed]
-            out += [{**group, "params": weights}] if weights else []
-            out += [{**group, "params": rest, "weight_decay": 0.0}] if rest else []
-        return out
+            rest = {**group, "params": [p for p in members if id(p) not in decayed], "weight_decay": 0.0}
+            out.append({**group, "params": weights} if weights else rest)
+            tail += [rest] if weights and rest["params"] else []
+        return out + tail
