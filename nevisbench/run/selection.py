@@ -39,8 +39,8 @@ class BestDevSelection(L.Callback):
             return {"rule": "last"}
         try:
             module.load_state_dict(self._state)
-        except RuntimeError:  # the module changed its structure after that milestone (e.g. compaction)
-            return {"rule": "last", "reason": "the module's structure changed after the best-dev milestone"}
+        except RuntimeError:  # the module changed its structure after that validation (e.g. compaction)
+            return {"rule": "last", "reason": "the module's structure changed after the best-dev validation"}
         return {"rule": "best_dev", "step": self.step, "dev_error": self.error, "validations": self.validations}
 
     def state_dict(self) -> dict[str, Any]:
