@@ -62,13 +62,16 @@ def test_nevis_flips_every_task_and_fast_keeps_ocr_unflipped(tiny):
 
 def test_nevis_scores_the_best_dev_model(tmp_path, tiny):
     common = [*tiny, "stream.tasks=[digits]", "train.max_steps=6", "budget.milestones=4", f"out_dir={tmp_path}"]
-    nevis = run(compose([*common, "protocol=nevis", "run_name=nevis"]))
+    nevis = run(compose([*common, "protocol=nevis", "protocol.validate_every_n_steps=2", "run_name=nevis"]))
     (line,) = [json.loads(t) for t in (nevis / "results.jsonl").read_text().splitlines()]
-    errors = [r["dev_error"] for r in line["anytime"]]
-    assert line["selected"]["rule"] == "best_dev"
-    assert line["selected"]["dev_error"] == min(errors) == line["dev_error"]
-    best = max(i for i, e in enumerate(errors) if e == min(errors))  # ties: the later model
-    assert line["selected"]["step"] == line["anytime"][best]["step"]
+    selected = line["selected"]
+    assert selected["rule"] == "best_dev"
+    # validated as dm_nevis: after steps 0, 2, 4 (0-based; 1, 3, 5 done) and after the last; not at the milestones
+    steps, errors = zip(*selected["validations"])
+    assert steps == (1, 3, 5, 6)
+    assert selected["dev_error"] == min(errors)
+    assert selected["step"] == steps[errors.index(min(errors))]  # ties: the earlier model
+    assert line["dev_error"] == errors[-1] == line["anytime"][-1]["dev_error"]  # the last validation: the trial's cost
     assert line["dev_test_error"] is not None and line["test_error"] is not None
     fast = run(compose([*common, "protocol=fast", "run_name=fast"]))
     (last,) = [json.loads(t) for t in (fast / "results.jsonl").read_text().splitlines()]

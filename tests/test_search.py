@@ -73,8 +73,11 @@ def test_nevis_cheap_charges_every_trial_and_picks_the_lowest_dev_error(referenc
     # the same seed: the same trials, the same winner, the same compute (in-process this time)
     again = run(compose([*RUN, f"out_dir={tmp_path}"]))
     assert without_timing(_line(again)) == without_timing(line)
-    # another seed draws the grid in another order
+    # another seed: as dm_nevis, the same draws (seeded with the task index); seeded with the run
+    # seed too (search.seed_with_run_seed=true), it draws the grid in another order
     other = run(compose([*RUN, "seed=7", f"out_dir={tmp_path}", "run_name=s7"]))
+    assert [t["overrides"] for t in _line(other)["search"]["trials"]] == [t["overrides"] for t in trials]
+    other = run(compose([*RUN, "seed=7", "search.seed_with_run_seed=true", f"out_dir={tmp_path}", "run_name=s7r"]))
     assert [t["overrides"] for t in _line(other)["search"]["trials"]] != [t["overrides"] for t in trials]
 
 

@@ -8,10 +8,14 @@ import lightning as L
 import torch
 from torch import nn
 
-from nevisbench.api.schedule import lr_factor, planned_steps
+from nevisbench.api.schedule import lr_factor, planned_steps, warmup_steps
 from nevisbench.api.types import TaskInfo
 
-__all__ = ["TaskModule"]
+__all__ = ["TaskModule", "NORM_LAYERS"]
+
+# Normalisation layers: their affine parameters get no weight decay under `train.decay_norm_and_bias=false`
+NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                                            *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
 
 
 class TaskModule(L.LightningModule):
@@ -69,19 +73,54 @@ class TaskModule(L.LightningModule):
         return self.optimization(self.trainable_parameters())
 
     def optimization(self, params: Any) -> dict[str, Any]:
-        """The configured optimizer (`train.optimizer`, lr, momentum, weight decay) over `params`
-        (parameters or param groups), with the harness's warmup + cosine/constant LR schedule."""
+        """The configured optimizer (`train.optimizer`, lr, momentum and `nesterov`, weight decay) over
+        `params` (parameters or param groups), with the harness's warmup + cosine/constant LR schedule.
+
+        With `train.decay_norm_and_bias=false` each group is split in two: the weights of conv and
+        linear layers (every parameter named `weight` outside a normalisation layer) keep the decay,
+        biases, norm layers' parameters and any other parameter get none (dm_nevis's mask, which
+        decays Haiku's `w` parameters only). The decay is coupled (added to the gradient before
+        momentum and the rate), as dm_nevis's `sgdw` applies it. The cosine ends at the absolute
+        rate `train.final_lr` in every group; a warmup of `train.warmup_epochs` starts from rate 0."""
         cfg = self.train_cfg
         fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
         extra = {"fused": True} if fused else {}
+        groups = self._decay_groups(params) if not cfg.get("decay_norm_and_bias", True) else params
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                        nesterov=bool(cfg.get("nesterov", False)) and cfg.momentum > 0, **extra)
         else:
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-        def factor(step: int) -> float:
-            # the task plan's step count (a FLOP budget decides it during step 0, before this is
-            # first needed for a step other than 0; step 0's rate is recomputed then)
-            return lr_factor(step, total=planned_steps(self._trainer), warmup=int(cfg.warmup_steps), schedule=cfg.schedule)
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+        final = float(cfg.get("final_lr") or 0.0)
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        def factor_of(base: float) -> Any:
+            floor = min(1.0, final / base) if base > 0 else 0.0
+
+            def factor(step: int) -> float:
+                # the task plan's step count (a FLOP budget decides it during step 0, before this is
+                # first needed for a step other than 0; step 0's rate is recomputed then)
+                return lr_factor(step, total=planned_steps(self._trainer), warmup=warmup_steps(cfg, self._trainer),
+                                 schedule=cfg.schedule, floor=floor, from_zero=float(cfg.get("warmup_epochs") or 0) > 0)
+            return factor
+
+        factors = [factor_of(float(group["lr"])) for group in optimizer.param_groups]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _decay_groups(self, params: Any) -> list[dict[str, Any]]:
+        """`params` as param groups, each split into its decayed weights and the rest (weight decay 0).
+        Group i of `params` stays group i (its weights, or all of it when it has none), so a learner
+        that reads its groups by index finds them; the rest of each split group is appended."""
+        decayed = {id(p) for module in self.modules() if not isinstance(module, NORM_LAYERS)
+                   for name, p in module.named_parameters(recurse=False) if name == "weight"}
+        groups = list(params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        out, tail = [], []
+        for group in groups:
+            members = [group["params"]] if isinstance(group["params"], torch.Tensor) else list(group["params"])
+            weights = [p for p in members if id(p) in decayed]
+            rest = {**group, "params": [p for p in members if id(p) not in decayed], "weight_decay": 0.0}
+            out.append({**group, "params": weights} if weights else rest)
+            tail += [rest] if weights and rest["params"] else []
+        return out + tail

@@ -10,21 +10,48 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["lr_factor", "planned_steps"]
+__all__ = ["lr_factor", "planned_steps", "epoch_steps", "warmup_steps"]
 
 
-def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine") -> float:
+def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine", floor: float = 0.0,
+              from_zero: bool = False) -> float:
     """The LR multiplier of `step` (0-based): linear warmup over `warmup` steps, then cosine decay
-    to 0 at `total` (or constant). `total=None` (not planned yet) reads as unbounded."""
+    from 1 to `floor` at `total` (or constant). `total=None` (not planned yet) reads as unbounded.
+    The warmup's step s is (s + 1) / (warmup + 1), or with `from_zero` s / warmup (optax's
+    `warmup_cosine_decay_schedule`, as dm_nevis: step 0 has rate 0)."""
     if total is not None:
         total = max(1, int(total))
         warmup = min(int(warmup), total - 1)
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return step / warmup if from_zero else (step + 1) / (warmup + 1)
     if schedule == "constant" or total is None:
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps(train: Any, trainer: Any) -> int:
+    """The warmup of `train` (a `train` config section): `warmup_epochs` x the task's steps per epoch
+    when set (dm_nevis's rule; `lr_factor` caps it at total - 1; it ramps from 0 as dm_nevis's does),
+    else `warmup_steps`."""
+    epochs = float(train.get("warmup_epochs") or 0)
+    if epochs > 0:
+        per_epoch = epoch_steps(trainer)
+        if per_epoch is not None:
+            return int(epochs * per_epoch)
+    return int(train.warmup_steps)
+
+
+def epoch_steps(trainer: Any) -> int | None:
+    """The task's steps per epoch as dm_nevis counts them, N // batch size + 1 (the first callback
+    with an `epoch_steps` that is not None); None without a trainer or a plan."""
+    if trainer is None:
+        return None
+    for callback in trainer.callbacks:
+        steps = getattr(callback, "epoch_steps", None)
+        if steps is not None:
+            return int(steps)
+    return None
 
 
 def planned_steps(trainer: Any) -> int | None:

@@ -33,6 +33,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol.flip": ("all", "not_ocr"),
     "protocol.crop_fallback": ("center", "clamp"),
     "meter.count": ("auto", "every_step", "cached"),
+    "protocol.batch_size": ("fixed", "nevis_rule"),
 }
 # Ranges (key -> (low, low inclusive, high, high inclusive)); None: unbounded on that side.
 _RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
@@ -43,6 +44,9 @@ _RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "train.momentum": (0, True, 1, False),
     "train.weight_decay": (0, True, None, False),
     "train.warmup_steps": (0, True, None, False),
+    "train.warmup_epochs": (0, True, None, False),
+    "train.final_lr": (0, True, None, False),
+    "protocol.validate_every_n_steps": (0, True, None, False),
     "train.label_smoothing": (0, True, 1, False),
     "train.checkpoint_every_n_steps": (0, True, None, False),
     "data.image_size": (8, True, 1024, True),  # below 8 px a ResNet's stride-32 features vanish
@@ -98,6 +102,10 @@ def _check_ranges(cfg: DictConfig) -> None:
         above = high is not None and (value > high or (not high_in and value == high))
         if below or above:
             raise ConfigError(f"Invalid value for '{key}': {value}; it must be {_bound_text(low, low_in, high, high_in)}")
+    final, lr = OmegaConf.select(cfg, "train.final_lr"), OmegaConf.select(cfg, "train.lr")
+    if final is not None and lr is not None and final >= lr:
+        raise ConfigError(f"Invalid value for 'train.final_lr': {final}; it must be below train.lr={lr} "
+                          "(the cosine decays from train.lr down to it)")
     for key in _NON_EMPTY:
         if not OmegaConf.select(cfg, key):
             raise ConfigError(f"Invalid value for '{key}': it must not be empty")

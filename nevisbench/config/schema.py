@@ -54,6 +54,10 @@ class TrainConfig:
     label_smoothing: float = MISSING
     checkpoint_every_n_steps: int = MISSING  # mid-task checkpoints for resuming (0: off)
     fused: Optional[bool] = None  # fused optimizer kernels; null: on CUDA
+    nesterov: bool = False  # Nesterov momentum (sgd)
+    decay_norm_and_bias: bool = True  # false: weight decay on conv/linear weights only (dm_nevis's mask)
+    warmup_epochs: float = 0.0  # > 0: warmup from rate 0, min(total - 1, epochs x (N // batch + 1)) steps
+    final_lr: float = 0.0  # the absolute learning rate the cosine decays to (dm_nevis: 1e-8)
 
 
 @dataclass
@@ -111,6 +115,9 @@ class ProtocolConfig:
     selection: str = MISSING  # best_dev | last: which model of a task is scored on dev_test and test
     flip: str = MISSING  # all | not_ocr: which tasks get random horizontal flips
     crop_fallback: str = MISSING  # center | clamp: a random crop that does not fit the image
+    batch_size: str = "fixed"  # fixed: data.batch_size | nevis_rule: min(512, max(16, 2^floor(log2(0.0025 N)))) per task
+    validate_every_n_steps: int = 0  # > 0: best-dev selection validates every n steps (step 0, n, 2n, ... and the
+    # last), as dm_nevis; 0: it reads the anytime milestones
 
 
 @dataclass
@@ -119,10 +126,12 @@ class SearchConfig:
 
     name: str = MISSING  # none | nevis_cheap | nevis | custom
     trials: int = MISSING  # trials per task (1 with search=none)
-    sampler: str = MISSING  # grid | random | tpe (Optuna samplers, seeded with seed + task index)
+    sampler: str = MISSING  # grid | random | tpe (Optuna samplers, seeded per task: see seed_with_run_seed)
     space: Dict[str, Any] = field(default_factory=dict)  # train.* / learner.* key -> loguniform(a,b) | uniform(a,b) | choice(a,...)
     parallel: int = 1  # trials of a task at once, one per GPU or CPU slot (grid/random samplers)
     pruner: str = "none"  # none | successive_halving | hyperband (Optuna; the budget milestones are the rungs)
+    seed_with_run_seed: bool = True  # the sampler's seed: seed + task index (true) | the task index alone (false,
+    # dm_nevis: task i draws the same trials under every run seed)
 
 
 @dataclass

@@ -41,7 +41,8 @@ from nevisbench.run.scenario import Scenario
 from nevisbench.run.revisit import Revisits, continual_scores
 from nevisbench.run.search import TaskSearch, merge_tallies
 from nevisbench.run.task_result import TaskResult, peak_memory, throughput
-from nevisbench.run.task_trainer import TaskStart, TaskTrainer, searches_learner, task_info
+from nevisbench.run.schedule import optimization_record
+from nevisbench.run.task_trainer import TaskStart, TaskTrainer, searches_learner, task_config, task_info
 from nevisbench.run.trainer import quiet_lightning, resolve_precision, training_device
 from nevisbench.run.trial import Trial, search_record
 from nevisbench.run.trials import train_trials, train_trials_in_parallel
@@ -278,17 +279,19 @@ class StreamRunner:
         if failure is None and self.revisits.enabled:
             revisit, failure = self._revisit(trainer, winner, task)
         tally = self.meter.end_task()
+        task_cfg = task_config(cfg, len(data.train))  # the task's batch size (protocol.batch_size)
         result = TaskResult(
             task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
             metric="1-mAP" if task.multi_label else "top1_error", test_error=scores["test"],
             dev_test_error=scores["dev_test"], selected=winner.selected, dev_error=winner.dev_error, steps=winner.steps,
             flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=winner.anytime, wall_seconds=wall,
-            throughput=throughput(tally, winner.steps * cfg.data.batch_size, self.device, self.precision,
+            throughput=throughput(tally, winner.steps * task_cfg.data.batch_size, self.device, self.precision,
                                   cfg.trainer.peak_flops),
             peak_memory_bytes=peak_memory(self.device), data_on_device=winner.loaders["train"].images.device == self.device,
             num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
             error=failure, budget=winner.budget, search=search_record(cfg, trials, winner) if search.enabled else None,
-            extra={**(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {})})
+            extra={"optimization": optimization_record(task_cfg, len(data.train), winner.steps),
+                   **(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {})})
         line = self._commit(index, result)
         search.clear()
         return line

@@ -29,7 +29,35 @@ from nevisbench.compute.flops import FlopMeter
 from nevisbench.run import compiling
 from nevisbench.run.metering import global_flops
 
-__all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions"]
+__all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions", "nevis_batch_size", "epoch_steps", "optimization_record"]
+
+
+def nevis_batch_size(examples: int) -> int:
+    """dm_nevis's per-task training batch size (`protocol.batch_size=nevis_rule`): 0.25% of the task's
+    training examples, rounded down to a power of two, within [16, 512]."""
+    if examples < 1:
+        return 16
+    return min(512, max(16, 2 ** math.floor(math.log2(0.0025 * examples))))
+
+
+def epoch_steps(examples: int, batch_size: int) -> int:
+    """Steps per epoch as dm_nevis counts them for its warmup: N // batch + 1."""
+    return examples // batch_size + 1
+
+
+def optimization_record(cfg: Any, examples: int, steps: int) -> dict[str, Any]:
+    """How a task of `examples` training examples trained (the results line's `optimization`): its
+    batch size, steps per epoch, warmup steps (as the schedule applied them to `steps` planned
+    steps), the cosine's end rate, Nesterov and which parameters took weight decay."""
+    train, batch = cfg.train, int(cfg.data.batch_size)
+    per_epoch = epoch_steps(examples, batch)
+    epochs = float(train.get("warmup_epochs") or 0)
+    warmup = int(epochs * per_epoch) if epochs > 0 else int(train.warmup_steps)
+    return {"batch_size": batch, "batch_rule": (cfg.get("protocol") or {}).get("batch_size", "fixed"),
+            "epoch_steps": per_epoch, "warmup_steps": min(warmup, max(0, steps - 1)), "schedule": train.schedule,
+            "final_lr": float(train.get("final_lr") or 0.0), "optimizer": train.optimizer,
+            "nesterov": bool(train.get("nesterov", False)),
+            "weight_decay_on": "all" if train.get("decay_norm_and_bias", True) else "conv_and_linear_weights"}
 
 
 def milestone_fractions(count: int, first: float) -> list[float]:
@@ -61,11 +89,13 @@ class ScheduleCallback(L.Callback):
     evaluation at each milestone (paused out of the training count: it is evaluation compute).
     Must come after FlopMeterCallback so the step is charged before it is read."""
 
-    def __init__(self, meter: FlopMeter, plan: TaskPlan, evaluate_dev: Callable[[], float], *, steps_per_epoch: int) -> None:
+    def __init__(self, meter: FlopMeter, plan: TaskPlan, evaluate_dev: Callable[[], float], *, steps_per_epoch: int,
+                 epoch_steps: int | None = None) -> None:
         self.meter = meter
         self.plan = plan
         self.evaluate_dev = evaluate_dev
         self.steps_per_epoch = steps_per_epoch
+        self.epoch_steps = epoch_steps  # dm_nevis's count (N // batch + 1), read by train.warmup_epochs
 
     @property
     def planned_steps(self) -> int | None:
@@ -163,6 +193,7 @@ class ScheduleCallback(L.Callback):
                 - (self.meter.task.seconds_eval - self._eval_seconds_at_start)
                 - (compiling.seconds() - self._compile_at_start[0]),
                 "dev_error": error,
+                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None,  # this step's rate
             })
 
 

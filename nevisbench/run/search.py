@@ -2,7 +2,8 @@
 
 `search=none` trains each task once. Otherwise each task runs `search.trials` trials: each samples
 values of the `search.space` keys (any `train.*` or `learner.*` key) with a seeded Optuna sampler
-(`grid`, `random` or `tpe`, seeded with the task's seed, `nevisbench.api.types.task_seed`), starts
+(`grid`, `random` or `tpe`, seeded with the task's seed, `nevisbench.api.types.task_seed`, or with the
+task index alone: `search_seed`), starts
 from the same state, trains on `train`, is scored on `dev` (its selected model: best-dev under
 protocol=nevis), and the trial with the lowest dev error wins. The winner is not trained again on
 more data: its selected model is scored as it is (it is retrained, with the same seed and values,
@@ -37,10 +38,17 @@ from nevisbench.run import layout
 from nevisbench.run.results import atomic_write_bytes
 from nevisbench.run.search_files import check_record, check_weights, weights_digest
 
-__all__ = ["TaskSearch", "merge_tallies", "REDUCTION_FACTOR"]
+__all__ = ["TaskSearch", "merge_tallies", "search_seed", "REDUCTION_FACTOR"]
 
 REDUCTION_FACTOR = 3  # Optuna's default for Hyperband; SuccessiveHalving's default is 4, set to 3 here too:
 # a third of the trials at a rung go on, for both pruners
+
+
+def search_seed(cfg: Any, index: int) -> int:
+    """The seed of task `index`'s sampler: the task's seed (seed + index), or with
+    `search.seed_with_run_seed=false` the task index alone, as dm_nevis seeds its draws, so task i
+    draws the same trials under every run seed and `seed` varies the training alone."""
+    return task_seed(int(cfg.seed), index) if cfg.search.get("seed_with_run_seed", True) else index
 
 
 def merge_tallies(winner: FlopTally, losers: list[FlopTally]) -> FlopTally:
@@ -77,7 +85,7 @@ class TaskSearch:
         self._rungs = 0  # milestones that can stop a trial (all but the last)
         if self.enabled:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            seed = task_seed(int(cfg.seed), index)
+            seed = search_seed(cfg, index)
             sampler = {
                 "grid": lambda: optuna.samplers.GridSampler({k: list(d.args) for k, d in self.space.items()}, seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),

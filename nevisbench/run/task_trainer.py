@@ -43,7 +43,8 @@ from nevisbench.run.report import print_warning
 from nevisbench.run.results import ResultsStore
 from nevisbench.run.scenario import Scenario
 from nevisbench.run.search import TaskSearch
-from nevisbench.run.selection import BestDevSelection
+from nevisbench.run.schedule import epoch_steps, nevis_batch_size
+from nevisbench.run.selection import BestDevSelection, LinearValidation
 from nevisbench.run.trainer import (
     compile_module,
     eval_phase,
@@ -57,7 +58,7 @@ from nevisbench.run.trial import Trial, budget_record
 from nevisbench.tasks.catalog import TaskSpec
 from nevisbench.tasks.loader import BatchLoader, TaskData
 
-__all__ = ["TaskStart", "TaskTrainer", "task_info", "searches_learner"]
+__all__ = ["TaskStart", "TaskTrainer", "task_info", "task_config", "searches_learner"]
 
 
 def task_info(spec: TaskSpec, index: int) -> TaskInfo:
@@ -76,6 +77,16 @@ def _protocol(cfg: DictConfig, key: str, default: Any) -> Any:
     """A setting of the evaluation protocol (`protocol=nevis|fast`)."""
     protocol = cfg.get("protocol")
     return protocol.get(key, default) if protocol is not None else default
+
+
+def task_config(cfg: DictConfig, examples: int) -> DictConfig:
+    """`cfg` as a task of `examples` training examples trains with it: under
+    `protocol.batch_size=nevis_rule` its `data.batch_size` is dm_nevis's rule for that task."""
+    if _protocol(cfg, "batch_size", "fixed") != "nevis_rule":
+        return cfg
+    out = cfg.copy()
+    out.data.batch_size = nevis_batch_size(examples)
+    return out
 
 
 @dataclass
@@ -173,7 +184,7 @@ class TaskTrainer:
                     overrides: dict[str, Any]) -> Trial:
         """One trial (the task's only one with search=none): the task's module built with the
         trial's config, fitted with its own task tally, its selected (best-dev or last) model kept."""
-        cfg = trial_config(self.cfg, overrides) if overrides else self.cfg
+        cfg = task_config(trial_config(self.cfg, overrides) if overrides else self.cfg, len(data.train))
         learner, start = self.trial_start(cfg, task.index) if search.enabled else (self.start.learner, self.start.scenario.start())
         with plugin_hook(self.name, f"begin_task({task.key})"):
             module = learner.begin_task(task, start)
@@ -185,36 +196,66 @@ class TaskTrainer:
         plan = TaskPlan(measure=cfg.budget.measure, max_steps=cfg.train.max_steps, budget=cfg.budget.flops_per_task,
                         fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone))
         selection = BestDevSelection(enabled=_protocol(cfg, "selection", "last") == "best_dev")
-
-        def evaluate_dev() -> float:
-            error = self.evaluate(module, task, loaders["dev"], trainer)
-            selection.consider(module, error, int(trainer.global_step))
-            return error
-
-        checkpoint = search.checkpoint(k)
-        pruning = PruneCallback(search, plan)
-        callbacks = [
-            FlopMeterCallback(self.meter),
-            FiniteLossCallback(task.key),
-            ScheduleCallback(self.meter, plan, evaluate_dev, steps_per_epoch=len(loaders["train"])),
-            *([pruning] if search.pruning else []),  # after the milestone's evaluation, before the mid-task checkpoint
-            CheckpointCallback(checkpoint, cfg.train.checkpoint_every_n_steps, loaders["train"]),
-            selection,
-        ]
+        held: list[L.Trainer] = []  # the trainer, once made (the evaluations read its step)
+        callbacks, linear, pruning = self.trial_callbacks(cfg, search, k, task, module, loaders, plan, selection,
+                                                          len(data.train), held)
         trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
                                budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
                                logger=self.sink.lightning_logger() if self.sink is not None else False)
+        held.append(trainer)
         began = time.perf_counter()
         crash_point(f"trial:{task.index}:{k}")
-        failure = self.fit(trainer, module, loaders["train"], task, checkpoint)
+        failure = self.fit(trainer, module, loaders["train"], task, search.checkpoint(k))
         selected = selection.restore(module) if failure is None else {"rule": "none"}
         dev_error = selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None)
+        if linear is not None and linear.final_error is not None:
+            dev_error = linear.final_error  # dm_nevis ranks a trial by its last validation (it scores the best-dev model)
         if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
             dev_error = self.evaluate(module, task, loaders["dev"], trainer)
         return Trial(k=k, overrides=overrides, cfg=cfg, learner=learner, module=module, trainer=trainer, loaders=loaders,
                      anytime=plan.records, selected=selected, dev_error=dev_error, failure=failure,
                      tally=self.meter.task.copy(), steps=int(trainer.global_step), pruned=pruning.pruned,
                      budget=budget_record(plan, self.meter.task), seconds=time.perf_counter() - began)
+
+    def trial_callbacks(self, cfg: DictConfig, search: TaskSearch, k: int, task: TaskInfo, module: L.LightningModule,
+                        loaders: dict[str, BatchLoader], plan: TaskPlan, selection: BestDevSelection, examples: int,
+                        held: list[L.Trainer]) -> tuple[list[L.Callback], LinearValidation | None, PruneCallback]:
+        """A trial's callbacks: the meter, the loss guard, the task plan (its anytime milestones), the
+        linear validations of best-dev selection (`protocol.validate_every_n_steps`; without them the
+        milestones feed the selection), the pruner, the mid-task checkpoint and the selection."""
+        every = int(_protocol(cfg, "validate_every_n_steps", 0)) if selection.enabled else 0
+        seen: dict[int, float] = {}  # the dev error of the latest step evaluated (a milestone and a validation share it)
+
+        def evaluate_dev() -> float:
+            step = int(held[0].global_step)
+            if step not in seen:
+                seen.clear()
+                seen[step] = self.evaluate(module, task, loaders["dev"], held[0])
+            return seen[step]
+
+        def milestone_dev() -> float:  # the anytime curve
+            error = evaluate_dev()
+            if not every:
+                selection.consider(module, error, int(held[0].global_step))
+            return error
+
+        def validate() -> float:
+            error = evaluate_dev()
+            selection.consider(module, error, int(held[0].global_step))
+            return error
+
+        pruning = PruneCallback(search, plan)
+        linear = LinearValidation(every, validate, self.meter) if every else None
+        return [
+            FlopMeterCallback(self.meter),
+            FiniteLossCallback(task.key),
+            ScheduleCallback(self.meter, plan, milestone_dev, steps_per_epoch=len(loaders["train"]),
+                             epoch_steps=epoch_steps(examples, int(cfg.data.batch_size))),
+            *([linear] if linear else []),  # after the schedule's milestone evaluation (it may reuse it)
+            *([pruning] if search.pruning else []),  # after the milestone's evaluation, before the mid-task checkpoint
+            CheckpointCallback(search.checkpoint(k), cfg.train.checkpoint_every_n_steps, loaders["train"]),
+            selection,
+        ], linear, pruning
 
     def trial_start(self, cfg: DictConfig, index: int) -> tuple[Learner, torch.nn.Module]:
         """The learner of one search trial and the backbone it begins from.
@@ -244,7 +285,7 @@ class TaskTrainer:
         when its trial finished before a resume (trained again if the saved weights no longer fit)."""
         if winner.module is not None or winner.failure is not None:
             return
-        cfg = trial_config(self.cfg, winner.overrides) if winner.overrides else self.cfg
+        cfg = task_config(trial_config(self.cfg, winner.overrides) if winner.overrides else self.cfg, len(data.train))
         learner, start = self.trial_start(cfg, task.index)
         with plugin_hook(self.name, f"begin_task({task.key})"):
             module = learner.begin_task(task, start)
