@@ -23,12 +23,12 @@ import torch
 import torchvision
 from torch import nn
 
-from nevisbench.run.callbacks import FlopMeterCallback
-from nevisbench.config import compose
-from nevisbench.tasks.loader import BatchLoader, Split
-from nevisbench.compute.flops import FlopMeter
 from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
+from nevisbench.compute.flops import FlopMeter
+from nevisbench.config import compose
+from nevisbench.run.callbacks import FlopMeterCallback
+from nevisbench.tasks.loader import BatchLoader, Split
 
 
 def _fit(*, with_meter: bool, steps: int, model: str, image_size: int, batch_size: int,

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data_pipeline  # noqa: E402
 import learner_step_time  # noqa: E402
 from _common import model, premade_batches, quiet, reference_loop, sync, synthetic_split  # noqa: E402
+from rich.console import Console  # noqa: E402
 
 from nevisbench.api.learner import LearnerContext  # noqa: E402
 from nevisbench.config import compose  # noqa: E402
@@ -57,7 +58,6 @@ from nevisbench.run.runner import StreamRunner, resolve_precision  # noqa: E402
 from nevisbench.tasks import get_stream  # noqa: E402
 from nevisbench.tasks.catalog import TaskSpec  # noqa: E402
 from nevisbench.tasks.loader import BatchLoader, Split, TaskData  # noqa: E402
-from rich.console import Console  # noqa: E402
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "tasks" / "nevis_short.yaml"
 NUM_CLASSES = 10

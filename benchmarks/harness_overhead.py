@@ -25,15 +25,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_ratio, model, pick_device, premade_batches, quiet, reference_loop, synthetic_split  # noqa: E402
-
-from nevisbench.config import compose  # noqa: E402
 from rich.console import Console  # noqa: E402
-from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
+
 from nevisbench.api.learner import LearnerContext  # noqa: E402
-from nevisbench.tasks.loader import TaskData  # noqa: E402
+from nevisbench.config import compose  # noqa: E402
+from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
 from nevisbench.run.results import ResultsStore  # noqa: E402
 from nevisbench.run.runner import StreamRunner, resolve_precision  # noqa: E402
 from nevisbench.tasks.catalog import TaskSpec  # noqa: E402
+from nevisbench.tasks.loader import TaskData  # noqa: E402
 
 NUM_CLASSES = 10
 

@@ -21,10 +21,10 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import pick_device, quiet, sync  # noqa: E402
 
-from nevisbench.run.backbones import build_backbone  # noqa: E402
-from nevisbench.config import compose  # noqa: E402
 from nevisbench.api.learner import LearnerContext, TaskInfo  # noqa: E402
+from nevisbench.config import compose  # noqa: E402
 from nevisbench.registry import get_learner_class  # noqa: E402
+from nevisbench.run.backbones import build_backbone  # noqa: E402
 
 LEARNERS = [
     ("finetune", []),

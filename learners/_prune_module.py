@@ -14,10 +14,10 @@ from torch import nn
 
 from nevisbench.api.learner import clone_module
 from nevisbench.api.module import TaskModule
+from nevisbench.api.schedule import planned_steps
 from nevisbench.learners._gates import GateSet, deterministic
 from nevisbench.learners._lagrangian import calibrate, penalty, ramp, structure_optimizer
 from nevisbench.learners._structure import BlockUnits, FlopModel, Gates, binary, compact, features, merge_into, overlap, unit_mask
-from nevisbench.api.schedule import planned_steps
 
 __all__ = ["Auxiliary", "LearnedPruneModule"]
 
@@ -91,7 +91,7 @@ class LearnedPruneModule(TaskModule):
             with torch.no_grad():
                 self.start = [float(1.0 - self.flops.ratio(s.probs())) for s in sets]
         terms = [penalty(self.flops, s.probs(), self.lambda1[i], self.lambda2[i], t)
-                 for i, (s, t) in enumerate(zip(sets, self._targets()))]
+                 for i, (s, t) in enumerate(zip(sets, self._targets(), strict=False))]
         return sum(p for p, _ in terms), [e for _, e in terms]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -113,7 +113,7 @@ class LearnedPruneModule(TaskModule):
         if self.teacher is not None:
             with torch.no_grad():
                 _, targets = features(self.teacher, self.units, x)
-            loss = loss + self.cfg.distill_weight * sum(F.mse_loss(s, t) for s, t in zip(stages, targets)) / len(stages)
+            loss = loss + self.cfg.distill_weight * sum(F.mse_loss(s, t) for s, t in zip(stages, targets, strict=False)) / len(stages)
         return loss
 
     def _aux_loss(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
@@ -176,7 +176,7 @@ class LearnedPruneModule(TaskModule):
         minimiser of the penalty over the base); the proximal step of `delta_penalty` * |offset|^2
         at the gates' learning rate. Penalty 0 is exactly `multi`; a large one ties the sets."""
         shrink = 1.0 / (1.0 + 2.0 * self.cfg.gate_lr * self.cfg.delta_penalty)
-        for a, b in zip(self.gates.log_alpha.values(), self.prev_gates.log_alpha.values()):
+        for a, b in zip(self.gates.log_alpha.values(), self.prev_gates.log_alpha.values(), strict=False):
             base = (a + b) / 2
             a.copy_(base + (a - base) * shrink)
             b.copy_(base + (b - base) * shrink)
@@ -232,8 +232,8 @@ class LearnedPruneModule(TaskModule):
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             scheduler.last_epoch = step
-            rates = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-            for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            rates = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=False)]
+            for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=False):
                 group["lr"] = rate
             scheduler._last_lr = rates
 

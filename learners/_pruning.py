@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nevisbench.errors import ConfigError, choice_error
 from nevisbench.api.learner import LearnerConfig
+from nevisbench.errors import ConfigError, choice_error
 
 __all__ = ["PruneConfig", "scores", "top_mask", "global_masks"]
 

@@ -97,7 +97,7 @@ class Shortcut(nn.Module):
 def _gated_block(block: nn.Module, b: BlockUnits, x: torch.Tensor, z: Gates) -> torch.Tensor:
     identity = x if block.downsample is None else block.downsample(x)
     out = x
-    for i, (conv_name, bn_name) in enumerate(zip(b.convs, b.bns)):
+    for i, (conv_name, bn_name) in enumerate(zip(b.convs, b.bns, strict=False)):
         conv = getattr(block, conv_name)
         kernels = z.get(b.kernel[i]) if b.kernel[i] is not None else None
         weight = conv.weight if kernels is None else conv.weight * kernels[:, :, None, None]
@@ -134,8 +134,11 @@ class FlopModel:
 
         def hook(name):
             def record(conv, inputs, out):
-                forward = 2.0 * conv.out_channels * conv.in_channels // conv.groups * math.prod(conv.kernel_size) * out.shape[-2] * out.shape[-1]
+                forward = (
+                    2.0 * conv.out_channels * conv.in_channels // conv.groups * math.prod(conv.kernel_size) * out.shape[-2] * out.shape[-1]
+                )
                 costs[name] = forward * (2 if name == "conv1" else 3)
+
             return record
 
         handles = [m.register_forward_hook(hook(n)) for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
@@ -153,7 +156,7 @@ class FlopModel:
     def ratio(self, open_: Gates) -> torch.Tensor:
         """Kept fraction of the dense training FLOPs; `open_` maps gate names to P(open) or 0/1."""
         total = torch.zeros((), device=next(iter(open_.values())).device) + self.fixed
-        for b, costs in zip(self.units, self.costs):
+        for b, costs in zip(self.units, self.costs, strict=False):
             branch = 0.0
             for i, cost in enumerate(costs):
                 out = open_.get(b.channels_out(i)) if b.channels_out(i) is not None else None
@@ -184,10 +187,10 @@ def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor | None, scale: torch.Tensor
     return new
 
 
-def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, keep_out: torch.Tensor | None,
-              kernels: torch.Tensor | None) -> nn.Conv2d:
-    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    bias=conv.bias is not None).to(weight.device)
+def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, keep_out: torch.Tensor | None, kernels: torch.Tensor | None) -> nn.Conv2d:
+    new = nn.Conv2d(
+        weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation, bias=conv.bias is not None
+    ).to(weight.device)
     nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[1] > 1
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     new.weight.data = weight.contiguous(memory_format=fmt)
@@ -210,7 +213,7 @@ def compact(backbone: nn.Module, units: list[BlockUnits], z: Gates) -> None:
             replace_submodule(backbone, b.path, Shortcut(block.downsample))
             continue
         keep_in = None
-        for i, (conv_name, bn_name) in enumerate(zip(b.convs, b.bns)):
+        for i, (conv_name, bn_name) in enumerate(zip(b.convs, b.bns, strict=False)):
             conv = getattr(block, conv_name)
             values = z[b.channel[i]] if b.channels_out(i) is not None else None
             keep_out = None if values is None else values.nonzero().flatten()
@@ -232,7 +235,7 @@ def merge_into(dense: nn.Module, compacted: nn.Module, units: list[BlockUnits], 
     removed units keep `dense`'s values (their weights at compaction)."""
     index: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}  # tensor name -> (rows, cols)
     for b in units:
-        for i, (conv, bn) in enumerate(zip(b.convs, b.bns)):
+        for i, (conv, bn) in enumerate(zip(b.convs, b.bns, strict=False)):
             out = z[b.channel[i]].nonzero().flatten().cpu() if b.channels_out(i) is not None else None
             inp = z[b.channel[i - 1]].nonzero().flatten().cpu() if b.channels_in(i) is not None else None
             index[f"{b.path}.{conv}.weight"] = (out, inp)

@@ -8,16 +8,15 @@ adapts the 3x3 convolutions, `targets=all` every convolution of the blocks (not 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from nevisbench.errors import choice_error
 from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo, replace_submodule
+from nevisbench.errors import choice_error
 from nevisbench.learners._resnet import block_convs
 
 if TYPE_CHECKING:

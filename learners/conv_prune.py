@@ -31,8 +31,8 @@ import torch.nn.utils.prune as prune
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from nevisbench.errors import ConfigError, choice_error
 from nevisbench.api.learner import Learner, replace_submodule
+from nevisbench.errors import ConfigError, choice_error
 from nevisbench.learners._pruning import PruneConfig, global_masks, scores
 from nevisbench.learners._resnet import block_convs
 
@@ -71,8 +71,8 @@ class GroupSharedConv(nn.Module):
             raise ValueError(f"GroupSharedConv: groups={groups} must divide the {c_out // conv.groups} output "
                              f"channels of each of the conv's {conv.groups} group(s)")
         local = [torch.topk(group_scores[m].sum(0), keep).indices.sort().values for _, m in chunks]
-        weight = torch.cat([conv.weight.detach()[m][:, idx] for (_, m), idx in zip(chunks, local)])
-        self.register_buffer("inputs", torch.cat([idx + g * group_width for (g, _), idx in zip(chunks, local)]))
+        weight = torch.cat([conv.weight.detach()[m][:, idx] for (_, m), idx in zip(chunks, local, strict=False)])
+        self.register_buffer("inputs", torch.cat([idx + g * group_width for (g, _), idx in zip(chunks, local, strict=False)]))
         self.conv = nn.Conv2d(keep * len(chunks), c_out, _pair(conv.kernel_size), _pair(conv.stride),
                               conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
                               _pair(conv.dilation), groups=len(chunks), bias=conv.bias is not None)
@@ -97,7 +97,7 @@ class ConvPruneLearner(Learner):
         # importance of each KxK kernel: (Cout, Cin/groups), the inputs each output channel reads
         kernel_scores = [scores(conv.weight.detach().abs().sum((2, 3)), cfg.signal, generator) for _, conv in convs]
         if cfg.impl == "grouped":
-            for (name, conv), score in zip(convs, kernel_scores):
+            for (name, conv), score in zip(convs, kernel_scores, strict=False):
                 chunks = _largest_divisor(conv.out_channels // conv.groups, at_most=cfg.groups)
                 replace_submodule(backbone, name, GroupSharedConv(conv, chunks, _kept(score, cfg.sparsity), score))
             return backbone
@@ -109,7 +109,7 @@ class ConvPruneLearner(Learner):
                 mask = torch.zeros_like(score)
                 mask.scatter_(1, torch.topk(score, _kept(score, cfg.sparsity), dim=1).indices, 1.0)
                 kernel_masks.append(mask)
-        for (_, conv), mask in zip(convs, kernel_masks):
+        for (_, conv), mask in zip(convs, kernel_masks, strict=False):
             prune.custom_from_mask(conv, "weight", mask[:, :, None, None].expand_as(conv.weight).contiguous())
         return backbone
 

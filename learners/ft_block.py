@@ -7,14 +7,13 @@ BatchNorm statistics do not move either.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from nevisbench.errors import ConfigError
 from nevisbench.api.learner import Learner, LearnerConfig, TaskInfo
+from nevisbench.errors import ConfigError
 from nevisbench.learners._resnet import blocks, stem
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from typing import cast
 import torch
 from torch import nn
 
-from nevisbench.errors import ConfigError
 from nevisbench.api.learner import Learner, LearnerConfig
+from nevisbench.errors import ConfigError
 from nevisbench.learners._resnet import blocks
 
 __all__ = ["TruncatedConfig", "TruncatedLearner"]

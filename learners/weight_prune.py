@@ -50,7 +50,7 @@ class WeightPruneLearner(Learner):
             masks = global_masks(importance, cfg.sparsity)
         else:
             masks = [top_mask(s, 1 - cfg.sparsity) for s in importance]
-        for layer, mask in zip(layers, masks):
+        for layer, mask in zip(layers, masks, strict=False):
             prune.custom_from_mask(layer, "weight", mask)
         return backbone
 

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--size", type=int, default=64, help="stored image size in pixels (default: 64, the Nevis protocol)")
     prep.add_argument("--jobs", type=int, default=None, help="tasks packed in parallel (default: number of CPUs)")
     prep.add_argument("--force", action="store_true", help="prepare again tasks that are already ready")
-    stat = data_sub.add_parser("status", help="per task: ready, missing or corrupt", description="Per task: ready / missing / corrupt, with sizes.")
+    stat = data_sub.add_parser(
+        "status", help="per task: ready, missing or corrupt", description="Per task: ready / missing / corrupt, with sizes."
+    )
     stat.add_argument("targets", nargs="*", metavar="TARGET", help="task keys or streams (default: short and short_heldout)")
     stat.add_argument("--root", default=None, help="cache folder (default: data.root of the config, ~/nevis-data)")
     stat.add_argument("--json", action="store_true", help="machine-readable output")
@@ -71,24 +73,38 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     """`compare` and `plot`: the tables and figures of nevisbench.analysis."""
-    compare = sub.add_parser("compare", help="mean and std over seeds of finished runs, per configuration and budget",
-                             description="Compare finished runs (run folders, sweep folders or folders of runs): "
-                             "final error (mean, std over seeds) and compute per learner configuration and budget.")
+    compare = sub.add_parser(
+        "compare",
+        help="mean and std over seeds of finished runs, per configuration and budget",
+        description="Compare finished runs (run folders, sweep folders or folders of runs): "
+        "final error (mean, std over seeds) and compute per learner configuration and budget.",
+    )
     compare.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders or folders of runs")
     compare.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
     compare.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
     compare.add_argument("--out", default=None, metavar="FIG", help="error vs compute figure (.png, .pdf, .svg)")
-    compare.add_argument("--x", default=None, choices=("algorithmic", "executed", "seconds"),
-                         help="compute axis of the figure (default: each run's budget.measure)")
-    plot = sub.add_parser("plot", help="compute-performance curves of finished runs, one figure",
-                          description="The figure of `compare --out` alone: per study, each configuration's mean "
-                          "error over seeds (band: +- std) against compute, through its budgets, and the Pareto front.")
+    compare.add_argument(
+        "--x",
+        default=None,
+        choices=("algorithmic", "executed", "seconds"),
+        help="compute axis of the figure (default: each run's budget.measure)",
+    )
+    plot = sub.add_parser(
+        "plot",
+        help="compute-performance curves of finished runs, one figure",
+        description="The figure of `compare --out` alone: per study, each configuration's mean "
+        "error over seeds (band: +- std) against compute, through its budgets, and the Pareto front.",
+    )
     plot.add_argument("runs", nargs="+", help="run folders, sweep folders or folders of runs, e.g. runs/*")
     plot.add_argument("--out", default="compute_performance.png", help="output file (.png, .pdf, .svg)")
-    plot.add_argument("--x", default=None, choices=("algorithmic", "executed", "seconds"),
-                      help="compute axis (default: each run's budget.measure)")
-    plot.add_argument("--anytime", action="store_true", help="add a panel of anytime curves (mean dev error of "
-                      "mid-schedule models vs training compute) per study of transfer runs")
+    plot.add_argument(
+        "--x", default=None, choices=("algorithmic", "executed", "seconds"), help="compute axis (default: each run's budget.measure)"
+    )
+    plot.add_argument(
+        "--anytime",
+        action="store_true",
+        help="add a panel of anytime curves (mean dev error of mid-schedule models vs training compute) per study of transfer runs",
+    )
 
 
 def _default_root() -> str:
@@ -106,9 +122,18 @@ def _data(args: argparse.Namespace, console: Console) -> None:
 
         if args.jobs is not None and args.jobs < 1:
             raise NevisbenchError(f"Invalid --jobs {args.jobs}: it must be >= 1")
-        prepare(args.targets, root, source_dir=Path(args.source_dir).expanduser() if args.source_dir else None,
-                download=args.download, verify=not args.no_verify, size=args.size, jobs=args.jobs,
-                force=args.force, mirror=args.mirror, console=console)
+        prepare(
+            args.targets,
+            root,
+            source_dir=Path(args.source_dir).expanduser() if args.source_dir else None,
+            download=args.download,
+            verify=not args.no_verify,
+            size=args.size,
+            jobs=args.jobs,
+            force=args.force,
+            mirror=args.mirror,
+            console=console,
+        )
         return
     from nevisbench.tasks.prepare import status_rows, status_table
 
@@ -134,8 +159,11 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"FLOPs per image: {report['learner']} on {report['backbone']['name']} at "
-                        f"{report['image_size']}px, {report['num_classes']} classes", title_justify="left")
+    table = Table(
+        title=f"FLOPs per image: {report['learner']} on {report['backbone']['name']} at "
+        f"{report['image_size']}px, {report['num_classes']} classes",
+        title_justify="left",
+    )
     for column in ("step", "measure", "forward", "backward", "total"):
         table.add_column(column, justify="right" if column not in ("step", "measure") else "left")
     for step in ("train_step", "eval_step"):
@@ -154,9 +182,17 @@ def _list(args: argparse.Namespace, console: Console) -> None:
     elif args.what == "backbones":
         from nevisbench.backbones import backbone_spec, list_backbones
 
-        rows = [{"name": n, "family": s.family, "source": s.source, "pretrained": s.pretrained,
-                 "image_size": f">= {s.min_image_size}" + (f", multiple of {s.image_multiple}" if s.image_multiple > 1 else ""),
-                 "description": s.description} for n, s in ((n, backbone_spec(n)) for n in list_backbones())]
+        rows = [
+            {
+                "name": n,
+                "family": s.family,
+                "source": s.source,
+                "pretrained": s.pretrained,
+                "image_size": f">= {s.min_image_size}" + (f", multiple of {s.image_multiple}" if s.image_multiple > 1 else ""),
+                "description": s.description,
+            }
+            for n, s in ((n, backbone_spec(n)) for n in list_backbones())
+        ]
         columns = ("name", "family", "source", "pretrained", "image_size", "description")
     elif args.what == "streams":
         from nevisbench.tasks import get_stream
@@ -172,8 +208,18 @@ def _list(args: argparse.Namespace, console: Console) -> None:
         from nevisbench.tasks import get_stream
 
         stream = get_stream(args.stream)
-        rows = [{"key": t.key, "name": t.name, "position": t.position or i + 1, "year": t.year, "domain": t.domain,
-                 "num_classes": t.num_classes, "multi_label": t.multi_label} for i, t in enumerate(stream.tasks)]
+        rows = [
+            {
+                "key": t.key,
+                "name": t.name,
+                "position": t.position or i + 1,
+                "year": t.year,
+                "domain": t.domain,
+                "num_classes": t.num_classes,
+                "multi_label": t.multi_label,
+            }
+            for i, t in enumerate(stream.tasks)
+        ]
         columns = ("position", "key", "name", "domain", "num_classes", "multi_label")
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -194,8 +240,14 @@ def _learner_rows(options: list[str]) -> list[dict[str, str]]:
     for option in options:
         cfg = compose([f"learner={option}"])
         cls = get_learner_class(cfg.learner.name)
-        rows.append({"name": option, "learner": cfg.learner.name, "description": _description(option, cls),
-                     "config": {k: v for k, v in cfg.learner.items() if k != "name"}})
+        rows.append(
+            {
+                "name": option,
+                "learner": cfg.learner.name,
+                "description": _description(option, cls),
+                "config": {k: v for k, v in cfg.learner.items() if k != "name"},
+            }
+        )
     return rows
 
 
@@ -258,8 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # a full disk, a folder that cannot be written, ...
         where = f" ({exc.filename})" if exc.filename else ""
-        errors.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}; results written so far are intact.",
-                     highlight=False, soft_wrap=True)
+        errors.print(
+            f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}; results written so far are intact.",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     return 0
 

@@ -20,8 +20,8 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -207,7 +207,9 @@ def verify_file(path: Path, source: SourceFile) -> str | None:
     """None when `path` has the catalogue's checksum (or none is known); else a one-line reason."""
     if source.md5_any:
         got = file_digest(path, "md5")
-        return None if got in source.md5_any else f"{path.name}: md5 {got} is not one of the catalogue's {len(source.md5_any)} checksums for these files"
+        if got in source.md5_any:
+            return None
+        return f"{path.name}: md5 {got} is not one of the catalogue's {len(source.md5_any)} checksums for these files"
     if source.checksum is None:
         return None
     algorithm, expected = source.checksum
@@ -215,8 +217,15 @@ def verify_file(path: Path, source: SourceFile) -> str | None:
     return None if got == expected.lower() else f"{path.name}: {algorithm} {got}, expected {expected}"
 
 
-def fetch(source: SourceFile, folder: Path, *, url: str | None = None, verify: bool = True,
-          progress: Callable[[int, int | None], None] | None = None, timeout: float = 60.0) -> Path:
+def fetch(
+    source: SourceFile,
+    folder: Path,
+    *,
+    url: str | None = None,
+    verify: bool = True,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Download `source` into `folder`, resuming a previous partial download (`<name>.part`),
     verify its checksum and move it into place. Returns the final path."""
     url = url or source.url
@@ -235,39 +244,52 @@ def fetch(source: SourceFile, folder: Path, *, url: str | None = None, verify: b
         if exc.code == 416 and have:  # the partial file is already complete
             response = None
         else:
-            raise DataError(f"{url} is dead or refused (HTTP {exc.code} {exc.reason}). Download {source.name} "
-                            f"from a mirror by hand and pass --source-dir (see docs/short-stream.md)") from None
+            raise DataError(
+                f"{url} is dead or refused (HTTP {exc.code} {exc.reason}). Download {source.name} "
+                f"from a mirror by hand and pass --source-dir (see docs/short-stream.md)"
+            ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"{url} is unreachable ({reason}). Download {source.name} by hand and pass "
-                        f"--source-dir, or retry later (partial downloads resume)") from None
+        raise DataError(
+            f"{url} is unreachable ({reason}). Download {source.name} by hand and pass "
+            f"--source-dir, or retry later (partial downloads resume)"
+        ) from None
     if response is not None:
         with response:
-            if "text/html" in (response.headers.get("Content-Type") or "") and not source.name.endswith((".html", ".htm")):
-                raise DataError(f"{url} returned a web page instead of {source.name} (a quota or confirmation page?). "
-                                f"Download it in a browser and pass --source-dir")
-            resumed = have and response.status == 206
-            if not resumed:
-                have = 0
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length else None
-            done = have
-            with open(part, "ab" if resumed else "wb") as out:
-                try:
-                    while chunk := response.read(CHUNK):
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-                except (http.client.HTTPException, OSError) as exc:
-                    out.flush()
-                    raise DataError(f"download of {url} broke off after {done} bytes ({exc!r}); run the same "
-                                    f"command again to resume from {part.name}") from None
-                out.flush()
-                os.fsync(out.fileno())
-            if total is not None and done < total:
-                raise DataError(f"download of {url} ended early ({done} of {total} bytes); run the same command again to resume")
+            _receive(response, part, have, url, source, progress)
     return _verified(part, target, source, url, verify=verify)
+
+
+def _receive(response: Any, part: Path, have: int, url: str, source: SourceFile,
+             progress: Callable[[int, int | None], None] | None) -> None:
+    """Write the response's body to `part` (appended when the server resumed at `have` bytes)."""
+    if "text/html" in (response.headers.get("Content-Type") or "") and not source.name.endswith((".html", ".htm")):
+        raise DataError(
+            f"{url} returned a web page instead of {source.name} (a quota or confirmation page?). "
+            f"Download it in a browser and pass --source-dir"
+        )
+    resumed = have and response.status == 206
+    if not resumed:
+        have = 0
+    length = response.headers.get("Content-Length")
+    total = have + int(length) if length else None
+    done = have
+    with open(part, "ab" if resumed else "wb") as out:
+        try:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        except (http.client.HTTPException, OSError) as exc:
+            out.flush()
+            raise DataError(
+                f"download of {url} broke off after {done} bytes ({exc!r}); run the same command again to resume from {part.name}"
+            ) from None
+        out.flush()
+        os.fsync(out.fileno())
+    if total is not None and done < total:
+        raise DataError(f"download of {url} ended early ({done} of {total} bytes); run the same command again to resume")
 
 
 def _verified(part: Path, target: Path, source: SourceFile, url: str, *, verify: bool) -> Path:
@@ -276,8 +298,8 @@ def _verified(part: Path, target: Path, source: SourceFile, url: str, *, verify:
     if problem:
         bad = part.with_name(source.name + ".corrupt")
         os.replace(part, bad)
-        raise DataError(f"checksum mismatch for {url}: {problem}. The file was moved to {bad}; "
-                        "delete it and retry, or fetch it from another mirror")
+        raise DataError(
+            f"checksum mismatch for {url}: {problem}. The file was moved to {bad}; delete it and retry, or fetch it from another mirror"
+        )
     os.replace(part, target)
     return target
-

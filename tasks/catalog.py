@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nevisbench.tasks.loader import TaskData
 from nevisbench.errors import ConfigError, choice_error
+from nevisbench.tasks.loader import TaskData
 
 __all__ = ["TaskSpec", "Stream", "STREAMS", "register_stream"]
 

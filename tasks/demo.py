@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nevisbench.tasks.loader import Split, TaskData, split_indices
 from nevisbench.tasks.catalog import Stream, TaskSpec, register_stream
+from nevisbench.tasks.loader import Split, TaskData, split_indices
 
 __all__ = ["demo_stream", "TEXTURE_PHOTOS", "SHAPES"]
 
@@ -132,7 +132,9 @@ def demo_stream() -> Stream:
         description="Offline demo: digits, textures, faces, shapes (bundled with scikit-learn/scikit-image)",
         tasks=(
             TaskSpec("digits", "Handwritten digits (sklearn)", "ocr", 10, load_digits_task, source="sklearn.datasets.load_digits"),
-            TaskSpec("textures", "Texture patches (skimage photos)", "texture", len(TEXTURE_PHOTOS), load_textures_task, source="skimage.data"),
+            TaskSpec(
+                "textures", "Texture patches (skimage photos)", "texture", len(TEXTURE_PHOTOS), load_textures_task, source="skimage.data"
+            ),
             TaskSpec("faces", "Faces vs non-faces (LFW subset)", "face", 2, load_faces_task, source="skimage lfw_subset.npy"),
             TaskSpec("shapes", "Drawn shapes", "object", len(SHAPES), load_shapes_task, source="procedural"),
         ),

@@ -59,7 +59,9 @@ class TaskData:
                 raise DataError(f"{where}: images must be uint8 (N, 1|3, H, W), got {split.images.dtype} {tuple(split.images.shape)}")
             expected = (split.images.shape[0], self.num_classes) if self.multi_label else (split.images.shape[0],)
             if tuple(split.labels.shape) != expected:
-                raise DataError(f"{where}: {split.images.shape[0]} images but labels of shape {tuple(split.labels.shape)}, expected {expected}")
+                raise DataError(
+                    f"{where}: {split.images.shape[0]} images but labels of shape {tuple(split.labels.shape)}, expected {expected}"
+                )
             if len(split) == 0:
                 raise DataError(f"{where}: the split is empty")
             if self.multi_label:
@@ -151,8 +153,9 @@ class BatchLoader:
         if world > 1:  # a split smaller than the global batch: the largest batch every rank can share evenly
             batch -= batch % world
             if batch == 0:
-                raise DataError(f"the training split has {n} image(s), fewer than the {world} DDP processes; "
-                                "train it with fewer trainer.devices")
+                raise DataError(
+                    f"the training split has {n} image(s), fewer than the {world} DDP processes; train it with fewer trainer.devices"
+                )
         skip, self._resume_skip = self._resume_skip, 0
         for _ in range(skip):  # resuming mid-epoch: replay the skipped batches' random draws only
             if self.augment:

@@ -11,9 +11,9 @@ parallel processes.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
-import functools
 import shutil
 import struct
 import tarfile

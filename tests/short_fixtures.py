@@ -130,16 +130,35 @@ def voc2005(folder: Path) -> dict:
     pool = [f"VOC2005_1/PNGImages/{d}/img{i}.png" for d in ("Caltech_cars", "ETHZ_sideviews-cars", "TUGraz_cars", "TUGraz_bike",
                                                             "Caltech_motorbikes_side", "TUGraz_person") for i in range(5)]
     write_tar(folder / "voc2005_1.tar.gz", [(n, png()) for n in pool] + [("VOC2005_1/Annotations/x.txt", b"x")], "w:gz")
-    test = [f"VOC2005_2/PNGImages/{d}/t{i}.png" for d in ("car", "voiture", "bicycle", "bike", "velo", "motocyclette", "motorbike",
-                                                          "motorcycle", "INRIA_graz-person-test", "INRIA_inria-person-test", "pedestrian", "pieton") for i in range(1)]
+    test = [
+        f"VOC2005_2/PNGImages/{d}/t{i}.png"
+        for d in (
+            "car",
+            "voiture",
+            "bicycle",
+            "bike",
+            "velo",
+            "motocyclette",
+            "motorbike",
+            "motorcycle",
+            "INRIA_graz-person-test",
+            "INRIA_inria-person-test",
+            "pedestrian",
+            "pieton",
+        )
+        for i in range(1)
+    ]
     write_tar(folder / "voc2005_2.tar.gz", [(n, png()) for n in test], "w:gz")
     return {"num_classes_present": 4, "sizes": add(random_sizes(30, splits.FOR_TRAIN), {"test": 12})}
 
 
 @builder("caltech_cars_motorbikes")
 def caltech_categories(folder: Path) -> dict:
-    for archive, inner, n in (("Cars_2001.zip", "Cars_2001/cars_brad.tar", 12), ("Cars_1999.zip", "Cars_1999/cars_markus.tar", 10),
-                              ("motorbikes_side.zip", "motorbikes_side/motorbikes_side.tar", 14)):
+    for archive, inner, n in (
+        ("Cars_2001.zip", "Cars_2001/cars_brad.tar", 12),
+        ("Cars_1999.zip", "Cars_1999/cars_markus.tar", 10),
+        ("motorbikes_side.zip", "motorbikes_side/motorbikes_side.tar", 14),
+    ):
         stem = inner.split("/")[-1][:-4]
         members = [(f"{stem}/image_{i:04d}.jpg", jpg()) for i in range(n)] + [(f"{stem}/README", b"readme"), (f"{stem}/boxes.mat", b"mat")]
         write_zip(folder / archive, [(inner, tar_bytes(members))])
@@ -151,9 +170,15 @@ def uiuc(folder: Path) -> dict:
     def pgm() -> bytes:
         return encode(pixels(8, 20, 1), "PPM")
 
-    members = [(f"CarData/TrainImages/pos-{i}.pgm", pgm()) for i in range(16)] + [(f"CarData/TrainImages/neg-{i}.pgm", pgm()) for i in range(14)]
-    members += [("CarData/TestImages/test-0.pgm", pgm()), ("CarData/TestImages_Scale/test-0.pgm", pgm()), ("CarData/README.txt", b"r"),
-                ("CarData/trueLocations.txt", b"0: (1,2)")]
+    members = [(f"CarData/TrainImages/pos-{i}.pgm", pgm()) for i in range(16)] + [
+        (f"CarData/TrainImages/neg-{i}.pgm", pgm()) for i in range(14)
+    ]
+    members += [
+        ("CarData/TestImages/test-0.pgm", pgm()),
+        ("CarData/TestImages_Scale/test-0.pgm", pgm()),
+        ("CarData/README.txt", b"r"),
+        ("CarData/trueLocations.txt", b"0: (1,2)"),
+    ]
     write_tar(folder / "uiuc.tar.gz", members, "w:gz")
     return {"num_classes_present": 2, "sizes": random_sizes(30, splits.ALL_DATA)}
 
@@ -184,15 +209,17 @@ def voc2006(folder: Path) -> dict:
     return {"num_classes_present": 10, "sizes": add(random_sizes(pool, splits.FOR_TRAIN), {"test": test})}
 
 
-CALTECH101 = ("accordion airplanes anchor ant BACKGROUND_Google barrel bass beaver binocular bonsai brain brontosaurus "
-              "buddha butterfly camera cannon car_side ceiling_fan cellphone chair chandelier cougar_body cougar_face crab "
-              "crayfish crocodile crocodile_head cup dalmatian dollar_bill dolphin dragonfly electric_guitar elephant emu "
-              "euphonium ewer Faces Faces_easy ferry flamingo flamingo_head garfield gerenuk gramophone grand_piano "
-              "hawksbill headphone hedgehog helicopter ibis inline_skate joshua_tree kangaroo ketch lamp laptop Leopards "
-              "llama lobster lotus mandolin mayfly menorah metronome minaret Motorbikes nautilus octopus okapi pagoda panda "
-              "pigeon pizza platypus pyramid revolver rhino rooster saxophone schooner scissors scorpion sea_horse snoopy "
-              "soccer_ball stapler starfish stegosaurus stop_sign strawberry sunflower tick trilobite umbrella watch "
-              "water_lilly wheelchair wild_cat windsor_chair wrench yin_yang").split()
+CALTECH101 = (
+    "accordion airplanes anchor ant BACKGROUND_Google barrel bass beaver binocular bonsai brain brontosaurus "
+    "buddha butterfly camera cannon car_side ceiling_fan cellphone chair chandelier cougar_body cougar_face crab "
+    "crayfish crocodile crocodile_head cup dalmatian dollar_bill dolphin dragonfly electric_guitar elephant emu "
+    "euphonium ewer Faces Faces_easy ferry flamingo flamingo_head garfield gerenuk gramophone grand_piano "
+    "hawksbill headphone hedgehog helicopter ibis inline_skate joshua_tree kangaroo ketch lamp laptop Leopards "
+    "llama lobster lotus mandolin mayfly menorah metronome minaret Motorbikes nautilus octopus okapi pagoda panda "
+    "pigeon pizza platypus pyramid revolver rhino rooster saxophone schooner scissors scorpion sea_horse snoopy "
+    "soccer_ball stapler starfish stegosaurus stop_sign strawberry sunflower tick trilobite umbrella watch "
+    "water_lilly wheelchair wild_cat windsor_chair wrench yin_yang"
+).split()
 
 
 @builder("caltech101")
@@ -240,7 +267,10 @@ def _voc_tar(path: Path, year: str, lists: dict[str, int], start: int) -> None:
             image_id = f"{year}_{i:06d}"
             ids.append(image_id)
             objs = [(VOC_CLASSES[i % 20], 0), (VOC_CLASSES[(i + 3) % 20], 1)]  # the second one 'difficult': still a label
-            members += [(f"VOCdevkit/VOC{year}/JPEGImages/{image_id}.jpg", jpg()), (f"VOCdevkit/VOC{year}/Annotations/{image_id}.xml", _voc_xml(objs))]
+            members += [
+                (f"VOCdevkit/VOC{year}/JPEGImages/{image_id}.jpg", jpg()),
+                (f"VOCdevkit/VOC{year}/Annotations/{image_id}.xml", _voc_xml(objs)),
+            ]
             i += 1
         members.append((f"VOCdevkit/VOC{year}/ImageSets/Main/{split}.txt", "\n".join(ids).encode()))
     write_tar(path, members)
@@ -312,7 +342,9 @@ def _cifar(folder: Path, top: str, archive: str, label_key: str, train_members: 
     return {"num_classes_present": None, "sizes": tfds_sizes(per * len(train_members), 5)}
 
 
-builder("cifar10")(lambda f: _cifar(f, "cifar-10-batches-py", "cifar-10-python.tar.gz", "labels", [f"data_batch_{i}" for i in range(1, 6)], 10))
+builder("cifar10")(
+    lambda f: _cifar(f, "cifar-10-batches-py", "cifar-10-python.tar.gz", "labels", [f"data_batch_{i}" for i in range(1, 6)], 10)
+)
 builder("cifar100")(lambda f: _cifar(f, "cifar-100-python", "cifar-100-python.tar.gz", "fine_labels", ["train"], 100))
 
 
@@ -345,18 +377,32 @@ def mnist_m(folder: Path) -> dict:
     return {"num_classes_present": 10, "sizes": random_sizes(31, splits.ALL_DATA)}
 
 
-OFFICE_FOLDERS = {"back_pack": "003.backpack", "bike": "224.touring-bike", "calculator": "027.calculator", "headphones": "101.head-phones",
-                  "keyboard": "045.computer-keyboard", "laptop_computer": "127.laptop-101", "monitor": "046.computer-monitor",
-                  "mouse": "047.computer-mouse", "mug": "041.coffee-mug", "projector": "238.video-projector"}
+OFFICE_FOLDERS = {
+    "back_pack": "003.backpack",
+    "bike": "224.touring-bike",
+    "calculator": "027.calculator",
+    "headphones": "101.head-phones",
+    "keyboard": "045.computer-keyboard",
+    "laptop_computer": "127.laptop-101",
+    "monitor": "046.computer-monitor",
+    "mouse": "047.computer-mouse",
+    "mug": "041.coffee-mug",
+    "projector": "238.video-projector",
+}
 
 
 @builder("office_caltech10")
 def office_caltech(folder: Path) -> dict:
-    members = [(f"{d}/images/{c}/frame_{i:04d}.jpg", jpg()) for d in ("amazon", "dslr", "webcam") for c in OFFICE_FOLDERS for i in range(1, 2)]
+    members = [
+        (f"{d}/images/{c}/frame_{i:04d}.jpg", jpg()) for d in ("amazon", "dslr", "webcam") for c in OFFICE_FOLDERS for i in range(1, 2)
+    ]
     members += [("amazon/images/letter_tray/frame_0001.jpg", jpg())]  # an Office-31 class outside the 10: ignored
     write_tar(folder / "domain_adaptation_images.tar.gz", members, "w:gz")
     write_tar(folder / "256_ObjectCategories.tar", _caltech256_members({**{v: 2 for v in OFFICE_FOLDERS.values()}, "001.ak47": 3}))
-    return {"num_classes_present": 10, "sizes": add(random_sizes(30, splits.TRAIN_AND_DEV_ONLY), random_sizes(20, splits.TEST_AND_DEV_TEST))}
+    return {
+        "num_classes_present": 10,
+        "sizes": add(random_sizes(30, splits.TRAIN_AND_DEV_ONLY), random_sizes(20, splits.TEST_AND_DEV_TEST)),
+    }
 
 
 @builder("pacs")
@@ -373,7 +419,10 @@ def pacs(folder: Path) -> dict:
             handle["images"], handle["labels"] = images, labels
         counts[domain] = n
     pool = counts["art_painting"] + counts["cartoon"] + counts["photo"] - 1
-    return {"num_classes_present": 7, "sizes": add(random_sizes(pool, splits.TRAIN_AND_DEV_ONLY), random_sizes(10, splits.TEST_AND_DEV_TEST))}
+    return {
+        "num_classes_present": 7,
+        "sizes": add(random_sizes(pool, splits.TRAIN_AND_DEV_ONLY), random_sizes(10, splits.TEST_AND_DEV_TEST)),
+    }
 
 
 @builder("isic2017_melanoma")
@@ -381,7 +430,7 @@ def isic(folder: Path) -> dict:
     from nevisbench.tasks.readers.isic import ISIC_PARTS
 
     start = 0
-    for (part, archive, table), n in zip(ISIC_PARTS, (10, 4, 5)):
+    for (_part, archive, table), n in zip(ISIC_PARTS, (10, 4, 5), strict=False):
         ids = [f"ISIC_{start + i:07d}" for i in range(n)]
         start += n
         top = archive[:-4]
@@ -418,10 +467,12 @@ def cub(folder: Path) -> dict:
     classes = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "200.Common_Yellowthroat")
     paths = [f"{c}/{c.split('.')[1]}_{i:04d}_{i}.jpg" for c in classes for i in range(1, 6)]
     members = [(f"CUB_200_2011/images/{p}", jpg()) for p in paths]
-    members += [("CUB_200_2011/images.txt", "\n".join(f"{i + 1} {p}" for i, p in enumerate(paths)).encode()),
-                ("CUB_200_2011/train_test_split.txt", "\n".join(f"{i + 1} {int(i % 5 != 4)}" for i in range(len(paths))).encode()),
-                ("CUB_200_2011/image_class_labels.txt", "\n".join(f"{i + 1} {int(p[:3])}" for i, p in enumerate(paths)).encode()),
-                ("CUB_200_2011/attributes/images.txt", b"not the real one")]
+    members += [
+        ("CUB_200_2011/images.txt", "\n".join(f"{i + 1} {p}" for i, p in enumerate(paths)).encode()),
+        ("CUB_200_2011/train_test_split.txt", "\n".join(f"{i + 1} {int(i % 5 != 4)}" for i in range(len(paths))).encode()),
+        ("CUB_200_2011/image_class_labels.txt", "\n".join(f"{i + 1} {int(p[:3])}" for i, p in enumerate(paths)).encode()),
+        ("CUB_200_2011/attributes/images.txt", b"not the real one"),
+    ]
     write_tar(folder / "CUB_200_2011.tgz", members, "w:gz")
     return {"num_classes_present": 3, "sizes": tfds_sizes(12, 3)}
 
@@ -448,7 +499,9 @@ def fgvc(folder: Path) -> dict:
     top = "fgvc-aircraft-2013b/data"
     members = [(f"{top}/families.txt", ("\n".join(families) + "\n").encode())]
     members += [(f"{top}/images/{i}.jpg", jpg()) for i in ids]
-    members += [(f"{top}/images_family_trainval.txt", "\n".join(f"{i} {families[k % 3]}" for k, i in enumerate(ids[:30])).encode()),
-                (f"{top}/images_family_test.txt", "\n".join(f"{i} {families[k % 3]}" for k, i in enumerate(ids[30:])).encode())]
+    members += [
+        (f"{top}/images_family_trainval.txt", "\n".join(f"{i} {families[k % 3]}" for k, i in enumerate(ids[:30])).encode()),
+        (f"{top}/images_family_test.txt", "\n".join(f"{i} {families[k % 3]}" for k, i in enumerate(ids[30:])).encode()),
+    ]
     write_tar(folder / "fgvc-aircraft-2013b.tar.gz", members, "w:gz")
     return {"num_classes_present": 3, "sizes": add(random_sizes(30, splits.FOR_TRAIN), {"test": 6})}

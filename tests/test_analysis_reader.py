@@ -115,7 +115,7 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("error-a-huge-integer", _set("point.error", 10**400), None, "point.error is 1000"),
     ("config-huge-integer", None, "seed: " + "9" * 5000 + "\n", "not a run config (Exceeds the limit"),
     ("config-alias-bomb", None, "a: &a {x: 1, y: 1, z: 1}\n" + "".join(
-        f"{k}: &{k} {{p: *{j}, q: *{j}, r: *{j}, s: *{j}}}\n" for j, k in zip("abcdefghijklmn", "bcdefghijklmno")),
+        f"{k}: &{k} {{p: *{j}, q: *{j}, r: *{j}, s: *{j}}}\n" for j, k in zip("abcdefghijklmn", "bcdefghijklmno", strict=False)),
      "more than 100000 entries"),
     ("config-steps-a-string", _set("budget.flops_per_task", None), {**good_config(), "train": {"max_steps": "many"}},
      "config train.max_steps is 'many', not a number"),
@@ -141,7 +141,7 @@ def test_load_runs_skips_each_unreadable_run_with_one_warning_and_reads_the_rest
     runs = load_runs([tmp_path / "runs"], warn=warnings.append)
     assert [r.run_dir.name for r in runs] == ["zz-good"]
     assert len(warnings) == len(MALFORMED)
-    for warning, (name, *_) in zip(warnings, MALFORMED):
+    for warning, (name, *_) in zip(warnings, MALFORMED, strict=False):
         assert f"-{name}/" in warning and "\n" not in warning
 
 
@@ -170,7 +170,7 @@ def test_compare_and_plot_draw_the_readable_runs_and_warn_once_per_malformed_one
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == len(MALFORMED) and all(line.startswith("warning: skipped ") for line in lines)
-    for line, (name, *_) in zip(lines, MALFORMED):
+    for line, (name, *_) in zip(lines, MALFORMED, strict=False):
         assert f"-{name}/" in line
     assert out.stat().st_size > 10_000
 

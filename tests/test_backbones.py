@@ -28,11 +28,11 @@ from nevisbench.backbones import (
     registry,
 )
 from nevisbench.compute.flops import StepCounter
-from nevisbench.run.probe import step_flops
 from nevisbench.config import compose
 from nevisbench.errors import ConfigError, PluginError
 from nevisbench.run.backbones import build_backbone, describe_backbone, start_backbone
 from nevisbench.run.plugin import build_learner
+from nevisbench.run.probe import step_flops
 from nevisbench.run.runner import run
 from nevisbench.testing import TINY
 

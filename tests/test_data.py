@@ -20,7 +20,7 @@ def test_eval_loader_keeps_order_and_every_sample():
     x, _ = batches[0]
     assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32
     # grey 0 normalised with ImageNet statistics, per channel
-    expected = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    expected = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=False)])
     assert torch.allclose(x[0, :, 0, 0], expected, atol=1e-5)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli, without_timing
+
 from nevisbench.tasks.loader import BatchLoader, Split
 
 DDP = ["learner=finetune", "stream=demo", "stream.tasks=[faces,shapes]", "train.max_steps=4", "data.image_size=16",
@@ -29,7 +29,7 @@ def test_ranks_draw_one_global_batch_and_each_trains_on_its_slice():
     whole = list(BatchLoader(split, **common))
     halves = [list(BatchLoader(split, shard=(rank, 2), **common)) for rank in (0, 1)]
     assert len(whole) == len(halves[0]) == len(halves[1]) == 5  # the step count does not depend on the ranks
-    for (x, y), (x0, y0), (x1, y1) in zip(whole, *halves):
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *halves, strict=False):
         assert x0.shape[0] == x1.shape[0] == 4
         assert torch.equal(torch.cat([y0, y1]), y)
         assert torch.allclose(torch.cat([x0, x1]), x)  # same crops and flips as the one-process batch
@@ -49,7 +49,7 @@ def test_two_process_ddp_counts_one_process_flops_writes_once_and_resumes_after_
         runs[devices] = folders[0]
     one, two = _lines(runs[1]), _lines(runs[2])
     assert [line["task"] for line in two] == ["faces", "shapes"]
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=False):
         assert b["flops"]["train"] == pytest.approx(a["flops"]["train"], rel=0.01)  # the bar; here it is exact
         assert b["flops"]["train"] > 4e9  # the budget (5e9) counted globally: half would mean one rank's count
         assert b["steps"] == a["steps"]

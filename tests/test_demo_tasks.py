@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nevisbench.tasks.loader import Split, TaskData
 from nevisbench.errors import DataError
 from nevisbench.tasks import get_stream
+from nevisbench.tasks.loader import Split, TaskData
 
 STREAM = get_stream("demo")
 EXPECTED = {"digits": ("ocr", 10, 1797), "textures": ("texture", 4, 256), "faces": ("face", 2, 200), "shapes": ("object", 5, 600)}

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import short_fixtures as F
 from conftest import run_cli
+
+from nevisbench.errors import DataError
 from nevisbench.tasks.archives import SourceFile, fetch
 from nevisbench.tasks.cache import task_status
-from nevisbench.errors import DataError
 
 
 class Server:
@@ -85,7 +85,9 @@ def test_download_is_verified_and_moved_into_place(server: Server, tmp_path: Pat
 def test_checksum_failure_keeps_nothing_in_place(server: Server, tmp_path: Path) -> None:
     server.files["/data.bin"] = PAYLOAD
     source = SourceFile("data.bin", f"{server.url}/data.bin", sha256="0" * 64)
-    with pytest.raises(DataError, match=r"checksum mismatch for http://127.0.0.1:\d+/data.bin: data.bin.part: sha256 [0-9a-f]{64}, expected 0{64}"):
+    with pytest.raises(
+        DataError, match=r"checksum mismatch for http://127.0.0.1:\d+/data.bin: data.bin.part: sha256 [0-9a-f]{64}, expected 0{64}"
+    ):
         fetch(source, tmp_path)
     assert not (tmp_path / "data.bin").exists() and (tmp_path / "data.bin.corrupt").exists()
 

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nevisbench.run.callbacks import FlopMeterCallback
-from nevisbench.tasks.loader import BatchLoader, Split
-from nevisbench.compute.flops import FlopMeter, StepCounter, StepFlops
 from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
+from nevisbench.compute.flops import FlopMeter, StepCounter, StepFlops
+from nevisbench.run.callbacks import FlopMeterCallback
+from nevisbench.tasks.loader import BatchLoader, Split
 
 
 def _count(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:
@@ -119,8 +119,8 @@ def test_resnet50_training_step_counts_24_30_gflop_per_224px_image():
 # -- algorithmic (sparsity-aware) accounting ------------------------------------------------------
 import torch.nn.utils.prune as prune  # noqa: E402
 
-from nevisbench.errors import PluginError  # noqa: E402
 from nevisbench.compute.flops import mask_densities  # noqa: E402
+from nevisbench.errors import PluginError  # noqa: E402
 
 
 class _TwoConvs(nn.Module):

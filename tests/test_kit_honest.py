@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 from conftest import register_learner
 
 from nevisbench import registry
 from nevisbench.testing import check_learner, check_schema
-
-
 
 
 @pytest.mark.parametrize(

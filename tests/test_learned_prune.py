@@ -208,7 +208,7 @@ def test_compaction_keeps_the_function_and_half_the_counted_flops(granularity):
     # gates it is the compacted network again
     compacted = module.backbone
     dense = module.decompact().eval()
-    assert all(a.shape == b.shape for a, b in zip(dense.state_dict().values(), learner._pretrained.state_dict().values()))
+    assert all(a.shape == b.shape for a, b in zip(dense.state_dict().values(), learner._pretrained.state_dict().values(), strict=False))
     with torch.no_grad():
         binary = features(dense, module.units, x, {n: (v != 0).float() for n, v in z.items()})[0]
         assert torch.allclose(binary, compacted.eval()(x), atol=1e-4)
@@ -260,9 +260,16 @@ def test_structure_has_its_own_optimizer_and_constant_lrs(tmp_path):
         model_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         original(self, *args, **kwargs)  # runs training_step (the closure), then both optimizers
         if pruning and len(seen) < self.boundary:
-            seen.append({"model": model_lr, "structure": [g["lr"] for g in self.structure.param_groups],
-                         "gates": id(self.gates.log_alpha["layer1_0_c0"]) in {id(p) for g in self.trainer.optimizers[0].param_groups for p in g["params"]},
-                         "start": self.start, "target": self._targets() if not seen else None})
+            seen.append(
+                {
+                    "model": model_lr,
+                    "structure": [g["lr"] for g in self.structure.param_groups],
+                    "gates": id(self.gates.log_alpha["layer1_0_c0"])
+                    in {id(p) for g in self.trainer.optimizers[0].param_groups for p in g["params"]},
+                    "start": self.start,
+                    "target": self._targets() if not seen else None,
+                }
+            )
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LearnedPruneModule, "optimizer_step", step)
@@ -281,8 +288,18 @@ def test_structure_has_its_own_optimizer_and_constant_lrs(tmp_path):
 @pytest.mark.slow  # ~25 min per sparsity on 2 CPU cores: the issue's convergence check, as stated
 @pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.75])
 def test_the_lagrangian_reaches_the_target_on_the_demo_stream(tmp_path, sparsity):
-    run_dir = run(compose(["trainer=cpu", "trainer.progress_bar=false", "learner=learned_prune", f"learner.sparsity={sparsity}",
-                           "train.max_steps=200", f"out_dir={tmp_path}"]))
+    run_dir = run(
+        compose(
+            [
+                "trainer=cpu",
+                "trainer.progress_bar=false",
+                "learner=learned_prune",
+                f"learner.sparsity={sparsity}",
+                "train.max_steps=200",
+                f"out_dir={tmp_path}",
+            ]
+        )
+    )
     for line in (run_dir / "results.jsonl").read_text().splitlines():
         line = json.loads(line)
         report = line["learner_report"]
@@ -292,9 +309,15 @@ def test_the_lagrangian_reaches_the_target_on_the_demo_stream(tmp_path, sparsity
 
 
 # -- every sparsity the config accepts runs ----------------------------------------------------------
-@pytest.mark.parametrize("sparsity,extra", [
-    (0.99, []), (0.95, ["learner.block_gates=false", "learner.granularity=kernel"]),
-    (0.99, ["learner.block_gates=false", "learner.granularity=kernel"]), (0.9, ["learner.transfer=multi"])])
+@pytest.mark.parametrize(
+    "sparsity,extra",
+    [
+        (0.99, []),
+        (0.95, ["learner.block_gates=false", "learner.granularity=kernel"]),
+        (0.99, ["learner.block_gates=false", "learner.granularity=kernel"]),
+        (0.9, ["learner.transfer=multi"]),
+    ],
+)
 def test_extreme_sparsities_run_and_say_when_they_miss(tmp_path, data, sparsity, extra):
     lines, _ = _run(tmp_path, f"learner.sparsity={sparsity}", "train.max_steps=2", *extra)
     for line in lines:
@@ -380,6 +403,7 @@ def test_learner_state_survives_a_safe_reload(tmp_path):
 # -- charging and resume -----------------------------------------------------------------------------
 def test_the_prune_phase_is_charged_densely(tmp_path):
     """While gates learn, the network runs (and is charged) densely; compaction lowers the cost."""
+
     def lines(*extra: str) -> list[dict]:
         run_dir = run(compose([*DEMO, "train.max_steps=4", "budget.milestones=0", f"out_dir={tmp_path}", *extra]))
         return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
@@ -387,7 +411,7 @@ def test_the_prune_phase_is_charged_densely(tmp_path):
     dense = lines("learner=finetune", "run_name=dense")
     pruning_only = lines("learner.prune_fraction=1.0", "run_name=prune_only")
     half = lines("run_name=half")
-    for d, p, h in zip(dense, pruning_only, half):
+    for d, p, h in zip(dense, pruning_only, half, strict=False):
         # 4 steps: prune_fraction=1.0 compacts before the last step (3 gated + 1 compacted), the
         # default 0.5 after step 2 (2 + 2). If every gated step costs a dense step c and every
         # compacted step x, then p = 3c + x and h = 2c + 2x, with c from the finetune run.

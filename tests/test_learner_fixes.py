@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nevisbench.api.learner import LearnerContext
-from nevisbench.run.probe import step_flops
 from nevisbench.config import compose
 from nevisbench.learners import channel_prune
 from nevisbench.learners.conv_prune import GroupSharedConv
 from nevisbench.registry import get_learner_class
+from nevisbench.run.probe import step_flops
 from nevisbench.run.runner import run
 
 

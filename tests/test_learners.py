@@ -12,13 +12,13 @@ import torchvision
 from omegaconf import OmegaConf
 from torch import nn
 
-from nevisbench.config import compose, group_options
-from nevisbench.tasks.loader import BatchLoader, Split
 from nevisbench.api.learner import LearnerContext, TaskInfo
-from nevisbench.run.probe import step_flops
+from nevisbench.config import compose, group_options
 from nevisbench.registry import get_learner_class
+from nevisbench.run.probe import step_flops
 from nevisbench.run.runner import run
 from nevisbench.run.scenario import Scenario
+from nevisbench.tasks.loader import BatchLoader, Split
 
 TASK = TaskInfo("t", "t", 0, "object", 5)
 
@@ -67,7 +67,7 @@ def test_weight_masks_hold_after_optimizer_steps():
     assert len(convs) == 20  # stem + 16 block convs + 3 shortcuts of resnet18
     before = [c.weight_orig.detach().clone() for c in convs]
     _train(module)
-    for conv, old in zip(convs, before):
+    for conv, old in zip(convs, before, strict=False):
         mask = conv.weight_mask.bool()
         assert conv.weight_mask.mean().item() == pytest.approx(0.5, abs=1e-3)
         assert torch.all(conv.weight[~mask] == 0)  # the weight the layer uses
@@ -142,7 +142,7 @@ def test_frozen_blocks_are_bit_identical_after_a_task():
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]  # weights and BN statistics
     trained_before = net.layer3[0].conv1.weight.detach().clone()
     _train(module)
-    for m, state in zip(frozen, before):
+    for m, state in zip(frozen, before, strict=False):
         assert all(torch.equal(m.state_dict()[k], v) for k, v in state.items())
     assert not torch.equal(net.layer3[0].conv1.weight, trained_before)
 

@@ -4,11 +4,11 @@ as the runner does, on a resnet18 at 16x16 px."""
 
 from __future__ import annotations
 
+import cheating_learners
 import lightning as L
 import pytest
 import torch
 import torch.nn.utils.prune as prune
-import cheating_learners
 from cheating_learners import CheapFirstStepLearner, ExtraForwardLearner, FakeMaskLearner, ShrinkingMaskLearner
 from torch import nn
 

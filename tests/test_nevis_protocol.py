@@ -81,7 +81,7 @@ def test_the_lr_warms_up_for_7_epochs_then_decays_by_cosine_to_1e_8(planned, per
     for step in range(warmup):  # linear warmup
         assert math.isclose(rates[step], 0.1 * step / warmup, rel_tol=1e-9)
     assert math.isclose(rates[warmup], 0.1, rel_tol=1e-9)  # the peak, then cosine down
-    assert all(a > b for a, b in zip(rates[warmup:planned], rates[warmup + 1:planned + 1]))
+    assert all(a > b for a, b in zip(rates[warmup:planned], rates[warmup + 1:planned + 1], strict=False))
     for step in range(warmup, planned + 1):
         cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / (planned - warmup)))
         assert math.isclose(rates[step], 1e-8 + (0.1 - 1e-8) * cosine, rel_tol=1e-9, abs_tol=1e-15)
@@ -98,7 +98,7 @@ def test_biases_and_norms_get_no_weight_decay_under_nevis():
     optimizer = module.configure_optimizers()["optimizer"]
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert all(g["nesterov"] and g["momentum"] == 0.9 for g in optimizer.param_groups)
-    conv, bn, norm, head = module.backbone[0], module.backbone[1], module.backbone[5], module.head
+    conv, head = module.backbone[0], module.head  # the BatchNorm layers (backbone[1], [5]) and biases: no decay
     assert decayed == {id(conv.weight), id(head.weight)}
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(p.numel() for p in module.parameters())
     # protocol=fast: coupled decay on every parameter, plain momentum (unchanged)

@@ -24,7 +24,9 @@ def example_installed():
     subprocess.run(pip, check=True, capture_output=True)
     registry._entry_points.cache_clear()
     yield
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "nevisbench-example-learner"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "nevisbench-example-learner"], check=True, capture_output=True
+    )
     registry._entry_points.cache_clear()
 
 
@@ -41,12 +43,14 @@ def test_example_plugin_is_listed_and_runs_through_the_cli(example_installed, tm
 
 
 def test_example_plugin_passes_its_own_conformance_suite(example_installed):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), "-k", "conforms"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), "-k", "conforms"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "1 passed" in proc.stdout
-
-
 
 
 @pytest.mark.parametrize(

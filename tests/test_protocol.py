@@ -67,7 +67,7 @@ def test_nevis_scores_the_best_dev_model(tmp_path, tiny):
     selected = line["selected"]
     assert selected["rule"] == "best_dev"
     # validated as dm_nevis: after steps 0, 2, 4 (0-based; 1, 3, 5 done) and after the last; not at the milestones
-    steps, errors = zip(*selected["validations"])
+    steps, errors = zip(*selected["validations"], strict=False)
     assert steps == (1, 3, 5, 6)
     assert selected["dev_error"] == min(errors)
     assert selected["step"] == steps[errors.index(min(errors))]  # ties: the earlier model

@@ -37,7 +37,7 @@ def test_revisit_fills_the_accuracy_matrix_and_is_charged_as_evaluation(tmp_path
     for key in ("average_accuracy", "backward_transfer", "forgetting"):
         assert isinstance(summary["continual"][key], float)
     # the same training, the same test scores; the revisits are evaluation compute, exactly
-    for on, off in zip(lines, plain_lines):
+    for on, off in zip(lines, plain_lines, strict=False):
         assert on["test_error"] == off["test_error"] and on["flops"]["train"] == off["flops"]["train"]
         extra = on.get("revisit", {}).get("flops", 0.0)
         assert on["flops"]["eval"] == pytest.approx(off["flops"]["eval"] + extra, rel=1e-12)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from nevisbench.config import compose
 from nevisbench.api.learner import LearnerContext, TaskInfo
+from nevisbench.config import compose
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner
 from nevisbench.run.runner import run
 from nevisbench.run.scenario import Scenario
@@ -51,7 +51,9 @@ class _Stream:
 
     def __init__(self, scenario: str) -> None:
         train = compose([]).train
-        self.learner = FinetuneLearner(FinetuneConfig(), LearnerContext(scenario=scenario, seed=0, image_size=16, train=train, feature_dim=4))
+        self.learner = FinetuneLearner(
+            FinetuneConfig(), LearnerContext(scenario=scenario, seed=0, image_size=16, train=train, feature_dim=4)
+        )
         self.scenario = Scenario(scenario, self.learner.prepare(nn.Sequential(nn.Flatten(), nn.Linear(12, 4))))
 
     def begin_task(self, task: TaskInfo):

@@ -48,8 +48,14 @@ def test_milestones_at_the_same_compute_are_merged():
 
 
 def _task(domain: str, errors: list[float], flops: list[float], test_error: float) -> dict:
-    return {"domain": domain, "test_error": test_error,
-            "anytime": [{"train_flops": f, "train_flops_executed": 2 * f, "train_seconds": 1.0, "dev_error": e} for f, e in zip(flops, errors)]}
+    return {
+        "domain": domain,
+        "test_error": test_error,
+        "anytime": [
+            {"train_flops": f, "train_flops_executed": 2 * f, "train_seconds": 1.0, "dev_error": e}
+            for f, e in zip(flops, errors, strict=False)
+        ],
+    }
 
 
 def test_anytime_curve_means_errors_and_sums_flops_at_matching_milestones():
@@ -73,16 +79,25 @@ def test_no_sub_streams_when_every_task_shares_a_group():
 def test_milestones_are_log_spaced_and_end_at_the_full_budget():
     fractions = milestone_fractions(8, 0.01)
     assert len(fractions) == 8 and fractions[0] == pytest.approx(0.01) and fractions[-1] == pytest.approx(1.0)
-    ratios = [b / a for a, b in zip(fractions, fractions[1:])]
+    ratios = [b / a for a, b in zip(fractions, fractions[1:], strict=False)]
     assert ratios == pytest.approx([ratios[0]] * 7)
     assert milestone_fractions(1, 0.01) == [1.0]
 
 
 def _finished(domain: str, metric: str, test_error: float, train: float, search: float = 0.0, dev_test: float | None = 0.5) -> dict:
-    return {"domain": domain, "metric": metric, "test_error": test_error, "dev_test_error": dev_test,
-            "anytime": [{"train_flops": train, "train_flops_executed": train, "train_seconds": 1.0, "dev_error": 0.5}],
-            "flops": {"train": train, "search": search, "executed": {"train": 2 * train, "search": 0.0},
-                      "seconds": {"train": 1.0, "search": 0.0}}}
+    return {
+        "domain": domain,
+        "metric": metric,
+        "test_error": test_error,
+        "dev_test_error": dev_test,
+        "anytime": [{"train_flops": train, "train_flops_executed": train, "train_seconds": 1.0, "dev_error": 0.5}],
+        "flops": {
+            "train": train,
+            "search": search,
+            "executed": {"train": 2 * train, "search": 0.0},
+            "seconds": {"train": 1.0, "search": 0.0},
+        },
+    }
 
 
 def test_a_run_is_one_point_train_plus_search_compute_against_final_error():
@@ -93,8 +108,11 @@ def test_a_run_is_one_point_train_plus_search_compute_against_final_error():
 
 
 def test_single_and_multi_label_means_are_reported_apart_and_combined():
-    tasks = [_finished("object", "top1_error", 0.2, 1.0), _finished("object", "1-mAP", 0.6, 1.0),
-             _finished("scene", "top1_error", 0.4, 1.0, dev_test=0.1)]
+    tasks = [
+        _finished("object", "top1_error", 0.2, 1.0),
+        _finished("object", "1-mAP", 0.6, 1.0),
+        _finished("scene", "top1_error", 0.4, 1.0, dev_test=0.1),
+    ]
     scores = stream_scores(tasks, auc_min_flops=1, auc_max_flops=10)
     assert scores["final_mean_top1_error"] == pytest.approx(0.3)
     assert scores["final_mean_map_error"] == pytest.approx(0.6)

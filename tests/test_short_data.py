@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import short_fixtures as F
+
 from nevisbench.errors import DataError
 from nevisbench.tasks import short
 from nevisbench.tasks.archives import SourceFile, file_digest

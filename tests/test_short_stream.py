@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-
 import short_fixtures as F
 from conftest import TINY, run_cli
+
 from nevisbench.tasks import get_stream
 from nevisbench.tasks.datasets import datasets
 

@@ -213,7 +213,7 @@ def test_the_batch_composer_gives_what_compose_gives():
     results = [outcome(batch.compose, case) for case in cases]
     assert isinstance(results[0], dict) and results[0]["learner"]["sparsity"] == 0.5 and results[0]["seed"] == 3
     assert results[2].startswith("ConfigError: Unknown config key 'learner.sparsity'")
-    for case, result in zip(cases, results):
+    for case, result in zip(cases, results, strict=False):
         assert result == outcome(compose, case), case
 
 

@@ -69,7 +69,7 @@ def test_sweep_runs_share_a_wandb_group_and_the_comparison_is_a_wandb_table(tmp_
         ("finetune", "1 steps/task"), ("finetune", "2 steps/task"), ("ft_head", "1 steps/task"),
         ("ft_head", "2 steps/task")]
     for logged_row, csv_row in zip(table["data"], local, strict=True):
-        cells = dict(zip(COLUMNS, logged_row))
+        cells = dict(zip(COLUMNS, logged_row, strict=False))
         assert cells["configuration"] == csv_row["configuration"] and cells["budget"] == csv_row["budget"]
         assert cells["seeds"] == int(csv_row["seeds"]) == 1 and cells["error_std"] is None
         assert cells["error_mean"] == float(csv_row["error_mean"]) and cells["flops_mean"] == float(csv_row["flops_mean"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import short_fixtures as F
+
 from nevisbench.errors import DataError
 from nevisbench.tasks.prepare import prepare_task
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import short_fixtures as F
+
 from nevisbench.errors import DataError
 from nevisbench.tasks.cache import task_status
 from nevisbench.tasks.prepare import prepare_task
@@ -222,16 +222,33 @@ def _idx_file(path: Path, header: bytes, body: bytes = b"") -> None:
     path.write_bytes(gzip.compress(header + body))
 
 
-@pytest.mark.parametrize(("file", "header", "message"), [
-    ("train-labels-idx1-ubyte.gz", bytes([0, 0, 8, 0]), r"train-labels-idx1-ubyte.gz declares 0 dimensions, expected 1 \(labels: count\)"),
-    ("train-images-idx3-ubyte.gz", bytes([0, 0, 8, 1]) + (20).to_bytes(4, "big"),
-     r"train-images-idx3-ubyte.gz declares 1 dimensions, expected 3 \(images: count, rows, columns\)"),
-    ("train-images-idx3-ubyte.gz", bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3,
-     r"train-images-idx3-ubyte.gz declares shape \(4294967295, 4294967295, 4294967295\) \(\d+ bytes\), more than the "
-     r"256 MiB an idx file of SHORT needs; refusing to read it"),
-    ("train-images-idx3-ubyte.gz", bytes([0, 0, 8, 3]) + (20).to_bytes(4, "big"), r"train-images-idx3-ubyte.gz is truncated: its header ends early"),
-    ("train-images-idx3-ubyte.gz", bytes([0, 0, 9, 3]), r"train-images-idx3-ubyte.gz is not an idx file of unsigned bytes"),
-])
+@pytest.mark.parametrize(
+    ("file", "header", "message"),
+    [
+        (
+            "train-labels-idx1-ubyte.gz",
+            bytes([0, 0, 8, 0]),
+            r"train-labels-idx1-ubyte.gz declares 0 dimensions, expected 1 \(labels: count\)",
+        ),
+        (
+            "train-images-idx3-ubyte.gz",
+            bytes([0, 0, 8, 1]) + (20).to_bytes(4, "big"),
+            r"train-images-idx3-ubyte.gz declares 1 dimensions, expected 3 \(images: count, rows, columns\)",
+        ),
+        (
+            "train-images-idx3-ubyte.gz",
+            bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3,
+            r"train-images-idx3-ubyte.gz declares shape \(4294967295, 4294967295, 4294967295\) \(\d+ bytes\), more than the "
+            r"256 MiB an idx file of SHORT needs; refusing to read it",
+        ),
+        (
+            "train-images-idx3-ubyte.gz",
+            bytes([0, 0, 8, 3]) + (20).to_bytes(4, "big"),
+            r"train-images-idx3-ubyte.gz is truncated: its header ends early",
+        ),
+        ("train-images-idx3-ubyte.gz", bytes([0, 0, 9, 3]), r"train-images-idx3-ubyte.gz is not an idx file of unsigned bytes"),
+    ],
+)
 def test_malformed_idx_headers_are_refused_before_reading(tmp_path: Path, file: str, header: bytes, message: str) -> None:
     F.build("mnist", tmp_path / "src")
     _idx_file(tmp_path / "src" / file, header)
@@ -258,8 +275,11 @@ def test_archive_members_declaring_too_many_bytes_are_refused_before_inflating(t
 
     monkeypatch.setattr(archives, "MAX_MEMBER_BYTES", 2000)  # stands in for 256 MiB: the check reads the limit
     F.write_zip(tmp_path / "coil-100.zip", [("coil-100/obj1__0.png", F.png()), ("coil-100/obj1__5.png", bytes(5000))])
-    with pytest.raises(DataError, match=r"^member coil-100/obj1__5.png of coil-100.zip declares 5000 bytes, more than the 0 MiB "
-                                        r"any SHORT file needs; refusing to inflate it"):
+    with pytest.raises(
+        DataError,
+        match=r"^member coil-100/obj1__5.png of coil-100.zip declares 5000 bytes, more than the 0 MiB "
+        r"any SHORT file needs; refusing to inflate it",
+    ):
         prepare_task("coil100", tmp_path / "root", tmp_path, size=16, verify=False)
     F.write_tar(tmp_path / "uiuc.tar.gz", [("CarData/TrainImages/pos-1.pgm", bytes(5000))], "w:gz")
     with pytest.raises(DataError, match=r"^member CarData/TrainImages/pos-1.pgm of uiuc.tar.gz declares 5000 bytes"):
@@ -274,13 +294,19 @@ def test_decompression_bombs_and_empty_images_are_refused(tmp_path: Path, monkey
 
     F.write_zip(tmp_path / "coil-100.zip", [("coil-100/obj1__0.png", F.png(10, 12))])
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # Pillow's own guard: 120 pixels is over twice 50
-    with pytest.raises(DataError, match=r"^coil100: coil-100.zip: image coil-100/obj1__0.png is a decompression bomb \(Image size \(120 pixels\) "
-                                        r"exceeds limit of 100 pixels.*\); refusing to decode it$"):
+    with pytest.raises(
+        DataError,
+        match=r"^coil100: coil-100.zip: image coil-100/obj1__0.png is a decompression bomb \(Image size \(120 pixels\) "
+        r"exceeds limit of 100 pixels.*\); refusing to decode it$",
+    ):
         prepare_task("coil100", tmp_path / "root", tmp_path, size=16, verify=False)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     monkeypatch.setattr(archives, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(DataError, match=r"^coil100: coil-100.zip: image coil-100/obj1__0.png declares 12x10 pixels, more than 100 "
-                                        r"\(a decompression bomb\?\); refusing to decode it$"):
+    with pytest.raises(
+        DataError,
+        match=r"^coil100: coil-100.zip: image coil-100/obj1__0.png declares 12x10 pixels, more than 100 "
+        r"\(a decompression bomb\?\); refusing to decode it$",
+    ):
         prepare_task("coil100", tmp_path / "root", tmp_path, size=16, verify=False)
     with pytest.raises(DataError, match=r"^image pacs\[3\] is empty \(0x0 pixels\)$"):
         to_stored(np.zeros((0, 0, 3), np.uint8), 16, 3, "pacs[3]")
@@ -298,12 +324,17 @@ def test_a_tiny_brodatz_texture_is_one_line(tmp_path: Path) -> None:
 def test_a_damaged_table_names_its_file(tmp_path: Path) -> None:
     F.build("fgvc_aircraft_family", tmp_path / "src")
     archive = tmp_path / "src" / "fgvc-aircraft-2013b.tar.gz"
-    members = [("fgvc-aircraft-2013b/data/families.txt", b"A300\n"),
-               ("fgvc-aircraft-2013b/data/images_family_trainval.txt", b"1000000 Boeing 999\n"),  # a family not listed
-               ("fgvc-aircraft-2013b/data/images_family_test.txt", b"")]
+    members = [
+        ("fgvc-aircraft-2013b/data/families.txt", b"A300\n"),
+        ("fgvc-aircraft-2013b/data/images_family_trainval.txt", b"1000000 Boeing 999\n"),  # a family not listed
+        ("fgvc-aircraft-2013b/data/images_family_test.txt", b""),
+    ]
     F.write_tar(archive, members, "w:gz")
-    with pytest.raises(DataError, match=r"^fgvc_aircraft_family: fgvc-aircraft-2013b.tar.gz is damaged or not the publisher's "
-                                        r"file \(KeyError: 'Boeing 999'\); re-download it$"):
+    with pytest.raises(
+        DataError,
+        match=r"^fgvc_aircraft_family: fgvc-aircraft-2013b.tar.gz is damaged or not the publisher's "
+        r"file \(KeyError: 'Boeing 999'\); re-download it$",
+    ):
         prepare_task("fgvc_aircraft_family", tmp_path / "root", tmp_path / "src", size=16, verify=False)
 
 
@@ -323,10 +354,20 @@ def test_a_pool_failure_is_one_line_per_task(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(prepare_module, "_worker", _worker_dies)  # spawned workers find it by module and name
     output = io.StringIO()
     with pytest.raises(DataError, match=r"^2 of 2 task\(s\) failed: mnist, usps; the other tasks are kept in"):
-        prepare_module.prepare(["mnist", "usps"], tmp_path / "root", source_dir=tmp_path / "src", verify=False, size=16,
-                               jobs=2, console=Console(file=output, width=400))
+        prepare_module.prepare(
+            ["mnist", "usps"],
+            tmp_path / "root",
+            source_dir=tmp_path / "src",
+            verify=False,
+            size=16,
+            jobs=2,
+            console=Console(file=output, width=400),
+        )
     failures = [line for line in output.getvalue().splitlines() if line.startswith("failed")]
     assert len(failures) == 2
     for line in failures:
-        assert re.fullmatch(r"failed (mnist|usps): its worker process failed \(BrokenProcessPool: .*\); run it again with "
-                            r"--jobs 1 to see why", line), line
+        assert re.fullmatch(
+            r"failed (mnist|usps): its worker process failed \(BrokenProcessPool: .*\); run it again with "
+            r"--jobs 1 to see why",
+            line,
+        ), line

@@ -51,7 +51,7 @@ def _row(group: list[Run]) -> Row:
     errors = [r.error for r in group]
     flops = [r.x() or 0.0 for r in group]
     bare = [r.point_without_search.get("flops" if r.measure == "algorithmic" else "flops_executed", x)
-            for r, x in zip(group, flops)]
+            for r, x in zip(group, flops, strict=False)]
     return Row(first.label, first.scenario, first.study, first.budget, len(group), statistics.fmean(errors),
                statistics.stdev(errors) if len(errors) > 1 else None, statistics.fmean(flops), first.measure,
                first.budget_value, group, statistics.fmean(bare))

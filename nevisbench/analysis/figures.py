@@ -121,26 +121,26 @@ def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours:
         if xy is not None:
             seeds.setdefault(run.label, []).append(xy)
     for label, points in sorted(drawn.items()):
-        x, mean, std, _ = zip(*points)
+        x, mean, std, _ = zip(*points, strict=False)
         ax.plot(x, mean, marker="o", markersize=3, linewidth=1.2, color=colours[label], label=label, zorder=3)
-        band, low, high = list(x), [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
+        band, low, high = list(x), [m - s for m, s in zip(mean, std, strict=False)], [m + s for m, s in zip(mean, std, strict=False)]
         if len(x) == 1:  # one budget: the band is a box around the point, not a line
             band, low, high = [x[0] / _SOLO_BAND, x[0] * _SOLO_BAND], low * 2, high * 2
         ax.fill_between(band, low, high, color=colours[label], alpha=0.2, linewidth=0, zorder=2)
-        ax.plot(*zip(*seeds[label]), marker=".", markersize=2.5, alpha=0.5, color=colours[label], linestyle="none",
+        ax.plot(*zip(*seeds[label], strict=False), marker=".", markersize=2.5, alpha=0.5, color=colours[label], linestyle="none",
                 zorder=2)
-        means += list(zip(x, mean))
+        means += list(zip(x, mean, strict=False))
         xs += x
     if part == "all":  # a searched configuration: also at its compute without the search trials (dotted)
         for label, points in sorted(curves(runs, part, axis, bare=True).items()):
             bare_x, bare_mean = [p[0] for p in points], [p[1] for p in points]
-            if any(a != b[0] for a, b in zip(bare_x, drawn[label])):
+            if any(a != b[0] for a, b in zip(bare_x, drawn[label], strict=False)):
                 ax.plot(bare_x, bare_mean, linestyle=":", marker="o", markerfacecolor="none", markersize=3, linewidth=1.0,
                         color=colours[label], label=f"{label}, without search compute", zorder=3)
                 xs += bare_x
     front = pareto_front(means)
     if len(front) >= 2:  # a single point is no front: absent rather than invisible
-        fx, fy = zip(*front)
+        fx, fy = zip(*front, strict=False)
         ax.step(fx, fy, where="post", color="black", linestyle=(0, (4, 2)), linewidth=0.9, label="Pareto front",
                 zorder=5)
     return xs
@@ -213,7 +213,7 @@ def compute_figure(runs: list[Run], *, x: str | None = None, anytime: bool = Fal
     with plt.rc_context(FONT):  # type: ignore[arg-type]
         fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows),
                                  layout="constrained")
-        for ax, (part, group) in zip(axes.flat, panels):
+        for ax, (part, group) in zip(axes.flat, panels, strict=False):
             if part == "anytime":
                 _anytime_panel(ax, group, x, colours)
             else:
@@ -228,7 +228,7 @@ def _legend(fig: Any, axes: Any, cols: int) -> None:
     """Every curve once, below the panels; the figure grows to hold it rather than squeezing them."""
     entries: dict[str, Any] = {}
     for ax in axes.flat:
-        for handle, name in zip(*ax.get_legend_handles_labels()):
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=False):
             entries.setdefault(name, handle)
     if len(entries) > MAX_LEGEND:  # a legend longer than a page says nothing: the table has them all
         from matplotlib.lines import Line2D

@@ -183,6 +183,7 @@ def check_api(cls: type[Learner]) -> str | None:
             if name in RETIRED:
                 return (f"defines {name}(), which the learner API no longer calls; "
                         f"implement {RETIRED[name]}() instead")
-            return (f"defines {name}(), which is not a hook of the learner API (hooks: {', '.join(sorted(verbs - {'Config', 'helpers', 'api_version', 'supports_ddp'}))}); "
+            hooks = ", ".join(sorted(verbs - {"Config", "helpers", "api_version", "supports_ddp"}))
+            return (f"defines {name}(), which is not a hook of the learner API (hooks: {hooks}); "
                     f"the harness would never call it. Rename it _{name} or list it in `helpers`")
     return None

@@ -72,7 +72,7 @@ def _attention(query, key, embed: int) -> int:
     """Input projections of q, k, v, then QK^T and AV, then the output projection: what
     `F.multi_head_attention_forward` (linear, SDPA or bmm, linear) is charged in training."""
     total = 0
-    for (b, lq), (_, lk) in zip(_sequences(query), _sequences(key)):
+    for (b, lq), (_, lk) in zip(_sequences(query), _sequences(key), strict=False):
         total += 2 * b * embed * embed * (lq + 2 * lk)  # q, k, v projections
         total += 2 * 2 * b * lq * lk * embed  # QK^T and AV over all heads
         total += 2 * b * lq * embed * embed  # output projection

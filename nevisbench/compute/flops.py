@@ -22,7 +22,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nevisbench.compute.counter import (
-    ZERO, StepCounter, StepFlops, arm_threads, counting_outside, take_pending,
+    ZERO,
+    StepCounter,
+    StepFlops,
+    arm_threads,
+    counting_outside,
+    take_pending,
 )
 from nevisbench.compute.flop_rules import conv_backward_flop
 from nevisbench.compute.masks import mask_densities, structure_signature

@@ -12,7 +12,7 @@ are `# @package _global_` needs no section at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -53,7 +53,7 @@ class TrainConfig:
     warmup_steps: int = MISSING
     label_smoothing: float = MISSING
     checkpoint_every_n_steps: int = MISSING  # mid-task checkpoints for resuming (0: off)
-    fused: Optional[bool] = None  # fused optimizer kernels; null: on CUDA
+    fused: bool | None = None  # fused optimizer kernels; null: on CUDA
     nesterov: bool = False  # Nesterov momentum (sgd)
     decay_norm_and_bias: bool = True  # false: weight decay on conv/linear weights only (dm_nevis's mask)
     warmup_epochs: float = 0.0  # > 0: warmup from rate 0, min(total - 1, epochs x (N // batch + 1)) steps
@@ -63,7 +63,7 @@ class TrainConfig:
 @dataclass
 class StreamConfig:
     name: str = MISSING
-    tasks: Optional[list[str]] = None
+    tasks: list[str] | None = None
     allow_missing: bool = False  # run the prepared tasks only, warn and record the missing ones
 
 
@@ -71,14 +71,14 @@ class StreamConfig:
 class TrainerConfig:
     accelerator: str = MISSING
     devices: Any = MISSING
-    precision: Optional[str] = None  # None: bf16-mixed on CUDA, 32-true on CPU
+    precision: str | None = None  # None: bf16-mixed on CUDA, 32-true on CPU
     deterministic: bool = MISSING
     progress_bar: bool = MISSING
     log_every_n_steps: int = MISSING
-    channels_last: Optional[bool] = None  # null: on CUDA
-    benchmark: Optional[bool] = None  # cudnn.benchmark; null: on CUDA unless deterministic
+    channels_last: bool | None = None  # null: on CUDA
+    benchmark: bool | None = None  # cudnn.benchmark; null: on CUDA unless deterministic
     compile: bool = MISSING  # torch.compile the task module
-    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null: known GPUs only
+    peak_flops: float | None = None  # device peak FLOP/s for MFU; null: known GPUs only
     find_unused_parameters: bool = False  # DDP (devices > 1): for modules with parameters a step leaves unused
 
 
@@ -86,14 +86,14 @@ class TrainerConfig:
 class LoggerConfig:
     name: str = MISSING
     project: str = MISSING
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    mode: Optional[str] = None  # online | offline | None: online when an API key is set
+    entity: str | None = None
+    group: str | None = None
+    mode: str | None = None  # online | offline | None: online when an API key is set
 
 
 @dataclass
 class BudgetConfig:
-    flops_per_task: Optional[float] = None  # training FLOPs per task; null: train.max_steps decides
+    flops_per_task: float | None = None  # training FLOPs per task; null: train.max_steps decides
     measure: str = MISSING  # algorithmic | executed: the compute that budgets and curves count
     milestones: int = MISSING  # anytime dev evaluations per task, log-spaced in training compute
     first_milestone: float = MISSING  # the first milestone, as a fraction of the planned compute
@@ -127,7 +127,7 @@ class SearchConfig:
     name: str = MISSING  # none | nevis_cheap | nevis | custom
     trials: int = MISSING  # trials per task (1 with search=none)
     sampler: str = MISSING  # grid | random | tpe (Optuna samplers, seeded per task: see seed_with_run_seed)
-    space: Dict[str, Any] = field(default_factory=dict)  # train.* / learner.* key -> loguniform(a,b) | uniform(a,b) | choice(a,...)
+    space: dict[str, Any] = field(default_factory=dict)  # train.* / learner.* key -> loguniform(a,b) | uniform(a,b) | choice(a,...)
     parallel: int = 1  # trials of a task at once, one per GPU or CPU slot (grid/random samplers)
     pruner: str = "none"  # none | successive_halving | hyperband (Optuna; the budget milestones are the rungs)
     seed_with_run_seed: bool = True  # the sampler's seed: seed + task index (true) | the task index alone (false,
@@ -159,9 +159,9 @@ class RootConfig:
     scenario: str = MISSING
     seed: int = MISSING
     out_dir: str = MISSING
-    run_name: Optional[str] = None
+    run_name: str | None = None
     on_failure: str = MISSING  # stop | skip: what the stream does after a task fails (NaN loss)
-    resume: Optional[str] = None  # a run folder to continue
+    resume: str | None = None  # a run folder to continue
 
 
 # Config groups whose options are typed by a schema (the field of the same name in RootConfig).

@@ -10,8 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from nevisbench.run._faults import crash_point
 from nevisbench.errors import TaskFailed
+from nevisbench.run._faults import crash_point
 from nevisbench.run.metering import FlopMeterCallback
 from nevisbench.run.results import sigint_deferred
 from nevisbench.run.schedule import ScheduleCallback, TaskPlan, milestone_fractions

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from typing import Any
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import nn

@@ -28,7 +28,13 @@ import lightning as L
 import torch
 
 from nevisbench.compute.flops import (
-    ZERO, FlopMeter, FlopTally, StepCounter, StepFlops, arm_threads, structure_signature,
+    ZERO,
+    FlopMeter,
+    FlopTally,
+    StepCounter,
+    StepFlops,
+    arm_threads,
+    structure_signature,
 )
 
 __all__ = ["FlopMeterCallback", "global_flops"]

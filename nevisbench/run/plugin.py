@@ -9,8 +9,8 @@ meter windows. Threads are counted from the moment a learner is built (`arm_thre
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 

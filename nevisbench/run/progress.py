@@ -21,8 +21,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
-from nevisbench.run import compiling
 from nevisbench.api.schedule import planned_steps
+from nevisbench.run import compiling
 
 __all__ = ["TaskProgressBar", "eval_phase"]
 

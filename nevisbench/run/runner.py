@@ -10,9 +10,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -24,24 +24,24 @@ from nevisbench.api.learner import clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
-from nevisbench.run.summary import stream_tally, summarize
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
 from nevisbench.registry import get_learner_class
 from nevisbench.run._faults import crash_point
 from nevisbench.run.backbones import describe_backbone, start_backbone
 from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
+from nevisbench.run.learner_data import StreamData
 from nevisbench.run.loggers import make_sink
 from nevisbench.run.parallel import die_with_parent
-from nevisbench.run.learner_data import StreamData
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning, summary_table, task_table
 from nevisbench.run.results import ResultsStore
+from nevisbench.run.revisit import Revisits, continual_scores
 from nevisbench.run.run_folder import RunFolder, check_prepared
 from nevisbench.run.scenario import Scenario
-from nevisbench.run.revisit import Revisits, continual_scores
-from nevisbench.run.search import TaskSearch, merge_tallies
-from nevisbench.run.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.schedule import optimization_record
+from nevisbench.run.search import TaskSearch, merge_tallies
+from nevisbench.run.summary import stream_tally, summarize
+from nevisbench.run.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.task_trainer import TaskStart, TaskTrainer, searches_learner, task_config, task_info
 from nevisbench.run.trainer import quiet_lightning, resolve_precision, training_device
 from nevisbench.run.trial import Trial, search_record

@@ -203,7 +203,7 @@ def _reapply_step0_lr(trainer) -> None:
     for config in trainer.lr_scheduler_configs:
         scheduler = config.scheduler
         if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) and scheduler.last_epoch == 0:
-            rates = [base * fn(0) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-            for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            rates = [base * fn(0) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=False)]
+            for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=False):
                 group["lr"] = rate
             scheduler._last_lr = rates

@@ -47,7 +47,7 @@ def anytime_curve(tasks: list[dict[str, Any]]) -> list[dict[str, float]]:
         point["mean_error"] = float(np.mean([r[k]["dev_error"] for r in records]))
         curve.append(point)
     for key in CURVE_KEYS:  # guard: compute never decreases along the curve
-        for a, b in zip(curve, curve[1:]):
+        for a, b in zip(curve, curve[1:], strict=False):
             b[key] = max(b[key], a[key])
     return _merge_repeats(curve)
 
@@ -99,7 +99,7 @@ def curve_auc(curve: list[dict[str, float]], lo: float, hi: float, *, x: str = "
         return chance if u <= xs[0] else float(np.interp(u, xs, ys))
 
     knots = sorted({a, b, *(float(v) for v in xs if a < v < b)})
-    area = sum((u1 - u0) * (right_limit(u0) + left_limit(u1)) / 2 for u0, u1 in zip(knots, knots[1:]))
+    area = sum((u1 - u0) * (right_limit(u0) + left_limit(u1)) / 2 for u0, u1 in zip(knots, knots[1:], strict=False))
     return area / (b - a)
 
 

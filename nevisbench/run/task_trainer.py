@@ -36,14 +36,14 @@ from nevisbench.run.callbacks import (
     milestone_fractions,
 )
 from nevisbench.run.evaluation import evaluate
-from nevisbench.run.loggers import WandbSink
 from nevisbench.run.learner_data import StreamData
+from nevisbench.run.loggers import WandbSink
 from nevisbench.run.plugin import build_learner, plugin_hook
 from nevisbench.run.report import print_warning
 from nevisbench.run.results import ResultsStore
 from nevisbench.run.scenario import Scenario
-from nevisbench.run.search import TaskSearch
 from nevisbench.run.schedule import epoch_steps, nevis_batch_size
+from nevisbench.run.search import TaskSearch
 from nevisbench.run.selection import BestDevSelection, LinearValidation
 from nevisbench.run.trainer import (
     compile_module,
@@ -139,8 +139,14 @@ class TaskTrainer:
         before = (self.meter.task.eval, self.meter.task.executed_eval)
         with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
             try:
-                error = evaluate(module, eval_phase(trainer, loader), self.meter, num_classes=task.num_classes, multi_label=task.multi_label,
-                                 forward_context=trainer.precision_plugin.forward_context)
+                error = evaluate(
+                    module,
+                    eval_phase(trainer, loader),
+                    self.meter,
+                    num_classes=task.num_classes,
+                    multi_label=task.multi_label,
+                    forward_context=trainer.precision_plugin.forward_context,
+                )
             except PluginError as exc:  # the evaluation's check of what forward() returned: name learner and task
                 raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc
         if trainer.world_size == 1:
@@ -149,23 +155,26 @@ class TaskTrainer:
         # count any rank made (a module cannot hide work on the ranks whose meters are not
         # written), and rank 0's score is everyone's, so every decision taken from it (milestone
         # model, search winner) is the same on every rank
-        spent = torch.tensor([self.meter.task.eval - before[0], self.meter.task.executed_eval - before[1]],
-                             dtype=torch.float64, device=trainer.strategy.root_device)
+        spent = torch.tensor(
+            [self.meter.task.eval - before[0], self.meter.task.executed_eval - before[1]],
+            dtype=torch.float64,
+            device=trainer.strategy.root_device,
+        )
         most = trainer.strategy.reduce(spent.clone(), reduce_op="max").tolist()
         self.meter.task.eval += most[0] - float(spent[0])
         self.meter.task.executed_eval += most[1] - float(spent[1])
         return trainer.strategy.broadcast(error, src=0)
 
-    def fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo,
-            checkpoint: Path) -> str | None:
+    def fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo, checkpoint: Path) -> str | None:
         """Train; return the failure message of a task stopped by a bad loss, None when it finished."""
         if checkpoint.exists():
             self.store.check_checkpoint(checkpoint)
         try:
             with plugin_hook(self.name, f"training on {task.key}"):
                 try:
-                    trainer.fit(module, train_dataloaders=loader, weights_only=True,
-                                ckpt_path=str(checkpoint) if checkpoint.exists() else None)
+                    trainer.fit(
+                        module, train_dataloaders=loader, weights_only=True, ckpt_path=str(checkpoint) if checkpoint.exists() else None
+                    )
                 finally:
                     if not self.ranks:
                         self.ranks.extend(getattr(trainer.strategy.launcher, "procs", None) or [])
@@ -180,8 +189,7 @@ class TaskTrainer:
         return None
 
     # -- one trial -------------------------------------------------------------------------------
-    def train_trial(self, search: TaskSearch, task: TaskInfo, k: int, data: TaskData, seed: int,
-                    overrides: dict[str, Any]) -> Trial:
+    def train_trial(self, search: TaskSearch, task: TaskInfo, k: int, data: TaskData, seed: int, overrides: dict[str, Any]) -> Trial:
         """One trial (the task's only one with search=none): the task's module built with the
         trial's config, fitted with its own task tally, its selected (best-dev or last) model kept."""
         cfg = task_config(trial_config(self.cfg, overrides) if overrides else self.cfg, len(data.train))
@@ -193,15 +201,25 @@ class TaskTrainer:
         self.meter.start_task()
         loaders = make_loaders(data, cfg, self.device, seed)
         module = self.place(module)
-        plan = TaskPlan(measure=cfg.budget.measure, max_steps=cfg.train.max_steps, budget=cfg.budget.flops_per_task,
-                        fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone))
+        plan = TaskPlan(
+            measure=cfg.budget.measure,
+            max_steps=cfg.train.max_steps,
+            budget=cfg.budget.flops_per_task,
+            fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone),
+        )
         selection = BestDevSelection(enabled=_protocol(cfg, "selection", "last") == "best_dev")
         held: list[L.Trainer] = []  # the trainer, once made (the evaluations read its step)
-        callbacks, linear, pruning = self.trial_callbacks(cfg, search, k, task, module, loaders, plan, selection,
-                                                          len(data.train), held)
-        trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=len(loaders["train"]),
-                               budgeted=plan.budget is not None, callbacks=callbacks, root_dir=str(self.store.run_dir),
-                               logger=self.sink.lightning_logger() if self.sink is not None else False)
+        callbacks, linear, pruning = self.trial_callbacks(cfg, search, k, task, module, loaders, plan, selection, len(data.train), held)
+        trainer = make_trainer(
+            cfg,
+            precision=self.precision,
+            device=self.device,
+            steps_per_epoch=len(loaders["train"]),
+            budgeted=plan.budget is not None,
+            callbacks=callbacks,
+            root_dir=str(self.store.run_dir),
+            logger=self.sink.lightning_logger() if self.sink is not None else False,
+        )
         held.append(trainer)
         began = time.perf_counter()
         crash_point(f"trial:{task.index}:{k}")
@@ -212,14 +230,38 @@ class TaskTrainer:
             dev_error = linear.final_error  # dm_nevis ranks a trial by its last validation (it scores the best-dev model)
         if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
             dev_error = self.evaluate(module, task, loaders["dev"], trainer)
-        return Trial(k=k, overrides=overrides, cfg=cfg, learner=learner, module=module, trainer=trainer, loaders=loaders,
-                     anytime=plan.records, selected=selected, dev_error=dev_error, failure=failure,
-                     tally=self.meter.task.copy(), steps=int(trainer.global_step), pruned=pruning.pruned,
-                     budget=budget_record(plan, self.meter.task), seconds=time.perf_counter() - began)
+        return Trial(
+            k=k,
+            overrides=overrides,
+            cfg=cfg,
+            learner=learner,
+            module=module,
+            trainer=trainer,
+            loaders=loaders,
+            anytime=plan.records,
+            selected=selected,
+            dev_error=dev_error,
+            failure=failure,
+            tally=self.meter.task.copy(),
+            steps=int(trainer.global_step),
+            pruned=pruning.pruned,
+            budget=budget_record(plan, self.meter.task),
+            seconds=time.perf_counter() - began,
+        )
 
-    def trial_callbacks(self, cfg: DictConfig, search: TaskSearch, k: int, task: TaskInfo, module: L.LightningModule,
-                        loaders: dict[str, BatchLoader], plan: TaskPlan, selection: BestDevSelection, examples: int,
-                        held: list[L.Trainer]) -> tuple[list[L.Callback], LinearValidation | None, PruneCallback]:
+    def trial_callbacks(
+        self,
+        cfg: DictConfig,
+        search: TaskSearch,
+        k: int,
+        task: TaskInfo,
+        module: L.LightningModule,
+        loaders: dict[str, BatchLoader],
+        plan: TaskPlan,
+        selection: BestDevSelection,
+        examples: int,
+        held: list[L.Trainer],
+    ) -> tuple[list[L.Callback], LinearValidation | None, PruneCallback]:
         """A trial's callbacks: the meter, the loss guard, the task plan (its anytime milestones), the
         linear validations of best-dev selection (`protocol.validate_every_n_steps`; without them the
         milestones feed the selection), the pruner, the mid-task checkpoint and the selection."""
@@ -246,16 +288,25 @@ class TaskTrainer:
 
         pruning = PruneCallback(search, plan)
         linear = LinearValidation(every, validate, self.meter) if every else None
-        return [
-            FlopMeterCallback(self.meter),
-            FiniteLossCallback(task.key),
-            ScheduleCallback(self.meter, plan, milestone_dev, steps_per_epoch=len(loaders["train"]),
-                             epoch_steps=epoch_steps(examples, int(cfg.data.batch_size))),
-            *([linear] if linear else []),  # after the schedule's milestone evaluation (it may reuse it)
-            *([pruning] if search.pruning else []),  # after the milestone's evaluation, before the mid-task checkpoint
-            CheckpointCallback(search.checkpoint(k), cfg.train.checkpoint_every_n_steps, loaders["train"]),
-            selection,
-        ], linear, pruning
+        return (
+            [
+                FlopMeterCallback(self.meter),
+                FiniteLossCallback(task.key),
+                ScheduleCallback(
+                    self.meter,
+                    plan,
+                    milestone_dev,
+                    steps_per_epoch=len(loaders["train"]),
+                    epoch_steps=epoch_steps(examples, int(cfg.data.batch_size)),
+                ),
+                *([linear] if linear else []),  # after the schedule's milestone evaluation (it may reuse it)
+                *([pruning] if search.pruning else []),  # after the milestone's evaluation, before the mid-task checkpoint
+                CheckpointCallback(search.checkpoint(k), cfg.train.checkpoint_every_n_steps, loaders["train"]),
+                selection,
+            ],
+            linear,
+            pruning,
+        )
 
     def trial_start(self, cfg: DictConfig, index: int) -> tuple[Learner, torch.nn.Module]:
         """The learner of one search trial and the backbone it begins from.
@@ -293,8 +344,10 @@ class TaskTrainer:
         try:
             module.load_state_dict(weights)
         except (RuntimeError, TypeError, AttributeError):
-            print_warning(self.console, f"task {task.key}: the winning trial {winner.k} changed its model's structure; "
-                                        "it is trained again to score it")
+            print_warning(
+                self.console,
+                f"task {task.key}: the winning trial {winner.k} changed its model's structure; it is trained again to score it",
+            )
             tally = self.meter.task
             L.seed_everything(seed, verbose=False)
             rerun = self.train_trial(search, task, winner.k, data, seed, winner.overrides)
@@ -307,5 +360,13 @@ class TaskTrainer:
             learner.load_state_dict(winner.learner_state)
         winner.learner, winner.module = learner, self.place(module.to(self.device))
         winner.loaders = make_loaders(data, cfg, self.device, seed)
-        winner.trainer = make_trainer(cfg, precision=self.precision, device=self.device, steps_per_epoch=1,
-                                      budgeted=False, callbacks=[], root_dir=str(self.store.run_dir), logger=False)
+        winner.trainer = make_trainer(
+            cfg,
+            precision=self.precision,
+            device=self.device,
+            steps_per_epoch=1,
+            budgeted=False,
+            callbacks=[],
+            root_dir=str(self.store.run_dir),
+            logger=False,
+        )

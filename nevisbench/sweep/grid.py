@@ -25,7 +25,18 @@ from hydra.core.override_parser.types import Glob, Override, RangeSweep
 
 from nevisbench.errors import ConfigError, choice_error
 
-__all__ = ["SWEEP_KEYS", "MAX_JOBS", "Grid", "check_grid_size", "max_jobs", "expand_logspace", "parse_sweep", "experiment_options", "load_experiment", "job_name"]
+__all__ = [
+    "SWEEP_KEYS",
+    "MAX_JOBS",
+    "Grid",
+    "check_grid_size",
+    "max_jobs",
+    "expand_logspace",
+    "parse_sweep",
+    "experiment_options",
+    "load_experiment",
+    "job_name",
+]
 
 # Keys of the sweep itself, never passed to a run.
 SWEEP_KEYS = ("launcher", "sweep_dir", "experiment", "resume", "sweep")
@@ -43,14 +54,16 @@ def _logspace_args(item: str, match: re.Match[str]) -> tuple[float, float, int]:
         if len(parts) != 3 or not (0 < start < math.inf and 0 < stop < math.inf) or num < 1:
             raise ValueError
     except (ValueError, IndexError):
-        raise ConfigError(f"Bad sweep value in '{item}': logspace takes (start, stop, num) with start, stop > 0 "
-                          "and num >= 1, e.g. logspace(1e11,1e13,5)") from None
+        raise ConfigError(
+            f"Bad sweep value in '{item}': logspace takes (start, stop, num) with start, stop > 0 and num >= 1, e.g. logspace(1e11,1e13,5)"
+        ) from None
     return start, stop, num
 
 
 def expand_logspace(item: str, limit: int = MAX_JOBS) -> str:
     """`key=logspace(1e11,1e13,3)` -> `key=1e+11,1e+12,1e+13` (any other text unchanged); a `num`
     above `limit` is refused before a value is made."""
+
     def explicit(match: re.Match[str]) -> str:
         start, stop, num = _logspace_args(item, match)
         if num > limit:
@@ -68,8 +81,10 @@ def check_grid_size(sizes: dict[str, int], limit: int) -> int:
     total = math.prod(sizes.values())
     if total > limit or any(n > limit for n in sizes.values()):
         axes = " x ".join(f"{key}: {n:,}" for key, n in sizes.items() if n > 1)
-        raise ConfigError(f"The grid has {total:,} jobs ({axes}), more than sweep.max_jobs={limit:,}; split the "
-                          f"study into smaller sweeps, or raise the limit with sweep.max_jobs=N")
+        raise ConfigError(
+            f"The grid has {total:,} jobs ({axes}), more than sweep.max_jobs={limit:,}; split the "
+            f"study into smaller sweeps, or raise the limit with sweep.max_jobs=N"
+        )
     return total
 
 
@@ -108,12 +123,16 @@ def _values(override: Override, item: str) -> list[str]:
         from nevisbench.config import GROUPS, group_options
 
         if override.key_or_group not in GROUPS:
-            raise ConfigError(f"Bad sweep value in '{item}': glob() selects options of a config group "
-                              f"({', '.join(GROUPS)}), not values of '{override.key_or_group}'")
+            raise ConfigError(
+                f"Bad sweep value in '{item}': glob() selects options of a config group "
+                f"({', '.join(GROUPS)}), not values of '{override.key_or_group}'"
+            )
         return list(override.value().filter(group_options(override.key_or_group)))
     if not override.is_discrete_sweep():
-        raise ConfigError(f"Bad sweep value in '{item}': an interval has no finite list of values; use a comma "
-                          "list, range(start,stop,step) or logspace(start,stop,num)")
+        raise ConfigError(
+            f"Bad sweep value in '{item}': an interval has no finite list of values; use a comma "
+            "list, range(start,stop,step) or logspace(start,stop,num)"
+        )
     return list(override.sweep_string_iterator())
 
 
@@ -147,8 +166,10 @@ def parse_sweep(overrides: list[str]) -> Grid:
             sweep[key] = override.get_value_element_as_str()
             continue
         if key in JOB_KEYS:
-            raise ConfigError(f"Bad override '{raw}': the sweep sets '{key}' for each job (run folders go to "
-                              "<sweep_dir>/runs/<job name>); set sweep_dir=DIR instead")
+            raise ConfigError(
+                f"Bad override '{raw}': the sweep sets '{key}' for each job (run folders go to "
+                "<sweep_dir>/runs/<job name>); set sweep_dir=DIR instead"
+            )
         by_key[key] = (override, raw)  # a later one replaces an earlier one, in its place
     counts = {key: _count(override) for key, (override, _) in by_key.items()}
     check_grid_size({k: n for k, n in counts.items() if n is not None}, limit)  # before any range is listed

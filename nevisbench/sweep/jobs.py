@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from nevisbench.errors import ConfigError
-from nevisbench.run.results import atomic_write_text
 from nevisbench.run import layout
+from nevisbench.run.results import atomic_write_text
 from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV, hold_folder
 from nevisbench.sweep.records import STATES, read_info, read_jobs
 
@@ -202,7 +202,7 @@ def run_in_use(run_dir: Path) -> bool:
     lock = run_dir / layout.LOCK
     if not lock.is_file():
         return False
-    with open(lock, "r", encoding="utf-8") as handle:  # read only: opening creates nothing
+    with open(lock, encoding="utf-8") as handle:  # read only: opening creates nothing
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

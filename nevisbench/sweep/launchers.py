@@ -17,7 +17,7 @@ import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,25 +35,25 @@ __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_laun
 @dataclass
 class LocalLauncherConfig:
     name: str = "local"
-    jobs: Optional[int] = None  # jobs at once; null: one per GPU, else min(4, CPU cores)
+    jobs: int | None = None  # jobs at once; null: one per GPU, else min(4, CPU cores)
 
 
 @dataclass
 class SlurmLauncherConfig:
     name: str = "slurm"
-    cluster: Optional[str] = None  # null: SLURM; local: submitit's local executor (testing without SLURM)
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
+    cluster: str | None = None  # null: SLURM; local: submitit's local executor (testing without SLURM)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
     timeout_min: int = 240
     gpus_per_node: int = 1
     cpus_per_task: int = 8
-    mem_gb: Optional[float] = 32
+    mem_gb: float | None = 32
     array_parallelism: int = 64  # array tasks running at once
     max_num_timeout: int = 3  # requeues after timeouts (preemptions requeue without counting)
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit, to stop and requeue cleanly
-    folder: Optional[str] = None  # submitit's logs and pickles; null: <sweep_dir>/submitit
+    folder: str | None = None  # submitit's logs and pickles; null: <sweep_dir>/submitit
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch option
 
 

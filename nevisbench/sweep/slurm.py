@@ -169,7 +169,7 @@ def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
             raise
         raise _sbatch_error(exc, cfg) from None
     # the jobs may be running already: their states stay as they write them
-    folder.update_many({job.index: {"job_id": str(handle.job_id)} for job, handle in zip(todo, submitted)})
+    folder.update_many({job.index: {"job_id": str(handle.job_id)} for job, handle in zip(todo, submitted, strict=False)})
     return submitted
 
 
@@ -334,7 +334,7 @@ def launch_slurm(folder: SweepFolder, todo: list[Job], cfg: Any, console: Consol
     now = time.monotonic()
     watched = {job.index: handle if queue is None else EngineJob(submitit_folder(folder, cfg), str(handle.job_id),
                                                                    queue, submitted=now)
-               for job, handle in zip(fresh, submitted)}
+               for job, handle in zip(fresh, submitted, strict=False)}
     watched.update(flying)
     try:
         watch(folder, lambda: all(handle.done() for handle in watched.values()), console)

@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
 from nevisbench.errors import ConfigError, NevisbenchError
 from nevisbench.run.results import atomic_write_text
-from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, max_jobs, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
 from nevisbench.sweep.launchers import check_job_devices, launch, load_launcher

@@ -114,7 +114,9 @@ def _load_batch(raw: bytes, archive: str, member: str, label_key: str) -> tuple[
     return images, labels.astype(np.int64)
 
 
-def _reader(archive: str, folder: str, label_key: str, train_members: tuple[str, ...], test_member: str) -> Callable[[SourceFolder], Iterator[Example]]:
+def _reader(
+    archive: str, folder: str, label_key: str, train_members: tuple[str, ...], test_member: str
+) -> Callable[[SourceFolder], Iterator[Example]]:
     def read(src: SourceFolder) -> Iterator[Example]:
         batches = {}
         wanted = {f"{folder}/{m}": m for m in (*train_members, test_member)}
