@@ -8,16 +8,13 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 import torchvision
 import yaml
-from conftest import without_timing
+from conftest import run_cli, without_timing
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -427,11 +424,6 @@ def test_the_prune_phase_is_charged_densely(tmp_path):
 RESUMABLE = [*DEMO, "train.max_steps=6", "train.checkpoint_every_n_steps=1", "run_name=r"]
 
 
-def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "NEVISBENCH_FAULT"}
-    if fault:
-        env["NEVISBENCH_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "nevisbench", "run", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.mark.slow  # three subprocess runs
@@ -441,10 +433,10 @@ def test_sigkill_at_the_compaction_step_and_after_it_then_resume_equals_uninterr
     reference = json.loads((run(compose([*config, f"out_dir={tmp_path / 'ref'}"])) / "summary.json").read_text())
     run_dir = tmp_path / "r"
     # step 3 is the compaction boundary: its checkpoint is written just before the compaction runs
-    assert _cli(*config, f"out_dir={tmp_path}", fault="step:0:2").returncode == -signal.SIGKILL  # mid prune phase
-    assert _cli(f"resume={run_dir}", fault="step:0:3").returncode == -signal.SIGKILL
-    assert _cli(f"resume={run_dir}", fault="step:1:5").returncode == -signal.SIGKILL  # a fixed-mask task
-    done = _cli(f"resume={run_dir}")
+    assert run_cli("run", *config, f"out_dir={tmp_path}", fault="step:0:2").returncode == -signal.SIGKILL  # mid prune phase
+    assert run_cli("run", f"resume={run_dir}", fault="step:0:3").returncode == -signal.SIGKILL
+    assert run_cli("run", f"resume={run_dir}", fault="step:1:5").returncode == -signal.SIGKILL  # a fixed-mask task
+    done = run_cli("run", f"resume={run_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert without_timing(json.loads((run_dir / "summary.json").read_text())) == without_timing(reference)
 

@@ -20,12 +20,6 @@ RUN = [*TINY, "train.max_steps=6", "train.checkpoint_every_n_steps=2", "budget.m
 
 
 
-def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("NEVISBENCH_FAULT", None)
-    if fault:
-        env["NEVISBENCH_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 def _lines(run_dir: Path) -> list[dict]:
@@ -35,28 +29,28 @@ def _lines(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("reference")
-    proc = _cli("run", *RUN, f"out_dir={out}")
+    proc = run_cli("run", *RUN, f"out_dir={out}")
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "r" / "summary.json").read_text())
 
 
 def test_sigkill_between_tasks_mid_task_and_while_writing_then_resume_equals_uninterrupted(tmp_path, reference):
     run_dir = tmp_path / "r"
-    killed = _cli("run", *RUN, f"out_dir={tmp_path}", fault="after_task:1")  # after the 2nd task
+    killed = run_cli("run", *RUN, f"out_dir={tmp_path}", fault="after_task:1")  # after the 2nd task
     assert killed.returncode == -signal.SIGKILL
     first_two = (run_dir / "results.jsonl").read_bytes()
     assert len(_lines(run_dir)) == 2
 
-    killed = _cli("run", f"resume={run_dir}", fault="step:2:3")  # mid-task, after the checkpoint at step 2
+    killed = run_cli("run", f"resume={run_dir}", fault="step:2:3")  # mid-task, after the checkpoint at step 2
     assert killed.returncode == -signal.SIGKILL
     assert (run_dir / "state" / "task_2.ckpt").is_file()
     assert (run_dir / "results.jsonl").read_bytes() == first_two
 
-    killed = _cli("run", f"resume={run_dir}", fault="write:results.jsonl")  # while committing task 3
+    killed = run_cli("run", f"resume={run_dir}", fault="write:results.jsonl")  # while committing task 3
     assert killed.returncode == -signal.SIGKILL
     assert (run_dir / "results.jsonl").read_bytes() == first_two  # old file intact, never torn
 
-    done = _cli("run", f"resume={run_dir}")
+    done = run_cli("run", f"resume={run_dir}")
     assert done.returncode == 0, done.stderr
     assert "Resuming r: 2 of 3 tasks finished" in done.stdout
     lines = _lines(run_dir)
@@ -68,22 +62,22 @@ def test_sigkill_between_tasks_mid_task_and_while_writing_then_resume_equals_uni
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path):
-    proc = _cli("run", *RUN, "stream.tasks=[faces]", f"out_dir={tmp_path}")
+    proc = run_cli("run", *RUN, "stream.tasks=[faces]", f"out_dir={tmp_path}")
     assert proc.returncode == 0
     run_dir = tmp_path / "r"
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    again = _cli("run", f"resume={run_dir}")
+    again = run_cli("run", f"resume={run_dir}")
     assert again.returncode == 0 and "already finished; nothing to do" in again.stdout
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
 def test_resuming_with_a_different_learner_is_refused_naming_it(tmp_path):
-    proc = _cli("run", *RUN, "stream.tasks=[faces]", f"out_dir={tmp_path}", fault="after_task:0")
+    proc = run_cli("run", *RUN, "stream.tasks=[faces]", f"out_dir={tmp_path}", fault="after_task:0")
     assert proc.returncode == -signal.SIGKILL
     refused = run_cli("run", f"resume={tmp_path / 'r'}", "learner=conv_prune")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "Cannot resume" in refused.stderr and "learner" in refused.stderr
-    allowed = _cli("run", f"resume={tmp_path / 'r'}", "trainer.progress_bar=true")  # harmless keys may change
+    allowed = run_cli("run", f"resume={tmp_path / 'r'}", "trainer.progress_bar=true")  # harmless keys may change
     assert allowed.returncode == 0, allowed.stderr
 
 
@@ -168,7 +162,7 @@ def test_a_finished_run_whose_summary_is_lost_gets_it_rebuilt_from_its_results_l
         (run_dir / "summary.json").unlink()
     else:
         (run_dir / "summary.json").write_text('{"tasks": [')
-    done = _cli("run", f"resume={run_dir}")
+    done = run_cli("run", f"resume={run_dir}")
     assert done.returncode == 0, done.stderr[-2000:]
     missing = "missing" if loss == "deleted" else "unreadable"
     assert f"summary.json is {missing}: it is rebuilt from the committed lines" in " ".join(done.stdout.split())

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,12 +23,6 @@ RUN = [*TINY, "train.max_steps=50", "budget.flops_per_task=5e9", "budget.milesto
 
 
 
-def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    env.pop("NEVISBENCH_FAULT", None)
-    if fault:
-        env["NEVISBENCH_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 def _line(run_dir: Path) -> dict:
@@ -42,7 +33,7 @@ def _line(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference")
-    proc = _cli("run", *RUN, f"out_dir={out}")
+    proc = run_cli("run", *RUN, f"out_dir={out}")
     assert proc.returncode == 0, proc.stderr
     return out / "r"
 
@@ -83,7 +74,7 @@ def test_nevis_cheap_charges_every_trial_and_picks_the_lowest_dev_error(referenc
 
 def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trials(reference, tmp_path):
     run_dir = tmp_path / "r"
-    killed = _cli("run", *RUN, f"out_dir={tmp_path}", fault="trial:0:2")
+    killed = run_cli("run", *RUN, f"out_dir={tmp_path}", fault="trial:0:2")
     assert killed.returncode == -signal.SIGKILL
     kept = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_?.pt"))
     assert kept == ["trial_0.pt", "trial_1.pt"] and not (run_dir / "results.jsonl").exists()
@@ -91,7 +82,7 @@ def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trial
     weights = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_*_weights.pt"))
     assert weights == [f"trial_{best}_weights.pt"]
     # resumed with a crash point at the first trial: it must not run again
-    done = _cli("run", f"resume={run_dir}", fault="trial:0:0")
+    done = run_cli("run", f"resume={run_dir}", fault="trial:0:0")
     assert done.returncode == 0, done.stderr
     assert "2 of 4 trials finished before the resume" in done.stdout
     assert "trained again" not in done.stdout  # the read-back best keeps its saved weights (none retrained)
@@ -179,7 +170,7 @@ def _summary(run_dir: Path) -> dict:
 def test_parallel_trials_give_the_same_trials_winner_and_flops_as_sequential_ones(reference, tmp_path):
     """search.parallel=2 on the 2 CPU cores: the same draws, dev errors, winner and FLOP counts (the
     whole results line and summary, wall-clock fields aside) as search.parallel=1."""
-    proc = _cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}")
+    proc = run_cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     line, sequential = _line(tmp_path / "r"), _line(reference)
     assert len(line["search"]["trials"]) == 4 and "finished before the resume" not in proc.stdout
@@ -221,7 +212,7 @@ def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search
     the best third of the trials so far stop there; what they spent is still charged to `search`;
     a run killed inside a trial that gets pruned resumes to the same decisions."""
     # every run of this test in a subprocess with one thread: float results are compared exactly
-    whole = _cli("run", *PRUNE, f"out_dir={tmp_path / 'whole'}")
+    whole = run_cli("run", *PRUNE, f"out_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr
     line = _line(tmp_path / "whole" / "r")
     trials, winner = line["search"]["trials"], line["search"]["winner"]
@@ -243,9 +234,9 @@ def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search
     first = [t for t in trials if t["status"] == "pruned" and t["steps"] > 2]
     assert first, "the test needs a trial pruned after its first milestone"
     k, stop = first[0]["trial"], first[0]["steps"]
-    killed = _cli("run", *PRUNE, f"out_dir={tmp_path / 'killed'}", fault=f"step:{k}:{stop - 1}")
+    killed = run_cli("run", *PRUNE, f"out_dir={tmp_path / 'killed'}", fault=f"step:{k}:{stop - 1}")
     assert killed.returncode == -signal.SIGKILL
-    done = _cli("run", f"resume={tmp_path / 'killed' / 'r'}")
+    done = run_cli("run", f"resume={tmp_path / 'killed' / 'r'}")
     assert done.returncode == 0, done.stderr
     assert without_timing(_line(tmp_path / "killed" / "r")) == without_timing(line)
 
@@ -254,14 +245,14 @@ def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
     """Hyperband's brackets come from a hash of the study's name: fixed per task, so two processes
     prune the same trials, and the compute identity holds with its pruned trials too."""
     args = [*PRUNE, "search.pruner=hyperband", "train.checkpoint_every_n_steps=0"]
-    first = _cli("run", *args, f"out_dir={tmp_path / 'a'}")  # both in a subprocess with one thread
+    first = run_cli("run", *args, f"out_dir={tmp_path / 'a'}")  # both in a subprocess with one thread
     assert first.returncode == 0, first.stderr
     line = _line(tmp_path / "a" / "r")
     trials, winner = line["search"]["trials"], line["search"]["winner"]
     assert any(t["status"] == "pruned" for t in trials) and trials[winner]["status"] == "ok"
     losers = sum(t["train_flops"] for t in trials if t["trial"] != winner)
     assert math.isclose(line["flops"]["search"], losers, rel_tol=1e-12)
-    proc = _cli("run", *args, f"out_dir={tmp_path / 'b'}")
+    proc = run_cli("run", *args, f"out_dir={tmp_path / 'b'}")
     assert proc.returncode == 0, proc.stderr
     assert without_timing(_line(tmp_path / "b" / "r")) == without_timing(line)
 
@@ -295,13 +286,13 @@ def test_a_killed_worker_is_a_one_line_error_and_the_search_resumes_to_the_same_
     """A worker SIGKILLed in the third trial (search.parallel=2): the run stops with a one-line
     error, keeps the finished trials, and a resume ends with the uninterrupted run's summary."""
     run_dir = tmp_path / "r"
-    killed = _cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}", fault="trial:0:2")
+    killed = run_cli("run", *RUN, "search.parallel=2", f"out_dir={tmp_path}", fault="trial:0:2")
     assert killed.returncode == 1 and "Traceback" not in killed.stderr
     assert "a search worker of task faces ended abruptly" in killed.stderr
     kept = sorted(p.name for p in (run_dir / "state" / "search_0").glob("trial_?.pt"))
     # the trials finished before the kill are kept; one still running in the other worker stops with the pool
     assert kept and "trial_2.pt" not in kept and not (run_dir / "results.jsonl").exists()
-    done = _cli("run", f"resume={run_dir}")
+    done = run_cli("run", f"resume={run_dir}")
     assert done.returncode == 0, done.stderr
     assert "finished before the resume" in done.stdout
     assert _summary(run_dir) == _summary(reference)
@@ -313,13 +304,13 @@ def test_a_resume_after_every_trial_finished_scores_the_saved_winner_without_ret
     common = [*TINY, "stream.tasks=[faces]", "train.max_steps=9", "search=custom", "search.trials=3",
               "search.sampler=grid", "search.space.train.lr=choice(0.0001,0.01,0.3)", "search.pruner=successive_halving",
               "budget.milestones=3", "budget.first_milestone=0.2", "seed=1", f"out_dir={tmp_path}"]
-    whole = _cli("run", *common, "run_name=whole")
+    whole = run_cli("run", *common, "run_name=whole")
     assert whole.returncode == 0, whole.stderr
     line = _line(tmp_path / "whole")
     assert line["search"]["winner"] != 0  # the case this test is about
-    killed = _cli("run", *common, "run_name=killed", fault="write:results.jsonl")  # every trial done, line not written
+    killed = run_cli("run", *common, "run_name=killed", fault="write:results.jsonl")  # every trial done, line not written
     assert killed.returncode == -signal.SIGKILL
-    done = _cli("run", f"resume={tmp_path / 'killed'}")
+    done = run_cli("run", f"resume={tmp_path / 'killed'}")
     assert done.returncode == 0, done.stderr
     assert "3 of 3 trials finished before the resume" in done.stdout and "trained again" not in done.stdout
     assert without_timing(_line(tmp_path / "killed")) == without_timing(line)

@@ -11,8 +11,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-__all__ = ["WandbSink", "make_sink"]
+__all__ = ["WandbSink", "make_sink", "wandb_mode"]
 
+
+
+def wandb_mode(mode: str | None) -> str:
+    """`logger.mode`, or when it is unset: online with an API key, offline without one."""
+    return mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 class WandbSink:
     """One W&B run per stream: config, per-task metrics against cumulative FLOPs, summary."""
@@ -22,7 +27,7 @@ class WandbSink:
 
         self.console = console
         self._failed = False
-        mode = cfg.logger.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = wandb_mode(cfg.logger.mode)
         self.mode = mode
         self.run = wandb.init(
             project=cfg.logger.project,

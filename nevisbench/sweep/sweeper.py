@@ -203,14 +203,13 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
                          console: Console) -> None:
     """One W&B run (job_type "comparison") in the sweep's group, holding the table and the figure.
     Like every tracker in nevisbench, a failure warns and never fails the sweep."""
-    import os
-
     from nevisbench.analysis import COLUMNS
+    from nevisbench.run.loggers import wandb_mode
 
     try:
         import wandb
 
-        mode = logger.get("mode") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = wandb_mode(logger.get("mode"))
         run = wandb.init(project=logger.get("project"), entity=logger.get("entity"), group=logger.get("group") or folder.name,
                          name=f"{folder.name}-comparison", job_type="comparison", dir=str(folder.path), mode=mode,
                          reinit="create_new", config={"sweep": folder.info.get("command")})
