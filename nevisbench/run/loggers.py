@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -22,14 +22,14 @@ class WandbSink:
 
         self.console = console
         self._failed = False
-        mode = cfg.logger.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode: Literal["online", "offline", "disabled"] = cfg.logger.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         self.mode = mode
         self.run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
             group=cfg.logger.group or cfg.choices.learner,
             name=run_name,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True)),
             dir=str(run_dir),
             mode=mode,
             reinit="create_new",
@@ -118,7 +118,7 @@ class WandbSink:
             curve = summary.get("anytime_curve") or []
             if curve:
                 columns = ["flops", "mean_error", "flops_executed", "seconds"]
-                table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])
+                table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])  # type: ignore[arg-type]  # wandb wants list[str | int] (invariant)
                 self.run.log({
                     "anytime_curve_points": table,
                     "anytime_curve": wandb.plot.line(table, "flops", "mean_error",
@@ -138,7 +138,7 @@ def _trials_table(task: str, search: dict[str, Any]) -> Any:
 
     rows = [[task, t["trial"], json.dumps(t["overrides"], sort_keys=True), t["dev_error"], t["train_flops"],
              t["eval_flops"], t["status"], t["trial"] == search["winner"]] for t in search["trials"]]
-    return wandb.Table(columns=SEARCH_COLUMNS, data=rows)
+    return wandb.Table(columns=SEARCH_COLUMNS, data=rows)  # type: ignore[arg-type]  # wandb wants list[str | int] (invariant)
 
 
 def make_sink(cfg: DictConfig, run_dir: Path, run_name: str, console: Console) -> WandbSink | None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -210,7 +210,7 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
     try:
         import wandb
 
-        mode = logger.get("mode") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode: Literal["online", "offline", "disabled"] = logger.get("mode") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         run = wandb.init(project=logger.get("project"), entity=logger.get("entity"), group=logger.get("group") or folder.name,
                          name=f"{folder.name}-comparison", job_type="comparison", dir=str(folder.path), mode=mode,
                          reinit="create_new", config={"sweep": folder.info.get("command")})
