@@ -123,7 +123,7 @@ class TaskTrainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         return module
 
-    def evaluate(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
+    def evaluate(self, module: torch.nn.Module, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
         """The module's error on `loader`, charged to the task's `eval`."""
         before = (self.meter.task.eval, self.meter.task.executed_eval)
         with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
@@ -207,7 +207,7 @@ class TaskTrainer:
         began = time.perf_counter()
         crash_point(f"trial:{task.index}:{k}")
         failure = self.fit(trainer, module, loaders["train"], task, checkpoint)
-        selected = selection.restore(module) if failure is None else {"rule": "none"}
+        selected: dict[str, Any] = selection.restore(module) if failure is None else {"rule": "none"}
         dev_error = selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None)
         if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
             dev_error = self.evaluate(module, task, loaders["dev"], trainer)
