@@ -85,7 +85,7 @@ class TaskStart:
     cfg: DictConfig
     learner: Learner  # the run's learner after the tasks so far
     scenario: Scenario  # its starting backbones
-    feature_dim: int
+    feature_dim: int | None
     start_backbone: torch.nn.Module | None  # the run's starting backbone, when the search space names learner.* keys
     learner_state: dict[str, Any]  # the learner's state after the tasks so far
     data: StreamData | None = None  # the training examples a learner may draw (context.data)
