@@ -73,9 +73,9 @@ class TaskModule(L.LightningModule):
         (parameters or param groups), with the harness's warmup + cosine/constant LR schedule."""
         cfg = self.train_cfg
         fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
-        extra = {"fused": True} if fused else {}
+        extra: dict[str, Any] = {"fused": True} if fused else {}
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
         def factor(step: int) -> float:

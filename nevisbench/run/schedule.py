@@ -104,6 +104,8 @@ class ScheduleCallback(L.Callback):
         return self.meter.task.measure(self.plan.measure, "train")
 
     def _apply(self, trainer) -> None:
+        if self.plan.steps is None:
+            raise RuntimeError("the schedule applies a plan with no step count")
         trainer.fit_loop.epoch_loop.max_steps = self.plan.steps
         trainer.fit_loop.max_epochs = math.ceil(self.plan.steps / self.steps_per_epoch)
 
@@ -131,6 +133,8 @@ class ScheduleCallback(L.Callback):
         plan = self.plan
         done, spent = int(trainer.global_step), self._spent()
         plan.step_cost = cost
+        if plan.steps is None:
+            raise RuntimeError("the schedule replans before step 0 planned it")
         if plan.budget is not None:
             left = max(0, math.floor((plan.budget - spent) / cost * (1 + 1e-9)))
             plan.steps = max(1, done + left)
@@ -142,6 +146,8 @@ class ScheduleCallback(L.Callback):
         plan = self.plan
         if plan.step_cost is None:  # no optimizer step was seen: plan from the step just charged
             self._decide(trainer, max(self._spent(), 1e-30))
+        if plan.step_cost is None or plan.planned_flops is None:
+            raise RuntimeError("the schedule has no plan after step 0")
         latest = self.meter.step_cost(plan.measure)
         if latest is not None and latest > 0 and not math.isclose(latest, plan.step_cost, rel_tol=1e-9):
             self._replan(trainer, latest)
