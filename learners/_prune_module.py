@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,8 @@ class LearnedPruneModule(TaskModule):
         self.prev_gates = aux.gates if aux is not None and aux.gates is not gates else None
         sets = 1 if self.prev_gates is None else 2
         self.lambda1, self.lambda2 = nn.Parameter(torch.zeros(sets)), nn.Parameter(torch.zeros(sets))  # per gate set
-        self.phase, self.boundary, self.start = "prune", None, None  # start: initial expected sparsities
+        self.phase, self.boundary = "prune", None
+        self.start: list[float] | None = None  # initial expected sparsities
         self.z: Gates | None = None  # the deterministic gates, once compacted
         self.record: dict[str, Any] = {}
         self._noise = torch.Generator().manual_seed(seed)  # gate noise and auxiliary batches: checkpointed
@@ -83,6 +84,8 @@ class LearnedPruneModule(TaskModule):
         """Per gate set: the target sparsity now, ramped from the set's initial expected sparsity."""
         step = self.trainer.global_step if self._trainer is not None else 0
         length = 0.0 if self.boundary is None else self.cfg.warmup_fraction * self.boundary
+        if self.start is None:
+            raise RuntimeError("_targets before _lagrangian set the initial sparsities")
         return [ramp(step, s, self.cfg.sparsity, length) if self.boundary is not None else s for s in self.start]
 
     def _lagrangian(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -119,6 +122,8 @@ class LearnedPruneModule(TaskModule):
     def _aux_loss(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
         """One batch of task t-1's training set through its head (and its gates while pruning);
         it runs inside the training step, so the meter charges it like any training compute."""
+        if self.aux is None or self.aux_head is None:
+            raise RuntimeError("_aux_loss without an auxiliary task")
         images, labels = self.aux.data.train_batch(self.aux.task_index, batch_size, generator=self._noise)
         images, labels = images.to(like.device, like.dtype), labels.to(like.device)
         if self.phase == "prune":
@@ -176,6 +181,8 @@ class LearnedPruneModule(TaskModule):
         minimiser of the penalty over the base); the proximal step of `delta_penalty` * |offset|^2
         at the gates' learning rate. Penalty 0 is exactly `multi`; a large one ties the sets."""
         shrink = 1.0 / (1.0 + 2.0 * self.cfg.gate_lr * self.cfg.delta_penalty)
+        if self.prev_gates is None:
+            raise RuntimeError("transfer=delta without task t-1's gates")
         for a, b in zip(self.gates.log_alpha.values(), self.prev_gates.log_alpha.values(), strict=False):
             base = (a + b) / 2
             a.copy_(base + (a - base) * shrink)
@@ -230,7 +237,7 @@ class LearnedPruneModule(TaskModule):
         step = trainer.global_step
         trainer.strategy.setup_optimizers(trainer)
         for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
+            scheduler = cast(torch.optim.lr_scheduler.LambdaLR, config.scheduler)  # TaskModule's schedule
             scheduler.last_epoch = step
             rates = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=False)]
             for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=False):

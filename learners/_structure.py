@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.utils.prune as prune
@@ -60,15 +61,16 @@ def layout(backbone: nn.Module, granularity: str, block_gates: bool) -> list[Blo
 
 def make_gates(backbone: nn.Module, units: list[BlockUnits], generator: torch.Generator) -> GateSet:
     """One gate group per channel group, kernel grid and branch, at the initial keep rates."""
-    shapes, keep = {}, {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    keep: dict[str, float] = {}
     for b in units:
         block = backbone.get_submodule(b.path)
         for i, conv_name in enumerate(b.convs):
             conv = getattr(block, conv_name)
             if b.channels_out(i) is not None:
                 shapes[b.channel[i]], keep[b.channel[i]] = (conv.out_channels,), FINE_KEEP
-            if b.kernel[i] is not None:
-                shapes[b.kernel[i]], keep[b.kernel[i]] = (conv.out_channels, conv.in_channels), FINE_KEEP
+            if (k := b.kernel[i]) is not None:
+                shapes[k], keep[k] = (conv.out_channels, conv.in_channels), FINE_KEEP
         if b.block is not None:
             shapes[b.block], keep[b.block] = (1,), BLOCK_KEEP
     return GateSet(shapes, keep, generator)
@@ -77,6 +79,11 @@ def make_gates(backbone: nn.Module, units: list[BlockUnits], generator: torch.Ge
 def fine_names(units: list[BlockUnits]) -> set[str]:
     """The channel and kernel groups (what calibration shifts; block gates keep their decision)."""
     return {n for b in units for n in (*b.channel, *b.kernel) if n is not None}
+
+
+def _lookup(z: Gates, name: str | None) -> torch.Tensor | None:
+    """The values of gate `name` in `z`; None for a unit without a gate or a gate not in `z`."""
+    return None if name is None else z.get(name)
 
 
 def binary(z: Gates) -> Gates:
@@ -95,11 +102,12 @@ class Shortcut(nn.Module):
 
 
 def _gated_block(block: nn.Module, b: BlockUnits, x: torch.Tensor, z: Gates) -> torch.Tensor:
-    identity = x if block.downsample is None else block.downsample(x)
+    downsample = cast("nn.Module | None", block.downsample)
+    identity = x if downsample is None else downsample(x)
     out = x
     for i, (conv_name, bn_name) in enumerate(zip(b.convs, b.bns, strict=False)):
         conv = getattr(block, conv_name)
-        kernels = z.get(b.kernel[i]) if b.kernel[i] is not None else None
+        kernels = _lookup(z, b.kernel[i])
         weight = conv.weight if kernels is None else conv.weight * kernels[:, :, None, None]
         out = getattr(block, bn_name)(conv._conv_forward(out, weight, conv.bias))
         if b.channels_out(i) is not None:  # the gate multiplies the BatchNorm output, before the ReLU
@@ -112,7 +120,8 @@ def _gated_block(block: nn.Module, b: BlockUnits, x: torch.Tensor, z: Gates) -> 
 def features(backbone: nn.Module, units: list[BlockUnits], x: torch.Tensor,
              z: Gates | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Pooled features and the four stage outputs; with gate values `z`, the gated network."""
-    x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
+    net = cast(Any, backbone)  # a torchvision ResNet's layout (`blocks` checks it)
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
     stages, index = [], 0
     for stage in blocks(backbone):
         for block in stage:
@@ -120,7 +129,7 @@ def features(backbone: nn.Module, units: list[BlockUnits], x: torch.Tensor,
             index += 1
             x = block(x) if z is None or isinstance(block, Shortcut) else _gated_block(block, b, x, z)
         stages.append(x)
-    return backbone.fc(torch.flatten(backbone.avgpool(x), 1)), stages
+    return net.fc(torch.flatten(net.avgpool(x), 1)), stages
 
 
 class FlopModel:
@@ -157,11 +166,9 @@ class FlopModel:
         """Kept fraction of the dense training FLOPs; `open_` maps gate names to P(open) or 0/1."""
         total = torch.zeros((), device=next(iter(open_.values())).device) + self.fixed
         for b, costs in zip(self.units, self.costs, strict=False):
-            branch = 0.0
+            branch: float | torch.Tensor = 0.0
             for i, cost in enumerate(costs):
-                out = open_.get(b.channels_out(i)) if b.channels_out(i) is not None else None
-                inp = open_.get(b.channels_in(i)) if b.channels_in(i) is not None else None
-                kernels = open_.get(b.kernel[i]) if b.kernel[i] is not None else None
+                out, inp, kernels = _lookup(open_, b.channels_out(i)), _lookup(open_, b.channels_in(i)), _lookup(open_, b.kernel[i])
                 if kernels is None:
                     kept = (1.0 if out is None else out.mean()) * (1.0 if inp is None else inp.mean())
                 else:
@@ -178,6 +185,9 @@ def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor | None, scale: torch.Tensor
     index = torch.arange(bn.num_features, device=bn.weight.device) if keep is None else keep
     new = nn.BatchNorm2d(len(index), eps=bn.eps, momentum=bn.momentum).to(bn.weight.device)
     factor = 1.0 if scale is None else scale  # fold the deterministic gate values into the affine part
+    if (bn.running_mean is None or bn.running_var is None or bn.num_batches_tracked is None or new.running_mean is None
+            or new.running_var is None or new.num_batches_tracked is None):
+        raise ValueError(f"learned_prune needs BatchNorm running statistics, {bn} tracks none")
     with torch.no_grad():
         new.weight.copy_(bn.weight[index] * factor)
         new.bias.copy_(bn.bias[index] * factor)
@@ -187,14 +197,14 @@ def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor | None, scale: torch.Tensor
     return new
 
 
-def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, keep_out: torch.Tensor | None, kernels: torch.Tensor | None) -> nn.Conv2d:
-    new = nn.Conv2d(
-        weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation, bias=conv.bias is not None
-    ).to(weight.device)
+def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, keep_out: torch.Tensor | None,
+              kernels: torch.Tensor | None) -> nn.Conv2d:
+    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
+                    bias=conv.bias is not None).to(weight.device)  # (torch types Conv2d's attributes wider than its arguments)
     nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[1] > 1
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     new.weight.data = weight.contiguous(memory_format=fmt)
-    if conv.bias is not None:
+    if conv.bias is not None and new.bias is not None:
         new.bias.data = conv.bias.detach()[keep_out] if keep_out is not None else conv.bias.detach().clone()
     if kernels is not None:
         mask = (kernels != 0).to(weight.dtype)[:, :, None, None].expand_as(weight).contiguous(memory_format=fmt)
@@ -210,14 +220,14 @@ def compact(backbone: nn.Module, units: list[BlockUnits], z: Gates) -> None:
         block = backbone.get_submodule(b.path)
         gate = z.get(b.block) if b.block is not None else None
         if gate is not None and float(gate.sum()) == 0:
-            replace_submodule(backbone, b.path, Shortcut(block.downsample))
+            replace_submodule(backbone, b.path, Shortcut(cast("nn.Module | None", block.downsample)))
             continue
         keep_in = None
         for i, (conv_name, bn_name) in enumerate(zip(b.convs, b.bns, strict=False)):
             conv = getattr(block, conv_name)
             values = z[b.channel[i]] if b.channels_out(i) is not None else None
             keep_out = None if values is None else values.nonzero().flatten()
-            kernels = z.get(b.kernel[i]) if b.kernel[i] is not None else None
+            kernels = _lookup(z, b.kernel[i])
             weight = conv.weight.detach() if kernels is None else conv.weight.detach() * kernels[:, :, None, None]
             if keep_out is not None:
                 weight, kernels = weight[keep_out], None if kernels is None else kernels[keep_out]

@@ -15,6 +15,7 @@ weights, and at least one weight per output channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.utils.prune as prune
@@ -39,13 +40,13 @@ class WeightPruneLearner(Learner):
 
     def prepare(self, backbone: nn.Module) -> nn.Module:
         cfg = self.config
-        convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # in order: the stem first
-        layers: list[nn.Module] = convs if cfg.prune_stem else convs[1:]
+        convs: list[nn.Module] = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]  # in order: the stem first
+        layers = convs if cfg.prune_stem else convs[1:]
         if cfg.include_linear:
             attention = {id(m) for a in backbone.modules() if isinstance(a, nn.MultiheadAttention) for m in a.modules()}
             layers += [m for m in backbone.modules() if isinstance(m, nn.Linear) and id(m) not in attention]
         generator = torch.Generator().manual_seed(self.context.seed)
-        importance = [scores(layer.weight.detach(), cfg.signal, generator) for layer in layers]
+        importance = [scores(cast(torch.Tensor, layer.weight).detach(), cfg.signal, generator) for layer in layers]
         if cfg.scope == "global":
             masks = global_masks(importance, cfg.sparsity)
         else:

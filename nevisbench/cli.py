@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -177,8 +178,8 @@ def _list(args: argparse.Namespace, console: Console) -> None:
     from nevisbench.config import group_options
 
     if args.what == "learners":
-        rows = _learner_rows(group_options("learner"))
-        columns = ("name", "learner", "description")
+        rows: list[dict[str, Any]] = _learner_rows(group_options("learner"))
+        columns: tuple[str, ...] = ("name", "learner", "description")
     elif args.what == "backbones":
         from nevisbench.backbones import backbone_spec, list_backbones
 

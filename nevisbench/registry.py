@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from nevisbench.errors import PluginError, choice_error
+
+if TYPE_CHECKING:
+    from nevisbench.api.learner import Learner
 
 __all__ = ["ENTRY_POINT_GROUP", "learner_names", "get_learner_class", "is_builtin"]
 
@@ -36,7 +40,7 @@ def learner_names() -> list[str]:
     return sorted(_entry_points())
 
 
-def get_learner_class(name: str) -> type:
+def get_learner_class(name: str) -> type[Learner]:
     """Load the learner class registered as `name`, checking it honours the learner API."""
     from nevisbench.api.learner import Learner, LearnerConfig, check_api
 

@@ -79,7 +79,7 @@ def _watching(learner: str) -> Iterator[dict[str, dict[str, Any]]]:
     found = dict(original())
     found[learner] = EntryPoint(name=learner, value=f"{__name__}:_WATCHED", group=registry.ENTRY_POINT_GROUP)
     _WATCHED = Watched
-    registry._entry_points = lambda: found
+    registry._entry_points = lambda: found  # type: ignore[assignment]  # a test patch of the cached lookup
     try:
         yield records
     finally:
@@ -118,7 +118,7 @@ def _run(learner: str, out: Path, scenario: str, steps: int, overrides: list[str
         def kill(pid: int, sig: int) -> None:
             raise _Stop
 
-    _faults.os = _StoppingOs
+    _faults.os = _StoppingOs  # type: ignore[assignment]  # a test patch: the module's view of `os`
     try:
         run(cfg)
         raise AssertionError(f"learner '{learner}': the run did not reach the end of its first task")

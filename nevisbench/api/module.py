@@ -84,11 +84,12 @@ class TaskModule(L.LightningModule):
         rate `train.final_lr` in every group; a warmup of `train.warmup_epochs` starts from rate 0."""
         cfg = self.train_cfg
         fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
-        extra = {"fused": True} if fused else {}
+        extra: dict[str, Any] = {"fused": True} if fused else {}
         groups = self._decay_groups(params) if not cfg.get("decay_norm_and_bias", True) else params
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                        nesterov=bool(cfg.get("nesterov", False)) and cfg.momentum > 0, **extra)
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                nesterov=bool(cfg.get("nesterov", False)) and cfg.momentum > 0, **extra)
         else:
             optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
         final = float(cfg.get("final_lr") or 0.0)

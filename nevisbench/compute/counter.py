@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,8 +113,8 @@ class StepCounter:
         self._versions: list[tuple[torch.Tensor, int]] = []
         self._weights: dict[tuple, tuple[float, torch.Tensor]] = {}  # operand memory -> (density, tensor)
         self._inputs: dict[tuple, tuple[float, int, torch.Tensor]] = {}  # masked linear inputs -> (density, weight numel, tensor)
-        self._stance = None
-        self._previous_target = None
+        self._stance: AbstractContextManager | None = None
+        self._previous_target: StepCounter | None = None
         self._depth = 0
 
     def __enter__(self) -> StepCounter:
@@ -133,7 +134,7 @@ class StepCounter:
         self.mode.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.mode.__exit__(*exc)
         if self.charging and self in _stack():
             _stack().remove(self)
@@ -281,7 +282,7 @@ def counting_outside() -> Iterator[None]:
         yield
 
 
-_ORIGINAL_BOOTSTRAP = threading.Thread._bootstrap_inner
+_ORIGINAL_BOOTSTRAP = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]  # private, not in typeshed
 
 
 def _metered_bootstrap(self: threading.Thread) -> None:
@@ -292,4 +293,4 @@ def _metered_bootstrap(self: threading.Thread) -> None:
 def arm_threads() -> None:
     """From now on, every thread this process starts with `threading` is counted (idempotent).
     Threads already running are not: the harness arms before it loads or builds a plugin."""
-    threading.Thread._bootstrap_inner = _metered_bootstrap
+    threading.Thread._bootstrap_inner = _metered_bootstrap  # type: ignore[attr-defined]  # private, not in typeshed

@@ -100,7 +100,7 @@ class FlopTally:
             return getattr(self, f"{prefix}train_forward") + getattr(self, f"{prefix}train_backward")
         return getattr(self, f"{prefix}{kind}")
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         """The `flops` object of a results line (algorithmic), with executed FLOPs and seconds."""
         return {
             "train": self.train, "eval": self.eval, "search": self.search, "total": self.total,

@@ -9,7 +9,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -191,7 +191,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_closed_sets_and_ranges(cfg)
     _check_seed(cfg)
     _check_run_name(cfg.run_name)
-    _check_devices(OmegaConf.to_container(cfg.trainer, resolve=True)["devices"])
+    _check_devices(cast(dict, OmegaConf.to_container(cfg.trainer, resolve=True))["devices"])
     _check_multi_device(cfg)
     _check_search(cfg)
     if cfg.eval.revisit and cfg.scenario != "continual":

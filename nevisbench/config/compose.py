@@ -119,7 +119,7 @@ def _hydra_compose(store: ConfigStore, overrides: list[str], learner: type | Non
     return cfg, choices
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | None) -> str:
     """Hydra's and omegaconf's multi-line messages (with their cause) as one line."""
     skip = ("full_key:", "reference_type", "object_type", "See https://", "Available options", "Config search path")
     lines: list[str] = []
@@ -296,7 +296,7 @@ def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] 
         _check_user_override(item)
     all_overrides = [*saved, *overrides]
     parsed = _parse(all_overrides)
-    groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
+    groups = [o.input_line for o in parsed if o.key_or_group in GROUPS and o.input_line is not None]
     with _hydra() as store:
         learner = get_learner_class(_picked_learner(store, tuple(groups)))
         try:
@@ -311,7 +311,7 @@ def compose_checked(overrides: list[str], *, saved: list[str] | tuple[str, ...] 
                 skeleton = _skeleton(store, tuple(groups), learner.Config)
             except Exception:
                 raise _hydra_error(exc) from None
-            raise _explain(failed.key_or_group, failed.input_line.partition("=")[2], skeleton) from None
+            raise _explain(failed.key_or_group, (failed.input_line or "").partition("=")[2], skeleton) from None
     with open_dict(cfg):
         cfg.choices = choices  # which option of each group (saved in config.yaml, used in run names)
     check_values(cfg)

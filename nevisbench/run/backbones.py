@@ -41,7 +41,7 @@ def start_backbone(cfg: DictConfig) -> tuple[nn.Module | None, int | None]:
 
 
 def _searches_learner(cfg: DictConfig) -> bool:
-    from nevisbench.run.search import flat_space
+    from nevisbench.config.search_space import flat_space
 
     if cfg.get("search") is None or cfg.search.name == "none":
         return False

@@ -37,7 +37,7 @@ class FiniteLossCallback(L.Callback):
         if trainer.world_size > 1:  # DDP: every rank stops together when any rank's loss is bad
             finite = trainer.strategy.reduce_boolean_decision(local, all=True)
         if not finite:
-            value = f"{float(loss):g}" if not local else "not finite (on another DDP process)"
+            value = f"{float(loss):g}" if not local and loss is not None else "not finite (on another DDP process)"
             lr = self._lr  # the rate this step used (the schedule has already moved on)
             raise TaskFailed(f"task '{self.task_key}': the loss is {value} at step {trainer.global_step} "
                              f"(learning rate {lr:.4g}); lower train.lr or check the data")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -15,9 +15,11 @@ __all__ = ["WandbSink", "make_sink", "wandb_mode"]
 
 
 
-def wandb_mode(mode: str | None) -> str:
-    """`logger.mode`, or when it is unset: online with an API key, offline without one."""
-    return mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+def wandb_mode(mode: str | None) -> Literal["online", "offline", "disabled"]:
+    """`logger.mode` (checked against these three when the config is), or when it is unset: online
+    with an API key, offline without one."""
+    chosen = mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    return cast(Literal["online", "offline", "disabled"], chosen)
 
 class WandbSink:
     """One W&B run per stream: config, per-task metrics against cumulative FLOPs, summary."""
@@ -34,7 +36,7 @@ class WandbSink:
             entity=cfg.logger.entity,
             group=cfg.logger.group or cfg.choices.learner,
             name=run_name,
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True)),
             dir=str(run_dir),
             mode=mode,
             reinit="create_new",
@@ -123,7 +125,7 @@ class WandbSink:
             curve = summary.get("anytime_curve") or []
             if curve:
                 columns = ["flops", "mean_error", "flops_executed", "seconds"]
-                table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])
+                table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])  # type: ignore[arg-type]  # wandb wants list[str | int] (invariant)
                 self.run.log({
                     "anytime_curve_points": table,
                     "anytime_curve": wandb.plot.line(table, "flops", "mean_error",
@@ -143,7 +145,7 @@ def _trials_table(task: str, search: dict[str, Any]) -> Any:
 
     rows = [[task, t["trial"], json.dumps(t["overrides"], sort_keys=True), t["dev_error"], t["train_flops"],
              t["eval_flops"], t["status"], t["trial"] == search["winner"]] for t in search["trials"]]
-    return wandb.Table(columns=SEARCH_COLUMNS, data=rows)
+    return wandb.Table(columns=SEARCH_COLUMNS, data=rows)  # type: ignore[arg-type]  # wandb wants list[str | int] (invariant)
 
 
 def make_sink(cfg: DictConfig, run_dir: Path, run_name: str, console: Console) -> WandbSink | None:

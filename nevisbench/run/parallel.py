@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from nevisbench.compute.hardware import gpu_devices, slot_envs
 from nevisbench.errors import RunFailed
@@ -121,4 +121,4 @@ def run_trials(job: Callable[[dict[str, Any]], int], kit_path: Path, run_dir: Pa
     if isinstance(exc, BrokenProcessPool):
         raise RunFailed(f"a search worker of {describe} ended abruptly (killed, or out of memory) during the trials; "
                         f"the finished trials are kept: resume with nevisbench run resume={run_dir}") from None
-    raise exc
+    raise cast(BaseException, exc)  # not None: `failed` keeps only futures that raised

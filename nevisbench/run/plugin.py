@@ -41,7 +41,7 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
         raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc
 
 
-def build_learner(cfg: DictConfig, feature_dim: int, cls: type | None = None, *, data: Any = None) -> Learner:
+def build_learner(cfg: DictConfig, feature_dim: int | None, cls: type | None = None, *, data: Any = None) -> Learner:
     """The configured learner, built from its config and the run-level context (`cls`: the class
     already loaded, e.g. in a search worker, which has no view of a test's registered plugins;
     `data`: the run's StreamData, the training examples the learner may draw)."""

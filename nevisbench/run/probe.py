@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -37,7 +37,7 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     L.seed_everything(cfg.seed, verbose=False)
     backbone, feature_dim = start_backbone(cfg)
     learner = build_learner(cfg, feature_dim, data=StreamData(cfg, ()))  # a stream with no task reached: no data
-    prepared = learner.prepare(backbone)
+    prepared = learner.prepare(cast(torch.nn.Module, backbone))  # None: the learner brings_backbone
     described = describe_backbone(learner, backbone, prepared)  # {name, arch, params, source}: what ran
     task = TaskInfo(key="probe", name="probe", index=0, domain="object", num_classes=num_classes)
     module = learner.begin_task(task, prepared)
@@ -55,8 +55,10 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     eval_loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=False)
     evaluate(module, eval_loader, meter, num_classes=num_classes)
     shape = (3, size, size)
-    train = meter.last_train_cost.scaled(1.0 / batch_size)
-    evaluation = meter.cached(("eval", shape, torch.float32))
+    counted, evaluation = meter.last_train_cost, meter.cached(("eval", shape, torch.float32))
+    if counted is None or evaluation is None:
+        raise RuntimeError("the probe's training or evaluation step was not counted")
+    train = counted.scaled(1.0 / batch_size)
     return {
         "learner": cfg.choices.learner,
         "learner_config": dict(cfg.learner),

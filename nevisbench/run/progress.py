@@ -41,7 +41,7 @@ class TaskProgressBar(RichProgressBar):
     def _label(self) -> str:
         if self._trainer is None:  # a trainer that never fitted (a search winner rebuilt for scoring)
             return "task"
-        for callback in self.trainer.callbacks:  # the task's key, where a callback carries it
+        for callback in self.trainer.callbacks:  # type: ignore[attr-defined]  # the task's key, where a callback carries it (`callbacks`: untyped in Lightning)
             key = getattr(callback, "task_key", None)
             if isinstance(key, str):
                 return key
@@ -140,6 +140,6 @@ class TaskProgressBar(RichProgressBar):
 def eval_phase(trainer: L.Trainer | None, batches: Iterable[Any], name: str = "evaluating") -> Iterable[Any]:
     """`batches` shown as the phase `name` on the trainer's task bar; unchanged without one."""
     bar = getattr(trainer, "progress_bar_callback", None) if trainer is not None else None
-    if isinstance(bar, TaskProgressBar) and bar.is_enabled:
+    if trainer is not None and isinstance(bar, TaskProgressBar) and bar.is_enabled:
         return bar.phase(trainer, name, batches)
     return batches

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -49,7 +50,7 @@ class Revisits:
             copy.load_state_dict({k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
             self.heads[index] = copy.requires_grad_(False)
 
-    def score(self, index: int, module: nn.Module, learner: Learner, data: StreamData, evaluate: Evaluate,
+    def score(self, index: int, module: L.LightningModule, learner: Learner, data: StreamData, evaluate: Evaluate,
               device: torch.device) -> dict[str, Any] | None:
         """Score tasks 0..index-1 with the model as it is after task `index`; None when off."""
         if not self.enabled or index == 0:
@@ -100,12 +101,12 @@ def continual_scores(lines: list[dict[str, Any]]) -> dict[str, Any] | None:
             matrix[i][i] = 1.0 - float(line["test_error"])
     last = matrix[-1]
     known = [a for a in last if a is not None]
-    pairs = [(j, last[j], matrix[j][j]) for j in range(size - 1) if last[j] is not None and matrix[j][j] is not None]
+    pairs = [(j, a, d) for j in range(size - 1) if (a := last[j]) is not None and (d := matrix[j][j]) is not None]
     forgetting = []
     for j in range(size - 1):
-        earlier = [matrix[i][j] for i in range(j, size - 1) if matrix[i][j] is not None]
-        if earlier and last[j] is not None:
-            forgetting.append(max(earlier) - last[j])
+        earlier = [e for i in range(j, size - 1) if (e := matrix[i][j]) is not None]
+        if earlier and (now := last[j]) is not None:
+            forgetting.append(max(earlier) - now)
     return {
         "tasks": keys,
         "accuracy_matrix": matrix,

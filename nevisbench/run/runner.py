@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -174,7 +174,7 @@ def check_devices(cfg: DictConfig, learner_class: type) -> None:
     """Refuse devices this machine does not have (a list names CUDA devices), and DDP for a learner
     that declares it cannot run under it (e.g. one that changes its model's structure mid-training,
     which DDP's gradient buckets cannot follow)."""
-    devices, accelerator = OmegaConf.to_container(cfg.trainer, resolve=True)["devices"], cfg.trainer.accelerator
+    devices, accelerator = cast(dict, OmegaConf.to_container(cfg.trainer, resolve=True))["devices"], cfg.trainer.accelerator
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if isinstance(devices, list) or (isinstance(devices, int) and devices > 1 and on_gpu):
         if accelerator == "cpu":
@@ -193,7 +193,7 @@ def check_devices(cfg: DictConfig, learner_class: type) -> None:
 class StreamRunner:
     """The state of one run across its tasks: the learner, the scenario, the meter, the store."""
 
-    def __init__(self, cfg: DictConfig, *, backbone: torch.nn.Module, feature_dim: int, store: ResultsStore,
+    def __init__(self, cfg: DictConfig, *, backbone: torch.nn.Module | None, feature_dim: int | None, store: ResultsStore,
                  console: Console, tasks: Sequence[TaskSpec] = ()) -> None:
         self.cfg, self.store, self.console = cfg, store, console
         self.name = cfg.learner.name
@@ -202,9 +202,9 @@ class StreamRunner:
         self.revisits = Revisits(cfg, self.name)  # eval.revisit: earlier tasks scored again after each task
         self.feature_dim = feature_dim
         # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
-        self._start_backbone = clone_module(backbone) if searches_learner(cfg) else None
+        self._start_backbone = clone_module(backbone) if backbone is not None and searches_learner(cfg) else None
         with plugin_hook(self.name, "prepare()"):
-            prepared = self.learner.prepare(backbone)
+            prepared = self.learner.prepare(cast(torch.nn.Module, backbone))  # None: the learner brings_backbone
         self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
         self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1])

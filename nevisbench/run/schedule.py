@@ -80,7 +80,7 @@ class TaskPlan:
     steps: int | None = None  # decided during step 0 (before the first optimizer step)
     planned_flops: float | None = None
     step_cost: float | None = None  # the per-step cost the plan assumes
-    records: list[dict[str, float]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per milestone: step, FLOPs, seconds, dev error, lr
     replans: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -134,6 +134,8 @@ class ScheduleCallback(L.Callback):
         return self.meter.task.measure(self.plan.measure, "train")
 
     def _apply(self, trainer) -> None:
+        if self.plan.steps is None:
+            raise RuntimeError("the schedule applies a plan with no step count")
         trainer.fit_loop.epoch_loop.max_steps = self.plan.steps
         trainer.fit_loop.max_epochs = math.ceil(self.plan.steps / self.steps_per_epoch)
 
@@ -161,6 +163,8 @@ class ScheduleCallback(L.Callback):
         plan = self.plan
         done, spent = int(trainer.global_step), self._spent()
         plan.step_cost = cost
+        if plan.steps is None:
+            raise RuntimeError("the schedule replans before step 0 planned it")
         if plan.budget is not None:
             left = max(0, math.floor((plan.budget - spent) / cost * (1 + 1e-9)))
             plan.steps = max(1, done + left)
@@ -172,6 +176,8 @@ class ScheduleCallback(L.Callback):
         plan = self.plan
         if plan.step_cost is None:  # no optimizer step was seen: plan from the step just charged
             self._decide(trainer, max(self._spent(), 1e-30))
+        if plan.step_cost is None or plan.planned_flops is None:
+            raise RuntimeError("the schedule has no plan after step 0")
         latest = self.meter.step_cost(plan.measure)
         if latest is not None and latest > 0 and not math.isclose(latest, plan.step_cost, rel_tol=1e-9):
             self._replan(trainer, latest)
@@ -183,8 +189,9 @@ class ScheduleCallback(L.Callback):
             torch.cuda.synchronize()
         with self.meter.paused():
             error = self.evaluate_dev()
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None  # this step's rate
         for fraction in due:
-            plan.records.append({
+            record: dict[str, Any] = {
                 "fraction": fraction,
                 "step": int(trainer.global_step),
                 "train_flops": self.meter.task.train,
@@ -193,8 +200,9 @@ class ScheduleCallback(L.Callback):
                 - (self.meter.task.seconds_eval - self._eval_seconds_at_start)
                 - (compiling.seconds() - self._compile_at_start[0]),
                 "dev_error": error,
-                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None,  # this step's rate
-            })
+                "lr": lr,
+            }
+            plan.records.append(record)
 
 
 def _reapply_step0_lr(trainer) -> None:

@@ -109,6 +109,8 @@ class TaskSearch:
         """The next trial's values (none when search=none)."""
         if not self.enabled:
             return {}
+        if self._study is None:
+            raise RuntimeError("an enabled search without its study")
         trial = self._study.ask({k: _distribution(d) for k, d in self.space.items()})
         self._asked.append(trial)
         return dict(trial.params)
@@ -139,6 +141,8 @@ class TaskSearch:
         """The result of the oldest trial asked and not yet told (trials are told in order)."""
         if not self.enabled:
             return
+        if self._study is None:
+            raise RuntimeError("an enabled search without its study")
         trial = self._asked.pop(0)
         try:
             if pruned:

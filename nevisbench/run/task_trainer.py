@@ -96,7 +96,7 @@ class TaskStart:
     cfg: DictConfig
     learner: Learner  # the run's learner after the tasks so far
     scenario: Scenario  # its starting backbones
-    feature_dim: int
+    feature_dim: int | None
     start_backbone: torch.nn.Module | None  # the run's starting backbone, when the search space names learner.* keys
     learner_state: dict[str, Any]  # the learner's state after the tasks so far
     data: StreamData | None = None  # the training examples a learner may draw (context.data)
@@ -134,7 +134,7 @@ class TaskTrainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         return module
 
-    def evaluate(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
+    def evaluate(self, module: torch.nn.Module, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
         """The module's error on `loader`, charged to the task's `eval`."""
         before = (self.meter.task.eval, self.meter.task.executed_eval)
         with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
@@ -224,7 +224,7 @@ class TaskTrainer:
         began = time.perf_counter()
         crash_point(f"trial:{task.index}:{k}")
         failure = self.fit(trainer, module, loaders["train"], task, search.checkpoint(k))
-        selected = selection.restore(module) if failure is None else {"rule": "none"}
+        selected: dict[str, Any] = selection.restore(module) if failure is None else {"rule": "none"}
         dev_error = selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None)
         if linear is not None and linear.final_error is not None:
             dev_error = linear.final_error  # dm_nevis ranks a trial by its last validation (it scores the best-dev model)

@@ -104,7 +104,7 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         **_strategy(cfg, device),
-        precision=precision,
+        precision=precision,  # type: ignore[arg-type]  # a Literal in Lightning; checked with the config
         max_steps=-1 if budgeted else max_steps,
         max_epochs=-1 if budgeted else math.ceil(max_steps / steps_per_epoch),
         deterministic=cfg.trainer.deterministic,

@@ -119,7 +119,7 @@ def _values(override: Override, item: str) -> list[str]:
     """The values of one override as strings, in order."""
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
-    if isinstance(override.value(), Glob):
+    if isinstance(glob := override.value(), Glob):
         from nevisbench.config import GROUPS, group_options
 
         if override.key_or_group not in GROUPS:
@@ -127,7 +127,7 @@ def _values(override: Override, item: str) -> list[str]:
                 f"Bad sweep value in '{item}': glob() selects options of a config group "
                 f"({', '.join(GROUPS)}), not values of '{override.key_or_group}'"
             )
-        return list(override.value().filter(group_options(override.key_or_group)))
+        return list(glob.filter(group_options(override.key_or_group)))
     if not override.is_discrete_sweep():
         raise ConfigError(
             f"Bad sweep value in '{item}': an interval has no finite list of values; use a comma "

@@ -75,7 +75,7 @@ def load_launcher(sweep: dict[str, str], saved: dict[str, Any] | None = None) ->
             node = OmegaConf.merge(node, saved)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Launcher config '{name}': {' '.join(str(exc).split())}") from None
-    valid = [k for k in node.keys() if k != "name"]
+    valid = [str(k) for k in node.keys() if k != "name"]
     for key, value in sweep.items():
         if not key.startswith("launcher."):
             continue
@@ -140,6 +140,8 @@ class SlotPool:
         with self._ready:
             self._ready.wait_for(lambda: self._pick(count) is not None)
             taken = self._pick(count)
+            if taken is None:  # wait_for returned when _pick found them
+                raise RuntimeError(f"no {count} free slots after waiting for them")
             self.free = [i for i in self.free if i not in taken]
             return taken
 

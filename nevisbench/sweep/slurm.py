@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -32,11 +32,14 @@ from nevisbench.errors import ConfigError
 from nevisbench.sweep.jobs import Job, SweepFolder, run_job, stop_process
 from nevisbench.sweep.progress import watch
 
+if TYPE_CHECKING:
+    from submitit.local.local import LocalJob
+
 try:  # submitit is a dependency; imported here so SweepJob can subclass its Checkpointable
     import submitit
     from submitit.helpers import Checkpointable, DelayedSubmission
 except ImportError:  # pragma: no cover - a broken install; the slurm launcher says so when chosen
-    submitit = None
+    submitit = None  # type: ignore[assignment]
     Checkpointable = object  # type: ignore[assignment,misc]
 
 __all__ = ["SweepJob", "submit_slurm", "launch_slurm", "SlurmQueue", "IN_FLIGHT", "EngineJob", "engine_states",
@@ -240,7 +243,7 @@ class EngineJob:
         self.job_id = job_id
         self.queue = queue
         self.submitted = submitted  # when this process submitted it (None: an earlier sweep did)
-        self.handle = None
+        self.handle: LocalJob | None = None
         if queue is None:
             from submitit.local.local import LocalJob
 
@@ -254,7 +257,7 @@ class EngineJob:
             state = self.queue.state(self.job_id)
             fresh = self.submitted is not None and time.monotonic() - self.submitted < FRESH_S
             return "PENDING" if state == "UNKNOWN" and fresh else state
-        if self.handle.state == "FINISHED":
+        if self.handle is not None and self.handle.state == "FINISHED":
             return "FINISHED"
         try:
             command = Path(f"/proc/{int(self.job_id)}/cmdline").read_bytes().split(b"\0")
