@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -234,6 +234,8 @@ def _list(args: argparse.Namespace, console: Console) -> None:
 
 
 def _learner_rows(options: list[str]) -> list[dict[str, str]]:
+    from omegaconf import OmegaConf
+
     from nevisbench.config import compose
     from nevisbench.registry import get_learner_class
 
@@ -246,7 +248,7 @@ def _learner_rows(options: list[str]) -> list[dict[str, str]]:
                 "name": option,
                 "learner": cfg.learner.name,
                 "description": _description(option, cls),
-                "config": {k: v for k, v in cfg.learner.items() if k != "name"},
+                "config": {k: v for k, v in cast(dict, OmegaConf.to_container(cfg.learner)).items() if k != "name"},
             }
         )
     return rows

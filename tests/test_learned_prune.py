@@ -5,7 +5,6 @@ sparsity), the transfer modes as the second paper defines them, and resume after
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import signal
@@ -50,9 +49,18 @@ class FakeData:
 
 @pytest.fixture
 def data(monkeypatch) -> FakeData:
-    """Runs in this test get `context.data` (the runner does not hand it to learners yet)."""
+    """A learner built here gets the fake; a run's learner draws from the harness's real
+    `context.data` (StreamData), whose draws the fake records too."""
+    from nevisbench.run.learner_data import StreamData
+
     fake = FakeData()
-    monkeypatch.setattr("nevisbench.run.plugin.LearnerContext", functools.partial(LearnerContext, data=fake))
+    original = StreamData.train_batch
+
+    def recording(self, task, batch_size, **kwargs):
+        fake.calls.append((task if isinstance(task, int) else task.index, batch_size))
+        return original(self, task, batch_size, **kwargs)
+
+    monkeypatch.setattr(StreamData, "train_batch", recording)
     return fake
 
 
@@ -231,7 +239,7 @@ def test_a_group_whose_gates_all_close_never_builds_an_empty_conv(block_gates):
 
 
 def test_resnet50_at_sparsity_0_9_probes():
-    from nevisbench.compute.probe import step_flops
+    from nevisbench.run.probe import step_flops
 
     cfg = compose(["learner=learned_prune", "learner.sparsity=0.9", "backbone.name=resnet50", "backbone.weights=none",
                    f"data.image_size={SIZE}"])
