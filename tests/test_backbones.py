@@ -245,6 +245,7 @@ def test_the_paper_learners_refuse_other_families_and_keep_resnets(learner):
     assert compose([f"learner={learner}", "backbone.name=resnext50_32x4d"]).backbone.name == "resnext50_32x4d"
 
 
+@pytest.mark.slow
 def test_a_refused_backbone_writes_no_run_folder(tmp_path):
     cfg = compose(["learner=ft_block_3to3", "backbone.name=resnet18", f"out_dir={tmp_path}"])
     cfg.backbone.name = "vit_tiny"  # as if the config check were bypassed
@@ -282,6 +283,7 @@ def test_a_mobilenet_and_a_vit_run_the_demo_and_are_named(tmp_path, name, arch):
     assert report["backbone"]["name"] == name and report["train_step"]["algorithmic"]["total"] > 0
 
 
+@pytest.mark.slow
 def test_a_learner_that_brings_its_own_network_needs_no_backbone_built(tmp_path, monkeypatch):
     register_learner(monkeypatch, "own", "backbone_learners:OwnNetwork")
     monkeypatch.setattr("nevisbench.run.backbones.create_backbone", lambda *a, **k: pytest.fail("a backbone was built"))
@@ -312,12 +314,14 @@ def test_a_truncated_resnet_is_still_the_configured_backbone():
     assert info["name"] == "resnet18" and info["source"] == "config" and info["params"] < 11_176_512
 
 
+@pytest.mark.slow
 def test_a_learner_that_brings_a_network_without_its_feature_dim_is_one_line(monkeypatch, tmp_path):
     register_learner(monkeypatch, "nodim", "backbone_learners:NoFeatureDim")
     with pytest.raises(PluginError, match="Learner 'nodim': feature_dim is 0 after prepare"):
         _run(tmp_path, "learner=nodim")
 
 
+@pytest.mark.slow
 def test_figures_name_the_backbone_of_each_curve_when_runs_differ():
     def run(backbone, error):  # a learner that brought its own network: config.yaml still says resnet18
         task = {"task": "faces", "domain": "face", "status": "ok", "test_error": error, "flops": {"train": 1e9}}

@@ -15,6 +15,7 @@ OWN_TESTS = {"gpu_suite.py"}  # tested below, reading what it writes
 BENCHMARKS = sorted(p for p in ROOT.glob("*.py") if not p.name.startswith("_") and p.name not in OWN_TESTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_runs_in_tiny_mode_and_prints_a_ratio_last(script):
     proc = subprocess.run([sys.executable, str(script), "--tiny"], capture_output=True, text=True, timeout=600)

@@ -17,6 +17,7 @@ def _summary(tmp_path, tiny, *extra):
     return json.loads((run(compose([*tiny, TASKS, f"out_dir={tmp_path}", *extra])) / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_budget_stops_each_task_at_its_training_flops_and_half_budget_halves_them(tmp_path, tiny):
     full = _summary(tmp_path / "full", tiny, "budget.flops_per_task=3e10", "budget.milestones=5")
     half = _summary(tmp_path / "half", tiny, "budget.flops_per_task=1.5e10", "budget.milestones=5")
@@ -29,6 +30,7 @@ def test_budget_stops_each_task_at_its_training_flops_and_half_budget_halves_the
     assert full["tasks"][0]["steps"] > half["tasks"][0]["steps"] > 2  # the budget, not max_steps, decides
 
 
+@pytest.mark.slow
 def test_milestones_are_placed_at_log_spaced_fractions_of_the_planned_compute(tmp_path, tiny):
     summary = _summary(tmp_path, tiny, "train.max_steps=16", "budget.milestones=5", "budget.first_milestone=0.0625",
                        "budget.auc_min_flops=1e6")  # the AUC covers [1e6, where the run ends]
@@ -46,6 +48,7 @@ def test_milestones_are_placed_at_log_spaced_fractions_of_the_planned_compute(tm
     assert all(a["flops"] <= b["flops"] for a, b in zip(curve, curve[1:], strict=False))
 
 
+@pytest.mark.slow
 def test_executed_measure_budgets_executed_flops(tmp_path, tiny):
     summary = _summary(tmp_path, tiny, "budget.flops_per_task=2e10", "budget.measure=executed", "budget.milestones=2")
     for task in summary["tasks"]:
@@ -90,6 +93,7 @@ def _budgeted_fit(learner_cls, budget_steps: float, overrides: list[str]):
     return plan, meter, rates.rates, trainer, dense_step
 
 
+@pytest.mark.slow
 def test_budgeted_lr_schedule_is_warmup_cosine_over_the_planned_steps_from_step_0():
     """Before: the schedule read trainer.max_steps, -1 until the budget set it after step 0, so
     the rates were [0.1, 0.0, 0.09, ...] and warmup was lost."""
@@ -107,6 +111,7 @@ def test_budgeted_lr_schedule_is_warmup_cosine_over_the_planned_steps_from_step_
     assert rates[:4] == pytest.approx([0.02, 0.04, 0.06, 0.08])
 
 
+@pytest.mark.slow
 def test_a_cost_drop_mid_task_replans_the_remaining_steps_from_the_remaining_budget():
     from cheating_learners import ShrinkingMaskLearner
 

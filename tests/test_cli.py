@@ -8,6 +8,7 @@ import pytest
 from conftest import TINY, run_cli
 
 
+@pytest.mark.slow
 def test_run_on_a_reduced_demo_prints_tables_and_writes_the_files(tmp_path):
     proc = run_cli("run", "learner=finetune", "seed=1", *TINY, "stream.tasks=[textures,shapes]", f"out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -27,6 +28,7 @@ def test_run_on_a_reduced_demo_prints_tables_and_writes_the_files(tmp_path):
     assert "seed: 1" in (run_dir / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -47,6 +49,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(args, fragment, tmp_pa
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
+@pytest.mark.slow
 def test_out_dir_that_is_a_file_is_refused_and_kept(tmp_path):
     target = tmp_path / "results.txt"
     target.write_text("precious")
@@ -55,6 +58,7 @@ def test_out_dir_that_is_a_file_is_refused_and_kept(tmp_path):
     assert target.read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_list_learners_streams_and_tasks_as_json():
     learners = {row["name"]: row for row in json.loads(run_cli("list", "learners", "--json").stdout)}
     paper = {"finetune", "weight_prune", "conv_prune", "channel_prune", "ft_head", "adp1x1",
@@ -69,11 +73,13 @@ def test_list_learners_streams_and_tasks_as_json():
     assert {t["domain"] for t in tasks} == {"ocr", "texture", "face", "object"}
 
 
+@pytest.mark.slow
 def test_list_tasks_of_unknown_stream_is_a_clear_error():
     proc = run_cli("list", "tasks", "--stream", "shrot")
     assert proc.returncode == 2 and "Unknown stream 'shrot'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_flops_json_reports_train_and_eval_steps_per_image():
     proc = run_cli("flops", "backbone.name=resnet18", "data.image_size=32", "--num-classes", "10", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -88,6 +94,7 @@ def test_flops_json_reports_train_and_eval_steps_per_image():
     assert report["train_step"]["executed"]["forward"] == report["eval_step"]["executed"]["forward"]
 
 
+@pytest.mark.slow
 def test_flops_of_resnet50_at_224_match_the_reference_figure():
     from nevisbench.config import compose
     from nevisbench.run.probe import step_flops
@@ -97,6 +104,7 @@ def test_flops_of_resnet50_at_224_match_the_reference_figure():
     assert report["train_step"]["algorithmic"]["forward"] == pytest.approx(8.18e9, rel=0.005)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -116,6 +124,7 @@ def test_hardened_config_errors_exit_2_in_one_line_and_write_nothing(args, fragm
     assert list(tmp_path.iterdir()) == []  # no run folder, no Hydra outputs/ folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "100000000", "1e8"])
 def test_flops_refuses_a_head_size_out_of_range_in_one_line(value):
     proc = run_cli("flops", "--num-classes", value)

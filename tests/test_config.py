@@ -26,6 +26,7 @@ def test_default_composition_has_every_section_and_no_missing_value():
 REQUIRED_WITH = {("search", "custom"): ["search.space.train.lr=loguniform(1e-4,1e-1)"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_of_every_group_composes(group):
     for option in group_options(group):

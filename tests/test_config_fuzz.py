@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import fields
 
+import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.config import GROUPS, compose, group_options
@@ -31,6 +32,7 @@ def _all_keys() -> list[str]:
     return sorted(keys)
 
 
+@pytest.mark.slow
 def test_every_key_with_random_nasty_values_gives_a_config_or_a_one_line_config_error():
     rng = random.Random(20240601)
     keys = [*_all_keys(), *GROUPS, "nope", "train.nope", "learner.nope"]

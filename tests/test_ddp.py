@@ -37,6 +37,7 @@ def test_ranks_draw_one_global_batch_and_each_trains_on_its_slice():
         BatchLoader(split, shard=(0, 3), **common)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_counts_one_process_flops_writes_once_and_resumes_after_a_kill(tmp_path):
     runs = {}
     for devices in (1, 2):
@@ -72,6 +73,7 @@ def test_two_process_ddp_counts_one_process_flops_writes_once_and_resumes_after_
     assert without_timing(resumed) == without_timing(summary)
 
 
+@pytest.mark.slow
 def test_a_loss_gone_bad_stops_every_rank_and_is_charged_as_on_one_device(tmp_path):
     lines = {}
     for devices in (1, 2):
@@ -85,6 +87,7 @@ def test_a_loss_gone_bad_stops_every_rank_and_is_charged_as_on_one_device(tmp_pa
     assert lines[2]["flops"]["train"] == pytest.approx(lines[1]["flops"]["train"], rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
     (["data.batch_size=15", "trainer.devices=2"], "'data.batch_size': 15 is the global batch and must split evenly"),
     (["learner=learned_prune", "trainer.devices=2"], "learner 'learned_prune' cannot train under DDP"),
@@ -127,6 +130,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_work_hidden_on_a_rank_whose_meter_is_not_written_is_still_charged(tmp_path):
     """The plugin's module does 3 extra forward passes per evaluated batch on rank 1 only; the
     script registers it as an installed plugin would (Lightning re-runs the script for rank 1)."""

@@ -111,6 +111,7 @@ def test_dead_and_unreachable_urls_say_what_to_do(server: Server, tmp_path: Path
         fetch(SourceFile("x.tar", "http://127.0.0.1:9/x.tar"), tmp_path, timeout=5)
 
 
+@pytest.mark.slow
 def test_cli_download_prepares_from_a_mirror_and_refuses_escaping_members(server: Server, tmp_path: Path) -> None:
     F.build("uiuc_cars", tmp_path / "fixture")
     server.files["/uiuc_cars/uiuc.tar.gz"] = (tmp_path / "fixture" / "uiuc.tar.gz").read_bytes()

@@ -92,6 +92,7 @@ def _fit_one_step(module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) -
     return meter
 
 
+@pytest.mark.slow
 def test_resnet50_training_step_counts_24_30_gflop_per_224px_image():
     import torchvision
 

@@ -10,6 +10,7 @@ from nevisbench import registry
 from nevisbench.testing import check_learner, check_schema
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("cheat", "message"),
     [
@@ -26,6 +27,7 @@ def test_each_kit_check_fails_on_a_learner_built_to_break_it(monkeypatch, tmp_pa
     assert f"learner 'cheat' (transfer): {message}" in str(info.value)
 
 
+@pytest.mark.slow
 def test_an_honest_learner_passes_every_check_including_resume(tmp_path):
     summaries = check_learner("finetune", tmp_path, steps=2, scenarios=("continual",))
     assert summaries["continual"]["num_tasks"] == 2

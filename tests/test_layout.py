@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # folder in the repo -> the package it installs as (pyproject package-dir)
 PACKAGES = {"nevisbench": "nevisbench", "learners": "nevisbench.learners", "tasks": "nevisbench.tasks",
@@ -67,6 +69,7 @@ def test_the_harness_package_has_few_top_modules_and_subpackages_by_concern():
     assert {"api", "run", "compute", "analysis", "config"} <= {p.name for p in (ROOT / "nevisbench").iterdir() if p.is_dir()}
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_every_module_config_and_the_catalogue(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)

@@ -238,6 +238,7 @@ def test_a_group_whose_gates_all_close_never_builds_an_empty_conv(block_gates):
     assert module.backbone(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 512)
 
 
+@pytest.mark.slow
 def test_resnet50_at_sparsity_0_9_probes():
     from nevisbench.run.probe import step_flops
 
@@ -253,6 +254,7 @@ def test_the_ramp_starts_at_the_initial_expected_sparsity():
     assert ramp(0, 0.18, 0.5, 10) == 0.18 and ramp(5, 0.18, 0.5, 10) == pytest.approx(0.34) and ramp(20, 0.18, 0.5, 10) == 0.5
 
 
+@pytest.mark.slow
 def test_structure_has_its_own_optimizer_and_constant_lrs(tmp_path):
     """Fast proxy of the convergence check: gates and multipliers are stepped by their own
     optimizer at constant LRs while the model's LR follows its cosine schedule; the first target
@@ -314,6 +316,7 @@ def test_the_lagrangian_reaches_the_target_on_the_demo_stream(tmp_path, sparsity
 
 
 # -- every sparsity the config accepts runs ----------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sparsity,extra",
     [
@@ -332,6 +335,7 @@ def test_extreme_sparsities_run_and_say_when_they_miss(tmp_path, data, sparsity,
 
 
 # -- transfer modes ---------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["masks_only", "masks_weights"])
 def test_a_transferred_mask_is_fixed(tmp_path, mode):
     seen = []
@@ -354,6 +358,7 @@ def test_a_transferred_mask_is_fixed(tmp_path, mode):
     assert lines[1]["flops"]["train"] < 0.8 * lines[0]["flops"]["train"]
 
 
+@pytest.mark.slow
 def test_weights_only_uses_a_random_mask_at_chance_overlap(tmp_path):
     lines, learners = _run(tmp_path, "train.max_steps=4", "learner.transfer=weights_only")
     report = lines[1]["learner_report"]
@@ -366,6 +371,7 @@ def test_weights_only_uses_a_random_mask_at_chance_overlap(tmp_path):
     assert abs(report["overlap_prev"] - chance) < 0.08, (report["overlap_prev"], chance)
 
 
+@pytest.mark.slow
 def test_auxiliary_task_is_task_t_minus_1s_training_set_and_every_batch_is_charged(tmp_path, data):
     none, _ = _run(tmp_path / "none", "train.max_steps=4")
     data.calls.clear()
@@ -377,6 +383,7 @@ def test_auxiliary_task_is_task_t_minus_1s_training_set_and_every_batch_is_charg
     assert weighted[1]["test_error"] != single[1]["test_error"] or weighted[1]["learner_report"] != single[1]["learner_report"]
 
 
+@pytest.mark.slow
 def test_delta_ties_the_task_masks_and_without_penalty_is_multi(tmp_path, data):
     def records(name, *extra):
         lines, _ = _run(tmp_path / name, "train.max_steps=2", *extra)
@@ -406,6 +413,7 @@ def test_learner_state_survives_a_safe_reload(tmp_path):
 
 
 # -- charging and resume -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_prune_phase_is_charged_densely(tmp_path):
     """While gates learn, the network runs (and is charged) densely; compaction lowers the cost."""
 
@@ -473,6 +481,7 @@ def test_every_mode_runs_and_resumes_mid_task(mode, scenario, tmp_path, monkeypa
     assert without_timing(json.loads((tmp_path / "r" / "summary.json").read_text())) == without_timing(reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["masks_weights", "weights_only", "single"])
 def test_conformance_kit(tmp_path, mode, data):
     from nevisbench.testing import check_learner

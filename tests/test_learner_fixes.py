@@ -70,6 +70,7 @@ def test_channel_prune_keeps_channels_in_every_layer_at_high_sparsity():
     assert learner.feature_dim >= 1 and _depends_on_input(net)
 
 
+@pytest.mark.slow
 def test_conv_prune_at_0_9_learns_the_demo_digits(tmp_path, tiny):
     cfg = compose([*tiny, "learner=conv_prune", "learner.sparsity=0.9", "stream.tasks=[digits]", "data.image_size=32",
                    "train.max_steps=40", "data.batch_size=32", "train.lr=0.1", "budget.milestones=0", f"out_dir={tmp_path}"])
@@ -104,6 +105,7 @@ def resnext_dense() -> float:
     return step_flops(compose(["learner=finetune", *RESNEXT]), num_classes=CLASSES)["train_step"]["algorithmic"]["total"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["masked", "grouped"])
 def test_conv_prune_on_resnext_costs_the_kept_fraction(impl, resnext_dense):
     """At X = 0.75 every conv keeps exactly 1/4 of the Cin/groups kernels each output reads (4, 8,
@@ -129,6 +131,7 @@ def _train_total(*overrides: str) -> float:
     return step_flops(compose(list(overrides)))["train_step"]["algorithmic"]["total"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.75, 0.9])
 def test_channel_prune_costs_one_minus_x_of_dense_on_resnet18(sparsity):
     size = ["backbone.name=resnet18", "data.image_size=64"]
@@ -152,6 +155,7 @@ def test_channel_prune_fraction_does_not_depend_on_image_size():
     assert fraction(96) == pytest.approx(fraction(32), rel=1e-9)  # both multiples of 32: exact
 
 
+@pytest.mark.slow
 def test_channel_prune_calibration_is_cached_per_backbone_sparsity_and_size(monkeypatch):
     calls = []
     count = channel_prune._train_step_flops

@@ -61,6 +61,7 @@ def _masked_convs(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d) and hasattr(m, "weight_mask")]
 
 
+@pytest.mark.slow
 def test_weight_masks_hold_after_optimizer_steps():
     module = _learner("weight_prune").begin_task(TASK)
     convs = _masked_convs(module.backbone)
@@ -82,6 +83,7 @@ def test_global_scope_prunes_half_overall_but_unevenly_per_layer():
     assert len({round(c.weight_mask.mean().item(), 2) for c in convs}) > 3
 
 
+@pytest.mark.slow
 def test_random_signal_differs_from_magnitude():
     for option in ("weight_prune", "conv_prune"):
         magnitude = _masked_convs(_learner(option).begin_task(TASK).backbone)[5].weight_mask
@@ -190,6 +192,7 @@ def resnet50_224() -> dict[str, dict]:
     return reports
 
 
+@pytest.mark.slow
 def test_pruned_learners_cost_half_the_dense_conv_flops(resnet50_224):
     dense = resnet50_224["finetune"]["train_step"]["algorithmic"]["total"]
     expected = 0.5 * (dense - HEAD_1000) + HEAD_1000
@@ -202,6 +205,7 @@ def test_pruned_learners_cost_half_the_dense_conv_flops(resnet50_224):
     assert channel["executed"] == channel["algorithmic"]
 
 
+@pytest.mark.slow
 def test_freezing_and_truncation_order_the_flops():
     def report(option: str) -> dict:
         return step_flops(compose([f"learner={option}", "backbone.name=resnet50", "data.image_size=64"]))["train_step"]["algorithmic"]
@@ -213,6 +217,7 @@ def test_freezing_and_truncation_order_the_flops():
 
 
 # -- every registered option runs, in both scenarios ----------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["transfer", "continual"])
 @pytest.mark.parametrize("option", group_options("learner"))
 def test_every_learner_option_completes_a_short_run(option, scenario, tmp_path, tiny):

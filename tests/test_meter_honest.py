@@ -62,6 +62,7 @@ def test_an_extra_forward_in_on_train_batch_end_is_charged(dense):
     assert meter.task.train_backward == pytest.approx(3 * dense.backward)
 
 
+@pytest.mark.slow
 def test_halving_mask_density_at_step_10_is_charged_the_lower_cost_from_step_10(dense):
     module = _module(ShrinkingMaskLearner)
     meter = _train(module, 14)

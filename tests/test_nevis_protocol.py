@@ -174,6 +174,7 @@ def test_best_dev_selection_keeps_the_earlier_model_on_ties():
     assert (selection.step, selection.error) == (3, 0.4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("search", ["nevis", "nevis_cheap"])
 def test_search_draws_for_a_task_are_the_same_under_every_run_seed(search, tmp_path):
     def draws(seed: int, index: int, *extra: str) -> list[dict]:

@@ -30,6 +30,7 @@ def example_installed():
     registry._entry_points.cache_clear()
 
 
+@pytest.mark.slow
 def test_example_plugin_is_listed_and_runs_through_the_cli(example_installed, tmp_path):
     listed = json.loads(run_cli("list", "learners", "--json").stdout)
     assert {"name": "bitfit", "learner": "bitfit"}.items() <= next(r for r in listed if r["name"] == "bitfit").items()
@@ -42,6 +43,7 @@ def test_example_plugin_is_listed_and_runs_through_the_cli(example_installed, tm
     assert bad.returncode == 2 and "Did you mean 'train_batchnorm'?" in bad.stderr
 
 
+@pytest.mark.slow
 def test_example_plugin_passes_its_own_conformance_suite(example_installed):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), "-k", "conforms"],
@@ -68,6 +70,7 @@ def test_a_plugin_that_is_not_a_learner_is_named_in_the_error(monkeypatch, targe
     assert "Learner plugin 'broken'" in str(info.value) and message in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "message", "finished"),
     [

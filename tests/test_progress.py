@@ -29,6 +29,7 @@ def _bars(monkeypatch: pytest.MonkeyPatch) -> list[TaskProgressBar]:
     return made
 
 
+@pytest.mark.slow
 def test_bar_counts_max_steps_not_the_epochs_batches(tmp_path, tiny, monkeypatch):
     # digits: 1437+ training images, 89 batches of 16 per epoch; the task trains 7 steps
     bars = _bars(monkeypatch)
@@ -42,6 +43,7 @@ def test_bar_counts_max_steps_not_the_epochs_batches(tmp_path, tiny, monkeypatch
     assert description == "digits evaluating" and done == total and total > 0
 
 
+@pytest.mark.slow
 def test_bar_counts_the_budget_plan(tmp_path, tiny, monkeypatch):
     # a FLOP budget decides the step count during step 0: the bar's total is that plan, not the epoch
     from nevisbench.api.schedule import planned_steps

@@ -60,6 +60,7 @@ def test_nevis_flips_every_task_and_fast_keeps_ocr_unflipped(tiny):
         assert set(loaders) == {"train", "dev", "dev_test", "test"}
 
 
+@pytest.mark.slow
 def test_nevis_scores_the_best_dev_model(tmp_path, tiny):
     common = [*tiny, "stream.tasks=[digits]", "train.max_steps=6", "budget.milestones=4", f"out_dir={tmp_path}"]
     nevis = run(compose([*common, "protocol=nevis", "protocol.validate_every_n_steps=2", "run_name=nevis"]))

@@ -34,6 +34,7 @@ def reference(tmp_path_factory) -> dict:
     return json.loads((out / "r" / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_sigkill_between_tasks_mid_task_and_while_writing_then_resume_equals_uninterrupted(tmp_path, reference):
     run_dir = tmp_path / "r"
     killed = run_cli("run", *RUN, f"out_dir={tmp_path}", fault="after_task:1")  # after the 2nd task
@@ -61,6 +62,7 @@ def test_sigkill_between_tasks_mid_task_and_while_writing_then_resume_equals_uni
     assert not list((run_dir / "state").glob("task_*.ckpt"))  # mid-task checkpoints are cleaned up
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_changes_nothing(tmp_path):
     proc = run_cli("run", *RUN, "stream.tasks=[faces]", f"out_dir={tmp_path}")
     assert proc.returncode == 0
@@ -71,6 +73,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_resuming_with_a_different_learner_is_refused_naming_it(tmp_path):
     proc = run_cli("run", *RUN, "stream.tasks=[faces]", f"out_dir={tmp_path}", fault="after_task:0")
     assert proc.returncode == -signal.SIGKILL
@@ -81,11 +84,13 @@ def test_resuming_with_a_different_learner_is_refused_naming_it(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.slow
 def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
     proc = run_cli("run", f"resume={tmp_path}")
     assert proc.returncode == 2 and "is not a nevisbench run folder (no config.yaml)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_tasks_and_says_how_to_resume(tmp_path):
     # 100 steps a task: the second task is still training when Ctrl-C comes, a second after the first ended
     args = [sys.executable, "-m", "nevisbench", "run", *RUN, "train.max_steps=100", f"out_dir={tmp_path}"]
@@ -108,6 +113,7 @@ def test_ctrl_c_keeps_finished_tasks_and_says_how_to_resume(tmp_path):
     assert len(_lines(tmp_path / "r")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_a_nan_loss_fails_the_task_clearly(tmp_path, policy):
     proc = run_cli("run", *TINY, "train.lr=1e30", "stream.tasks=[faces,shapes]", f"on_failure={policy}", f"out_dir={tmp_path}")
@@ -123,6 +129,7 @@ def test_a_nan_loss_fails_the_task_clearly(tmp_path, policy):
         assert "faces" in summary["failed_tasks"]
 
 
+@pytest.mark.slow
 def test_wandb_failing_mid_run_never_kills_the_run(tmp_path, tiny, monkeypatch, capsys):
     import wandb.sdk.wandb_run
 
@@ -139,6 +146,7 @@ def test_wandb_failing_mid_run_never_kills_the_run(tmp_path, tiny, monkeypatch, 
     assert out.count("local results files remain the source of truth") == 1  # said once
 
 
+@pytest.mark.slow
 def test_an_out_dir_that_cannot_be_created_is_reported(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

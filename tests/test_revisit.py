@@ -24,6 +24,7 @@ def _run(tmp_path: Path, *extra: str) -> tuple[dict, list[dict]]:
     return json.loads((run_dir / "summary.json").read_text()), lines
 
 
+@pytest.mark.slow
 def test_revisit_fills_the_accuracy_matrix_and_is_charged_as_evaluation(tmp_path):
     summary, lines = _run(tmp_path / "on", "eval.revisit=true")
     plain, plain_lines = _run(tmp_path / "off")
@@ -46,6 +47,7 @@ def test_revisit_fills_the_accuracy_matrix_and_is_charged_as_evaluation(tmp_path
     assert summary["point"]["flops"] == plain["point"]["flops"]  # evaluation is off the curve's x
 
 
+@pytest.mark.slow
 def test_revisit_is_refused_in_the_transfer_scenario():
     proc = run_cli("run", "eval.revisit=true", "scenario=transfer")
     assert proc.returncode == 2 and "eval.revisit=true needs scenario=continual" in proc.stderr
@@ -66,6 +68,7 @@ def test_a_revisiting_run_killed_after_a_task_resumes_to_the_same_summary(tmp_pa
     assert without_timing(a) == without_timing(b)
 
 
+@pytest.mark.slow
 def test_a_learner_draws_earlier_tasks_training_data(tmp_path, monkeypatch):
     register_learner(monkeypatch, "replay_probe", "platform_learners:ReplayProbe")
     summary, lines = _run(tmp_path, "learner=replay_probe", "eval.revisit=true")

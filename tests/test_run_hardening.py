@@ -32,6 +32,7 @@ def crashed_run(tmp_path_factory):
     return out / "r"
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_held_by_one_process(crashed_run, tmp_path):
     import shutil
 
@@ -51,6 +52,7 @@ def test_a_run_folder_is_held_by_one_process(crashed_run, tmp_path):
     assert [line["task"] for line in _lines(run_dir)] == ["faces", "shapes"]  # each task once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("damage", "expected"), [
     ('["a", "json", "array"]\n', "is not a task result"),
     ('{"index": 0}\n', "is not a task result (missing task"),
@@ -65,6 +67,7 @@ def test_a_tampered_results_line_is_one_error(crashed_run, tmp_path, damage, exp
     assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_tampered_state_and_checkpoints_are_named(crashed_run, tmp_path):
     import shutil
 
@@ -88,6 +91,7 @@ def test_tampered_state_and_checkpoints_are_named(crashed_run, tmp_path):
     assert "Delete it to restart that task from its start" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_empty_summary_is_not_a_finished_run(crashed_run, tmp_path):
     import shutil
 
@@ -98,6 +102,7 @@ def test_an_empty_summary_is_not_a_finished_run(crashed_run, tmp_path):
     assert proc.returncode != 0 and "summary.json is damaged" in proc.stderr and "already finished" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_cleaned_on_resume(crashed_run, tmp_path):
     import shutil
 
@@ -110,6 +115,7 @@ def test_stale_temporary_files_are_cleaned_on_resume(crashed_run, tmp_path):
     assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_bad_weights_leave_no_run_folder(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_text("not weights")
@@ -119,6 +125,7 @@ def test_bad_weights_leave_no_run_folder(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "message"), [
     ("broken_plugins:FailsInEndTask", "Learner 'broken' failed in end_task(faces): RuntimeError('lost my notes')"),
     ("broken_plugins:UnsaveableState", "Learner 'broken' failed in state_dict()"),
@@ -139,6 +146,7 @@ def test_a_hook_failing_after_training_keeps_the_tasks_line(monkeypatch, tmp_pat
     assert line["test_error"] is not None  # it trained and was scored: the score is kept
 
 
+@pytest.mark.slow
 def test_load_state_dict_failing_at_resume_is_one_line(monkeypatch, tmp_path):
     register_learner(monkeypatch, "broken", "broken_plugins:FailsToLoadState")
     with pytest.raises(PluginError, match=r"failed in begin_task\(shapes\)"):
@@ -148,6 +156,7 @@ def test_load_state_dict_failing_at_resume_is_one_line(monkeypatch, tmp_path):
     assert str(info.value) == "Learner 'broken' failed in load_state_dict(): KeyError('seen_tasks')"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "message"), [
     ("broken_plugins:ReturnsNoLoss", "Learner 'broken' failed in training on faces"),
     ("broken_plugins:WrongLogitShape", "expected logits of shape"),
@@ -164,11 +173,13 @@ def test_modules_that_break_the_contract_are_one_line(monkeypatch, tmp_path, tar
     assert message in text and "\n" not in text
 
 
+@pytest.mark.slow
 def test_run_name_cannot_leave_out_dir(tmp_path):
     proc = run_cli("run", *TINY, f"out_dir={tmp_path}", "run_name=../escape")
     assert proc.returncode == 2 and not (tmp_path.parent / "escape").exists()
 
 
+@pytest.mark.slow
 def test_a_training_step_returning_none_is_a_skipped_step_whose_forward_is_still_charged(monkeypatch, tmp_path):
     register_learner(monkeypatch, "broken", "broken_plugins:ReturnsNone")
     run_dir = run(compose([*TINY, "learner=broken", "stream.tasks=[faces]", "budget.milestones=0", f"out_dir={tmp_path}"]))

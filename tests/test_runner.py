@@ -21,6 +21,7 @@ def _run(tmp_path: Path, tiny: list[str], *extra: str) -> Path:
     return run(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["transfer", "continual"])
 def test_both_scenarios_write_results_and_summary(tmp_path, tiny, scenario):
     run_dir = _run(tmp_path, tiny, f"scenario={scenario}")
@@ -39,6 +40,7 @@ def test_both_scenarios_write_results_and_summary(tmp_path, tiny, scenario):
     assert "scenario: " + scenario in (run_dir / "config.yaml").read_text() and saved is not None
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_results(tmp_path, tiny):
     a = json.loads((_run(tmp_path / "a", tiny) / "summary.json").read_text())
     b = json.loads((_run(tmp_path / "b", tiny) / "summary.json").read_text())

@@ -38,6 +38,7 @@ def reference(tmp_path_factory) -> Path:
     return out / "r"
 
 
+@pytest.mark.slow
 def test_nevis_cheap_charges_every_trial_and_picks_the_lowest_dev_error(reference, tmp_path):
     line = _line(reference)
     search = line["search"]
@@ -72,6 +73,7 @@ def test_nevis_cheap_charges_every_trial_and_picks_the_lowest_dev_error(referenc
     assert [t["overrides"] for t in _line(other)["search"]["trials"]] != [t["overrides"] for t in trials]
 
 
+@pytest.mark.slow
 def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trials(reference, tmp_path):
     run_dir = tmp_path / "r"
     killed = run_cli("run", *RUN, f"out_dir={tmp_path}", fault="trial:0:2")
@@ -90,6 +92,7 @@ def test_sigkill_during_the_third_trial_then_resume_reruns_only_unfinished_trial
     assert without_timing(summary) == without_timing(json.loads((reference / "summary.json").read_text()))
 
 
+@pytest.mark.slow
 def test_custom_space_runs_its_trials_and_logs_them_to_wandb(tmp_path):
     cfg = compose([*TINY, "stream.tasks=[faces]", "search=custom", "search.space.train.lr=loguniform(1e-4,1e-1)",
                    "search.trials=3", "logger=wandb", f"out_dir={tmp_path}"])
@@ -123,18 +126,21 @@ def test_a_malformed_search_is_a_one_line_error_before_anything_runs(override, m
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_malformed_space_without_creating_a_run(tmp_path):
     proc = run_cli("run", *TINY, "search=custom", "search.space.train.lr=choice()", f"out_dir={tmp_path}")
     assert proc.returncode == 2 and "search.space.train.lr" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_search_none_writes_no_search_record(tmp_path):
     run_dir = run(compose([*TINY, "stream.tasks=[faces]", f"out_dir={tmp_path}"]))
     line = _line(run_dir)
     assert "search" not in line and line["flops"]["search"] == 0.0
 
 
+@pytest.mark.slow
 def test_a_learner_key_read_by_prepare_is_applied_per_trial_and_the_winners_learner_carries_on(tmp_path):
     """search.space.learner.sparsity: each trial builds and prepares its own learner, so a trial at
     sparsity 0.9 really trains a sparser model (fewer algorithmic FLOPs per step) than one at 0.25;
@@ -167,6 +173,7 @@ def _summary(run_dir: Path) -> dict:
     return summary
 
 
+@pytest.mark.slow
 def test_parallel_trials_give_the_same_trials_winner_and_flops_as_sequential_ones(reference, tmp_path):
     """search.parallel=2 on the 2 CPU cores: the same draws, dev errors, winner and FLOP counts (the
     whole results line and summary, wall-clock fields aside) as search.parallel=1."""
@@ -180,6 +187,7 @@ def test_parallel_trials_give_the_same_trials_winner_and_flops_as_sequential_one
     assert not (tmp_path / "r" / "state").exists()
 
 
+@pytest.mark.slow
 def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, tmp_path):
     """A plugin error in one trial is the same one-line PluginError; a NaN loss is the same failed
     trial in the results line."""
@@ -207,6 +215,7 @@ PRUNE = [*TINY, "train.max_steps=50", "budget.flops_per_task=3e10", "budget.mile
          "search.pruner=successive_halving", "run_name=r"]
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search(tmp_path):
     """search.pruner=successive_halving: trials whose dev error at a milestone (a rung) is not in
     the best third of the trials so far stop there; what they spent is still charged to `search`;
@@ -241,6 +250,7 @@ def test_a_pruned_trial_stops_at_a_milestone_cannot_win_and_is_charged_to_search
     assert without_timing(_line(tmp_path / "killed" / "r")) == without_timing(line)
 
 
+@pytest.mark.slow
 def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
     """Hyperband's brackets come from a hash of the study's name: fixed per task, so two processes
     prune the same trials, and the compute identity holds with its pruned trials too."""
@@ -282,6 +292,7 @@ def test_drawing_every_trial_up_front_gives_the_draws_of_ask_and_tell_in_turn(se
         assert asked == drawn and len({repr(d) for d in drawn}) == len(drawn)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_a_one_line_error_and_the_search_resumes_to_the_same_result(reference, tmp_path):
     """A worker SIGKILLed in the third trial (search.parallel=2): the run stops with a one-line
     error, keeps the finished trials, and a resume ends with the uninterrupted run's summary."""
@@ -298,6 +309,7 @@ def test_a_killed_worker_is_a_one_line_error_and_the_search_resumes_to_the_same_
     assert _summary(run_dir) == _summary(reference)
 
 
+@pytest.mark.slow
 def test_a_resume_after_every_trial_finished_scores_the_saved_winner_without_retraining(tmp_path):
     # trial 1 is the best of the first two and wins: reading trial 0 back first must not delete its
     # weights, and (with a pruner) nothing may ask the pruner about a trial no longer in progress

@@ -23,6 +23,7 @@ def _list(stream: str) -> list[dict]:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_short_streams_are_the_contract() -> None:
     events = _list("short")
     assert len(events) == 24
@@ -50,6 +51,7 @@ def test_subset_keeps_stream_order_and_both_mnist_events() -> None:
     assert [t.key for t in selected] == ["mnist", "cifar10", "usps", "mnist"]
 
 
+@pytest.mark.slow
 def test_prepare_status_and_run_from_publishers_files(tmp_path: Path) -> None:
     src, root = tmp_path / "src", tmp_path / "root"
     for key in ("mnist", "cifar10", "usps", "pascal_voc2007"):
@@ -111,6 +113,7 @@ def test_docs_list_every_task_with_source_rule_and_deviations() -> None:
             assert (source.pattern or source.name) in text, (key, source.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["data prepare nosuchtask --root R --source-dir .", "data prepare short --root R"])
 def test_bad_prepare_input_is_one_line(bad: str, tmp_path: Path) -> None:
     done = run_cli(*bad.replace("R", str(tmp_path / "r")).split())

@@ -75,6 +75,7 @@ def cancel_leftovers():
         subprocess.run(["scancel", job_id.split("_")[0]], capture_output=True)
 
 
+@pytest.mark.slow
 def test_default_launcher_on_a_cpu_partition_is_one_line_with_the_fix(tmp_path):
     done = run_cli("sweep", *JOB, "train.max_steps=2", "seed=0,1", "launcher=slurm", f"sweep_dir={tmp_path / 's'}")
     assert done.returncode == 2, done.stdout + done.stderr
@@ -83,6 +84,7 @@ def test_default_launcher_on_a_cpu_partition_is_one_line_with_the_fix(tmp_path):
     assert "set launcher.gpus_per_node=0" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_and_a_cancelled_job_is_submitted_once_more(tmp_path, cancel_leftovers):
     """4 jobs; one is cancelled with scancel while it runs: the sweep reports it cancelled, and the
     rerun submits that job once more (only that one) and finishes the sweep."""
@@ -147,6 +149,7 @@ def _kill_with_jobs_queued(tmp_path: Path, cancel_leftovers: list[str]) -> None:
     return again.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_submits_no_queued_job_again(tmp_path, cancel_leftovers):
     out = _kill_with_jobs_queued(tmp_path, cancel_leftovers)
     assert "accounting" not in out
@@ -163,6 +166,7 @@ def accounting_off():
         subprocess.run(["bash", str(ROOT / ".ci" / "slurm.sh"), "accounting", "on"], check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_without_accounting_a_killed_sweep_submits_no_queued_job_again(tmp_path, cancel_leftovers, accounting_off):
     probe = subprocess.run(["sacct", "-n"], capture_output=True, text=True)
     assert "accounting storage is disabled" in (probe.stdout + probe.stderr).lower()
@@ -171,6 +175,7 @@ def test_without_accounting_a_killed_sweep_submits_no_queued_job_again(tmp_path,
     assert "Bypassing sacct error" not in out
 
 
+@pytest.mark.slow
 def test_usr2_requeues_the_job_and_its_run_resumes(tmp_path, cancel_leftovers):
     """`scancel --signal=USR2` (what SLURM sends before preemption or the time limit): submitit
     calls the job's checkpoint, which stops the run and requeues it; the run resumes."""

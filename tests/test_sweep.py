@@ -79,6 +79,7 @@ def test_launcher_config_and_slots(monkeypatch):
     assert local_slots(2) == [{"OMP_NUM_THREADS": "4"}, {"OMP_NUM_THREADS": "4"}]
 
 
+@pytest.mark.slow
 def test_a_bad_value_anywhere_stops_the_sweep_before_any_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run_cli("sweep", "learner=finetune,conv_prune", "learner.sparsity=0.5,1.5", "train.max_steps=2",
@@ -114,6 +115,7 @@ def _table(sweep_dir: Path) -> tuple[str, str]:
     return (sweep_dir / "comparison.csv").read_text(), (sweep_dir / "comparison.md").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_killed_midway_finishes_every_job_exactly_once_with_the_same_table(tmp_path):
     # the reference: the same sweep, never interrupted
     reference = run_cli("sweep", *KILL_SWEEP, f"sweep_dir={tmp_path / 'reference'}", timeout=300)

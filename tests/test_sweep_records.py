@@ -68,6 +68,7 @@ def test_every_field_of_jobs_jsonl_is_checked(tmp_path, field, value, message):
     assert "\n" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, message", [
     (b"\xff\xfe{}", "not UTF-8 text"),
     (b"[" * 100_000 + b"]" * 100_000, "line 2: nested too deeply"),
@@ -84,6 +85,7 @@ def test_a_damaged_jobs_jsonl_is_one_line_naming_file_and_line(tmp_path, line, m
     assert str(folder.path / "jobs.jsonl") in done.stderr
 
 
+@pytest.mark.slow
 def test_a_tampered_name_never_writes_outside_the_sweep_folder(tmp_path):
     folder = _sweep(tmp_path)
     lines = _lines(folder)
@@ -109,6 +111,7 @@ def test_missing_job_records_are_recreated_from_the_grid(tmp_path):
     assert [j.name for j in SweepFolder.open(folder.path).jobs] == [line["name"] for line in lines]
 
 
+@pytest.mark.slow
 def test_sweep_status_creates_nothing_in_what_it_reads(tmp_path):
     folder = _sweep(tmp_path)
     lines = _lines(folder)
@@ -128,6 +131,7 @@ def test_sweep_status_creates_nothing_in_what_it_reads(tmp_path):
     assert tree() == before
 
 
+@pytest.mark.slow
 def test_a_second_sweep_process_on_a_held_folder_stops_naming_the_holder(tmp_path):
     folder = _sweep(tmp_path)
     held = SweepFolder.hold(folder.path)  # this test process runs the sweep now
@@ -154,6 +158,7 @@ def test_a_run_killed_while_writing_its_config_restarts_in_the_same_folder(tmp_p
     assert not run_dir.exists()  # cleared: the fresh run makes exactly this folder again
 
 
+@pytest.mark.slow
 def test_a_sweep_job_never_gets_a_suffixed_run_folder(tmp_path):
     """A sweep job's run goes to runs/<job name> or nowhere: a taken folder is refused, not renamed."""
     taken = tmp_path / "runs" / "000-seed=0"
@@ -180,6 +185,7 @@ def test_a_grid_larger_than_max_jobs_is_refused_before_it_is_expanded(overrides,
     assert time.monotonic() - started < 5  # sized from its axes, not listed
 
 
+@pytest.mark.slow
 def test_a_huge_grid_on_the_command_line_is_one_line(tmp_path):
     done = run_cli("sweep", "seed=range(0,1000000)", f"sweep_dir={tmp_path / 's'}", timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
@@ -188,6 +194,7 @@ def test_a_huge_grid_on_the_command_line_is_one_line(tmp_path):
     assert len(parse_sweep(["seed=range(0,20)", "sweep.max_jobs=20"]).jobs) == 20  # the limit can be raised
 
 
+@pytest.mark.slow
 def test_the_batch_composer_gives_what_compose_gives():
     """`ConfigBatch` (one Hydra composition per choice of group options, each job's overrides
     applied by Hydra to a copy) gives `compose`'s config, or its exact error, for each job."""

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from submitit.helpers import DelayedSubmission
 
@@ -61,6 +62,7 @@ def test_checkpoint_resubmits_the_job_as_a_resumed_run(tmp_path):
     assert delayed.function.command(*delayed.args, **delayed.kwargs) == ["run", f"resume={run_dir}"]
 
 
+@pytest.mark.slow
 def test_submitit_requeue_after_preemption_resumes_the_run(tmp_path):
     folder = _folder(tmp_path, TINY)
     cfg = load_launcher({"launcher": "slurm", "launcher.cluster": "local"})
@@ -123,6 +125,7 @@ def _jobs(sweep_dir: Path) -> dict[str, dict]:
 LONG = [*TINY[:4], "train.max_steps=150", *TINY[5:], "seed=0,1", "launcher=slurm", "launcher.cluster=local"]
 
 
+@pytest.mark.slow
 def test_rerun_asks_submitit_and_never_submits_a_running_job_twice(tmp_path):
     """The sweep process dies while its jobs run on the engine (submitit's local executor: its
     controllers outlive the sweep, as SLURM jobs do); job 1's controller dies too (a node failure).
@@ -195,6 +198,7 @@ OUT
 """
 
 
+@pytest.mark.slow
 def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
     """The SLURM path with `sacct` faked on PATH: one call for all the recorded ids, parsed by
     submitit's own parser; PENDING/RUNNING/REQUEUED are in flight,
@@ -239,6 +243,7 @@ def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
     assert "UNKNOWN 4242_0" in status.stdout and "still in flight" not in status.stdout
 
 
+@pytest.mark.slow
 def test_a_ddp_job_wanting_more_gpus_than_a_node_has_is_refused_before_anything(tmp_path):
     sweep_dir = tmp_path / "sweep"
     done = run_cli("sweep", *TINY, "trainer=default", "trainer.devices=1,2", "launcher=slurm", "launcher.cluster=local",

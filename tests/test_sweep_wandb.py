@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import run_cli
 from wandb_records import read_run, records
 
@@ -36,6 +37,7 @@ def _complete(log: Path, key: str, timeout: float = 30.0) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_sweep_runs_share_a_wandb_group_and_the_comparison_is_a_wandb_table(tmp_path):
     sweep_dir = tmp_path / "study-7"
     result = run_cli("sweep", *WANDB_SWEEP, f"sweep_dir={sweep_dir}", timeout=300)

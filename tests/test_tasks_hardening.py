@@ -203,6 +203,7 @@ def test_a_damaged_meta_is_corrupt_with_a_reason_and_a_run_gets_one_line(prepare
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_a_damaged_meta_shows_as_corrupt_in_data_status(prepared_mnist: Path, tmp_path: Path) -> None:
     from conftest import run_cli
 
@@ -344,6 +345,7 @@ def _worker_dies(key: str, *args: object) -> dict:
     os._exit(3)  # as a worker killed for memory would
 
 
+@pytest.mark.slow
 def test_a_pool_failure_is_one_line_per_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from wandb_records import read_run
 
 from nevisbench.config import compose
@@ -22,6 +23,7 @@ def _read_when_complete(path, timeout: float = 60.0) -> dict:
         time.sleep(0.5)
 
 
+@pytest.mark.slow
 def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     cfg = compose([*tiny, "logger=wandb", f"out_dir={tmp_path}", "stream.tasks=[digits,faces]"])
     run_dir = run(cfg)
