@@ -71,8 +71,9 @@ def test_multi_grad_hook_work_is_counted():
     assert counter.totals().backward + counter.totals().forward == 2 * MM + 2 * N * K * M
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, reported: torch dispatch modes are thread-local, so work a "
-                                       "module runs in a Python thread it starts is not seen by the counter")
+@pytest.mark.xfail(strict=True, reason="a bare StepCounter is thread-local (torch dispatch modes are); a run arms "
+                                       "every thread it starts (compute.counter.arm_threads, tested through the runner "
+                                       "in test_meter_honest), which this unit test does not")
 def test_backward_run_from_another_python_thread_is_counted():
     net, a = _Net(), torch.randn(N, K, requires_grad=True)
     with StepCounter(net) as counter:
