@@ -5,6 +5,7 @@ task's training (its trials, their winner) is `nevisbench.run.task_trainer` and
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from nevisbench.api.learner import clone_module
+from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
@@ -194,11 +195,13 @@ class StreamRunner:
     """The state of one run across its tasks: the learner, the scenario, the meter, the store."""
 
     def __init__(self, cfg: DictConfig, *, backbone: torch.nn.Module | None, feature_dim: int | None, store: ResultsStore,
-                 console: Console, tasks: Sequence[TaskSpec] = ()) -> None:
+                 console: Console, tasks: Sequence[TaskSpec] = (), learner: Learner | None = None) -> None:
         self.cfg, self.store, self.console = cfg, store, console
         self.name = cfg.learner.name
         self.data = StreamData(cfg, tasks)  # what the learner may draw: train splits of the tasks so far
-        self.learner = build_learner(cfg, feature_dim, data=self.data)
+        if learner is not None:  # a learner built by the caller (benchmarks) draws from this run's data too
+            learner.context = dataclasses.replace(learner.context, data=self.data)
+        self.learner = learner or build_learner(cfg, feature_dim, data=self.data)
         self.revisits = Revisits(cfg, self.name)  # eval.revisit: earlier tasks scored again after each task
         self.feature_dim = feature_dim
         # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
