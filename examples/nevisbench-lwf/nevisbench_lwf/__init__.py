@@ -48,14 +48,16 @@ class DistillModule(TaskModule):
         self.teacher = [teacher.requires_grad_(False).eval()]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
         if not len(self.old_heads) or self.config.distill_weight == 0:
-            return loss
-        x = batch[0]
+            return super().training_step(batch, batch_idx)
+        x, y = batch
+        features = self.backbone(x)  # once: the new head and every old head read the same features
+        logits = self.head(features)
+        loss = self.loss_fn(logits, y.to(logits.dtype) if self.task.multi_label else y)
+        self.log("train/loss", loss, prog_bar=True)
         teacher = self.teacher[0].to(x.device)
         with torch.no_grad():
             old_features = teacher["backbone"](x)
-        features = self.backbone(x)
         t = self.config.temperature
         distill = x.new_zeros(())
         for j, head in self.old_heads.items():
