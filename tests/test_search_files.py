@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ def _search(tmp_path) -> TaskSearch:
 def _record() -> dict:
     trial = Trial(k=1, overrides={"train.lr": 0.01}, dev_error=0.25, failure=None, tally=FlopTally(train_forward=1e6, eval=2e5),
                   steps=4, anytime=[{"fraction": 0.5, "step": 2, "train_flops": 1e6, "train_flops_executed": 1e6,
-                                     "train_seconds": 0.1, "dev_error": 0.3}],
+                                     "train_seconds": 0.1, "dev_error": 0.3, "lr": 0.01}],
                   selected={"rule": "best_dev", "step": 2, "dev_error": 0.25},
                   budget={"flops_per_task": 5e9, "measure": "algorithmic", "spent": 1e6, "ratio": 2e-4}, seconds=1.5)
     return trial.record(with_learner=False)
@@ -67,6 +68,9 @@ DAMAGE = {  # how a record can be wrong -> what the message says is wrong
     "anytime as a dict": (_set("anytime", {}), "not a list"),
     "a milestone without step": (_set("anytime.0.step", ...), "'anytime[0]' has no step"),
     "a milestone as a number": (_set("anytime.0", 3), "'anytime[0]' is int"),
+    "a milestone lr as text": (_set("anytime.0.lr", "0.01"), "'anytime[0].lr' is '0.01'"),
+    "a negative milestone lr": (_set("anytime.0.lr", -0.1), "out of range"),
+    "a milestone with an extra key": (_set("anytime.0.momentum", 0.9), "'anytime[0]' has unexpected momentum"),
     "selected as a list": (_set("selected", ["best_dev"]), "not a selection rule"),
     "an unknown rule": (_set("selected.rule", "magic"), "not a selection rule"),
     "best_dev without step": (_set("selected.step", ...), "'selected' has no step"),
@@ -95,6 +99,26 @@ def test_a_malformed_trial_record_is_one_line_naming_the_file(tmp_path, damage):
     message = str(caught.value)
     assert expected in message and str(search.record_path(1)) in message and "\n" not in message
     assert "to train that trial again" in message and f"delete {search.folder}" in message
+
+
+def test_every_record_a_real_search_saves_reads_back(tmp_path, monkeypatch):
+    """The records `TaskSearch.save` writes in a real (tiny) search pass the checks `load` makes on
+    a resume: the checks follow what the runner writes (a milestone's lr, a learner without an
+    optimizer's None lr, ...), not a hand-written copy of it."""
+    from nevisbench.run.runner import run
+
+    saved: list[tuple[int, Path]] = []
+    original = TaskSearch.save
+
+    def save(self, k, record, weights):
+        original(self, k, record, weights)
+        saved.append((k, self.record_path(k)))
+        assert self.load(k)["anytime"] == record["anytime"]  # read back exactly as written, every field checked
+
+    monkeypatch.setattr(TaskSearch, "save", save)
+    run(compose([*TINY, "budget.milestones=2", "stream.tasks=[faces]", "search=nevis_cheap", "run_name=r",
+                 f"out_dir={tmp_path}"]))
+    assert [k for k, _ in saved] == [0, 1, 2, 3]  # nevis_cheap's four trials, each saved and read back
 
 
 @pytest.mark.parametrize("content", [b"", b"\x80\x04truncated", b"not a torch file at all\n"])

@@ -21,7 +21,7 @@ __all__ = ["check_record", "check_weights", "weights_digest"]
 
 _TALLY = frozenset(f.name for f in fields(FlopTally))
 _ANYTIME = {"fraction": "number", "step": "count", "train_flops": "number", "train_flops_executed": "number",
-            "train_seconds": "number", "dev_error": "error"}
+            "train_seconds": "number", "dev_error": "error", "lr": "rate"}
 _BUDGET = {"flops_per_task": "number", "measure": "measure", "spent": "number", "ratio": "number"}
 _RULES = ("last", "best_dev", "none")
 _MEASURES = ("algorithmic", "executed", "seconds")
@@ -37,12 +37,13 @@ def weights_digest(data: bytes) -> str:
 
 def _value(name: str, value: Any, kind: str) -> None:
     """Check one value: `number` (finite, >= 0), `count` (int >= 0), `error` (0..1 or None),
-    `text` (str or None), `flag` (bool), `measure`, `digest` (a SHA-256 in hex, or None)."""
+    `text` (str or None), `flag` (bool), `measure`, `digest` (a SHA-256 in hex, or None), `rate` (a
+    learning rate: a number, or None where the learner has no optimizer)."""
     if kind == "flag":
         if not isinstance(value, bool):
             raise _Bad(f"'{name}' is {value!r}, not true/false")
         return
-    if kind in ("text", "digest") and value is None:
+    if kind in ("text", "digest", "rate") and value is None:
         return
     if kind == "text":
         if not isinstance(value, str):
@@ -95,7 +96,7 @@ def _field(key: str, value: Any) -> None:
         if not isinstance(value, list):
             raise _Bad(f"'anytime' is {type(value).__name__}, not a list")
         for j, milestone in enumerate(value):
-            _mapping(f"anytime[{j}]", milestone, _ANYTIME)
+            _mapping(f"anytime[{j}]", milestone, _ANYTIME, optional=frozenset({"lr"}))
     elif key == "selected":
         if not isinstance(value, dict) or value.get("rule") not in _RULES:
             raise _Bad(f"'selected' is {str(value)[:60]!r}, not a selection rule ({', '.join(_RULES)})")
