@@ -117,6 +117,8 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("config-alias-bomb", None, "a: &a {x: 1, y: 1, z: 1}\n" + "".join(
         f"{k}: &{k} {{p: *{j}, q: *{j}, r: *{j}, s: *{j}}}\n" for j, k in zip("abcdefghijklmn", "bcdefghijklmno", strict=False)),
      "more than 100000 entries"),
+    ("x-unknown", _set("point.x", "train+joules"), None, "point.x is 'train+joules'; valid: train+search, train,"),
+    ("x-a-list", _set("point.x", ["train"]), None, "point.x is ['train']; valid:"),
     ("config-steps-a-string", _set("budget.flops_per_task", None), {**good_config(), "train": {"max_steps": "many"}},
      "config train.max_steps is 'many', not a number"),
 ]
@@ -155,6 +157,22 @@ def test_shapes_that_are_odd_but_readable_are_read(tmp_path):
     assert read_run(plain).point["flops"] == 2e9
     assert read_run(no_point).point == {"flops": 2e9, "flops_executed": 4e9, "seconds": 0.0, "error": 0.3}
     assert read_run(no_config).seed == 0
+
+
+def test_the_x_axis_of_a_run_is_its_own_and_older_runs_keep_theirs(tmp_path):
+    """A point's `x` names the compute it sums; a summary without a point is recomputed over the
+    kinds its budget.x names (evaluation included); runs from before budget.x keep their axis."""
+    def with_eval(summary):
+        for task in summary["tasks"]:
+            task["flops"]["eval"] = 5e8
+        summary.pop("point"), summary.pop("point_without_search")
+        summary["budget"]["x"] = "train+eval"
+    recomputed = read_run(write_run(tmp_path / "a", _edit(with_eval)))
+    assert recomputed.x_kinds == "train+eval" and recomputed.point["flops"] == 3e9
+    assert recomputed.point_without_search["flops"] == 2e9
+    old = read_run(write_run(tmp_path / "b", _edit(lambda s: s["point"].update(includes_search=False))))
+    assert old.x_kinds == "train"
+    assert read_run(write_run(tmp_path / "c")).x_kinds == "train+search"
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def test_a_searched_configuration_shows_its_compute_with_and_without_search(tmp_
             task["flops"]["executed"]["search"] = 3 * task["flops"]["executed"]["train"]
         summary["flops"]["search"] = 3 * summary["flops"]["train"]
         summary["point"] = run_point(summary["tasks"], error)
-        summary["point_without_search"] = run_point(summary["tasks"], error, count_search=False)
+        summary["point_without_search"] = run_point(summary["tasks"], error, x="train")
         path.write_text(json.dumps(summary))
     (row,) = compare_rows(collect([sweep]))
     assert row.flops_mean == 8e11 and row.flops_without_search_mean == 2e11  # train 2e11, search 6e11

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -52,3 +54,17 @@ def test_a_config_yaml_that_is_not_yaml_is_a_clear_error(tmp_path):
     (tmp_path / "config.yaml").write_text("- a list\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="its config.yaml does not hold a mapping"):
         compose([f"resume={tmp_path}"])
+
+
+@pytest.mark.parametrize(("count_search", "x"), [(True, "train+search"), (False, "train")])
+def test_a_run_saved_with_count_search_resumes_with_its_budget_x(tmp_path, count_search, x):
+    """`budget.count_search` became `budget.x`: a run folder written before resumes, its choice kept."""
+    cfg, run_dir = _saved_run(tmp_path, [])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    del saved["budget"]["x"]
+    saved["budget"]["count_search"] = count_search
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    assert compose([f"resume={run_dir}"]).budget.x == x
+    other = "train+eval"
+    with pytest.raises(ConfigError, match=re.escape(f"with a different config: budget.x ('{x}' -> '{other}')")):
+        compose([f"resume={run_dir}", f"budget.x={other}"])

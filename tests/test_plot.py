@@ -40,6 +40,8 @@ def _runs(root: Path, specs: list[dict]) -> Path:
         summary["budget"]["flops_per_task"] = budget
         flops = budget * len(names) * (1 - spec.get("sparsity", 0.0))
         summary["point"] = summary["point_without_search"] = {"flops": flops, "error": spec.get("error", 0.3)}
+        if "x" in spec:
+            summary["point"]["x"] = spec["x"]
         config["train"]["lr"] = spec.get("lr", 0.05)
         write_run(root / f"{n:03d}", summary, config)
     return root
@@ -83,6 +85,21 @@ def test_runs_over_different_task_sets_are_never_joined_and_are_warned_of(tmp_pa
     for ax in panels:
         (curve,) = [line for line in ax.get_lines() if line.get_label() == "finetune"]
         assert len(curve.get_xdata()) == 1
+
+
+def test_runs_of_another_budget_x_are_another_study_and_the_axis_says_which(tmp_path):
+    """`budget.x` puts other compute on the x axis: such runs are never joined as seeds or on one
+    curve with the papers' axis, and each panel's x label names its compute."""
+    specs = [{"seed": 0, "error": 0.3}, {"seed": 1, "error": 0.4, "x": "train+eval"}]
+    warnings: list[str] = []
+    runs = collect([_runs(tmp_path, specs)], warn=warnings.append)
+    assert sorted(r.x_kinds for r in runs) == ["train+eval", "train+search"]
+    (warning,) = warnings
+    assert "x axes" in warning and "train+eval" in warning
+    assert len({r.study for r in runs}) == 2 and [r.seeds for r in compare_rows(runs)] == [1, 1]
+    panels = [ax for ax in compute_figure(runs).axes if ax.get_visible()]
+    assert sorted(ax.get_xlabel() for ax in panels) == ["compute: FLOPs, algorithmic, training + evaluation",
+                                                        "compute: FLOPs, algorithmic, training + search"]
 
 
 def test_labels_name_what_tells_configurations_apart(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nevisbench.run.callbacks import milestone_fractions
-from nevisbench.run.scores import anytime_curve, auc_range, chance_error, curve_auc, stream_scores
+from nevisbench.run.scores import anytime_curve, auc_range, chance_error, curve_auc, run_point, stream_scores
 
 
 def _point(flops: float, error: float) -> dict[str, float]:
@@ -94,8 +94,9 @@ def _finished(domain: str, metric: str, test_error: float, train: float, search:
         "flops": {
             "train": train,
             "search": search,
-            "executed": {"train": 2 * train, "search": 0.0},
-            "seconds": {"train": 1.0, "search": 0.0},
+            "eval": 7.0,
+            "executed": {"train": 2 * train, "search": 0.0, "eval": 14.0},
+            "seconds": {"train": 1.0, "search": 0.0, "eval": 0.5},
         },
     }
 
@@ -105,6 +106,28 @@ def test_a_run_is_one_point_train_plus_search_compute_against_final_error():
     point = stream_scores(tasks, auc_min_flops=1, auc_max_flops=1e3)["point"]
     assert point["flops"] == 450.0 and point["flops_executed"] == 800.0 and point["seconds"] == 2.0
     assert point["error"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(("x", "flops", "executed", "seconds"), [
+    ("train+search", 450.0, 800.0, 2.0),
+    ("train", 400.0, 800.0, 2.0),
+    ("train+eval", 414.0, 828.0, 3.0),  # each task's 7 evaluation FLOPs (14 executed, 0.5 s) on the axis
+    ("train+search+eval", 464.0, 828.0, 3.0),
+])
+def test_budget_x_names_the_compute_kinds_the_point_sums(x, flops, executed, seconds):
+    tasks = [_finished("object", "top1_error", 0.2, 100.0, search=50.0), _finished("ocr", "top1_error", 0.4, 300.0)]
+    scores = stream_scores(tasks, auc_min_flops=1, auc_max_flops=1e3, x=x)
+    point = scores["point"]
+    assert (point["flops"], point["flops_executed"], point["seconds"]) == (flops, executed, seconds)
+    assert point["x"] == x and point["includes_search"] == ("search" in x)
+    assert scores["point_without_search"]["flops"] == 400.0  # training only, whatever the axis
+    assert scores["sub_streams"]["objects"]["point"]["x"] == x
+
+
+@pytest.mark.parametrize("bad", ["eval", "search+train", "train+flops", "", "TRAIN"])
+def test_an_unknown_budget_x_names_the_valid_axes(bad):
+    with pytest.raises(ValueError, match=r"budget.x=.* is not a compute axis; valid: train\+search, train, train\+eval"):
+        run_point([_finished("object", "top1_error", 0.2, 1.0)], 0.2, x=bad)
 
 
 def test_single_and_multi_label_means_are_reported_apart_and_combined():
@@ -128,3 +151,25 @@ def test_continual_runs_get_no_averaged_anytime_curve_and_no_auc():
     assert "auc" not in scores and "anytime_curve" not in scores and "auc_range" not in scores
     assert all("auc" not in group for group in scores["sub_streams"].values())
     assert scores["point"]["error"] == pytest.approx(0.3)
+
+
+def test_a_real_run_puts_the_compute_budget_x_names_on_its_point(tmp_path):
+    """A tiny real run with `budget.x=train+eval`: its point's x is every task's training plus
+    evaluation compute (the dev evaluations best-dev selection spends), in each measure."""
+    import json
+
+    from conftest import TINY
+
+    from nevisbench.config import compose
+    from nevisbench.run.runner import run
+
+    folder = run(compose([*TINY, "stream.tasks=[faces,digits]", "budget.x=train+eval", "run_name=r", f"out_dir={tmp_path}"]))
+    summary = json.loads((folder / "summary.json").read_text())
+    lines = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    point = summary["point"]
+    assert point["x"] == "train+eval" and summary["budget"]["x"] == "train+eval"
+    assert point["flops"] == pytest.approx(sum(t["flops"]["train"] + t["flops"]["eval"] for t in lines), rel=1e-12)
+    assert point["flops_executed"] == pytest.approx(
+        sum(t["flops"]["executed"]["train"] + t["flops"]["executed"]["eval"] for t in lines), rel=1e-12)
+    assert all(t["flops"]["eval"] > 0 for t in lines)
+    assert summary["point_without_search"]["flops"] == pytest.approx(sum(t["flops"]["train"] for t in lines), rel=1e-12)

@@ -20,6 +20,7 @@ from rich.measure import Measurement
 from nevisbench.analysis.labels import collect, study_key
 from nevisbench.analysis.runs import Run
 from nevisbench.run.report import format_flops
+from nevisbench.run.scores import X_LABELS
 
 __all__ = ["Row", "collect", "compare_rows", "print_table", "render_table", "to_csv", "to_markdown", "COLUMNS"]
 
@@ -108,8 +109,9 @@ def print_table(console: Console, table: Any) -> None:
 def render_table(rows: list[Row], title: str = "comparison") -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{title}: final mean error over seeds vs counted compute (training + search)",
-                  title_justify="left")
+    kinds = sorted({r.points[0].x_kinds for r in rows if r.points})
+    axis = X_LABELS[kinds[0]] if len(kinds) == 1 else "as each study's budget.x says"
+    table = Table(title=f"{title}: final mean error over seeds vs counted compute ({axis})", title_justify="left")
     shown = len(_HEADERS) if _searched(rows) else len(_HEADERS) - 1
     for header in _HEADERS[:shown]:
         table.add_column(header, justify="right" if _numeric(header) else "left", overflow="fold")

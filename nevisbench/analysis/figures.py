@@ -22,6 +22,7 @@ from typing import Any
 from nevisbench.analysis.labels import study_key
 from nevisbench.analysis.runs import AXES, Run, warn_stderr
 from nevisbench.errors import ConfigError
+from nevisbench.run.scores import X_LABELS
 
 __all__ = ["FORMATS", "check_figure_path", "save_figure", "pareto_front", "curves", "compute_figure", "plot_comparison"]
 
@@ -136,7 +137,7 @@ def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours:
             bare_x, bare_mean = [p[0] for p in points], [p[1] for p in points]
             if any(a != b[0] for a, b in zip(bare_x, drawn[label], strict=False)):
                 ax.plot(bare_x, bare_mean, linestyle=":", marker="o", markerfacecolor="none", markersize=3, linewidth=1.0,
-                        color=colours[label], label=f"{label}, without search compute", zorder=3)
+                        color=colours[label], label=f"{label}, training compute only", zorder=3)
                 xs += bare_x
     front = pareto_front(means)
     if len(front) >= 2:  # a single point is no front: absent rather than invisible
@@ -153,7 +154,7 @@ def _points_panel(ax: Any, runs: list[Run], part: str, axis: str | None, colours
     ax.set_xscale("log")
     if xs:
         _log_ticks(ax, xs)
-    ax.set_xlabel(f"compute: {what}, training + search")
+    ax.set_xlabel(f"compute: {what}, {X_LABELS[first.x_kinds]}")
     ax.set_ylabel("final mean test error")
     where = "" if part == "all" else f", sub-stream {part}"
     ax.set_title(textwrap.fill(f"{first.study}, {first.scenario}{where}", 58))

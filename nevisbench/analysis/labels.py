@@ -3,7 +3,8 @@
 - **Study**: the runs a figure panel or a table block may put side by side. Runs are comparable
   only over the same tasks (the stream and the tasks their final error averages over, so a
   different `stream.tasks`, or a task that failed, is another study), the same scenario, the same
-  kind of budget (`budget.flops_per_task` or `train.max_steps`) and the same compute measure.
+  kind of budget (`budget.flops_per_task` or `train.max_steps`), the same compute measure and the
+  same compute on the x axis (`budget.x`: training + search, training only, ... + evaluation).
 - **Configuration** (`Run.label`): the learner option, its settings that differ from the option's
   YAML file or between the runs, and any other config key that differs between the runs; seed,
   names, paths, and what places a run (its study, its budget on the x axis) aside. Runs of one
@@ -31,12 +32,12 @@ _NOT_A_SETTING = ("seed", "run_name", "out_dir", "resume", "logger.", "trainer.p
                   "choices.logger", "data.root", "train.checkpoint_every_n_steps")
 # config keys that place a run (in its study, or on the x axis) rather than name its configuration
 _PLACES = ("scenario", "stream.", "choices.stream", "choices.learner", "budget.flops_per_task", "train.max_steps",
-           "budget.measure")
+           "budget.measure", "budget.x", "budget.count_search")
 
 
 def study_key(run: Run) -> tuple[Any, ...]:
     """What two runs must share to be compared (see the module docstring)."""
-    return run.stream, run.tasks, run.scenario, run.budget_kind, run.measure
+    return run.stream, run.tasks, run.scenario, run.budget_kind, run.measure, run.x_kinds
 
 
 @cache
@@ -76,14 +77,14 @@ def _name_studies(runs: list[Run], warn: Callable[[str], None]) -> None:
     kinds: dict[tuple[Any, ...], set[str]] = defaultdict(set)
     for run in runs:
         task_sets[run.stream].add(run.tasks)
-        kinds[run.stream, run.tasks].add(f"{run.budget_kind}/{run.measure}")
+        kinds[run.stream, run.tasks].add(f"{run.budget_kind}/{run.measure}/{run.x_kinds}")
     for stream, sets in sorted(task_sets.items()):
         if len(sets) > 1:
             warn(f"runs of stream '{stream}' cover {len(sets)} different task sets (stream.tasks, or failed tasks): "
                  "they are not comparable and are kept apart (one study each), never averaged or joined")
     for (stream, _), seen in sorted(kinds.items()):
         if len(seen) > 1:
-            warn(f"runs of stream '{stream}' use different budgets or measures ({', '.join(sorted(seen))}): "
+            warn(f"runs of stream '{stream}' use different budgets, measures or x axes ({', '.join(sorted(seen))}): "
                  "they are kept apart (one study each)")
     for run in runs:
         parts = [run.stream]
@@ -91,7 +92,7 @@ def _name_studies(runs: list[Run], warn: Callable[[str], None]) -> None:
             shown = ", ".join(run.tasks[:4]) + (f", ... ({len(run.tasks)} tasks)" if len(run.tasks) > 4 else "")
             parts.append(f"[{shown}]")
         if len(kinds[run.stream, run.tasks]) > 1:
-            parts.append(f"({run.budget_kind} budget, {run.measure})")
+            parts.append(f"({run.budget_kind} budget, {run.measure}, x = {run.x_kinds})")
         run.study = " ".join(parts)
 
 

@@ -27,7 +27,7 @@ import yaml
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError, DataError
 from nevisbench.run.results import ResultsStore
-from nevisbench.run.scores import run_point, sub_streams
+from nevisbench.run.scores import DEFAULT_X, X_CHOICES, run_point, sub_streams
 
 __all__ = ["AXES", "Run", "UnreadableRun", "read_run", "run_dirs", "load_runs", "warn_stderr"]
 
@@ -61,6 +61,7 @@ class Run:
     budget_value: float
     point: dict[str, float]  # flops / flops_executed / seconds (those known) and error
     point_without_search: dict[str, float]  # the same x without the search trials' compute
+    x_kinds: str  # the compute kinds its point sums (`budget.x`): train+search | train | train+eval | ...
     sub_points: dict[str, dict[str, float]]  # objects / ood -> point
     anytime: dict[str, list[dict[str, float]]]  # "all" / objects / ood -> anytime curve (transfer runs)
     auc: float | None
@@ -167,14 +168,15 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _point(given: Any, what: str, tasks: list[dict[str, Any]], error: float | None, *, search: bool = True) -> dict[str, float]:
-    """A checked point: the one given, else `run_point` over `tasks` (empty when neither has one)."""
+def _point(given: Any, what: str, tasks: list[dict[str, Any]], error: float | None, *, x: str = DEFAULT_X) -> dict[str, float]:
+    """A checked point: the one given, else `run_point` over `tasks` summing the compute kinds `x`
+    (empty when neither has one)."""
     if given is None:
-        given = run_point(tasks, error, count_search=search) if tasks and error is not None else None
+        given = run_point(tasks, error, x=x) if tasks and error is not None else None
         if given is None:
             return {}
     given = _mapping(given, what)
-    if search and "error" not in given:
+    if x != "train" and "error" not in given:
         raise UnreadableRun(f"{what} has no error")
     point = {k: _number(given[k], f"{what}.{k}", high=MAX_COMPUTE) for k in _POINT_FIELDS if given.get(k) is not None}
     if "flops" not in point:
@@ -197,7 +199,8 @@ def _task(record: Any, number: int) -> dict[str, Any]:
     if record.get("flops") is not None:  # the compute run_point sums when the summary has no point
         flops = _mapping(record["flops"], f"{what}.flops")
         compute: dict[str, Any] = {"train": _number(flops.get("train"), f"{what}.flops.train"),
-                                   "search": _number(flops.get("search", 0.0), f"{what}.flops.search")}
+                                   "search": _number(flops.get("search", 0.0), f"{what}.flops.search"),
+                                   "eval": _number(flops.get("eval", 0.0), f"{what}.flops.eval")}
         for key in ("executed", "seconds"):
             compute[key] = {name: _number(value, f"{what}.flops.{key}.{name}")
                             for name, value in _mapping(flops.get(key), f"{what}.flops.{key}").items()}
@@ -231,21 +234,34 @@ def _budget(summary: dict[str, Any], config: dict[str, Any]) -> tuple[str, float
     return "steps", (_number(steps, "config train.max_steps") if steps is not None else 0.0), measure
 
 
-def _scores(summary: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[dict, dict, dict, dict]:
+def _x_kinds(summary: dict[str, Any]) -> str:
+    """The compute kinds the run's point sums: the point's own `x`, else its budget's `x` (runs
+    before `budget.x`: `includes_search` / `budget.count_search`; both absent: training + search)."""
+    point, budget = _mapping(summary.get("point"), "point"), _mapping(summary.get("budget"), "budget")
+    x = point.get("x", budget.get("x"))
+    if x is None:
+        search = point.get("includes_search", budget.get("count_search", True))
+        x = DEFAULT_X if search is not False else "train"
+    if x not in X_CHOICES:
+        raise UnreadableRun(f"point.x is {_one_line(repr(x), 40)}; valid: {', '.join(X_CHOICES)}")
+    return str(x)
+
+
+def _scores(summary: dict[str, Any], tasks: list[dict[str, Any]], x: str) -> tuple[dict, dict, dict, dict]:
     """point, point without search, sub-stream points, anytime curves."""
     final = summary.get("final_mean_error", summary.get("mean_test_error"))
     final = None if final is None else _number(final, "final_mean_error", high=1.0)
-    point = _point(summary.get("point"), "point", tasks, final)
+    point = _point(summary.get("point"), "point", tasks, final, x=x)
     if not point:
         raise UnreadableRun("it has no point and no final error (did every task fail?)")
-    bare = _point(summary.get("point_without_search"), "point_without_search", tasks, point["error"], search=False)
+    bare = _point(summary.get("point_without_search"), "point_without_search", tasks, point["error"], x="train")
     subs, anytime = {}, {"all": _curve(summary.get("anytime_curve"), "anytime_curve")}
     given = _mapping(summary.get("sub_streams"), "sub_streams")
     for name, group in sub_streams(tasks).items():
         scores = _mapping(given.get(name), f"sub_streams.{name}")
         error = scores.get("final_mean_error")
         error = None if error is None else _number(error, f"sub_streams.{name}.final_mean_error", high=1.0)
-        subs[name] = _point(scores.get("point"), f"sub_streams.{name}.point", group, error)
+        subs[name] = _point(scores.get("point"), f"sub_streams.{name}.point", group, error, x=x)
         anytime[name] = _curve(scores.get("anytime_curve"), f"sub_streams.{name}.anytime_curve")
     return point, bare, {k: v for k, v in subs.items() if v}, {k: v for k, v in anytime.items() if v}
 
@@ -259,7 +275,8 @@ def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UnreadableRun(f"seed is {_one_line(repr(seed), 40)}, not an integer")
     kind, value, measure = _budget(summary, config)
-    point, bare, subs, anytime = _scores(summary, tasks)
+    x_kinds = _x_kinds(summary)
+    point, bare, subs, anytime = _scores(summary, tasks, x_kinds)
     backbone = summary.get("backbone")  # the architecture that ran ({name, ...}; a plain name in older runs)
     name = backbone.get("name") if isinstance(backbone, dict) else backbone
     if name is not None and config:  # what ran names the configuration, also when a learner brought its own network
@@ -269,7 +286,7 @@ def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
                learner_config=_mapping(summary.get("learner_config"), "learner_config"),
                scenario=_text(summary.get("scenario", config.get("scenario", "transfer")), "scenario"),
                stream=_text(summary.get("stream"), "stream"), tasks=tuple(t["task"] for t in tasks), seed=seed,
-               measure=measure, budget_kind=kind, budget_value=value, point=point, point_without_search=bare,
+               measure=measure, budget_kind=kind, budget_value=value, point=point, point_without_search=bare, x_kinds=x_kinds,
                sub_points=subs, anytime=anytime, auc=None if auc is None else _number(auc, "auc", high=1.0),
                task_rows=[{"task": t["task"], "domain": t["domain"], "test_error": t["test_error"],
                            "train_flops": float((t.get("flops") or {}).get("train", 0.0))} for t in tasks],

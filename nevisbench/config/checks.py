@@ -14,7 +14,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.compute.hardware import world_size
-from nevisbench.config.schema import PRECISIONS
+from nevisbench.config.schema import PRECISIONS, X_CHOICES
 from nevisbench.config.search_space import check_search
 from nevisbench.errors import ConfigError, choice_error
 
@@ -28,6 +28,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "logger.mode": ("online", "offline", "disabled"),
     "budget.measure": ("algorithmic", "executed"),
+    "budget.x": X_CHOICES,
     "on_failure": ("stop", "skip"),
     "protocol.selection": ("best_dev", "last"),
     "protocol.flip": ("all", "not_ocr"),

@@ -41,7 +41,7 @@ def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"Cannot resume '{run_dir}': it is not a nevisbench run folder (no config.yaml)")
     saved = _read_saved(saved_file, run_dir)
     choices = saved.pop("choices", None) or {}
-    flat = flatten(saved)
+    flat = _renamed(flatten(saved))
     _refuse_other_options(run_dir, choices, overrides)
     base = [f"{group}={option}" for group, option in choices.items()]
     rechosen = {item.partition("=")[0].strip().lstrip("+") for item in overrides} & set(choices)
@@ -59,6 +59,15 @@ def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
     with open_dict(cfg):
         cfg.resume = str(path)
     return cfg
+
+
+def _renamed(flat: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before a key was renamed, in today's keys: `budget.count_search` (true/false)
+    became `budget.x` (train+search / train)."""
+    if "budget.count_search" in flat:
+        flat = dict(flat)
+        flat["budget.x"] = "train+search" if flat.pop("budget.count_search") else "train"
+    return flat
 
 
 def _refuse_other_options(run_dir: str, choices: dict[str, Any], overrides: list[str]) -> None:

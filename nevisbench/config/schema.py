@@ -17,11 +17,15 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = [
-    "PRECISIONS", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
+    "DEFAULT_X", "PRECISIONS", "X_CHOICES", "GROUP_SCHEMAS", "BackboneConfig", "DataConfig", "TrainConfig",
     "StreamConfig", "TrainerConfig", "LoggerConfig", "BudgetConfig", "EvalConfig", "ProtocolConfig", "SearchConfig", "MeterConfig",
     "RootConfig", "root_schema",
 ]
 
+# `budget.x`: the compute kinds a run's point sums on its x axis. The papers' axis is training +
+# search; best-dev selection spends evaluation compute too, which `+eval` puts on the axis.
+X_CHOICES = ("train+search", "train", "train+eval", "train+search+eval")
+DEFAULT_X = "train+search"
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 
 
@@ -99,7 +103,7 @@ class BudgetConfig:
     first_milestone: float = MISSING  # the first milestone, as a fraction of the planned compute
     auc_min_flops: float = MISSING  # the fixed log-compute range of the AUC score
     auc_max_flops: float = MISSING
-    count_search: bool = True  # the run's point counts the compute of hyperparameter search (Nevis)
+    x: str = DEFAULT_X  # the compute the run's point sums: train | train+search | train+eval | train+search+eval
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Stream-level scores from per-task results lines.
 
-- **The point** of a run: x = the stream's counted compute (training plus hyperparameter search),
-  y = the final mean test error. With `budget.flops_per_task=B` every task's schedule spans the
+- **The point** of a run: x = the stream's counted compute (by default training plus hyperparameter
+  search, the papers' axis; `budget.x` names the kinds: `train`, `train+search`, `train+eval`,
+  `train+search+eval`), y = the final mean test error. With `budget.flops_per_task=B` every task's schedule spans the
   steps B buys, so the run is one point of its learner's compute-performance curve; a learner's
   curve joins its runs across budgets, and the Pareto front over all runs is the frontier.
 - **Final means**, as Nevis reports them: over single-label tasks (top-1 error), over multi-label
@@ -26,12 +27,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CURVE_KEYS", "anytime_curve", "auc_range", "chance_error", "curve_auc", "run_point", "sub_streams",
-           "stream_scores"]
+from nevisbench.config.schema import DEFAULT_X, X_CHOICES
+
+__all__ = ["CURVE_KEYS", "DEFAULT_X", "X_CHOICES", "X_LABELS", "anytime_curve", "auc_range", "chance_error", "curve_auc",
+           "run_point", "stream_scores", "sub_streams", "x_parts"]
 
 # anytime curve point field -> the per-milestone record field it sums
 CURVE_KEYS = {"flops": "train_flops", "flops_executed": "train_flops_executed", "seconds": "train_seconds"}
 MULTI_LABEL_METRIC = "1-mAP"
+X_LABELS = {"train+search": "training + search", "train": "training only", "train+eval": "training + evaluation",
+            "train+search+eval": "training + search + evaluation"}
 
 
 def anytime_curve(tasks: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -113,25 +118,34 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def run_point(tasks: list[dict[str, Any]], final_error: float | None, *, count_search: bool = True) -> dict[str, Any] | None:
-    """The run's (compute, error) pair: training plus (with `count_search`, the default) search
-    compute, by measure; error = final mean."""
+def x_parts(x: str) -> tuple[str, ...]:
+    """The compute kinds a run's point sums on its x axis, from `budget.x` (`train+search` ->
+    ("train", "search")); a ValueError naming the valid choices for anything else."""
+    if x not in X_CHOICES:
+        raise ValueError(f"budget.x={x!r} is not a compute axis; valid: {', '.join(X_CHOICES)}")
+    return tuple(x.split("+"))
+
+
+def run_point(tasks: list[dict[str, Any]], final_error: float | None, *, x: str = DEFAULT_X) -> dict[str, Any] | None:
+    """The run's (compute, error) pair: x = the compute kinds `x` names (`budget.x`; by default
+    training plus search, the papers' axis), by measure; error = final mean."""
     if final_error is None or not all("flops" in t for t in tasks):
         return None
+    parts = x_parts(x)
     flops = [t["flops"] for t in tasks]
     executed = [f.get("executed", {}) for f in flops]
     seconds = [f.get("seconds", {}) for f in flops]
-    searched = 1.0 if count_search else 0.0
     return {
-        "flops": float(sum(f["train"] + searched * f.get("search", 0.0) for f in flops)),  # algorithmic (the paper's axis)
-        "flops_executed": float(sum(e.get("train", 0.0) + searched * e.get("search", 0.0) for e in executed)),
-        "seconds": float(sum(s.get("train", 0.0) + searched * s.get("search", 0.0) for s in seconds)),
+        "flops": float(sum(f.get(p, 0.0) for f in flops for p in parts)),  # algorithmic (the paper's measure)
+        "flops_executed": float(sum(e.get(p, 0.0) for e in executed for p in parts)),
+        "seconds": float(sum(s.get(p, 0.0) for s in seconds for p in parts)),
         "error": final_error,
-        "includes_search": count_search,
+        "x": x,
+        "includes_search": "search" in parts,
     }
 
 
-def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, count_search: bool = True) -> dict[str, Any]:
+def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, x: str = DEFAULT_X) -> dict[str, Any]:
     single = [t["test_error"] for t in tasks if t.get("metric") != MULTI_LABEL_METRIC]
     multi = [t["test_error"] for t in tasks if t.get("metric") == MULTI_LABEL_METRIC]
     dev_test = [t.get("dev_test_error") for t in tasks]
@@ -142,8 +156,8 @@ def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, co
         "final_mean_top1_error": _mean(single),
         "final_mean_map_error": _mean(multi),  # 1 - mAP, multi-label tasks
         "dev_test_mean_error": _mean([float(v) for v in dev_test if v is not None]) if None not in dev_test else None,
-        "point": run_point(tasks, final, count_search=count_search),
-        "point_without_search": run_point(tasks, final, count_search=False),  # the compute of training only
+        "point": run_point(tasks, final, x=x),
+        "point_without_search": run_point(tasks, final, x="train"),  # the compute of training only
     }
     if scenario != "continual":
         curve = anytime_curve(tasks)
@@ -154,12 +168,12 @@ def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, co
 
 
 def stream_scores(tasks: list[dict[str, Any]], *, auc_min_flops: float, auc_max_flops: float,
-                  scenario: str = "transfer", count_search: bool = True) -> dict[str, Any]:
-    """The scores of a summary: the point (its x with the search's compute unless `count_search`
-    is false) and the point without search, the final means, the anytime curve, its AUC and the
+                  scenario: str = "transfer", x: str = DEFAULT_X) -> dict[str, Any]:
+    """The scores of a summary: the point (its x the compute kinds `x` names, `budget.x`) and the
+    point without search (training compute only), the final means, the anytime curve, its AUC and the
     range the AUC covers (`auc_range`; transfer only), and the same per sub-stream (`objects` / `ood`)."""
-    scores = _scores(tasks, scenario, auc_min_flops, auc_max_flops, count_search)
+    scores = _scores(tasks, scenario, auc_min_flops, auc_max_flops, x)
     scores.pop("num_tasks")
-    scores["sub_streams"] = {name: _scores(group, scenario, auc_min_flops, auc_max_flops, count_search)
+    scores["sub_streams"] = {name: _scores(group, scenario, auc_min_flops, auc_max_flops, x)
                              for name, group in sub_streams(tasks).items()}
     return scores

@@ -19,7 +19,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
     results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
     scores = stream_scores(results, auc_min_flops=cfg.budget.auc_min_flops, auc_max_flops=cfg.budget.auc_max_flops,
-                           scenario=cfg.scenario, count_search=bool(cfg.budget.get("count_search", True)))
+                           scenario=cfg.scenario, x=cfg.budget.x)
     by_domain: dict[str, list[float]] = {}
     for r in results:
         by_domain.setdefault(r["domain"], []).append(r["test_error"])
