@@ -85,30 +85,35 @@ def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix[:-1], node
 
 
-def _check_every_value(cfg: DictConfig) -> None:
+def _leaves(cfg: DictConfig) -> dict[str, Any]:
+    """Every leaf value of `cfg`, resolved, by dotted key (a missing value reads '???')."""
+    return dict(_walk(OmegaConf.to_container(cfg, resolve=True)))
+
+
+def _check_every_value(leaves: dict[str, Any]) -> None:
     """No NaN or infinite number and no NUL character anywhere: none of them makes sense in a run."""
-    for key, value in _walk(OmegaConf.to_container(cfg, resolve=True)):
+    for key, value in leaves.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"Invalid value for '{key}': {value}; it must be a finite number")
         if isinstance(value, str) and "\x00" in value:
             raise ConfigError(f"Invalid value for '{key}': it contains a NUL character")
 
 
-def _check_ranges(cfg: DictConfig) -> None:
+def _check_ranges(leaves: dict[str, Any]) -> None:
     for key, (low, low_in, high, high_in) in _RANGES.items():
-        value = OmegaConf.select(cfg, key)
+        value = leaves.get(key)
         if value is None:
             continue
         below = low is not None and (value < low or (not low_in and value == low))
         above = high is not None and (value > high or (not high_in and value == high))
         if below or above:
             raise ConfigError(f"Invalid value for '{key}': {value}; it must be {_bound_text(low, low_in, high, high_in)}")
-    final, lr = OmegaConf.select(cfg, "train.final_lr"), OmegaConf.select(cfg, "train.lr")
+    final, lr = leaves.get("train.final_lr"), leaves.get("train.lr")
     if final is not None and lr is not None and final >= lr:
         raise ConfigError(f"Invalid value for 'train.final_lr': {final}; it must be below train.lr={lr} "
                           "(the cosine decays from train.lr down to it)")
     for key in _NON_EMPTY:
-        if not OmegaConf.select(cfg, key):
+        if not leaves.get(key):
             raise ConfigError(f"Invalid value for '{key}': it must not be empty")
 
 
@@ -167,12 +172,14 @@ def _path_kind(text: str) -> str:
         return "bad"
 
 
-def _check_closed_sets_and_ranges(cfg: DictConfig) -> None:
+def _check_closed_sets_and_ranges(cfg: DictConfig, leaves: dict[str, Any] | None = None) -> None:
+    """The closed sets and ranges, on `cfg`'s `leaves` (computed when not given)."""
+    leaves = _leaves(cfg) if leaves is None else leaves
     for key, choices in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+        value = leaves.get(key)
         if value is not None and value not in choices:
             raise choice_error(f"value for '{key}':", value, choices)
-    _check_ranges(cfg)
+    _check_ranges(leaves)
 
 
 def _check_search(cfg: DictConfig) -> None:
@@ -184,12 +191,19 @@ def _check_search(cfg: DictConfig) -> None:
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Raise a ConfigError for the first value out of its valid range."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    """Raise a ConfigError for the first value out of its valid range. The config is walked once
+    (a sweep checks every job's config: 1,000 jobs in seconds)."""
+    try:
+        leaves = _leaves(cfg)
+        missing = sorted(key for key, value in leaves.items() if value == "???")
+    except Exception:  # an interpolation that cannot resolve, e.g. one to a missing value: name those
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if not missing:
+            raise
     if missing:
         raise ConfigError(f"Config values missing: {', '.join(missing)}. Set them as key=value.")
-    _check_every_value(cfg)
-    _check_closed_sets_and_ranges(cfg)
+    _check_every_value(leaves)
+    _check_closed_sets_and_ranges(cfg, leaves)
     _check_seed(cfg)
     _check_run_name(cfg.run_name)
     _check_devices(cast(dict, OmegaConf.to_container(cfg.trainer, resolve=True))["devices"])
