@@ -53,3 +53,4 @@ def test_offline_run_logs_config_tasks_and_summary(tmp_path, tiny, capsys):
     assert any(key.startswith("anytime_curve_table") for row in logged["history"] for key in row)  # line chart
     assert logged["summary"]["auc"] == summary["auc"]
     assert logged["summary"]["point/flops"] == summary["point"]["flops"]  # the run's x on the curve
+    assert logged["summary"]["point/x"] == summary["point"]["x"] == "train+search"  # which compute that x sums

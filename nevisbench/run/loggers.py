@@ -115,7 +115,7 @@ class WandbSink:
             for key, value in (summary.get("backbone") or {}).items():
                 self.run.summary[f"backbone/{key}"] = value  # the architecture that ran (name, arch, params, source)
             point = summary.get("point") or {}
-            for key in ("flops", "flops_executed", "seconds"):
+            for key in ("flops", "flops_executed", "seconds", "x"):  # x: the compute kinds it sums (budget.x)
                 if key in point:
                     self.run.summary[f"point/{key}"] = point[key]  # x of this run on the compute-performance curve
             for name, group in (summary.get("sub_streams") or {}).items():
