@@ -42,6 +42,23 @@ def test_grid_is_the_product_of_lists_ranges_and_logspace():
     assert parse_sweep(["seed=0,1", "seed=5"]).jobs == (("seed=5",),)
 
 
+def test_a_shuffled_axis_lists_the_same_jobs_on_every_invocation():
+    """Hydra's shuffle() is random: seeded from its text, a rerun of the same sweep command gets the
+    same grid (job names and order) and the caller's random stream is left as it was."""
+    import random
+
+    command = ["seed=shuffle(range(0,8))", "learner=finetune,conv_prune"]
+    random.seed(123)
+    first = parse_sweep(command).jobs
+    after = random.random()
+    random.seed(123)
+    assert random.random() == after  # parsing drew nothing from the caller's stream
+    random.seed(7)  # another global state, as in another process
+    assert parse_sweep(command).jobs == first
+    seeds = [job[0] for job in first[::2]]
+    assert sorted(seeds) == [f"seed={i}" for i in range(8)] and seeds != sorted(seeds)  # shuffled, every value once
+
+
 @pytest.mark.parametrize("item, message", [
     ("budget.flops_per_task=logspace(1e11,0,3)", "logspace takes (start, stop, num)"),
     ("train.lr=interval(0,1)", "an interval has no finite list of values"),

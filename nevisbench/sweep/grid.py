@@ -2,7 +2,9 @@
 
 The grammar is Hydra's override grammar, parsed by Hydra's own `OverridesParser`: a comma list
 (`learner.sparsity=0.25,0.5`), `range(0,3)`, `choice(a,b)`, `glob(conv*)` for a group's options.
-One addition, `logspace(start,stop,num)`, is rewritten to an explicit comma list before parsing:
+`shuffle(...)` shuffles with a seed taken from the override's text, so the same command gives the
+same jobs in the same order on every invocation (a rerun resumes the same grid). One addition,
+`logspace(start,stop,num)`, is rewritten to an explicit comma list before parsing:
 `num` values from `start` to `stop` (both included) evenly spaced on a log axis (numpy's
 `geomspace`), 4 significant digits. Keys that configure the sweep itself (`launcher`,
 `launcher.*`, `sweep_dir`, `experiment`, `resume`, `sweep.max_jobs`) are split off; every other
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +136,12 @@ def _values(override: Override, item: str) -> list[str]:
             f"Bad sweep value in '{item}': an interval has no finite list of values; use a comma "
             "list, range(start,stop,step) or logspace(start,stop,num)"
         )
-    return list(override.sweep_string_iterator())
+    state = random.getstate()  # Hydra's shuffle() draws from the global random: seed it from the text,
+    random.seed(item)  # so a rerun of the same command lists the same jobs in the same order
+    try:
+        return list(override.sweep_string_iterator())
+    finally:
+        random.setstate(state)
 
 
 def _sweep_key(key: str, override: Override, raw: str) -> None:
