@@ -64,7 +64,9 @@ def test_checkpoint_resubmits_the_job_as_a_resumed_run(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_requeue_after_preemption_resumes_the_run(tmp_path):
-    folder = _folder(tmp_path, TINY)
+    # 200 steps: the preemption lands mid-training (a 2-step run could finish, summary and all,
+    # before the signal reached it, and the requeued attempt rightly found it done)
+    folder = _folder(tmp_path, [*TINY, "train.max_steps=200"])
     cfg = load_launcher({"launcher": "slurm", "launcher.cluster": "local"})
     (handle,) = submit_slurm(folder, folder.jobs, cfg)
     run_dir = folder.run_dir(folder.jobs[0])
