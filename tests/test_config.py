@@ -67,6 +67,7 @@ def test_command_line_beats_group_global_section():
         ("trainer.precision=bf16", "Unknown value for 'trainer.precision': 'bf16'"),
         ("learner.sparsity=0.5", "'sparsity' is not a key of learner"),
         ("learner.name=x", "Set 'learner.name' by choosing the option: learner=x"),
+        ("budget.count_search=false", "It was renamed: budget.x=train+search (count_search=true) or budget.x=train (false)"),
         ("budget.x=eval", "Unknown value for 'budget.x': 'eval'. Valid: train, train+eval, train+search, train+search+eval"),
         ("no_equals_sign", "Bad override 'no_equals_sign': expected key=value"),
     ],

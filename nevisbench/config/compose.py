@@ -168,6 +168,10 @@ def _node_kind(root: DictConfig, key: str) -> str:
     return _NODE_KINDS.get(type(node).__name__, "a value of the right type")
 
 
+# Keys that were renamed -> what to write now (saved run folders are translated on resume).
+RENAMED = {"budget.count_search": "budget.x=train+search (count_search=true) or budget.x=train (false)"}
+
+
 def _explain(key: str, value: str, root: DictConfig) -> ConfigError:
     """One line naming the key, the value and the valid keys or the expected type."""
     parts = key.split(".")
@@ -178,8 +182,9 @@ def _explain(key: str, value: str, root: DictConfig) -> ConfigError:
             parent = ".".join(parts[:depth]) or "the root"
             if not isinstance(node, DictConfig):
                 return ConfigError(f"Unknown config key '{key}': '{parent}' is a value, not a section")
+            renamed = f" It was renamed: {RENAMED[key]}." if key in RENAMED else did_you_mean(part, valid)
             return ConfigError(f"Unknown config key '{key}': '{part}' is not a key of {parent}. "
-                               f"Valid: {', '.join(valid)}.{did_you_mean(part, valid)}")
+                               f"Valid: {', '.join(valid)}.{renamed}")
         node = node._get_node(part)
     return ConfigError(f"Invalid value for '{key}': '{value}' is not {_node_kind(root, key)}")
 
