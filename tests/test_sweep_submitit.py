@@ -253,3 +253,27 @@ def test_a_ddp_job_wanting_more_gpus_than_a_node_has_is_refused_before_anything(
     assert done.returncode == 2, done.stderr
     assert "Sweep job 1" in done.stderr and "trains on 2 devices but launcher.gpus_per_node=1" in done.stderr
     assert "Traceback" not in done.stderr and not sweep_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_jobs_run_that_inherited_sigint_ignored_still_stops_on_ctrl_c(tmp_path):
+    """Started from the background of a non-interactive shell (nohup, `cmd &`, CI runners), a
+    process inherits SIGINT ignored; a sweep job's run takes it back, so the sweep's Ctrl-C (the
+    stop before a requeue) stops it, keeping its folder for the resume, instead of it running on."""
+    import subprocess
+    import sys
+
+    from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV
+
+    command = [sys.executable, "-m", "nevisbench", "run", *TINY, "train.max_steps=400", "run_name=r", f"out_dir={tmp_path}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, EXACT_RUN_DIR_ENV: "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "r" / "config.yaml").is_file():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and "interrupted" in out and "nevisbench run resume=" in out, out
+    assert not (tmp_path / "r" / "summary.json").exists()  # stopped, not run to its end

@@ -61,6 +61,7 @@ def _take_slot(slots: Any, stop: Any) -> None:
     """Pool initializer: this worker's slot, set before torch is imported."""
     global _STOP
     _STOP = stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # stoppable by _stop_workers, even if SIGINT came in ignored
     die_with_parent()
     os.environ.update(slots.get())
 
