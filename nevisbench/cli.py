@@ -268,16 +268,20 @@ def _description(option: str, cls: type) -> str:
     return doc[0] if doc else ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _sweep_job_takes_sigint() -> None:
+    """A sweep job's run, started from the background of a non-interactive shell (nohup, `cmd &`,
+    some CI runners), inherits SIGINT ignored: the sweep's Ctrl-C (a preemption's stop,
+    `stop_process`) then never reached it, and a preempted job ran on to its end. Take it back."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV
 
         if os.environ.get(EXACT_RUN_DIR_ENV):
-            # a sweep job's run, started from the background of a non-interactive shell (nohup,
-            # `cmd &`, some CI runners), inherits SIGINT ignored: the sweep's Ctrl-C (a preemption's
-            # stop, `stop_process`) then never reached it, and a preempted job ran on to its end
             signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _sweep_job_takes_sigint()
     console = Console()
     # a DDP rank > 0 (started by Lightning re-running this command; run/distributed.py RUN_DIR_ENV)
     # leaves the talking to rank 0
