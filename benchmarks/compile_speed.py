@@ -25,7 +25,7 @@ from _common import pick_device, quiet, synthetic_split  # noqa: E402
 from gpu_suite import NUM_CLASSES, harness_task  # noqa: E402
 
 from nevisbench.config import compose  # noqa: E402
-from nevisbench.run import compiling  # noqa: E402
+from nevisbench.run.task import compiling  # noqa: E402
 
 
 def one_run(args, compiled: bool, split, out: Path) -> dict:

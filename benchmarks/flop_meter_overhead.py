@@ -27,7 +27,7 @@ from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
 from nevisbench.compute.flops import FlopMeter
 from nevisbench.config import compose
-from nevisbench.run.callbacks import FlopMeterCallback
+from nevisbench.run.task.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 
 

@@ -52,9 +52,9 @@ from rich.console import Console  # noqa: E402
 from nevisbench.api.learner import LearnerContext  # noqa: E402
 from nevisbench.config import compose  # noqa: E402
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
-from nevisbench.run import compiling  # noqa: E402
-from nevisbench.run.results import ResultsStore  # noqa: E402
 from nevisbench.run.runner import StreamRunner, resolve_precision  # noqa: E402
+from nevisbench.run.store.results import ResultsStore  # noqa: E402
+from nevisbench.run.task import compiling  # noqa: E402
 from nevisbench.tasks import get_stream  # noqa: E402
 from nevisbench.tasks.catalog import TaskSpec  # noqa: E402
 from nevisbench.tasks.loader import BatchLoader, Split, TaskData  # noqa: E402

@@ -30,8 +30,8 @@ from rich.console import Console  # noqa: E402
 from nevisbench.api.learner import LearnerContext  # noqa: E402
 from nevisbench.config import compose  # noqa: E402
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner  # noqa: E402
-from nevisbench.run.results import ResultsStore  # noqa: E402
 from nevisbench.run.runner import StreamRunner, resolve_precision  # noqa: E402
+from nevisbench.run.store.results import ResultsStore  # noqa: E402
 from nevisbench.tasks.catalog import TaskSpec  # noqa: E402
 from nevisbench.tasks.loader import TaskData  # noqa: E402
 

@@ -24,7 +24,7 @@ from _common import pick_device, quiet, sync  # noqa: E402
 from nevisbench.api.learner import LearnerContext, TaskInfo  # noqa: E402
 from nevisbench.config import compose  # noqa: E402
 from nevisbench.registry import get_learner_class  # noqa: E402
-from nevisbench.run.backbones import build_backbone  # noqa: E402
+from nevisbench.run.learner.backbone import build_backbone  # noqa: E402
 
 LEARNERS = [
     ("finetune", []),

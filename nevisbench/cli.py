@@ -155,7 +155,7 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
         raise NevisbenchError(f"Invalid --num-classes {args.num_classes}: it must be in 1..{MAX_PROBE_CLASSES}")
     cfg = compose(args.overrides)
     from nevisbench.run.probe import step_flops
-    from nevisbench.run.report import format_flops
+    from nevisbench.run.store.report import format_flops
 
     report = step_flops(cfg, num_classes=args.num_classes)
     if args.json:
@@ -273,7 +273,7 @@ def _sweep_job_takes_sigint() -> None:
     some CI runners), inherits SIGINT ignored: the sweep's Ctrl-C (a preemption's stop,
     `stop_process`) then never reached it, and a preempted job ran on to its end. Take it back."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV
+        from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV
 
         if os.environ.get(EXACT_RUN_DIR_ENV):
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _sweep_job_takes_sigint()
     console = Console()
-    # a DDP rank > 0 (started by Lightning re-running this command; run/distributed.py RUN_DIR_ENV)
+    # a DDP rank > 0 (started by Lightning re-running this command; run/task/distributed.py RUN_DIR_ENV)
     # leaves the talking to rank 0
     follower = os.environ.get("NEVISBENCH_DDP_RUN_DIR") is not None and os.environ.get("LOCAL_RANK", "0") != "0"
     errors = Console(stderr=True, quiet=follower)

@@ -97,8 +97,8 @@ def _read(run_dir: Path, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _run(learner: str, out: Path, scenario: str, steps: int, overrides: list[str], records: dict,
          *, stop_after_first_task: bool = False) -> dict[str, Any]:
     from nevisbench.config import compose
-    from nevisbench.run import _faults
     from nevisbench.run.runner import run
+    from nevisbench.run.store import _faults
 
     records.clear()
     cfg = compose([*TINY, f"learner={learner}", f"scenario={scenario}", f"train.max_steps={steps}",

@@ -46,7 +46,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env_extra: dict[str, str] | None = None,
             fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real `nevisbench` command in a subprocess (`fault`: a crash point, see run/_faults.py)."""
+    """Run the real `nevisbench` command in a subprocess (`fault`: a crash point, see run/store/_faults.py)."""
     env = {k: v for k, v in os.environ.items() if k != "NEVISBENCH_FAULT"}
     env |= {"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env_extra or {}), **({"NEVISBENCH_FAULT": fault} if fault else {})}
     return subprocess.run([sys.executable, "-m", "nevisbench", *args], capture_output=True, text=True,

@@ -30,8 +30,8 @@ from nevisbench.backbones import (
 from nevisbench.compute.flops import StepCounter
 from nevisbench.config import compose
 from nevisbench.errors import ConfigError, PluginError
-from nevisbench.run.backbones import build_backbone, describe_backbone, start_backbone
-from nevisbench.run.plugin import build_learner
+from nevisbench.run.learner.backbone import build_backbone, describe_backbone, start_backbone
+from nevisbench.run.learner.plugin import build_learner
 from nevisbench.run.probe import step_flops
 from nevisbench.run.runner import run
 from nevisbench.testing import TINY
@@ -286,7 +286,7 @@ def test_a_mobilenet_and_a_vit_run_the_demo_and_are_named(tmp_path, name, arch):
 @pytest.mark.slow
 def test_a_learner_that_brings_its_own_network_needs_no_backbone_built(tmp_path, monkeypatch):
     register_learner(monkeypatch, "own", "backbone_learners:OwnNetwork")
-    monkeypatch.setattr("nevisbench.run.backbones.create_backbone", lambda *a, **k: pytest.fail("a backbone was built"))
+    monkeypatch.setattr("nevisbench.run.learner.backbone.create_backbone", lambda *a, **k: pytest.fail("a backbone was built"))
     summary = _run(tmp_path, "learner=own", "backbone.name=vit_tiny", "data.image_size=12")  # 12: not vit_tiny's size
     assert summary["backbone"] == {"name": "_Tiny", "arch": "_Tiny", "params": 3 * 8 * 9 + 8, "source": "learner"}
 

@@ -62,7 +62,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from nevisbench.compute.flops import FlopMeter  # noqa: E402
-from nevisbench.run.callbacks import FlopMeterCallback, ScheduleCallback, TaskPlan  # noqa: E402
+from nevisbench.run.task.callbacks import FlopMeterCallback, ScheduleCallback, TaskPlan  # noqa: E402
 
 
 class _LearningRates(L.Callback):

@@ -94,7 +94,7 @@ def test_compare_refuses_what_is_not_a_run(tmp_path):
 
 @pytest.mark.slow  # a subprocess
 def test_a_searched_configuration_shows_its_compute_with_and_without_search(tmp_path):
-    from nevisbench.run.scores import run_point
+    from nevisbench.run.store.scores import run_point
 
     sweep = tmp_path / "sweep"
     (sweep / "runs").mkdir(parents=True)

@@ -17,8 +17,8 @@ from torch import nn
 
 from nevisbench.compute.flops import FlopMeter, StepCounter
 from nevisbench.config import compose
-from nevisbench.run import compiling
 from nevisbench.run.runner import run
+from nevisbench.run.task import compiling
 
 
 def _run(out: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> dict:

@@ -103,8 +103,8 @@ def test_ddp_misconfigurations_are_one_line_errors(tmp_path, overrides, message)
 
 def test_a_rank_other_than_0_reads_the_run_folder_and_writes_nothing(tmp_path):
     from nevisbench.config import compose
-    from nevisbench.run.results import ResultsStore
-    from nevisbench.run.search import TaskSearch
+    from nevisbench.run.search.study import TaskSearch
+    from nevisbench.run.store.results import ResultsStore
 
     store = ResultsStore(tmp_path, writer=False)
     store.write_config("x: 1\n")
@@ -161,8 +161,8 @@ def test_when_lightnings_observer_stops_the_run_the_line_names_the_dead_rank_and
 
     from lightning.fabric.utilities.rank_zero import rank_prefixed_message
 
-    from nevisbench.run.distributed import watch_ranks
-    from nevisbench.run.trainer import quiet_lightning
+    from nevisbench.run.task.distributed import watch_ranks
+    from nevisbench.run.task.lightning import quiet_lightning
 
     quiet_lightning()
     watch_ranks(tmp_path / "r")

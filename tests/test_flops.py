@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
 from nevisbench.compute.flops import FlopMeter, StepCounter, StepFlops
-from nevisbench.run.callbacks import FlopMeterCallback
+from nevisbench.run.task.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 
 

@@ -50,7 +50,7 @@ class FakeData:
 def data(monkeypatch) -> FakeData:
     """A learner built here gets the fake; a run's learner draws from the harness's real
     `context.data` (StreamData), whose draws the fake records too."""
-    from nevisbench.run.learner_data import StreamData
+    from nevisbench.run.learner.data import StreamData
 
     fake = FakeData()
     original = StreamData.train_batch
@@ -450,7 +450,7 @@ def test_every_mode_runs_and_resumes_mid_task(mode, scenario, tmp_path, monkeypa
 
     for _ in range(2):
         with monkeypatch.context() as mp:
-            mp.setattr("nevisbench.run.callbacks.crash_point", crash)
+            mp.setattr("nevisbench.run.task.callbacks.crash_point", crash)
             with pytest.raises(_Killed):
                 run(compose([*config, f"out_dir={tmp_path}"]) if _ == 0 else compose([f"resume={tmp_path / 'r'}"]))
     run(compose([f"resume={tmp_path / 'r'}"]))

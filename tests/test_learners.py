@@ -15,9 +15,9 @@ from torch import nn
 from nevisbench.api.learner import LearnerContext, TaskInfo
 from nevisbench.config import compose, group_options
 from nevisbench.registry import get_learner_class
+from nevisbench.run.learner.scenario import Scenario
 from nevisbench.run.probe import step_flops
 from nevisbench.run.runner import run
-from nevisbench.run.scenario import Scenario
 from nevisbench.tasks.loader import BatchLoader, Split
 
 TASK = TaskInfo("t", "t", 0, "object", 5)

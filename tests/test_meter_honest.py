@@ -15,8 +15,8 @@ from torch import nn
 from nevisbench.api.learner import Learner, LearnerContext, TaskInfo, clone_module
 from nevisbench.compute.flops import FlopMeter, StepCounter, StepFlops
 from nevisbench.config import compose
-from nevisbench.run.backbones import build_backbone
-from nevisbench.run.metering import FlopMeterCallback
+from nevisbench.run.learner.backbone import build_backbone
+from nevisbench.run.task.metering import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 
 TASK = TaskInfo("t", "t", 0, "object", 10)
@@ -165,7 +165,7 @@ class _WarmsUp(nn.Module):
 
 
 def test_evaluation_counts_are_keyed_by_structure_and_settle_before_being_cached():
-    from nevisbench.run.evaluation import evaluate
+    from nevisbench.run.task.evaluation import evaluate
 
     x = torch.randint(0, 255, (40, 3, 4, 4), dtype=torch.uint8)
     loader = BatchLoader(Split(x, torch.arange(40) % 10), batch_size=4, image_size=4, train=False, augment=False)

@@ -20,9 +20,9 @@ from nevisbench.api.types import TaskInfo
 from nevisbench.config import compose
 from nevisbench.errors import ConfigError
 from nevisbench.run.runner import run
-from nevisbench.run.schedule import epoch_steps, nevis_batch_size
-from nevisbench.run.search import TaskSearch
-from nevisbench.run.selection import BestDevSelection, LinearValidation
+from nevisbench.run.search.study import TaskSearch
+from nevisbench.run.task.plan import epoch_steps, nevis_batch_size
+from nevisbench.run.task.selection import BestDevSelection, LinearValidation
 
 TASK = TaskInfo(key="t", name="t", index=0, domain="object", num_classes=3, multi_label=False)
 

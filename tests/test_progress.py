@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from nevisbench.config import compose
-from nevisbench.run import trainer as trainer_module
-from nevisbench.run.progress import TaskProgressBar
 from nevisbench.run.runner import run
+from nevisbench.run.task import lightning as trainer_module
+from nevisbench.run.task.progress_bar import TaskProgressBar
 
 
 def _bars(monkeypatch: pytest.MonkeyPatch) -> list[TaskProgressBar]:
@@ -68,7 +68,7 @@ def test_bar_counts_the_budget_plan(tmp_path, tiny, monkeypatch):
 
 
 def test_compile_phase_is_shown_while_compiling(monkeypatch):
-    from nevisbench.run import compiling
+    from nevisbench.run.task import compiling
 
     bar = TaskProgressBar()
     added: list[str] = []
@@ -125,7 +125,7 @@ def test_evaluation_phase_on_a_trainer_that_never_fitted(tmp_path, tiny):
     # the evaluation too, and every batch still reaches the evaluation
     import torch
 
-    from nevisbench.run.progress import eval_phase
+    from nevisbench.run.task.progress_bar import eval_phase
 
     cfg = compose([*tiny, "trainer.progress_bar=true"])
     trainer = trainer_module.make_trainer(cfg, precision="32-true", device=torch.device("cpu"), steps_per_epoch=1,

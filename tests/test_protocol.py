@@ -49,7 +49,7 @@ def test_a_crop_that_does_not_fit_falls_back_to_the_whole_image_under_nevis():
 
 
 def test_nevis_flips_every_task_and_fast_keeps_ocr_unflipped(tiny):
-    from nevisbench.run.trainer import make_loaders
+    from nevisbench.run.task.lightning import make_loaders
     from nevisbench.tasks import get_stream
 
     digits = get_stream("demo").select(["digits"]).tasks[0].load(image_size=16, seed=0)

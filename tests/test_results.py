@@ -7,7 +7,7 @@ import os
 import pytest
 
 from nevisbench.errors import DataError
-from nevisbench.run.results import ResultsStore, atomic_write_text
+from nevisbench.run.store.results import ResultsStore, atomic_write_text
 
 
 def test_append_and_read_back(tmp_path):

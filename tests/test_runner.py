@@ -12,8 +12,8 @@ from torch import nn
 from nevisbench.api.learner import LearnerContext, TaskInfo
 from nevisbench.config import compose
 from nevisbench.learners.finetune import FinetuneConfig, FinetuneLearner
+from nevisbench.run.learner.scenario import Scenario
 from nevisbench.run.runner import run
-from nevisbench.run.scenario import Scenario
 
 
 def _run(tmp_path: Path, tiny: list[str], *extra: str) -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nevisbench.run.callbacks import milestone_fractions
-from nevisbench.run.scores import anytime_curve, auc_range, chance_error, curve_auc, run_point, stream_scores
+from nevisbench.run.store.scores import anytime_curve, auc_range, chance_error, curve_auc, run_point, stream_scores
+from nevisbench.run.task.callbacks import milestone_fractions
 
 
 def _point(flops: float, error: float) -> dict[str, float]:

@@ -275,7 +275,7 @@ def test_hyperband_prunes_the_same_trials_in_another_process(tmp_path):
 def test_drawing_every_trial_up_front_gives_the_draws_of_ask_and_tell_in_turn(search, tmp_path):
     """search.parallel asks for all trials first: for the grid and random samplers those are the
     values that asking and telling one trial at a time draws, failed trials included."""
-    from nevisbench.run.search import TaskSearch
+    from nevisbench.run.search.study import TaskSearch
 
     cfg = compose([*TINY, *search, "stream.tasks=[faces]"])
     results = [0.5, None, 0.25, 0.75] * 4  # a failed trial among them
@@ -330,7 +330,7 @@ def test_a_resume_after_every_trial_finished_scores_the_saved_winner_without_ret
 
 def test_a_pruned_trial_never_beats_a_finished_one_but_wins_when_no_trial_finished():
     from nevisbench.compute.flops import FlopTally
-    from nevisbench.run.trial import Trial
+    from nevisbench.run.task.trial import Trial
 
     def trial(k, dev_error, *, pruned=False, failure=None):
         return Trial(k=k, overrides={}, dev_error=dev_error, failure=failure, tally=FlopTally(), steps=1, anytime=[],

@@ -1,6 +1,6 @@
 """A search's resume files are checked when read back: a trial record or winner's weights that is
 damaged, edited, truncated or foreign is one DataError naming the file and the fix, never a
-traceback (nevisbench.run.search_files)."""
+traceback (nevisbench.run.store.search_records)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from conftest import TINY, run_cli
 from nevisbench.compute.flops import FlopTally
 from nevisbench.config import compose
 from nevisbench.errors import DataError
-from nevisbench.run.search import TaskSearch
-from nevisbench.run.trial import Trial
+from nevisbench.run.search.study import TaskSearch
+from nevisbench.run.task.trial import Trial
 
 
 def _search(tmp_path) -> TaskSearch:

@@ -263,7 +263,7 @@ def test_a_sweep_jobs_run_that_inherited_sigint_ignored_still_stops_on_ctrl_c(tm
     import subprocess
     import sys
 
-    from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV
+    from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV
 
     command = [sys.executable, "-m", "nevisbench", "run", *TINY, "train.max_steps=400", "run_name=r", f"out_dir={tmp_path}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

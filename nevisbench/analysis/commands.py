@@ -13,7 +13,7 @@ from nevisbench.analysis.figures import check_figure_path, plot_comparison
 from nevisbench.analysis.labels import collect
 from nevisbench.analysis.runs import AXES
 from nevisbench.errors import ConfigError
-from nevisbench.run.results import atomic_write_text
+from nevisbench.run.store.results import atomic_write_text
 
 __all__ = ["compare_command", "plot_command", "plot_runs"]
 

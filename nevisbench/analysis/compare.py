@@ -19,8 +19,8 @@ from rich.measure import Measurement
 
 from nevisbench.analysis.labels import collect, study_key
 from nevisbench.analysis.runs import Run
-from nevisbench.run.report import format_flops
-from nevisbench.run.scores import X_LABELS
+from nevisbench.run.store.report import format_flops
+from nevisbench.run.store.scores import X_LABELS
 
 __all__ = ["Row", "collect", "compare_rows", "print_table", "render_table", "to_csv", "to_markdown", "COLUMNS"]
 

@@ -22,7 +22,7 @@ from typing import Any
 from nevisbench.analysis.labels import study_key
 from nevisbench.analysis.runs import AXES, Run, warn_stderr
 from nevisbench.errors import ConfigError
-from nevisbench.run.scores import X_LABELS
+from nevisbench.run.store.scores import X_LABELS
 
 __all__ = ["FORMATS", "check_figure_path", "save_figure", "pareto_front", "curves", "compute_figure", "plot_comparison"]
 

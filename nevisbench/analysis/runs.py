@@ -9,7 +9,7 @@ infinite values, `stream: null`, ...) makes the run unreadable. `load_runs` skip
 run with one warning line naming its file and the reason, and returns the others.
 
 A run's point (x = counted compute, y = final mean error) is the one `summary.json` holds; a
-summary without one gets it from `nevisbench.run.scores.run_point`, the one place it is computed.
+summary without one gets it from `nevisbench.run.store.scores.run_point`, the one place it is computed.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import yaml
 
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError, DataError
-from nevisbench.run.results import ResultsStore
-from nevisbench.run.scores import DEFAULT_X, X_CHOICES, run_point, sub_streams
+from nevisbench.run.store.results import ResultsStore
+from nevisbench.run.store.scores import DEFAULT_X, X_CHOICES, run_point, sub_streams
 
 __all__ = ["AXES", "Run", "UnreadableRun", "read_run", "run_dirs", "load_runs", "warn_stderr"]
 

@@ -15,7 +15,7 @@ calls and the names its errors use:
   predicts an earlier task now (default: the current backbone under the head that task ended with).
 
 A learner draws training examples (current and earlier tasks; never dev or test) from
-`self.context.data` (`nevisbench.run.learner_data.StreamData`): see docs/writing-a-learner.md.
+`self.context.data` (`nevisbench.run.learner.data.StreamData`): see docs/writing-a-learner.md.
 
 The runner owns the scenario (which backbone a task starts from), the FLOP meter, the results
 store and the loggers: no learner can change what is counted.

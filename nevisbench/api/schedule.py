@@ -1,6 +1,6 @@
 """The learning-rate schedule a `TaskModule` follows: plain arithmetic over the task's planned steps.
 
-The harness decides how many steps a task trains (`nevisbench.run.schedule.ScheduleCallback`, from
+The harness decides how many steps a task trains (`nevisbench.run.task.plan.ScheduleCallback`, from
 the task's FLOP budget); it publishes that count as the `planned_steps` attribute of a trainer
 callback, which is all this module reads, so the public API does not import the harness.
 """

@@ -19,7 +19,7 @@ class LearnerConfig:
 
 def task_seed(seed: int, index: int) -> int:
     """The seed of task `index` in a run seeded `seed`: the harness seeds each task's training with
-    it, and its search sampler with `search.seed_with_run_seed=true` (`nevisbench.run.search.search_seed`)."""
+    it, and its search sampler with `search.seed_with_run_seed=true` (`nevisbench.run.search.study.search_seed`)."""
     return seed + index
 
 

@@ -1,5 +1,5 @@
 """The FLOP meter: compute accumulated per task and per stream, and the policy deciding which
-training steps are counted. Plain Python; `nevisbench.run.metering` adapts it to Lightning.
+training steps are counted. Plain Python; `nevisbench.run.task.metering` adapts it to Lightning.
 
 Two FLOP measures are kept:
 - `executed`: what the hardware ran (every matmul/conv/attention kernel, 2 FLOPs per multiply-add).

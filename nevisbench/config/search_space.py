@@ -1,5 +1,5 @@
 """The `search` group: its names, its space grammar and its checks (the search itself runs in
-`nevisbench.run.search`).
+`nevisbench.run.search.study`).
 
 A space value is one of `loguniform(a,b)`, `uniform(a,b)`, `choice(a,b,...)`, parsed here by a
 strict little parser: a malformed space is a one-line ConfigError at compose time. `check_search`

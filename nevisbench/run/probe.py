@@ -12,12 +12,12 @@ from omegaconf import DictConfig
 
 from nevisbench.api.learner import TaskInfo
 from nevisbench.compute.flops import FlopMeter, StepFlops
-from nevisbench.run.backbones import describe_backbone, start_backbone
-from nevisbench.run.callbacks import FlopMeterCallback
-from nevisbench.run.evaluation import evaluate
-from nevisbench.run.learner_data import StreamData
-from nevisbench.run.plugin import build_learner
-from nevisbench.run.trainer import quiet_lightning
+from nevisbench.run.learner.backbone import describe_backbone, start_backbone
+from nevisbench.run.learner.data import StreamData
+from nevisbench.run.learner.plugin import build_learner
+from nevisbench.run.task.callbacks import FlopMeterCallback
+from nevisbench.run.task.evaluation import evaluate
+from nevisbench.run.task.lightning import quiet_lightning
 from nevisbench.tasks.loader import BatchLoader, Split
 
 __all__ = ["step_flops"]

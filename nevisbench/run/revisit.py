@@ -22,8 +22,8 @@ from torch import nn
 from nevisbench.api.learner import Learner
 from nevisbench.api.types import TaskInfo
 from nevisbench.errors import PluginError
-from nevisbench.run.learner_data import StreamData
-from nevisbench.run.plugin import plugin_hook
+from nevisbench.run.learner.data import StreamData
+from nevisbench.run.learner.plugin import plugin_hook
 from nevisbench.tasks.loader import BatchLoader
 
 __all__ = ["Revisits", "continual_scores"]

@@ -1,7 +1,7 @@
 """The stream runner: feeds a stream's tasks, in order, to a learner. It owns the scenario, the FLOP
 meter, the results store and the loggers; a learner only builds the module of each task. One
-task's training (its trials, their winner) is `nevisbench.run.task_trainer` and
-`nevisbench.run.trials`; this module is the stream loop: restore, run a task, end it, commit."""
+task's training (its trials, their winner) is `nevisbench.run.task.train` and
+`nevisbench.run.search.trials`; this module is the stream loop: restore, run a task, end it, commit."""
 
 from __future__ import annotations
 
@@ -27,26 +27,26 @@ from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
 from nevisbench.registry import get_learner_class
-from nevisbench.run._faults import crash_point
-from nevisbench.run.backbones import describe_backbone, start_backbone
-from nevisbench.run.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
-from nevisbench.run.learner_data import StreamData
-from nevisbench.run.loggers import make_sink
-from nevisbench.run.parallel import die_with_parent
-from nevisbench.run.plugin import build_learner, plugin_hook
-from nevisbench.run.report import print_warning, summary_table, task_table
-from nevisbench.run.results import ResultsStore
+from nevisbench.run.learner.backbone import describe_backbone, start_backbone
+from nevisbench.run.learner.data import StreamData
+from nevisbench.run.learner.plugin import build_learner, plugin_hook
+from nevisbench.run.learner.scenario import Scenario
 from nevisbench.run.revisit import Revisits, continual_scores
-from nevisbench.run.run_folder import RunFolder, check_prepared
-from nevisbench.run.scenario import Scenario
-from nevisbench.run.schedule import optimization_record
-from nevisbench.run.search import TaskSearch, merge_tallies
-from nevisbench.run.summary import stream_tally, summarize
-from nevisbench.run.task_result import TaskResult, peak_memory, throughput
-from nevisbench.run.task_trainer import TaskStart, TaskTrainer, searches_learner, task_config, task_info
-from nevisbench.run.trainer import quiet_lightning, resolve_precision, training_device
-from nevisbench.run.trial import Trial, search_record
-from nevisbench.run.trials import train_trials, train_trials_in_parallel
+from nevisbench.run.search.parallel import die_with_parent
+from nevisbench.run.search.study import TaskSearch, merge_tallies
+from nevisbench.run.search.trials import train_trials, train_trials_in_parallel
+from nevisbench.run.store._faults import crash_point
+from nevisbench.run.store.loggers import make_sink
+from nevisbench.run.store.report import print_warning, summary_table, task_table
+from nevisbench.run.store.results import ResultsStore
+from nevisbench.run.store.run_folder import RunFolder, check_prepared
+from nevisbench.run.store.summary import stream_tally, summarize
+from nevisbench.run.store.task_result import TaskResult, peak_memory, throughput
+from nevisbench.run.task.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
+from nevisbench.run.task.lightning import quiet_lightning, resolve_precision, training_device
+from nevisbench.run.task.plan import optimization_record
+from nevisbench.run.task.train import TaskStart, TaskTrainer, searches_learner, task_config, task_info
+from nevisbench.run.task.trial import Trial, search_record
 from nevisbench.tasks import get_stream
 from nevisbench.tasks.catalog import TaskSpec
 

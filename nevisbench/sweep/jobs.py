@@ -38,9 +38,9 @@ from typing import Any
 import yaml
 
 from nevisbench.errors import ConfigError
-from nevisbench.run import layout
-from nevisbench.run.results import atomic_write_text
-from nevisbench.run.run_folder import EXACT_RUN_DIR_ENV, hold_folder
+from nevisbench.run.store import layout
+from nevisbench.run.store.results import atomic_write_text
+from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV, hold_folder
 from nevisbench.sweep.records import STATES, read_info, read_jobs
 
 __all__ = ["STATES", "Job", "SweepFolder", "job_command", "run_job", "run_in_use", "stop_process", "last_output"]
@@ -198,7 +198,7 @@ class SweepFolder:
 
 
 def run_in_use(run_dir: Path) -> bool:
-    """Whether a live process holds the run folder's OS lock (see nevisbench/run/run_folder.py)."""
+    """Whether a live process holds the run folder's OS lock (see nevisbench/run/store/run_folder.py)."""
     lock = run_dir / layout.LOCK
     if not lock.is_file():
         return False

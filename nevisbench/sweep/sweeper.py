@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
 from nevisbench.errors import ConfigError, NevisbenchError
-from nevisbench.run.results import atomic_write_text
+from nevisbench.run.store.results import atomic_write_text
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, max_jobs, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
 from nevisbench.sweep.launchers import check_job_devices, launch, load_launcher
@@ -61,9 +61,9 @@ def _with_group(overrides: tuple[str, ...], group: str) -> list[str]:
 def validate_jobs(jobs: list[Job], runs_dir: Path, console: Console) -> Any:
     """Compose every job's config (as `nevisbench run` would); the first bad one is a one-line
     error naming the job, its overrides and the key. Returns the first job's config."""
+    from nevisbench.compute.hardware import world_size
     from nevisbench.config.batch import ConfigBatch
     from nevisbench.config.resume import override_literal
-    from nevisbench.run.distributed import world_size
 
     if len(jobs) > 20:
         console.print(f"Checking the config of {len(jobs)} jobs...", highlight=False)
@@ -204,7 +204,7 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
     """One W&B run (job_type "comparison") in the sweep's group, holding the table and the figure.
     Like every tracker in nevisbench, a failure warns and never fails the sweep."""
     from nevisbench.analysis import COLUMNS
-    from nevisbench.run.loggers import wandb_mode
+    from nevisbench.run.store.loggers import wandb_mode
 
     try:
         import wandb

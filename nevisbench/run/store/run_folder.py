@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from nevisbench.errors import ConfigError, DataError
-from nevisbench.run import layout
-from nevisbench.run.report import print_warning
-from nevisbench.run.results import ResultsStore
+from nevisbench.run.store import layout
+from nevisbench.run.store.report import print_warning
+from nevisbench.run.store.results import ResultsStore
 from nevisbench.tasks.cache import STATUS_READY, task_status
 from nevisbench.tasks.catalog import Stream
 

@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 
 from nevisbench.compute.hardware import fits_on_device
 from nevisbench.errors import ConfigError
-from nevisbench.run.compiling import CompiledStepCallback, compile_module
-from nevisbench.run.distributed import device_index, local_rank, world_size
-from nevisbench.run.progress import TaskProgressBar, eval_phase
+from nevisbench.run.task.compiling import CompiledStepCallback, compile_module
+from nevisbench.run.task.distributed import device_index, local_rank, world_size
+from nevisbench.run.task.progress_bar import TaskProgressBar, eval_phase
 from nevisbench.tasks.loader import BatchLoader, TaskData
 
 __all__ = ["quiet_lightning", "resolve_precision", "training_device", "use_channels_last", "make_loaders", "make_trainer",
@@ -91,7 +91,7 @@ def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: in
 
 
 def _progress_bar() -> L.Callback:
-    """The task's bar: planned steps, evaluation and compilation as phases (`run/progress.py`)."""
+    """The task's bar: planned steps, evaluation and compilation as phases (`run/task/progress_bar.py`)."""
     return TaskProgressBar(refresh_rate=4)
 
 
@@ -128,7 +128,7 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
 
 def _strategy(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """One device: Lightning's default. More: DDP on this node, launched by Lightning re-running the
-    command (so every rank runs the same stream; see `run/distributed.py`), also inside a SLURM job
+    command (so every rank runs the same stream; see `run/task/distributed.py`), also inside a SLURM job
     of one task (a sweep job), with the loader already sharded by rank."""
     if world_size(cfg.trainer) == 1:
         return {}

@@ -2,7 +2,7 @@
 by the learner, placed on the device, fitted under the FLOP meter with the task plan's callbacks,
 its selected model kept), evaluates, and rebuilds a search's winning model. It owns no state across
 tasks: `TaskStart` (what a task's training starts from) is handed to it by the stream runner, or by
-a search worker from the task's kit (`nevisbench.run.trials.trial_job`)."""
+a search worker from the task's kit (`nevisbench.run.search.trials.trial_job`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -25,8 +25,14 @@ from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter
 from nevisbench.config.search_space import flat_space, trial_config
 from nevisbench.errors import PluginError, TaskFailed
-from nevisbench.run._faults import crash_point
-from nevisbench.run.callbacks import (
+from nevisbench.run.learner.data import StreamData
+from nevisbench.run.learner.plugin import build_learner, plugin_hook
+from nevisbench.run.learner.scenario import Scenario
+from nevisbench.run.store._faults import crash_point
+from nevisbench.run.store.loggers import WandbSink
+from nevisbench.run.store.report import print_warning
+from nevisbench.run.store.results import ResultsStore
+from nevisbench.run.task.callbacks import (
     CheckpointCallback,
     FiniteLossCallback,
     FlopMeterCallback,
@@ -35,17 +41,8 @@ from nevisbench.run.callbacks import (
     TaskPlan,
     milestone_fractions,
 )
-from nevisbench.run.evaluation import evaluate
-from nevisbench.run.learner_data import StreamData
-from nevisbench.run.loggers import WandbSink
-from nevisbench.run.plugin import build_learner, plugin_hook
-from nevisbench.run.report import print_warning
-from nevisbench.run.results import ResultsStore
-from nevisbench.run.scenario import Scenario
-from nevisbench.run.schedule import epoch_steps, nevis_batch_size
-from nevisbench.run.search import TaskSearch
-from nevisbench.run.selection import BestDevSelection, LinearValidation
-from nevisbench.run.trainer import (
+from nevisbench.run.task.evaluation import evaluate
+from nevisbench.run.task.lightning import (
     compile_module,
     eval_phase,
     make_loaders,
@@ -54,9 +51,14 @@ from nevisbench.run.trainer import (
     training_device,
     use_channels_last,
 )
-from nevisbench.run.trial import Trial, budget_record
+from nevisbench.run.task.plan import epoch_steps, nevis_batch_size
+from nevisbench.run.task.selection import BestDevSelection, LinearValidation
+from nevisbench.run.task.trial import Trial, budget_record
 from nevisbench.tasks.catalog import TaskSpec
 from nevisbench.tasks.loader import BatchLoader, TaskData
+
+if TYPE_CHECKING:  # a trial is told which search it belongs to; the search room imports this one
+    from nevisbench.run.search.study import TaskSearch
 
 __all__ = ["TaskStart", "TaskTrainer", "task_info", "task_config", "searches_learner"]
 

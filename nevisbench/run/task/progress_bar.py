@@ -22,7 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
 from nevisbench.api.schedule import planned_steps
-from nevisbench.run import compiling
+from nevisbench.run.task import compiling
 
 __all__ = ["TaskProgressBar", "eval_phase"]
 

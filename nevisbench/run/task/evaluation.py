@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePre
 
 from nevisbench.compute.flops import FlopMeter, StepCounter, counting_outside, structure_signature
 from nevisbench.errors import PluginError
-from nevisbench.run import compiling
+from nevisbench.run.task import compiling
 
 __all__ = ["evaluate"]
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from nevisbench.compute.flops import FlopMeter
-from nevisbench.run import compiling
-from nevisbench.run.metering import global_flops
+from nevisbench.run.task import compiling
+from nevisbench.run.task.metering import global_flops
 
 __all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions", "nevis_batch_size", "epoch_steps", "optimization_record"]
 

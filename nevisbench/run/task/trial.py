@@ -5,14 +5,16 @@ With search=none a task has exactly one trial, with no values."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from nevisbench.compute.flops import FlopTally
 from nevisbench.errors import DataError
-from nevisbench.run.schedule import TaskPlan
-from nevisbench.run.search import TaskSearch
+from nevisbench.run.task.plan import TaskPlan
+
+if TYPE_CHECKING:  # a trial is told which search it belongs to; the search room imports this one
+    from nevisbench.run.search.study import TaskSearch
 
 __all__ = ["Trial", "search_record", "budget_record"]
 

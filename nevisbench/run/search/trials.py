@@ -1,6 +1,6 @@
 """The trials of one task, and its winner: `train_trials` trains them in turn in this process (the
 one trial of search=none too), `train_trials_in_parallel` on a pool of search workers
-(`search.parallel=N`, nevisbench.run.parallel), each worker running `trial_job`. Trials finished
+(`search.parallel=N`, nevisbench.run.search.parallel), each worker running `trial_job`. Trials finished
 before a resume are read back, not rerun. The winner: the lowest dev error (ties: the earlier
 trial; no trial finished: the first)."""
 
@@ -20,12 +20,12 @@ from nevisbench.api.learner import detach_derived
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, meter_options
 from nevisbench.errors import DataError, PluginError
-from nevisbench.run.parallel import run_trials, search_slots, stopping
-from nevisbench.run.results import ResultsStore, atomic_write_bytes
-from nevisbench.run.search import TaskSearch
-from nevisbench.run.task_trainer import TaskTrainer, task_info
-from nevisbench.run.trainer import quiet_lightning
-from nevisbench.run.trial import Trial
+from nevisbench.run.search.parallel import run_trials, search_slots, stopping
+from nevisbench.run.search.study import TaskSearch
+from nevisbench.run.store.results import ResultsStore, atomic_write_bytes
+from nevisbench.run.task.lightning import quiet_lightning
+from nevisbench.run.task.train import TaskTrainer, task_info
+from nevisbench.run.task.trial import Trial
 from nevisbench.tasks.catalog import TaskSpec
 from nevisbench.tasks.loader import TaskData
 
@@ -127,7 +127,7 @@ _DATA: dict[tuple[str, int], TaskData] = {}  # a search worker's task data, load
 
 
 def trial_job(job: dict[str, Any]) -> int:
-    """A search worker's job (`search.parallel`, see nevisbench.run.parallel): run one trial from
+    """A search worker's job (`search.parallel`, see nevisbench.run.search.parallel): run one trial from
     the task's kit exactly as `train_trials` would (its own FLOP meter, no logger), save it as a
     finished trial, return its number."""
     if stopping():

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.compute.flops import FlopTally
 from nevisbench.errors import DataError
-from nevisbench.run.scores import stream_scores
+from nevisbench.run.store.scores import stream_scores
 
 __all__ = ["summarize", "stream_tally"]
 

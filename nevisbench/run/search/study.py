@@ -14,9 +14,9 @@ charged to `train`, every other trial's training to `search`, every dev evaluati
 The space's grammar and the search group's checks live in `nevisbench.config.search_space`.
 
 Each finished trial is recorded in the run's state folder (`<run>/state/search_<task index>/`, names
-in `nevisbench.run.layout`, written atomically), so a search interrupted mid-task keeps its finished
+in `nevisbench.run.store.layout`, written atomically), so a search interrupted mid-task keeps its finished
 trials and reruns only the unfinished one; every record and the winner's weights are checked when
-read back (`nevisbench.run.search_files`).
+read back (`nevisbench.run.store.search_records`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from nevisbench.api.types import task_seed
 from nevisbench.compute.flops import FlopTally
 from nevisbench.config.search_space import Dist, parse_space
 from nevisbench.errors import DataError
-from nevisbench.run import layout
-from nevisbench.run.results import atomic_write_bytes
-from nevisbench.run.search_files import check_record, check_weights, weights_digest
+from nevisbench.run.store import layout
+from nevisbench.run.store.results import atomic_write_bytes
+from nevisbench.run.store.search_records import check_record, check_weights, weights_digest
 
 __all__ = ["TaskSearch", "merge_tallies", "search_seed", "REDUCTION_FACTOR"]
 
@@ -179,7 +179,7 @@ class TaskSearch:
 
     def load(self, k: int) -> dict[str, Any] | None:
         """Trial k's record when it finished before a resume (None when it did not), every field
-        checked (`nevisbench.run.search_files`): a damaged one is a one-line DataError naming it."""
+        checked (`nevisbench.run.store.search_records`): a damaged one is a one-line DataError naming it."""
         path = self.record_path(k)
         if not self.enabled or not path.exists():
             return None

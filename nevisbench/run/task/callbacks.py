@@ -1,5 +1,5 @@
-"""Lightning callbacks of a task: the FLOP meter (`run/metering.py`) and the task plan
-(`run/schedule.py`), re-exported here, and the loss and checkpoint guards."""
+"""Lightning callbacks of a task: the FLOP meter (`run/task/metering.py`) and the task plan
+(`run/task/plan.py`), re-exported here, and the loss and checkpoint guards."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import lightning as L
 import torch
 
 from nevisbench.errors import TaskFailed
-from nevisbench.run._faults import crash_point
-from nevisbench.run.metering import FlopMeterCallback
-from nevisbench.run.results import sigint_deferred
-from nevisbench.run.schedule import ScheduleCallback, TaskPlan, milestone_fractions
+from nevisbench.run.store._faults import crash_point
+from nevisbench.run.store.results import sigint_deferred
+from nevisbench.run.task.metering import FlopMeterCallback
+from nevisbench.run.task.plan import ScheduleCallback, TaskPlan, milestone_fractions
 
 __all__ = ["FlopMeterCallback", "TaskPlan", "ScheduleCallback", "FiniteLossCallback", "CheckpointCallback",
            "PruneCallback", "milestone_fractions"]
