@@ -2,7 +2,8 @@
 
 - `tar_members` / `zip_members` iterate archive members without extracting anything to disk, and
   refuse members whose names escape the archive (`../x`, `/etc/x`): a hostile or broken archive
-  stops the preparation with one line naming the member.
+  stops the preparation with one line naming the member. macOS metadata that publishers' archives
+  carry (`__MACOSX/...`, AppleDouble `._name` stubs, `.DS_Store`) is never yielded: no reader sees it.
 - `fetch` downloads a `SourceFile` over HTTP(S) with resume (`Range`), verifies its checksum and
   moves it into place atomically; a dead URL is reported with what to do instead.
 - `decode_image` turns encoded bytes into a PIL image, naming the member if it cannot.
@@ -29,8 +30,8 @@ from typing import IO, Any
 
 from nevisbench.errors import DataError
 
-__all__ = ["SourceFile", "tar_members", "zip_members", "check_member_name", "decode_image", "read_capped",
-           "file_digest", "verify_file", "fetch", "filename_from_url", "MAX_MEMBER_BYTES", "MAX_IMAGE_PIXELS"]
+__all__ = ["SourceFile", "tar_members", "zip_members", "check_member_name", "is_os_metadata", "zip_stream", "decode_image",
+           "read_capped", "file_digest", "verify_file", "fetch", "filename_from_url", "MAX_MEMBER_BYTES", "MAX_IMAGE_PIXELS"]
 
 CHUNK = 1 << 20
 # The largest archive member a reader holds in memory. The largest real one is CIFAR-100's
@@ -76,29 +77,39 @@ def check_member_name(name: str, archive: str | Path) -> str:
     """The member name, normalised to '/' separators; a path that could escape the archive is
     refused (absolute, drive letters, any '..' component)."""
     clean = name.replace("\\", "/")
-    parts = PurePosixPath(clean).parts
+    parts = clean.split("/")  # not PurePosixPath: it interns every part, and an archive has 30k names
     if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean) or ".." in parts:
         raise DataError(f"archive {Path(str(archive)).name} has an unsafe member name '{name}' "
                         "(absolute or '..'); refusing to read it. Re-download the archive from its publisher.")
     return clean
 
 
+def is_os_metadata(name: str) -> bool:
+    """True for what an operating system adds beside a publisher's files: anything under
+    `__MACOSX/`, AppleDouble stubs (`._<name>`, resource forks, not the file), `.DS_Store`."""
+    parts = name.replace("\\", "/").split("/")
+    return "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
+
+
 def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """(name, read) for every regular file of a tar (any compression), in stored order. `read()`
-    must be called before the next member is requested. Links and devices are skipped."""
+    """(name, read) for every regular file of a tar (any compression), in stored order, less OS
+    metadata (`is_os_metadata`). `read()` must be called before the next member is requested.
+    Links and devices are skipped. A file object (a member of a zip) is read as a stream, once,
+    front to back; only the member being read is held in memory."""
     label = label or str(source)
     try:
-        tar = tarfile.open(source, mode="r:*") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r:*")
+        tar = tarfile.open(source, mode="r:*") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r|*")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"cannot open {Path(label).name} as a tar archive: {_one_line(exc)}") from None
     with tar:
         try:
             for member in tar:
                 name = check_member_name(member.name, label)
-                if not member.isfile():
+                if not member.isfile() or is_os_metadata(name):
                     continue
                 _check_size(member.size, name, label)
                 yield name, _tar_reader(tar, member, label)
+                tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header read: 30k for Caltech-256
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{Path(label).name} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
 
@@ -117,7 +128,8 @@ def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Ca
 
 
 def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """(name, read) for every file of a zip, in sorted name order (how the Nevis handlers list zips)."""
+    """(name, read) for every file of a zip, in sorted name order (how the Nevis handlers list zips),
+    less OS metadata (`is_os_metadata`). `zip_stream` streams one member instead."""
     label = label or str(source)
     try:
         archive = zipfile.ZipFile(source)
@@ -127,7 +139,7 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
     # the file is closed when the last read function is garbage-collected
     infos = {check_member_name(info.filename, label): info for info in archive.infolist()}
     for name in sorted(infos):
-        if infos[name].is_dir():
+        if infos[name].is_dir() or is_os_metadata(name):
             continue
         _check_size(infos[name].file_size, name, label)  # zipfile never inflates past the declared size
 
@@ -138,6 +150,18 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
                 raise DataError(f"member {info.filename} of {Path(label).name} is corrupt: {_one_line(exc)}") from None
 
         yield name, read
+
+
+def zip_stream(source: str | Path, name: str) -> IO[bytes]:
+    """Member `name` (its exact path) of a zip as a file object that inflates while it is read:
+    an archive inside an archive (Caltech-101's tar.gz in its zip) is streamed, never held whole."""
+    try:
+        archive = zipfile.ZipFile(source)
+        return archive.open(name)
+    except KeyError:
+        raise DataError(f"{Path(source).name} has no member {name}") from None
+    except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+        raise DataError(f"cannot read member {name} of {Path(source).name}: {_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -30,13 +30,13 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nevisbench.errors import DataError, choice_error
-from nevisbench.tasks.archives import SourceFile, decode_image, fetch, verify_file
+from nevisbench.tasks.archives import SourceFile, decode_image, fetch, is_os_metadata, verify_file
 from nevisbench.tasks.cache import STATUS_READY, CacheWriter, task_status
 from nevisbench.tasks.datasets import Dataset, dataset_entry, dataset_keys, get_dataset
 from nevisbench.tasks.splits import SPLITS
 
 __all__ = ["expand_targets", "prepare", "prepare_task", "status_rows", "status_table", "prepare_table",
-           "to_stored", "DEFAULT_SIZE"]
+           "to_stored", "split_in_visit_order", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE = 64  # the Nevis protocol's image size; 64x64x3 bytes = 12 KiB per image
 SPLITS_COLUMN = "/".join(SPLITS)  # table column: sizes of the four splits
@@ -94,8 +94,10 @@ def _locate(dataset: Dataset, folders: tuple[Path, ...]) -> tuple[dict[SourceFil
         for folder in folders:
             if not folder.is_dir():
                 continue
-            paths = sorted(p for p in folder.iterdir() if p.is_file() and p.match(f.pattern)) if f.pattern else \
-                [folder / n for n in (f.name, *f.alternatives) if (folder / n).is_file()][:1]
+            if f.pattern:  # a `._x.hdf5` AppleDouble stub beside `x.hdf5` is not one of the files
+                paths = sorted(p for p in folder.iterdir() if p.is_file() and p.match(f.pattern) and not is_os_metadata(p.name))
+            else:
+                paths = [folder / n for n in (f.name, *f.alternatives) if (folder / n).is_file()][:1]
             if paths:
                 found[f] = paths
                 break
@@ -147,6 +149,7 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
     writer = CacheWriter(root, key, size=size, channels=dataset.channels)
     labels: list[Any] = []
     groups: list[str] = []
+    orders: list[Any] = []
     source = SourceFolder(folder, key, {f.pattern or f.name: p for f, p in found.items()})
     try:
         for example in _examples(dataset, source):
@@ -160,6 +163,7 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
                 raise DataError(f"{key}: {example.name} has label {label}, outside 0..{num_classes - 1}")
             labels.append(label)
             groups.append(example.group)
+            orders.append(example.order)
             if progress and len(labels) % 64 == 0:
                 progress(len(labels), total)
         if not labels:
@@ -170,7 +174,7 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
                 label_array[i, list(ids)] = 1
         else:
             label_array = np.asarray(labels, dtype=np.int64)
-        splits = dataset.split(np.asarray(groups))
+        splits = split_in_visit_order(dataset, np.asarray(groups), orders)
         assigned = np.concatenate([splits[s] for s in splits])
         if len(np.unique(assigned)) != len(assigned):
             raise DataError(f"{key}: the split rule put an example in two splits (a bug; please report it)")
@@ -188,6 +192,17 @@ def prepare_task(key: str, root: Path, folder: Path, *, size: int = DEFAULT_SIZE
         writer.abort()
         raise
     return task_status(root, key, verify=False) | {"meta": meta}
+
+
+def split_in_visit_order(dataset: Dataset, groups: np.ndarray, orders: list[Any]) -> dict[str, np.ndarray]:
+    """The dataset's split rule applied to its examples in the order the Nevis pipeline visits them
+    (`Example.order`, when the reader streamed them in another), as indices of the stored order."""
+    if all(order is None for order in orders):
+        return dataset.split(groups)
+    if any(order is None for order in orders):
+        raise DataError(f"{dataset.key}: its reader gave some examples a visiting order and not others (a bug; please report it)")
+    visit = np.asarray(sorted(range(len(orders)), key=orders.__getitem__), dtype=np.int64)  # stable: ties keep reading order
+    return {split: np.sort(visit[indices]) for split, indices in dataset.split(groups[visit]).items()}
 
 
 # What a reader's parsing raises on damaged files it could not foresee (a broken table line, text

@@ -2,14 +2,14 @@
 (Office-31's images plus Caltech-256's ten shared classes).
 
 Sources: https://data.caltech.edu (`Cars_1999.zip`, `Cars_2001.zip`, `motorbikes_side.zip`, each
-holding a tar of JPEGs; `caltech-101.zip` holding `101_ObjectCategories.tar.gz`;
+holding a tar of JPEGs; `caltech-101.zip` holding `caltech-101/101_ObjectCategories.tar.gz`;
 `256_ObjectCategories.tar`) and Office-31's `domain_adaptation_images.tar.gz`
-(https://faculty.cc.gatech.edu/~judy/domainadapt/).
+(https://faculty.cc.gatech.edu/~judy/domainadapt/). Members are matched by the exact paths the
+Nevis handlers name; a tar inside a zip is streamed from it, never held whole.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,14 +19,18 @@ from typing import Any
 import numpy as np
 
 from nevisbench.errors import DataError
-from nevisbench.tasks.archives import tar_members, zip_members
+from nevisbench.tasks.archives import tar_members, zip_stream
 from nevisbench.tasks.readers.common import Example, SourceFolder
 
-__all__ = ["CATEGORIES", "CALTECH101_FILES", "CALTECH256_FILE", "OFFICE_FILE", "OFFICE_CALTECH",
+__all__ = ["CATEGORIES", "CALTECH101_FILES", "CALTECH101_INNER", "CALTECH256_FILE", "OFFICE_FILE", "OFFICE_CALTECH",
            "read_caltech_categories", "read_caltech101", "read_caltech256", "read_office_caltech"]
 
-CATEGORIES = (("cars_1999", "Cars_1999.zip", 0), ("cars_2001", "Cars_2001.zip", 0), ("motorcycles_2001", "motorbikes_side.zip", 1))
+# (category, zip, the tar inside it, class id), categories in sorted order (the handler's)
+CATEGORIES = (("cars_1999", "Cars_1999.zip", "Cars_1999/cars_markus.tar", 0),
+              ("cars_2001", "Cars_2001.zip", "Cars_2001/cars_brad.tar", 0),
+              ("motorcycles_2001", "motorbikes_side.zip", "motorbikes_side/motorbikes_side.tar", 1))
 CALTECH101_FILES = ("caltech-101.zip", "101_ObjectCategories.tar.gz")  # the zip, or the tar it holds
+CALTECH101_INNER = "caltech-101/101_ObjectCategories.tar.gz"
 CALTECH256_FILE = "256_ObjectCategories.tar"
 OFFICE_FILE = "domain_adaptation_images.tar.gz"
 # Office-31 folder -> Caltech-256 folder (without its number), in class-id order
@@ -34,58 +38,60 @@ OFFICE_CALTECH = (("back_pack", "backpack"), ("bike", "touring-bike"), ("calcula
                   ("headphones", "head-phones"), ("keyboard", "computer-keyboard"), ("laptop_computer", "laptop-101"),
                   ("monitor", "computer-monitor"), ("mouse", "computer-mouse"), ("mug", "coffee-mug"),
                   ("projector", "video-projector"))
-_CALTECH256_NAME = re.compile(r"(\d{3})_\d{4}\.jpg$")
+_CALTECH256_PATH = re.compile(r"256_ObjectCategories/(\d{3})\.([^/]+)/\d{3}_\d{4}\.jpg")
+_OFFICE_PATH = re.compile(r"\w+/images/([^/]+)/frame_\d{4}\.jpg")
+_CALTECH101_PATH = re.compile(r"101_ObjectCategories/([^/]+)/([^/]+\.jpg)")
 
 
 def read_caltech_categories(src: SourceFolder) -> Iterator[Example]:
-    for category, archive, label in CATEGORIES:  # sorted category order
-        inner = [(n, r) for n, r in zip_members(src.path(archive)) if n.lower().endswith(".tar")]
-        if not inner:
-            raise DataError(f"{archive} holds no .tar (expected e.g. {category} images in a tar)")
-        for tar_name, read_tar in inner:
-            for name, read in tar_members(io.BytesIO(read_tar()), f"{archive}/{tar_name}"):
-                base = PurePosixPath(name).name
-                if base.upper().startswith("README") or base.lower().endswith(".mat"):
-                    continue
-                yield Example(read(), label, "pool", f"{archive}/{tar_name}/{name}")
+    for _category, archive, inner, label in CATEGORIES:
+        with zip_stream(src.path(archive), inner) as handle:
+            for name, read in tar_members(handle, f"{archive}/{inner}"):
+                if name == "README" or PurePosixPath(name).name == "README" or name.endswith(".mat"):
+                    continue  # the handler's ignored files; every other member is an image
+                yield Example(read(), label, "pool", f"{archive}/{inner}/{name}")
+
+
+def _caltech101_members(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """The members of the Caltech-101 tar, streamed from inside the zip (or from the tar itself)."""
+    if path.suffix != ".zip":
+        yield from tar_members(path)
+        return
+    with zip_stream(path, CALTECH101_INNER) as handle:
+        yield from tar_members(handle, f"{path.name}/{CALTECH101_INNER}")
 
 
 def read_caltech101(src: SourceFolder) -> Iterator[Example]:
+    """Two streaming passes: the file names first (TFDS's 30 training images per class are drawn
+    from each class's sorted names), then the images in stored order; `order` is sorted order."""
     path = src.first(*CALTECH101_FILES)
-    if path.suffix == ".zip":
-        inner = [(n, r) for n, r in zip_members(path) if n.endswith("101_ObjectCategories.tar.gz")]
-        if not inner:
-            raise DataError(f"{path.name} holds no 101_ObjectCategories.tar.gz")
-        members = tar_members(io.BytesIO(inner[0][1]()), f"{path.name}/{inner[0][0]}")
-    else:
-        members = tar_members(path)
-    by_class: dict[str, dict[str, bytes]] = defaultdict(dict)
-    for name, read in members:
-        parts = PurePosixPath(name).parts
-        if len(parts) >= 3 and parts[-3] == "101_ObjectCategories" and name.lower().endswith(".jpg"):
-            by_class[parts[-2]][parts[-1]] = read()
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for name, _ in _caltech101_members(path):
+        match = _CALTECH101_PATH.fullmatch(name)
+        if match:
+            by_class[match.group(1)].append(match.group(2))
     labels = {c: i for i, c in enumerate(sorted(c.lower() for c in by_class))}
     rng = np.random.RandomState(1234)  # TFDS: 30 random training images per class, seed 1234
+    train: set[tuple[str, str]] = set()
     for folder in sorted(by_class):
         files = sorted(by_class[folder])
         if len(files) < 30:
             raise DataError(f"caltech101: class folder {folder} has {len(files)} images; the TFDS split needs >= 30")
-        train = set(rng.choice(files, 30, replace=False).tolist())
-        for file in files:
-            yield Example(by_class[folder][file], labels[folder.lower()], "train" if file in train else "test", f"{folder}/{file}")
+        train.update((folder, file) for file in rng.choice(files, 30, replace=False).tolist())
+    for name, read in _caltech101_members(path):
+        match = _CALTECH101_PATH.fullmatch(name)
+        if match:
+            folder, file = match.groups()
+            group = "train" if (folder, file) in train else "test"
+            yield Example(read(), labels[folder.lower()], group, f"{folder}/{file}", order=(folder, file))
 
 
 def _caltech256(path: Path, keep: Callable[[str], Any] | None = None) -> Iterator[tuple[str, bytes, int, str]]:
-    """(member, bytes, class id from the file name, class folder) in tar order."""
+    """(member, bytes, class id from the folder's number, class name) in stored order."""
     for name, read in tar_members(path):
-        parts = PurePosixPath(name).parts
-        match = _CALTECH256_NAME.fullmatch(parts[-1])
-        if not match or len(parts) < 2:
-            continue
-        folder = parts[-2]
-        if keep is not None and not keep(folder):
-            continue
-        yield name, read(), int(match.group(1)) - 1, folder
+        match = _CALTECH256_PATH.fullmatch(name)
+        if match and (keep is None or keep(match.group(2))):
+            yield name, read(), int(match.group(1)) - 1, match.group(2)
 
 
 def read_caltech256(src: SourceFolder) -> Iterator[Example]:
@@ -97,8 +103,8 @@ def read_office_caltech(src: SourceFolder) -> Iterator[Example]:
     office = {o: i for i, (o, _) in enumerate(OFFICE_CALTECH)}
     caltech = {c: i for i, (_, c) in enumerate(OFFICE_CALTECH)}
     for name, read in tar_members(src.path(OFFICE_FILE)):
-        parts = PurePosixPath(name).parts
-        if len(parts) >= 4 and parts[-4] in ("amazon", "dslr", "webcam") and parts[-3] == "images" and parts[-2] in office:
-            yield Example(read(), office[parts[-2]], "office", name)
-    for name, data, _, folder in _caltech256(src.path(CALTECH256_FILE), lambda f: f.split(".", 1)[-1] in caltech):
-        yield Example(data, caltech[folder.split(".", 1)[-1]], "caltech", name)
+        match = _OFFICE_PATH.fullmatch(name)
+        if match and match.group(1) in office:
+            yield Example(read(), office[match.group(1)], "office", name)
+    for name, data, _, folder in _caltech256(src.path(CALTECH256_FILE), lambda f: f in caltech):
+        yield Example(data, caltech[folder], "caltech", name)

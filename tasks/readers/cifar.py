@@ -118,17 +118,22 @@ def _reader(
     archive: str, folder: str, label_key: str, train_members: tuple[str, ...], test_member: str
 ) -> Callable[[SourceFolder], Iterator[Example]]:
     def read(src: SourceFolder) -> Iterator[Example]:
-        batches = {}
-        wanted = {f"{folder}/{m}": m for m in (*train_members, test_member)}
+        """Batch by batch as the tar stores them (one batch in memory); `order` is the official order."""
+        members = (*train_members, test_member)
+        wanted = {f"{folder}/{m}": m for m in members}
+        seen = set()
         for name, get in tar_members(src.path(archive)):
-            if name in wanted:
-                batches[wanted[name]] = _load_batch(get(), archive, name, label_key)
-        for member in (*train_members, test_member):
-            if member not in batches:
-                raise DataError(f"{archive} has no {folder}/{member}")
-            images, labels = batches[member]
+            if name not in wanted or wanted[name] in seen:
+                continue
+            member = wanted[name]
+            seen.add(member)
+            images, labels = _load_batch(get(), archive, name, label_key)
+            group, rank = ("test" if member == test_member else "train"), members.index(member)
             for i, label in enumerate(labels.tolist()):
-                yield Example(images[i], label, "test" if member == test_member else "train", f"{member}[{i}]")
+                yield Example(images[i], label, group, f"{member}[{i}]", order=(rank, i))
+        for member in members:
+            if member not in seen:
+                raise DataError(f"{archive} has no {folder}/{member}")
 
     return read
 

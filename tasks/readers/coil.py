@@ -17,12 +17,12 @@ __all__ = ["ARCHIVE", "POSE_BINS", "read_coil100"]
 
 ARCHIVE = "coil-100.zip"
 POSE_BINS = {"train": {70, 71, 0, 1, 2}, "dev": set(range(16, 21)), "dev_test": set(range(50, 55))}  # the rest: test
-_NAME = re.compile(r"obj(\d+)__(\d+)\.png$")
+_NAME = re.compile(r"coil-100/obj(\d+)__(\d+)\.png")
 
 
 def read_coil100(src: SourceFolder) -> Iterator[Example]:
     for name, read in zip_members(src.path(ARCHIVE)):
-        match = _NAME.search(name)
+        match = _NAME.fullmatch(name)  # the exact path: coil-100/objN__A.png
         if not match:
             continue
         obj, angle = int(match.group(1)), int(match.group(2))

@@ -1,4 +1,10 @@
-"""What every reader shares: the example record, the folder of source files, de-duplication."""
+"""What every reader shares: the example record, the folder of source files, de-duplication, and
+the reading of publishers' text files and member paths.
+
+Members are matched by their exact path in the archive (as the Nevis handlers name them), never by
+a suffix or a substring: OS metadata beside them (`__MACOSX/`, `._name` AppleDouble stubs) is
+skipped by `tar_members` / `zip_members` themselves and by `SourceFolder.glob` (`is_os_metadata`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from nevisbench.errors import DataError
-from nevisbench.tasks.archives import decode_image
+from nevisbench.tasks.archives import decode_image, is_os_metadata
 
-__all__ = ["Example", "SourceFolder", "Dedup", "decoded", "loadmat", "mat_strings"]
+__all__ = ["Example", "SourceFolder", "Dedup", "decoded", "loadmat", "mat_strings", "text_lines", "is_os_metadata"]
 
 
 @dataclass
@@ -23,6 +29,10 @@ class Example:
     label: Any  # class id, or a tuple of class ids for multi-label tasks
     group: str  # where the example came from (official split, pool); the split rule reads it
     name: str  # member name, for error messages
+    # where the Nevis pipeline visits this example (any sortable key), when a reader streams an
+    # archive in stored order but Nevis visits it in another (a list's order, class by class):
+    # the split rule sees the examples sorted by it. None: the reading order is Nevis's.
+    order: Any = None
 
 
 class SourceFolder:
@@ -54,24 +64,34 @@ class SourceFolder:
     def glob(self, pattern: str) -> list[Path]:
         if pattern in self.located:
             return list(self.located[pattern])
-        return sorted(p for p in self.folder.iterdir() if p.is_file() and fnmatch(p.name, pattern))
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and fnmatch(p.name, pattern) and not is_os_metadata(p.name))
 
 
 class Dedup:
-    """Drops exact duplicates (decoded pixels + label), keeping the first, as Nevis'
-    `deduplicate_data_generator` does."""
+    """Drops exact duplicates, keeping the first, as Nevis' `deduplicate_data_generator` does: the
+    key is the md5 of the image's pixel bytes as decoded (PIL's `tobytes()` in the file's own mode;
+    no shape, as Nevis's) and the label."""
 
     def __init__(self) -> None:
         self.seen: set[tuple[str, Any, str]] = set()
         self.dropped = 0
 
-    def keep(self, pixels: np.ndarray, label: Any, scope: str = "") -> bool:
-        key = (scope, label, hashlib.md5(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest())
+    def keep(self, pixels: Any, label: Any, scope: str = "") -> bool:
+        data = pixels.tobytes() if hasattr(pixels, "tobytes") else bytes(pixels)
+        key = (scope, label, hashlib.md5(data).hexdigest())
         if key in self.seen:
             self.dropped += 1
             return False
         self.seen.add(key)
         return True
+
+
+def text_lines(data: bytes | str) -> list[str]:
+    """The non-blank lines of a publisher's text file, stripped: a UTF-8 byte-order mark, CRLF or
+    CR line ends and trailing whitespace read as the plain file does (as the Nevis handlers, which
+    strip each line, read them)."""
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data.removeprefix("\ufeff")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def decoded(data: bytes, name: str, mode: str) -> Any:

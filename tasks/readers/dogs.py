@@ -2,12 +2,12 @@
 
 Source: http://vision.stanford.edu/aditya86/ImageNetDogs/ (`images.tar`: `Images/<wnid>-<Breed>/*.jpg`;
 `lists.tar`: `train_list.mat`, `test_list.mat`). Class ids: breed folders sorted case-insensitively.
+The images are streamed in stored order; `order` is their place in the official lists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 
 from nevisbench.errors import DataError
 from nevisbench.tasks.archives import tar_members
@@ -16,21 +16,24 @@ from nevisbench.tasks.readers.common import Example, SourceFolder, loadmat, mat_
 __all__ = ["IMAGES", "LISTS", "read_stanford_dogs"]
 
 IMAGES, LISTS = "images.tar", "lists.tar"
+_GROUPS = (("train", "train_list.mat"), ("test", "test_list.mat"))
 
 
 def read_stanford_dogs(src: SourceFolder) -> Iterator[Example]:
-    lists = {PurePosixPath(n).name: r() for n, r in tar_members(src.path(LISTS))}
-    images = {}
-    for name, read in tar_members(src.path(IMAGES)):
-        parts = PurePosixPath(name).parts
-        if len(parts) >= 2 and name.lower().endswith(".jpg"):
-            images["/".join(parts[-2:])] = read()
-    folders = sorted({k.split("/")[0] for k in images}, key=str.lower)
-    ids = {f: i for i, f in enumerate(folders)}
-    for group, mat in (("train", "train_list.mat"), ("test", "test_list.mat")):
+    wanted = {mat for _, mat in _GROUPS}
+    lists = {name: read() for name, read in tar_members(src.path(LISTS)) if name in wanted}
+    where: dict[str, tuple[str, int, int]] = {}
+    for rank, (group, mat) in enumerate(_GROUPS):
         if mat not in lists:
             raise DataError(f"{LISTS} has no {mat}")
-        for file in mat_strings(loadmat(lists[mat], mat)["file_list"]):
-            if file not in images:
-                raise DataError(f"{IMAGES} has no Images/{file} listed in {mat} of {LISTS}")
-            yield Example(images.pop(file), ids[file.split("/")[0]], group, file)
+        for i, file in enumerate(mat_strings(loadmat(lists[mat], mat)["file_list"])):
+            where[f"Images/{file}"] = (group, rank, i)
+    folders = sorted({name.split("/")[1] for name in where}, key=str.lower)
+    ids = {f: i for i, f in enumerate(folders)}
+    for name, read in tar_members(src.path(IMAGES)):
+        if name in where:
+            group, rank, i = where.pop(name)
+            yield Example(read(), ids[name.split("/")[1]], group, name[len("Images/"):], order=(rank, i))
+    if where:
+        first = sorted(where)[0]
+        raise DataError(f"{IMAGES} has no {first} listed in {_GROUPS[where[first][1]][1]} of {LISTS}")

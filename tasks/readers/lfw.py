@@ -2,13 +2,13 @@
 
 Source: http://vis-www.cs.umass.edu/lfw/lfw.tgz (`lfw/<Person>/<Person>_NNNN.jpg`). Per identity,
 in tar order: the last 2 images -> test, the 3rd-last -> dev_test, the 4th-last -> dev, the rest
--> train; identities are numbered in order of first appearance.
+-> train; identities are numbered in order of first appearance. Two streaming passes, as the
+Nevis handler's: the names (to count each identity's images), then the images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 
 from nevisbench.tasks.archives import tar_members
 from nevisbench.tasks.readers.common import Example, SourceFolder
@@ -19,18 +19,24 @@ ARCHIVE = "lfw.tgz"
 MIN_IMAGES = 5
 
 
+def _person(name: str) -> str | None:
+    parts = name.split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == "lfw" and name.endswith(".jpg") else None
+
+
 def read_lfw(src: SourceFolder) -> Iterator[Example]:
-    people: dict[str, list[tuple[str, bytes]]] = {}
+    counts: dict[str, int] = {}
+    for name, _ in tar_members(src.path(ARCHIVE)):
+        person = _person(name)
+        if person is not None:
+            counts[person] = counts.get(person, 0) + 1
+    labels = {p: i for i, p in enumerate(p for p, n in counts.items() if n >= MIN_IMAGES)}  # order of first appearance
+    seen = dict.fromkeys(labels, 0)
     for name, read in tar_members(src.path(ARCHIVE)):
-        parts = PurePosixPath(name).parts
-        if len(parts) >= 3 and name.lower().endswith(".jpg"):
-            people.setdefault(parts[-2], []).append((name, read()))
-    label = 0
-    for files in people.values():  # order of first appearance in the tar
-        if len(files) < MIN_IMAGES:
+        person = _person(name)
+        if person not in labels:
             continue
-        n = len(files)
-        for i, (name, data) in enumerate(files):
-            group = "test" if i >= n - 2 else "dev_test" if i == n - 3 else "dev" if i == n - 4 else "train"
-            yield Example(data, label, group, name)
-        label += 1
+        i, n = seen[person], counts[person]
+        seen[person] += 1
+        group = "test" if i >= n - 2 else "dev_test" if i == n - 3 else "dev" if i == n - 4 else "train"
+        yield Example(read(), labels[person], group, name)

@@ -22,6 +22,6 @@ CLASSES = ("PARoffice", "kitchen", "MITinsidecity", "MITforest", "MITcoast", "MI
 def read_scenes15(src: SourceFolder) -> Iterator[Example]:
     ids = {name: i for i, name in enumerate(CLASSES)}
     for name, read in zip_members(src.path(ARCHIVE)):
-        parts = PurePosixPath(name).parts
-        if len(parts) >= 2 and parts[-2] in ids and name.lower().endswith(".jpg"):
-            yield Example(read(), ids[parts[-2]], "pool", name)
+        parts = PurePosixPath(name).parts  # exactly <class>/<file>, every file but Thumbs.db (the handler's)
+        if len(parts) == 2 and parts[0] in ids and parts[1] != "Thumbs.db":
+            yield Example(read(), ids[parts[0]], "pool", name)

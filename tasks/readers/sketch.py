@@ -18,8 +18,8 @@ ARCHIVE = "sketches_png.zip"
 
 
 def read_sketch(src: SourceFolder) -> Iterator[Example]:
-    members = [(n, r) for n, r in zip_members(src.path(ARCHIVE))
-               if n.lower().endswith(".png") and len(PurePosixPath(n).parts) >= 3]
+    members = [(n, r) for n, r in zip_members(src.path(ARCHIVE))  # exactly png/<class>/<file>, as the handler reads
+               if len(PurePosixPath(n).parts) == 3 and n.startswith("png/") and PurePosixPath(n).name != "Thumbs.db"]
     ids = {c: i for i, c in enumerate(sorted({PurePosixPath(n).parts[-2] for n, _ in members}))}
     for name, read in members:
         yield Example(read(), ids[PurePosixPath(name).parts[-2]], "pool", name)

@@ -20,7 +20,6 @@ ARCHIVE = "uiuc.tar.gz"
 
 def read_uiuc(src: SourceFolder) -> Iterator[Example]:
     for name, read in tar_members(src.path(ARCHIVE)):
-        parts = PurePosixPath(name).parts
-        if name.lower().endswith(".txt") or "TestImages_Scale" in parts or "TestImages" in parts:
-            continue
-        yield Example(read(), 1 if "pos" in name else 0, "pool", name)
+        parts = PurePosixPath(name).parts  # the training crops, exactly CarData/TrainImages/<file>
+        if len(parts) == 3 and parts[:2] == ("CarData", "TrainImages") and not name.endswith(".txt"):
+            yield Example(read(), 1 if "pos" in parts[2] else 0, "pool", name)

@@ -9,13 +9,12 @@ test; 2006: `voc2006_trainval.tar`, `voc2006_test.tar`) and the pjreddie.com mir
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from nevisbench.errors import DataError
 from nevisbench.tasks.archives import tar_members
-from nevisbench.tasks.readers.common import Example, SourceFolder
+from nevisbench.tasks.readers.common import Example, SourceFolder, text_lines
 
 __all__ = ["VOC_CLASSES", "VOC2005_FOLDERS", "VOC2006_FILES", "VOC2007_FILES", "VOC2012_FILES",
            "read_voc2005", "read_voc2006", "read_voc2007", "read_voc2012"]
@@ -23,18 +22,19 @@ __all__ = ["VOC_CLASSES", "VOC2005_FOLDERS", "VOC2006_FILES", "VOC2007_FILES", "
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 
-# group -> (archive, image folder, class id -> source sub-folders)
+# group -> (archive, image folder, [(class id, source sub-folders)] in the order the Nevis handler
+# visits them: car, bike, motorbike, person; its ids are car 0, motorbike 1, bike 2, person 3)
 VOC2005_FOLDERS = {
-    "pool": ("voc2005_1.tar.gz", "VOC2005_1/PNGImages", {
-        0: ("Caltech_cars", "ETHZ_sideviews-cars", "TUGraz_cars"),
-        1: ("Caltech_motorbikes_side",),
-        2: ("TUGraz_bike",),
-        3: ("TUGraz_person",)}),
-    "test": ("voc2005_2.tar.gz", "VOC2005_2/PNGImages", {
-        0: ("car", "voiture"),
-        1: ("motocyclette", "motorbike", "motorcycle"),
-        2: ("bicycle", "bike", "velo"),
-        3: ("INRIA_graz-person-test", "INRIA_inria-person-test", "pedestrian", "pieton")}),
+    "pool": ("voc2005_1.tar.gz", "VOC2005_1/PNGImages", (
+        (0, ("Caltech_cars", "ETHZ_sideviews-cars", "TUGraz_cars")),
+        (2, ("TUGraz_bike",)),
+        (1, ("Caltech_motorbikes_side",)),
+        (3, ("TUGraz_person",)))),
+    "test": ("voc2005_2.tar.gz", "VOC2005_2/PNGImages", (
+        (0, ("car", "voiture")),
+        (2, ("bicycle", "bike", "velo")),
+        (1, ("motocyclette", "motorbike", "motorcycle")),
+        (3, ("INRIA_graz-person-test", "INRIA_inria-person-test", "pedestrian", "pieton")))),
 }
 VOC2006_FILES = (("pool", "voc2006_trainval.tar", "_trainval.txt"), ("test", "voc2006_test.tar", "_test.txt"))
 VOC2007_FILES = (("VOCtrainval_06-Nov-2007.tar", ("train", "val")), ("VOCtest_06-Nov-2007.tar", ("test",)))
@@ -42,43 +42,49 @@ VOC2012_FILES = (("VOCtrainval_11-May-2012.tar", ("train", "val")),)
 
 
 def read_voc2005(src: SourceFolder) -> Iterator[Example]:
+    """Streamed in stored order; `order` is the handler's visit: class by class (car, bike,
+    motorbike, person), folder by folder, stored order within a folder."""
     for group, (archive, base, classes) in VOC2005_FOLDERS.items():
-        by_folder: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-        for name, read in tar_members(src.path(archive)):
-            if not name.lower().endswith(".png"):
+        folders = {f"{base}/{folder}/": (rank, label, k) for rank, (label, names) in enumerate(classes) for k, folder in enumerate(names)}
+        for position, (name, read) in enumerate(tar_members(src.path(archive))):
+            if not name.endswith(".png"):
                 continue
-            for folders in classes.values():
-                for folder in folders:
-                    if name.startswith(f"{base}/{folder}/"):
-                        by_folder[folder].append((name, read()))
-        for label, folders in classes.items():  # class by class, folder by folder, tar order
-            for folder in folders:
-                for name, data in by_folder[folder]:
-                    yield Example(data, label, group, name)
+            where = folders.get(name.rsplit("/", 1)[0] + "/") if "/" in name else None
+            if where is not None:
+                rank, label, k = where
+                yield Example(read(), label, group, name, order=(group, rank, k, position))
+
+
+def _voc2006_positives(path: Path, archive: str, suffix: str, class_ids: dict[str, int], pool: bool) -> dict[str, int]:
+    """image id -> class id from the class lists of one VOC 2006 tar (the list read last wins)."""
+    positives: dict[str, int] = {}
+    for name, read in tar_members(path):
+        if not (name.startswith(_VOC2006_LISTS) and name.endswith(suffix)) or "/" in name[len(_VOC2006_LISTS):]:
+            continue
+        cls = name[len(_VOC2006_LISTS): -len(suffix)]
+        if pool:
+            class_ids.setdefault(cls, len(class_ids))  # ids in the order the lists appear
+        if cls not in class_ids:
+            raise DataError(f"{archive}: class list {name} names a class missing from the trainval lists")
+        for line in text_lines(read()):
+            fields = line.split()
+            if len(fields) >= 2 and fields[-1] == "1":
+                positives[fields[0]] = class_ids[cls]
+    return positives
+
+
+_VOC2006_LISTS = "VOCdevkit/VOC2006/ImageSets/"
+_VOC2006_IMAGES = "VOCdevkit/VOC2006/PNGImages/"
 
 
 def read_voc2006(src: SourceFolder) -> Iterator[Example]:
     class_ids: dict[str, int] = {}
     for group, archive, suffix in VOC2006_FILES:
-        positives: dict[str, int] = {}
-        images: list[tuple[str, bytes]] = []
-        for name, read in tar_members(src.path(archive)):
-            if "/ImageSets/" in name and name.endswith(suffix):
-                cls = PurePosixPath(name).name[: -len(suffix)]
-                if group == "pool":
-                    class_ids.setdefault(cls, len(class_ids))  # ids in the order the lists appear
-                if cls not in class_ids:
-                    raise DataError(f"{archive}: class list {name} names a class missing from the trainval lists")
-                for line in read().decode("utf-8", "replace").splitlines():
-                    fields = line.split()
-                    if len(fields) >= 2 and fields[-1] == "1":
-                        positives[fields[0]] = class_ids[cls]  # the list read last wins
-            elif "/PNGImages/" in name and name.lower().endswith(".png"):
-                images.append((name, read()))
-        for name, data in images:
-            image_id = PurePosixPath(name).stem
-            if image_id in positives:
-                yield Example(data, positives[image_id], group, name)
+        positives = _voc2006_positives(src.path(archive), archive, suffix, class_ids, group == "pool")
+        for name, read in tar_members(src.path(archive)):  # stored order, as the handler's
+            image_id = name[len(_VOC2006_IMAGES): -len(".png")]
+            if name.startswith(_VOC2006_IMAGES) and name.endswith(".png") and image_id in positives:
+                yield Example(read(), positives[image_id], group, name)
 
 
 def _labels(xml: bytes, name: str) -> tuple[int, ...]:
@@ -93,36 +99,39 @@ def _labels(xml: bytes, name: str) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def _read_tar(path: Path, year: str, lists: tuple[str, ...]) -> tuple[dict[str, list[str]], dict[str, tuple[int, ...]], dict[str, bytes]]:
-    """The image-id lists, the labels and the encoded images of one VOC tar."""
+def _read_tables(path: Path, year: str, lists: tuple[str, ...]) -> tuple[dict[str, list[str]], dict[str, tuple[int, ...]]]:
+    """The image-id lists and the labels of one VOC tar (images are skipped, not read)."""
     ids: dict[str, list[str]] = {}
     labels: dict[str, tuple[int, ...]] = {}
-    images: dict[str, bytes] = {}
-    base = f"VOC{year}/"
+    base = f"VOCdevkit/VOC{year}/"
+    wanted = {f"{base}ImageSets/Main/{split}.txt": split for split in lists}
     for name, read in tar_members(path):
-        if base not in name:
-            continue
-        rest = name.split(base, 1)[1]
-        if rest.startswith("ImageSets/Main/") and PurePosixPath(rest).name in {f"{s}.txt" for s in lists}:
-            ids[PurePosixPath(rest).stem] = read().decode().split()
-        elif rest.startswith("Annotations/") and rest.endswith(".xml"):
-            labels[PurePosixPath(rest).stem] = _labels(read(), f"{name} of {path.name}")
-        elif rest.startswith("JPEGImages/") and rest.lower().endswith(".jpg"):
-            images[PurePosixPath(rest).stem] = read()
-    return ids, labels, images
+        if name in wanted:
+            ids[wanted[name]] = [line.split()[0] for line in text_lines(read())]
+        elif name.startswith(f"{base}Annotations/") and name.endswith(".xml") and name.count("/") == 3:
+            labels[name[len(f"{base}Annotations/"): -len(".xml")]] = _labels(read(), f"{name} of {path.name}")
+    return ids, labels
 
 
 def _read_lists(src: SourceFolder, year: str, files: tuple[tuple[str, tuple[str, ...]], ...]) -> Iterator[Example]:
-    """Images in the order of the official lists; each list's name is the examples' group."""
+    """The listed images, streamed in stored order; `order` is their place in the official lists
+    (each list's name is the examples' group)."""
+    images = f"VOCdevkit/VOC{year}/JPEGImages/"
     for archive, lists in files:
-        ids, labels, images = _read_tar(src.path(archive), year, lists)
-        for split in lists:
+        ids, labels = _read_tables(src.path(archive), year, lists)
+        where: dict[str, tuple[str, int, int]] = {}
+        for rank, split in enumerate(lists):
             if split not in ids:
-                raise DataError(f"{archive} has no ImageSets/Main/{split}.txt")
-            for image_id in ids[split]:
-                if image_id not in images or image_id not in labels:
-                    raise DataError(f"{archive}: image or annotation of {image_id} is missing")
-                yield Example(images.pop(image_id), labels[image_id], split, f"{archive}:{image_id}")
+                raise DataError(f"{archive} has no VOCdevkit/VOC{year}/ImageSets/Main/{split}.txt")
+            where.update((image_id, (split, rank, i)) for i, image_id in enumerate(ids[split]))
+        missing = {image_id for image_id in where if image_id not in labels}
+        for name, read in tar_members(src.path(archive)):
+            image_id = name[len(images): -len(".jpg")]
+            if name.startswith(images) and name.endswith(".jpg") and image_id in where and image_id not in missing:
+                split, rank, i = where.pop(image_id)
+                yield Example(read(), labels[image_id], split, f"{archive}:{image_id}", order=(archive, rank, i))
+        if where:
+            raise DataError(f"{archive}: image or annotation of {sorted(where)[0]} is missing")
 
 
 def read_voc2007(src: SourceFolder) -> Iterator[Example]:
