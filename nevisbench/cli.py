@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nevisbench.errors import NevisbenchError
+from nevisbench.jsonout import dumps
 
 __all__ = ["main"]
 
@@ -141,9 +141,9 @@ def _data(args: argparse.Namespace, console: Console) -> None:
 
     rows = status_rows(root, args.targets or None, verify=not args.quick)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps(rows))
         return
-    console.print(status_table(rows, root))
+    _print_table(console, status_table(rows, root))
     ready = sum(r["status"] == "ready" for r in rows)
     console.print(f"{ready} of {len(rows)} ready.")
 
@@ -159,7 +159,7 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
 
     report = step_flops(cfg, num_classes=args.num_classes)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(dumps(report))
         return
     table = Table(
         title=f"FLOPs per image: {report['learner']} on {report['backbone']['name']} at "
@@ -172,7 +172,7 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
         for measure in ("algorithmic", "executed"):
             row = report[step][measure]
             table.add_row(step, measure, *(format_flops(row[k]) for k in ("forward", "backward", "total")))
-    console.print(table)
+    _print_table(console, table)
 
 
 def _list(args: argparse.Namespace, console: Console) -> None:
@@ -180,7 +180,7 @@ def _list(args: argparse.Namespace, console: Console) -> None:
 
     if args.what == "learners":
         rows: list[dict[str, Any]] = _learner_rows(group_options("learner"))
-        columns: tuple[str, ...] = ("name", "learner", "description")
+        columns: tuple[str, ...] = ("name", "learner", "status", "description")
     elif args.what == "backbones":
         from nevisbench.backbones import backbone_spec, list_backbones
 
@@ -224,31 +224,47 @@ def _list(args: argparse.Namespace, console: Console) -> None:
         ]
         columns = ("position", "key", "name", "domain", "num_classes", "multi_label")
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps(rows))
         return
     table = Table(title=f"{args.what}" + (f" of stream '{args.stream}'" if args.what == "tasks" else ""), title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
-    console.print(table)
+    _print_table(console, table)
 
 
-def _learner_rows(options: list[str]) -> list[dict[str, str]]:
+def _print_table(console: Console, table: Table) -> None:
+    """Every table of the CLI keeps its columns on a pipe (`nevisbench list backbones | cat`)."""
+    from nevisbench.analysis import print_table
+
+    print_table(console, table)
+
+
+def _learner_rows(options: list[str]) -> list[dict[str, Any]]:
+    """One row per learner option, each with its status: a plugin that fails to load is listed as
+    `broken` with the reason, and never hides the others."""
     from omegaconf import OmegaConf
 
     from nevisbench.config import compose
     from nevisbench.registry import get_learner_class
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for option in options:
-        cfg = compose([f"learner={option}"])
-        cls = get_learner_class(cfg.learner.name)
+        try:
+            cfg = compose([f"learner={option}"])
+            cls = get_learner_class(cfg.learner.name)
+        except NevisbenchError as exc:
+            rows.append({"name": option, "learner": option, "status": "broken", "description": str(exc), "reason": str(exc),
+                         "config": None})
+            continue
         rows.append(
             {
                 "name": option,
                 "learner": cfg.learner.name,
+                "status": "ok",
                 "description": _description(option, cls),
+                "reason": None,
                 "config": {k: v for k, v in cast(dict, OmegaConf.to_container(cfg.learner)).items() if k != "name"},
             }
         )
@@ -268,20 +284,21 @@ def _description(option: str, cls: type) -> str:
     return doc[0] if doc else ""
 
 
-def _sweep_job_takes_sigint() -> None:
-    """A sweep job's run, started from the background of a non-interactive shell (nohup, `cmd &`,
-    some CI runners), inherits SIGINT ignored: the sweep's Ctrl-C (a preemption's stop,
-    `stop_process`) then never reached it, and a preempted job ran on to its end. Take it back."""
+def _sweep_takes_sigint(command: str) -> None:
+    """A sweep, or a sweep job's run, started from the background of a non-interactive shell
+    (nohup, `cmd &`, some CI runners), inherits SIGINT ignored: `kill -INT` of the sweep, or the
+    sweep's Ctrl-C to its jobs (a preemption's stop, `stop_process`), never reached it, and it ran
+    on to its end. Both take the KeyboardInterrupt handler back."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV
 
-        if os.environ.get(EXACT_RUN_DIR_ENV):
+        if command == "sweep" or os.environ.get(EXACT_RUN_DIR_ENV):
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _sweep_job_takes_sigint()
+    _sweep_takes_sigint(args.command)
     console = Console()
     # a DDP rank > 0 (started by Lightning re-running this command; run/task/distributed.py RUN_DIR_ENV)
     # leaves the talking to rank 0

@@ -22,12 +22,13 @@ def _entry_points() -> dict[str, EntryPoint]:
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found and found[ep.name].value != ep.value:
-            raise PluginError(
-                f"Learner '{ep.name}' is registered twice: by '{found[ep.name].value}' and by "
-                f"'{ep.value}'. Uninstall one of the packages."
-            )
-        found[ep.name] = ep
+            # refused when that name is asked for (get_learner_class); the other learners stay usable
+            _twice.setdefault(ep.name, [found[ep.name].value]).append(ep.value)
+        found.setdefault(ep.name, ep)
     return found
+
+
+_twice: dict[str, list[str]] = {}  # learner names registered by several packages: their targets
 
 
 def is_builtin(name: str) -> bool:
@@ -47,6 +48,9 @@ def get_learner_class(name: str) -> type[Learner]:
     eps = _entry_points()
     if name not in eps:
         raise choice_error("learner", name, eps, fix="See `nevisbench list learners`.")
+    if name in _twice:
+        raise PluginError(f"Learner '{name}' is registered twice: by {' and by '.join(repr(v) for v in _twice[name])}. "
+                          "Uninstall one of the packages.")
     try:
         cls = eps[name].load()
     except Exception as exc:

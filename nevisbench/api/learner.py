@@ -163,27 +163,62 @@ def _verbs() -> set[str]:
     return {name for name in vars(Learner) if not name.startswith("_")}
 
 
+# the upgrade from each earlier API version (what a plugin written for it changes)
+UPGRADES = {1: "rename setup(backbone) to prepare(backbone) and build_module(backbone, task) to "
+               "begin_task(task, backbone) (it returns the task's LightningModule), then set api_version = 2"}
+# class attributes a plugin may set: (check, what it must be)
+_ATTRIBUTES: dict[str, tuple[Any, str]] = {
+    "api_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), f"an int (api_version = {API_VERSION})"),
+    "helpers": (lambda v: isinstance(v, (tuple, list)) and all(isinstance(h, str) for h in v),
+                "a tuple of method names, e.g. helpers = (\"my_method\",); () for none"),
+    "supports_ddp": (lambda v: isinstance(v, bool), "True or False"),
+    "brings_backbone": (lambda v: isinstance(v, bool), "True or False"),
+    "backbone_families": (lambda v: v is None or (isinstance(v, (tuple, list)) and all(isinstance(f, str) for f in v)),
+                          "None or a tuple of backbone family names"),
+}
+# where a mixin's methods are nobody's business: Python's own classes
+_PYTHON_MODULES = ("builtins", "abc", "typing", "collections.abc", "_collections_abc")
+
+
+def _version_problem(version: Any) -> str | None:
+    if version == API_VERSION:
+        return None
+    if isinstance(version, int) and version < API_VERSION:
+        how = UPGRADES.get(version, f"port it to the verbs of version {API_VERSION} and set api_version = {API_VERSION}")
+        return (f"is written for learner API version {version}, but this nevisbench has version {API_VERSION}: "
+                f"{how} (docs/writing-a-learner.md)")
+    return (f"is written for learner API version {version}, but this nevisbench has version {API_VERSION}, an older "
+            "one: upgrade nevisbench (pip install -U nevisbench), or install a release of the plugin written for "
+            f"version {API_VERSION}")
+
+
 def check_api(cls: type[Learner]) -> str | None:
     """Why the API would not call what plugin class `cls` defines (one line), or None when it fits:
-    an `api_version` other than this nevisbench's, or a public method that is neither a verb nor
-    listed in `helpers`."""
-    if cls.api_version != API_VERSION:
-        return (f"is written for learner API version {cls.api_version}, but this nevisbench has version "
-                f"{API_VERSION}; see docs/writing-a-learner.md")
+    a class attribute of the wrong type, an `api_version` other than this nevisbench's, or a public
+    method that is neither a verb nor listed in `helpers`, defined by the class, a base class or
+    a mixin (anything but Learner and Python's own classes)."""
+    for name, (check, what) in _ATTRIBUTES.items():
+        value = getattr(cls, name, None)
+        if not check(value):
+            return f"sets {name} = {value!r}: it must be {what}"
+    problem = _version_problem(cls.api_version)
+    if problem is not None:
+        return problem
     verbs, helpers = _verbs(), set(cls.helpers)
     if _positional(cls.begin_task) < 2:
         return "defines begin_task(task), the API 1 signature; the harness calls begin_task(task, backbone)"
     for klass in cls.__mro__:
-        if klass is Learner or not issubclass(klass, Learner):
+        if klass in Learner.__mro__ or klass.__module__ in _PYTHON_MODULES:
             continue
         for name, value in vars(klass).items():
             function = getattr(value, "__func__", value)
             if name.startswith("_") or name in verbs or name in helpers or not callable(function) or isinstance(value, type):
                 continue
+            where = "" if klass is cls else f" (in {klass.__name__})"
             if name in RETIRED:
-                return (f"defines {name}(), which the learner API no longer calls; "
+                return (f"defines {name}(){where}, which the learner API no longer calls; "
                         f"implement {RETIRED[name]}() instead")
             hooks = ", ".join(sorted(verbs - {"Config", "helpers", "api_version", "supports_ddp"}))
-            return (f"defines {name}(), which is not a hook of the learner API (hooks: {hooks}); "
+            return (f"defines {name}(){where}, which is not a hook of the learner API (hooks: {hooks}); "
                     f"the harness would never call it. Rename it _{name} or list it in `helpers`")
     return None
