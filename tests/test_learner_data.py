@@ -93,3 +93,53 @@ def test_forgetting_scores_from_the_accuracy_matrix():
     assert scores["backward_transfer"] == pytest.approx(((0.5 - 0.9) + (0.75 - 0.8)) / 2)
     assert scores["forgetting"] == pytest.approx(((0.9 - 0.5) + (0.8 - 0.75)) / 2)
     assert continual_scores([{"task": "a", "test_error": 0.1}]) is None
+
+
+def test_a_learner_holds_no_way_to_move_the_stream_on(data):
+    """`context.data.enter(i + 1)` let a learner draw the next task's data before it started."""
+    import copy
+    import pickle
+
+    data.enter(0)
+    view = data.for_learner()
+    assert not any(hasattr(view, name) for name in ("enter", "task_data", "_data", "_current"))
+    assert [t.key for t in view.tasks()] == ["digits"] and view.num_train(0) == data.num_train(0)
+    with pytest.raises(PluginError, match="task 1 is not available"):
+        view.train_batch(1, 4)
+    assert copy.deepcopy(view) is view and [t.key for t in pickle.loads(pickle.dumps(view)).tasks()] == ["digits"]
+
+
+def test_a_built_learner_gets_the_view(tiny):
+    from nevisbench.run.learner.data import LearnerData
+    from nevisbench.run.learner.plugin import build_learner
+
+    cfg = compose([*tiny, "stream.tasks=[digits,faces]"])
+    learner = build_learner(cfg, 8, data=StreamData(cfg, get_stream("demo").select(["digits", "faces"]).tasks))
+    assert isinstance(learner.context.data, LearnerData) and not hasattr(learner.context.data, "enter")
+
+
+@pytest.mark.parametrize("bad", [[0.9, 1.7], [True], torch.tensor([True, False]), torch.tensor([0.0, 1.0]),
+                                 [[0, 1]], "01", 3, None, [0, None]])
+def test_indices_that_are_not_integers_are_refused_in_one_line(data, bad):
+    import numpy as np
+
+    data.enter(0)
+    with pytest.raises(PluginError, match="context.data.train_examples: indices") as info:
+        data.train_examples(0, bad)
+    assert "\n" not in str(info.value)
+    mask = np.zeros(data.num_train(0), dtype=bool)
+    mask[0] = True
+    with pytest.raises(PluginError, match="must be integers"):
+        data.for_learner().train_examples(0, mask)  # a boolean mask of one example returned 1,006 examples
+
+
+def test_integer_indices_of_every_kind_are_taken(data):
+    import numpy as np
+
+    data.enter(0)
+    expected = data.train_examples(0, [1, 3])[1]
+    for good in ((1, 3), range(1, 4, 2), np.array([1, 3], dtype=np.uint8), torch.tensor([1, 3], dtype=torch.int32),
+                 [np.int64(1), 3]):
+        assert torch.equal(data.train_examples(0, good)[1], expected)
+    with pytest.raises(PluginError, match=r"indices must lie in 0\.\."):
+        data.train_examples(0, np.array([-1]))

@@ -21,14 +21,14 @@ from torch import nn
 
 from nevisbench.api.learner import Learner
 from nevisbench.api.types import TaskInfo
-from nevisbench.errors import PluginError
+from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import plugin_hook
 from nevisbench.tasks.loader import BatchLoader
 
 __all__ = ["Revisits", "continual_scores"]
 
-Evaluate = Callable[[nn.Module, TaskInfo, BatchLoader], float]
+Evaluate = Callable[[nn.Module, TaskInfo, BatchLoader, str], float]
 SPLITS = ("test", "dev")
 
 
@@ -51,24 +51,44 @@ class Revisits:
             self.heads[index] = copy.requires_grad_(False)
 
     def score(self, index: int, module: L.LightningModule, learner: Learner, data: StreamData, evaluate: Evaluate,
-              device: torch.device) -> dict[str, Any] | None:
-        """Score tasks 0..index-1 with the model as it is after task `index`; None when off."""
+              device: torch.device, failed: dict[int, str] | None = None) -> dict[str, Any] | None:
+        """Score tasks 0..index-1 with the model as it is after task `index`; None when off. An earlier
+        task that `failed` (index -> its error) has no model to revisit: it is skipped, and so is one
+        whose revisit outputs are not finite; each is recorded under `skipped` (task -> why) with
+        null errors, and the others are scored."""
         if not self.enabled or index == 0:
             return None
-        out: dict[str, Any] = {"tasks": [], **{f"{split}_error": [] for split in SPLITS}}
+        out: dict[str, Any] = {"tasks": [], **{f"{split}_error": [] for split in SPLITS}, "skipped": {}}
         for j, task in enumerate(data.tasks()[:index]):
-            head = self.heads.get(j)
-            with plugin_hook(self.learner_name, f"revisit_module({task.key})"):
-                model = learner.revisit_module(task, module, None if head is None else head.to(device))
-                if not isinstance(model, nn.Module):
-                    raise PluginError(f"revisit_module returned {type(model).__name__}, expected an nn.Module")
-            split_data = data._data(j)
             out["tasks"].append(task.key)
+            errors = {split: None for split in SPLITS}
+            if j in (failed or {}):
+                out["skipped"][task.key] = f"the task failed: {(failed or {})[j]}"
+            else:
+                try:
+                    errors = self._errors(j, task, module, learner, data, evaluate, device)
+                except TaskFailed as exc:
+                    out["skipped"][task.key] = str(exc)
             for split in SPLITS:
-                loader = BatchLoader(getattr(split_data, split), batch_size=int(self.cfg.data.eval_batch_size),
-                                     image_size=int(self.cfg.data.image_size), train=False, device=device, resident=False)
-                out[f"{split}_error"].append(evaluate(model, task, loader))
+                out[f"{split}_error"].append(errors[split])
+        if not out["skipped"]:
+            del out["skipped"]
         return out
+
+    def _errors(self, j: int, task: TaskInfo, module: L.LightningModule, learner: Learner, data: StreamData,
+                evaluate: Evaluate, device: torch.device) -> dict[str, float | None]:
+        head = self.heads.get(j)
+        with plugin_hook(self.learner_name, f"revisit_module({task.key})"):
+            model = learner.revisit_module(task, module, None if head is None else head.to(device))
+            if not isinstance(model, nn.Module):
+                raise PluginError(f"revisit_module returned {type(model).__name__}, expected an nn.Module")
+        split_data = data.task_data(j)
+        errors: dict[str, float | None] = {}
+        for split in SPLITS:
+            loader = BatchLoader(getattr(split_data, split), batch_size=int(self.cfg.data.eval_batch_size),
+                                 image_size=int(self.cfg.data.image_size), train=False, device=device, resident=False)
+            errors[split] = evaluate(model, task, loader, split)
+        return errors
 
     def state_dict(self) -> dict[str, Any]:
         return {str(i): {k: v.clone() for k, v in head.state_dict().items()} for i, head in self.heads.items()}

@@ -25,7 +25,7 @@ from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
-from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted
+from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.registry import get_learner_class
 from nevisbench.run.learner.backbone import describe_backbone, start_backbone
 from nevisbench.run.learner.data import StreamData
@@ -200,7 +200,7 @@ class StreamRunner:
         self.name = cfg.learner.name
         self.data = StreamData(cfg, tasks)  # what the learner may draw: train splits of the tasks so far
         if learner is not None:  # a learner built by the caller (benchmarks) draws from this run's data too
-            learner.context = dataclasses.replace(learner.context, data=self.data)
+            learner.context = dataclasses.replace(learner.context, data=self.data.for_learner())
         self.learner = learner or build_learner(cfg, feature_dim, data=self.data)
         self.revisits = Revisits(cfg, self.name)  # eval.revisit: earlier tasks scored again after each task
         self.feature_dim = feature_dim
@@ -272,12 +272,11 @@ class StreamRunner:
             self.meter.task = merge_tallies(winner.tally, [t.tally for t in trials if t is not winner])
             trainer.winner_module(search, winner, task, data, seed)
         start = time.perf_counter()
-        scores = {name: trainer.evaluate(winner.module, task, winner.loaders[name], winner.trainer)
-                  if winner.failure is None and name in winner.loaders else None for name in ("dev_test", "test")}
+        scores, unscored = self._scores(trainer, winner, task)
         wall = time.perf_counter() - start + sum(t.seconds for t in trials)
         if winner.failure is None:
             self.learner = winner.learner
-        failure = winner.failure or self._end_task(task, winner.module)
+        failure = winner.failure or unscored or self._end_task(task, winner.module)
         revisit = None
         if failure is None and self.revisits.enabled:
             revisit, failure = self._revisit(trainer, winner, task)
@@ -299,6 +298,17 @@ class StreamRunner:
         search.clear()
         return line
 
+    def _scores(self, trainer: TaskTrainer, winner: Trial, task: TaskInfo) -> tuple[dict[str, float | None], str | None]:
+        """The winner's dev_test and test errors, and why they are not scored (outputs that are not finite)."""
+        scores: dict[str, float | None] = {"dev_test": None, "test": None}
+        try:
+            for name in scores:
+                if winner.failure is None and name in winner.loaders:
+                    scores[name] = trainer.evaluate(winner.module, task, winner.loaders[name], winner.trainer, name)
+        except TaskFailed as exc:
+            return {name: None for name in scores}, str(exc)
+        return scores, None
+
     def _end_task(self, task: TaskInfo, module: L.LightningModule) -> str | None:
         """The learner's end_task and the scenario's hand-over; a failure is recorded, not lost."""
         try:
@@ -316,9 +326,11 @@ class StreamRunner:
         before = self.meter.task.eval
         try:
             self.revisits.keep_head(task.index, winner.module)
+            failed = {int(line["index"]): str(line.get("error")) for line in self.store.read_results() if line["status"] != "ok"}
             scores = self.revisits.score(task.index, winner.module, self.learner, self.data,
-                                         lambda model, earlier, loader: trainer.evaluate(model, earlier, loader, winner.trainer),
-                                         trainer.device)
+                                         lambda model, earlier, loader, split: trainer.evaluate(model, earlier, loader,
+                                                                                                winner.trainer, split),
+                                         trainer.device, failed)
         except PluginError as exc:
             return None, str(exc)
         return (None if scores is None else {**scores, "flops": self.meter.task.eval - before}), None

@@ -7,12 +7,18 @@ tricks: keep example *indices* in the learner's `state_dict` (small, saved and r
 and draw their images again with `train_examples`. Every tensor handed out is a fresh copy, so a
 learner cannot change the stream's data. Whatever flows through the model is charged like any
 other compute: in `training_step` as training, in `end_task` as the meter charges that hook.
+
+A learner holds a `LearnerData` (`StreamData.for_learner()`): the four draws and nothing else, so
+it cannot move the stream on (`enter` is the runner's) to see a task before that task starts.
+Indices are integer lists or integer arrays (numpy, torch) within the split; anything else (floats,
+a boolean mask, nested lists) is refused in one line instead of being cast.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from numbers import Integral
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +30,34 @@ from nevisbench.errors import PluginError
 from nevisbench.tasks.catalog import TaskSpec
 from nevisbench.tasks.loader import BatchLoader, TaskData
 
-__all__ = ["StreamData"]
+__all__ = ["StreamData", "LearnerData"]
+
+
+def _picks(indices: object, n: int, key: str) -> torch.Tensor:
+    """`indices` as a long tensor, refused unless it is integers (a list, tuple, range, numpy or
+    torch integer array; never bool, float or nested) within 0..n-1."""
+    import numpy as np
+
+    where = f"context.data.train_examples: indices for task {key!r}"
+    if isinstance(indices, torch.Tensor) or isinstance(indices, np.ndarray):
+        kind = indices.dtype
+        integer = (not kind.is_floating_point and not kind.is_complex and kind != torch.bool) \
+            if isinstance(indices, torch.Tensor) else np.dtype(kind).kind in "iu"
+        if not integer:
+            raise PluginError(f"{where} must be integers (a list or an integer array), got an array of {kind}")
+        values = [int(v) for v in indices.reshape(-1).tolist()]
+    elif isinstance(indices, (list, tuple, range)):
+        bad = [v for v in indices if isinstance(v, (bool, np.bool_)) or not isinstance(v, Integral)][:1]
+        if bad:
+            raise PluginError(f"{where} must be integers (a list or an integer array), got {type(bad[0]).__name__} "
+                              f"{bad[0]!r:.40}")
+        values = [int(v) for v in indices]
+    else:
+        raise PluginError(f"{where} must be a list or an integer array, got {type(indices).__name__}")
+    if values and (min(values) < 0 or max(values) >= n):
+        raise PluginError(f"context.data.train_examples: indices must lie in 0..{n - 1} for task "
+                          f"{key!r}, got {min(values)}..{max(values)}")
+    return torch.tensor(values, dtype=torch.long)
 
 
 class StreamData:
@@ -45,12 +78,20 @@ class StreamData:
         self._current = -1
         self._loaded: OrderedDict[int, TaskData] = OrderedDict()
 
-    # -- driven by the runner ------------------------------------------------------------------
+    # -- driven by the runner (never handed to a learner: see `for_learner`) -----------------------
     def enter(self, index: int, data: TaskData | None = None) -> None:
         """The stream has reached task `index` (its data, when the runner already loaded it)."""
         self._current = index
         if data is not None:
             self._remember(index, data)
+
+    def for_learner(self) -> LearnerData:
+        """What a learner holds as `context.data`: the draws, without `enter`."""
+        return LearnerData(self)
+
+    def task_data(self, index: int) -> TaskData:
+        """Every split of a task the stream has reached (the harness's revisit evaluation)."""
+        return self._data(self._index(index))
 
     # -- what a learner calls ------------------------------------------------------------------
     def tasks(self) -> list[TaskInfo]:
@@ -78,11 +119,7 @@ class StreamData:
         """The training examples of `task` at `indices` (positions in its training split, 0-based),
         e.g. an exemplar memory kept as indices in the learner's state."""
         index = self._index(task)
-        picks = torch.as_tensor(indices, dtype=torch.long).flatten()
-        n = self.num_train(index)
-        if picks.numel() and (int(picks.min()) < 0 or int(picks.max()) >= n):
-            raise PluginError(f"context.data.train_examples: indices must lie in 0..{n - 1} for task "
-                              f"{self._specs[index].key!r}, got {int(picks.min())}..{int(picks.max())}")
+        picks = _picks(indices, self.num_train(index), self._specs[index].key)
         return self._examples(index, picks, augment=augment, generator=generator, device=device)
 
     # -- inside ----------------------------------------------------------------------------------
@@ -146,3 +183,40 @@ class StreamData:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["cfg"], state["specs"])  # type: ignore[misc]
         self._current = state["current"]
+
+
+class LearnerData:
+    """`context.data` as a learner holds it: the draws of `StreamData` (tasks, num_train,
+    train_batch, train_examples) and nothing that moves the stream on."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: StreamData) -> None:
+        self._stream = stream
+
+    def tasks(self) -> list[TaskInfo]:
+        return self._stream.tasks()
+
+    def num_train(self, task: TaskInfo | int) -> int:
+        return self._stream.num_train(task)
+
+    def train_batch(self, task: TaskInfo | int, batch_size: int, *, generator: torch.Generator | None = None,
+                    augment: bool = True, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        return self._stream.train_batch(task, batch_size, generator=generator, augment=augment, device=device)
+
+    def train_examples(self, task: TaskInfo | int, indices: Sequence[int] | torch.Tensor, *, augment: bool = False,
+                       generator: torch.Generator | None = None,
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        return self._stream.train_examples(task, indices, augment=augment, generator=generator, device=device)
+
+    tasks.__doc__, num_train.__doc__ = StreamData.tasks.__doc__, StreamData.num_train.__doc__
+    train_batch.__doc__, train_examples.__doc__ = StreamData.train_batch.__doc__, StreamData.train_examples.__doc__
+
+    def __repr__(self) -> str:
+        return repr(self._stream)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LearnerData:  # one stream, however often a learner is copied
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a search worker's kit: the stream's handle
+        return (LearnerData, (self._stream,))

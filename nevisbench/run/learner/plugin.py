@@ -18,6 +18,7 @@ from nevisbench.api.learner import Learner, LearnerContext
 from nevisbench.compute.flops import arm_threads, counting_outside, take_pending
 from nevisbench.errors import NevisbenchError, PluginError, TaskFailed
 from nevisbench.registry import get_learner_class, is_builtin
+from nevisbench.run.learner.data import StreamData
 
 __all__ = ["build_learner", "plugin_hook"]
 
@@ -49,8 +50,8 @@ def build_learner(cfg: DictConfig, feature_dim: int | None, cls: type | None = N
         take_pending()
     cls = cls or get_learner_class(cfg.learner.name)
     arm_threads()  # before the plugin's code runs: any thread it starts is counted
-    context = LearnerContext(scenario=cfg.scenario, seed=cfg.seed, image_size=cfg.data.image_size,
-                             train=cfg.train, feature_dim=feature_dim, data=data)
+    context = LearnerContext(scenario=cfg.scenario, seed=cfg.seed, image_size=cfg.data.image_size, train=cfg.train,
+                             feature_dim=feature_dim, data=data.for_learner() if isinstance(data, StreamData) else data)
     try:
         with counting_outside():
             return cls(OmegaConf.to_object(cfg.learner), context)

@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
 from nevisbench.compute.flops import FlopMeter, StepCounter, counting_outside, structure_signature
-from nevisbench.errors import PluginError
+from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.run.task import compiling
 
 __all__ = ["evaluate"]
@@ -48,6 +48,7 @@ def evaluate(
     multi_label: bool = False,
     forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     kind: str = "eval",
+    split: str = "evaluation",
 ) -> float:
     """Top-1 error of `module` on `loader` (1 - macro mean average precision on multi-label tasks,
     as Nevis scores Pascal VOC), charged to `meter` as `kind` compute (FLOPs and seconds).
@@ -56,10 +57,15 @@ def evaluate(
     Batches are counted under the meter's policy, keyed by the batch's structure signature (a
     changed model is counted again; a forward whose cost varies between calls is counted until
     two counts agree, then audited).
+
+    Outputs that are not finite (NaN or inf: broken weights, e.g. a NaN in a BatchNorm running mean)
+    are never scored as predictions (argmax would pick class 0 and give a believable error): the
+    task fails (`TaskFailed`) naming `split` and the share of its examples affected.
     """
     flags = {m: m.training for m in module.modules()}
     device = next(module.parameters()).device
     metric = _metric(num_classes, multi_label, device)
+    seen, broken = 0, torch.zeros((), dtype=torch.long, device=device)
     _sync(device)
     start, compiled = time.perf_counter(), compiling.seconds()
     with counting_outside():  # a module's own train()/eval() is not evaluation: charged to training
@@ -80,6 +86,8 @@ def evaluate(
                     logits = module(x)
                 meter.charge_eval(per_sample, int(x.shape[0]), kind=kind)
                 _check_logits(logits, int(x.shape[0]), num_classes)
+                broken += (~torch.isfinite(logits).all(dim=1)).sum()  # no host sync per batch
+                seen += int(x.shape[0])
                 if multi_label:
                     metric.update(torch.sigmoid(logits.float()), y.int())
                 else:
@@ -93,4 +101,7 @@ def evaluate(
     compiled = compiling.seconds() - compiled  # trainer.compile=true: compile time is reported on its own
     meter.charge_seconds(kind, time.perf_counter() - start - compiled)
     meter.charge_seconds("compile", compiled)
+    if int(broken):
+        raise TaskFailed(f"the model's outputs are not finite (NaN or inf) on {int(broken) / seen:.1%} of the {split} "
+                         f"split ({int(broken)} of {seen} examples): its predictions are not scored")
     return error

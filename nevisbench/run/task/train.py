@@ -136,8 +136,10 @@ class TaskTrainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         return module
 
-    def evaluate(self, module: torch.nn.Module, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer) -> float:
-        """The module's error on `loader`, charged to the task's `eval`."""
+    def evaluate(self, module: torch.nn.Module, task: TaskInfo, loader: BatchLoader, trainer: L.Trainer,
+                 split: str = "dev") -> float:
+        """The module's error on `loader` (task `split`), charged to the task's `eval`; outputs that
+        are not finite fail the task (TaskFailed)."""
         before = (self.meter.task.eval, self.meter.task.executed_eval)
         with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
             try:
@@ -148,9 +150,12 @@ class TaskTrainer:
                     num_classes=task.num_classes,
                     multi_label=task.multi_label,
                     forward_context=trainer.precision_plugin.forward_context,
+                    split=split,
                 )
             except PluginError as exc:  # the evaluation's check of what forward() returned: name learner and task
                 raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc
+            except TaskFailed as exc:
+                raise TaskFailed(f"task '{task.key}': {exc}") from None
         if trainer.world_size == 1:
             return error
         # DDP: every rank evaluated its replica; the evaluation is charged once, at the largest
@@ -231,7 +236,10 @@ class TaskTrainer:
         if linear is not None and linear.final_error is not None:
             dev_error = linear.final_error  # dm_nevis ranks a trial by its last validation (it scores the best-dev model)
         if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
-            dev_error = self.evaluate(module, task, loaders["dev"], trainer)
+            try:
+                dev_error = self.evaluate(module, task, loaders["dev"], trainer)
+            except TaskFailed as exc:
+                failure = str(exc)
         return Trial(
             k=k,
             overrides=overrides,
