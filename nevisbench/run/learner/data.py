@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from numbers import Integral
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
