@@ -138,6 +138,9 @@ def _open_folder(cfg: DictConfig, planned: list[str], console: Console, *, write
         return RunFolder.reopen(Path(os.environ[RUN_DIR_ENV]), planned, follower=True)
     if cfg.resume:
         folder = RunFolder.reopen(Path(cfg.resume), planned)
+        if folder.unverified:
+            print_warning(console, f"{folder.name} has no digest of its config.yaml (started before nevisbench wrote one): "
+                                   "the file is taken as it is, unchecked")
         if not folder.done:
             console.print(f"Resuming [cyan]{folder.name}[/]: {len(folder.finished)} of {len(planned)} tasks finished.")
     else:

@@ -5,6 +5,7 @@
               summary.json      written when the stream finished (a finished run)
               .lock             held while a process writes the run
               state/            resume state, removed when the run finishes:
+                config.sha256                the digest of config.yaml as the run started (resume checks it)
                 after_task_<i>.pt            learner, scenario and stream FLOPs after task i
                 task_<i>.ckpt                task i's mid-task Lightning checkpoint (search=none)
                 task_<i>_trial_<k>.ckpt      trial k's mid-trial checkpoint
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "is_run", "task_state", "task_states",
+__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "is_run", "task_state", "task_states",
            "task_checkpoint", "search_dir", "trial_checkpoint", "trial_checkpoints", "trial_record", "trial_weights",
            "trial_weights_files", "trial_kit"]
 
@@ -27,6 +28,7 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
 STATE = "state"
+CONFIG_DIGEST = "config.sha256"  # in STATE
 
 
 def is_run(path: Path) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -99,7 +100,30 @@ class ResultsStore:
 
     @_writes
     def write_config(self, text: str) -> None:
+        """config.yaml, then its digest (state/config.sha256): what resume checks the file against."""
         atomic_write_text(self.run_dir / self.CONFIG, text)
+        atomic_write_text(self.state_dir / layout.CONFIG_DIGEST, self.config_digest() + "\n")
+
+    def config_digest(self) -> str:
+        """The sha256 of config.yaml as it is now."""
+        try:
+            return hashlib.sha256((self.run_dir / self.CONFIG).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DataError(f"Cannot resume: {self.run_dir / self.CONFIG} cannot be read ({exc.strerror})") from None
+
+    def check_config(self) -> bool:
+        """Refuse a config.yaml edited since the run started (its digest differs from the one written
+        then); False when there is no digest to check against (a run folder older than the digest)."""
+        path = self.run_dir / layout.STATE / layout.CONFIG_DIGEST
+        try:
+            started = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return False
+        if started != self.config_digest():
+            raise DataError(f"Cannot resume: {self.run_dir / self.CONFIG} was changed after the run started (its "
+                            f"sha256 differs from {path}); a resumed run must go on as it began. Restore the file, "
+                            "or start a new run with the new settings")
+        return True
 
     def read_results(self) -> list[dict[str, Any]]:
         """Finished task lines; a torn or malformed line is reported, never silently dropped."""
@@ -146,6 +170,7 @@ class ResultsStore:
     def save_task_state(self, index: int, state: dict[str, Any]) -> None:
         import torch
 
+        state = {**state, "config_sha256": self.config_digest()}  # checked when the run resumes from it
         atomic_write_bytes(layout.task_state(self.state_dir, index), lambda handle: torch.save(state, handle))
 
     def load_task_state(self, index: int) -> tuple[Path, dict[str, Any]]:
@@ -160,6 +185,9 @@ class ResultsStore:
             raise DataError(f"Cannot resume: the state after task {index} ({path}) is missing or unreadable: {reason}") from None
         if not isinstance(state, dict) or not {"learner", "scenario", "meter"} <= state.keys():
             raise DataError(f"Cannot resume: the state after task {index} ({path}) is not a nevisbench state file")
+        if "config_sha256" in state and state["config_sha256"] != self.config_digest():  # older states have none
+            raise DataError(f"Cannot resume: {self.run_dir / self.CONFIG} is not the config the state after task "
+                            f"{index} ({path}) was saved with; restore it, or start a new run")
         return path, state
 
     def check_checkpoint(self, path: Path) -> None:
@@ -197,6 +225,18 @@ class ResultsStore:
         if not isinstance(summary, dict) or "tasks" not in summary:
             raise DataError(f"{path} is not a run summary; delete it and resume to write it again")
         return summary
+
+    def check_summary(self, summary: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        """Refuse a summary that is not the summary of the committed `lines`: a run is finished only
+        when its summary lists exactly the tasks results.jsonl holds (one or more), with their statuses."""
+        path = self.run_dir / self.SUMMARY
+        tasks = summary.get("tasks")
+        listed = [(t.get("task"), t.get("status")) for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else None
+        committed = [(line.get("task"), line.get("status")) for line in lines]
+        if not committed or listed != committed:
+            what = f"{len(listed)} task(s)" if listed is not None else "no task list"
+            raise DataError(f"{path} does not match {self.results_path} (it lists {what}, results.jsonl commits "
+                            f"{len(committed)}); delete it and resume to write it again")
 
     @_writes
     def remove_stale_temporaries(self) -> None:

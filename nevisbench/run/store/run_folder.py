@@ -81,6 +81,7 @@ class RunFolder:
     finished: list[dict[str, Any]] = field(default_factory=list)  # results lines already committed
     done: bool = False  # summary.json exists: nothing left to do
     summary_lost: str | None = None  # every task is committed, but summary.json is missing or unreadable (why)
+    unverified: bool = False  # a reopened folder with no digest of its config to check (older than the digest)
     _lock: IO[str] | None = None
 
     @property
@@ -109,14 +110,16 @@ class RunFolder:
         try:
             folder.store.remove_stale_temporaries()
             damaged = None
+            folder.unverified = not folder.store.check_config()  # config.yaml, state and summary checked before anything
+            lines = folder.store.read_results()
             if (folder.path / layout.SUMMARY).exists():
                 try:
-                    folder.store.read_summary()
+                    folder.store.check_summary(folder.store.read_summary(), lines)
                     folder.done = True
                     return folder
                 except DataError as exc:  # not "finished": an error, unless every task is committed (below)
                     damaged = exc
-            folder.finished = folder.store.read_results()
+            folder.finished = lines
             for number, line in enumerate(folder.finished, start=1):
                 missing = [k for k in RESUMED_KEYS if k not in line]
                 if missing:
