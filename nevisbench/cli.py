@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nevisbench import layout
 from nevisbench.errors import NevisbenchError
 from nevisbench.jsonout import dumps
 
@@ -300,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _sweep_takes_sigint(args.command)
     console = Console()
-    # a DDP rank > 0 (started by Lightning re-running this command; run/task/distributed.py RUN_DIR_ENV)
+    # a DDP rank > 0 (started by Lightning re-running this command, told its run folder by DDP_RUN_DIR_ENV)
     # leaves the talking to rank 0
-    follower = os.environ.get("NEVISBENCH_DDP_RUN_DIR") is not None and os.environ.get("LOCAL_RANK", "0") != "0"
+    follower = os.environ.get(layout.DDP_RUN_DIR_ENV) is not None and os.environ.get("LOCAL_RANK", "0") != "0"
     errors = Console(stderr=True, quiet=follower)
     try:
         if args.command == "run":

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nevisbench import layout
+
 __all__ = ["check_learner", "run_learner", "RESULT_KEYS", "SUMMARY_KEYS"]
 
 RESULT_KEYS = {"task", "index", "domain", "num_classes", "test_error", "dev_test_error", "selected", "steps", "flops",
@@ -88,8 +90,8 @@ def _watching(learner: str) -> Iterator[dict[str, dict[str, Any]]]:
 
 
 def _read(run_dir: Path, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary["_lines"] = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    summary = json.loads((run_dir / layout.SUMMARY).read_text())
+    summary["_lines"] = [json.loads(line) for line in (run_dir / layout.RESULTS).read_text().splitlines()]
     summary["_weights"] = {k: dict(v) for k, v in records.items()}
     return summary
 

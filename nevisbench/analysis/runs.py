@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from nevisbench import layout
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError, DataError
 from nevisbench.run.store.results import ResultsStore
@@ -106,7 +107,7 @@ def _load_summary(run_dir: Path) -> dict[str, Any]:
     except DataError as exc:
         raise UnreadableRun(_one_line(str(exc), 400)) from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise UnreadableRun(f"{run_dir / ResultsStore.SUMMARY}: not JSON ({_one_line(str(exc), 100)})") from None
+        raise UnreadableRun(f"{run_dir / layout.SUMMARY}: not JSON ({_one_line(str(exc), 100)})") from None
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -296,7 +297,7 @@ def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
 def read_run(run_dir: str | Path) -> Run:
     """The finished run in `run_dir`, checked; `UnreadableRun` (naming the file and why) if not."""
     run_dir = Path(run_dir)
-    summary_path, config_path = run_dir / ResultsStore.SUMMARY, run_dir / ResultsStore.CONFIG
+    summary_path, config_path = run_dir / layout.SUMMARY, run_dir / layout.CONFIG
     summary = _load_summary(run_dir)
     config = _load_config(config_path)
     try:
@@ -313,11 +314,11 @@ def run_dirs(path: str | Path) -> list[Path]:
     """The run folders under `path`: a run folder, a folder of runs or a sweep folder (its runs/).
     A folder that holds a summary.json counts, readable or not (the reader then says why not)."""
     path = Path(path)
-    if (path / ResultsStore.SUMMARY).exists():
+    if (path / layout.SUMMARY).exists():
         return [path]
-    for folder in (path, path / "runs"):  # a folder of runs, or a sweep folder (its runs/)
+    for folder in (path, path / layout.SWEEP_RUNS):  # a folder of runs, or a sweep folder (its runs/)
         if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if (p / ResultsStore.SUMMARY).exists())
+            found = sorted(p for p in folder.iterdir() if (p / layout.SUMMARY).exists())
             if found:
                 return found
     raise ConfigError(f"'{path}' holds no finished run: no summary.json in it, in its sub-folders or in its runs/ "

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nevisbench import layout
 from nevisbench.config.compose import compose_checked
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError
@@ -36,7 +37,7 @@ def _read_saved(path: Path, run_dir: str) -> dict[str, Any]:
 def compose_resume(run_dir: str, overrides: list[str]) -> DictConfig:
     """The saved config of `run_dir` with `overrides` applied; refuses changes that matter."""
     path = Path(os.path.expanduser(run_dir))
-    saved_file = path / "config.yaml"
+    saved_file = path / layout.CONFIG
     if not saved_file.is_file():
         raise ConfigError(f"Cannot resume '{run_dir}': it is not a nevisbench run folder (no config.yaml)")
     saved = _read_saved(saved_file, run_dir)

@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
+from nevisbench import layout
 from nevisbench.errors import ConfigError
-from nevisbench.run.store import layout
 from nevisbench.run.store.results import atomic_write_text
 from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV, hold_folder
 from nevisbench.sweep.records import STATES, read_info, read_jobs
@@ -68,8 +68,7 @@ class Job:
 class SweepFolder:
     """Reads and writes one sweep folder; `jobs.jsonl` is rewritten atomically on every change."""
 
-    SWEEP = "sweep.yaml"
-    JOBS = "jobs.jsonl"
+    SWEEP, JOBS = layout.SWEEP, layout.JOBS
 
     def __init__(self, path: Path, info: dict[str, Any], jobs: list[Job], recreated: list[int] | None = None) -> None:
         self.path = Path(path)
@@ -85,13 +84,13 @@ class SweepFolder:
 
     @property
     def runs_dir(self) -> Path:
-        return self.path / "runs"
+        return self.path / layout.SWEEP_RUNS
 
     def run_dir(self, job: Job) -> Path:
         return self.runs_dir / job.name  # a checked name (records.py): never a path out of the folder
 
     def log_path(self, job: Job) -> Path:
-        return self.path / "logs" / f"{job.name}.log"
+        return self.path / layout.SWEEP_LOGS / f"{job.name}.log"
 
     @classmethod
     def hold(cls, path: Path) -> Any:
@@ -107,8 +106,8 @@ class SweepFolder:
         path = Path(path)
         held = held or cls.hold(path)
         try:
-            (path / "logs").mkdir(exist_ok=True)
-            (path / "runs").mkdir(exist_ok=True)
+            (path / layout.SWEEP_LOGS).mkdir(exist_ok=True)
+            (path / layout.SWEEP_RUNS).mkdir(exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"Cannot create sweep_dir '{path}': {exc.strerror}") from None
         folder = cls(path, info, jobs)
@@ -187,7 +186,7 @@ class SweepFolder:
         with self._locked():
             self.jobs = SweepFolder.open(self.path).jobs
             for job in self.jobs:
-                if (self.run_dir(job) / "summary.json").is_file():
+                if layout.is_run(self.run_dir(job)):
                     job.state = "done"
                 elif job.state == "done":  # the run folder was deleted: run it again
                     job.state = "pending"
@@ -227,7 +226,7 @@ def _literal(value: str) -> str:
 def job_command(folder: SweepFolder, job: Job) -> list[str]:
     """`nevisbench run` arguments for the job's next launch: a fresh run, or `resume=` of its folder."""
     run_dir = folder.run_dir(job)
-    if (run_dir / "config.yaml").is_file():
+    if (run_dir / layout.CONFIG).is_file():
         return ["run", f"resume={run_dir}"]  # the run command takes the folder as it is (no quoting)
     if _killed_before_config(run_dir):  # start afresh, in this same folder
         for leftover in run_dir.iterdir():
@@ -275,7 +274,7 @@ def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None,
     run_dir = folder.run_dir(job)
     while run_in_use(run_dir):
         time.sleep(poll_s)
-    if (run_dir / "summary.json").is_file():
+    if layout.is_run(run_dir):
         folder.update(job, state="done", finished=time.time())
         return "done"
     command = job_command(folder, job)
@@ -294,7 +293,7 @@ def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None,
         while process.poll() is None:  # polling, not wait(): a signal handler may stop it meanwhile
             time.sleep(0.25)
         returncode = process.returncode
-    done = returncode == 0 and (run_dir / "summary.json").is_file()
+    done = returncode == 0 and layout.is_run(run_dir)
     if not done and requeued is not None and requeued():
         folder.update(job, state="pending", returncode=returncode, error="preempted: requeued to resume")
         return "pending"

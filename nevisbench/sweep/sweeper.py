@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from nevisbench import layout
 from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
 from nevisbench.errors import ConfigError, NevisbenchError
 from nevisbench.run.store.results import atomic_write_text
@@ -121,7 +122,7 @@ def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[Swee
             for i, overrides_ in enumerate(grid.jobs)]
     if len({j.name for j in jobs}) != len(jobs):
         raise ConfigError("Two jobs of the grid would share a run folder name; the grid repeats a combination")
-    cfg = validate_jobs(jobs, path / "runs", console)  # before anything is written
+    cfg = validate_jobs(jobs, path / layout.SWEEP_RUNS, console)  # before anything is written
     check_job_devices(jobs, launcher)
     if "sweep_dir" not in grid.sweep:  # the same command started meanwhile (validation takes seconds) made one
         path = _matching_sweep(signature) or path
@@ -178,8 +179,8 @@ def run_sweep(overrides: list[str], console: Console) -> int:
         write_comparison(folder, console)
     if counts["failed"] or counts["pending"] or counts["running"]:
         console.print(f"[yellow]{counts['failed']} job(s) failed, {counts['pending'] + counts['running']} not "
-                      f"finished[/]; logs in {escape(str(folder.path / 'logs'))}. Run the same command again (or `nevisbench sweep "
-                      f"resume={folder.path}`) to retry them; finished runs are kept.", soft_wrap=True)
+                      f"finished[/]; logs in {escape(str(folder.path / layout.SWEEP_LOGS))}. Run the same command again "
+                      f"(or `nevisbench sweep resume={folder.path}`) to retry them; finished runs are kept.", soft_wrap=True)
         return 1
     return 0
 
@@ -190,10 +191,11 @@ def write_comparison(folder: SweepFolder, console: Console) -> list[Any]:
     points = collect([folder.path])
     rows = compare_rows(points)
     print_table(console, render_table(rows, title=f"sweep {folder.name}"))
-    atomic_write_text(folder.path / "comparison.csv", to_csv(rows))
-    atomic_write_text(folder.path / "comparison.md", to_markdown(rows))
-    figure = plot_comparison(points, folder.path / "comparison.png")
-    console.print(f"Comparison: {folder.path / 'comparison.csv'}, {folder.path / 'comparison.md'}, {figure}")
+    table, markdown = layout.comparison_file(folder.path, "csv"), layout.comparison_file(folder.path, "md")
+    atomic_write_text(table, to_csv(rows))
+    atomic_write_text(markdown, to_markdown(rows))
+    figure = plot_comparison(points, layout.comparison_file(folder.path, "png"))
+    console.print(f"Comparison: {table}, {markdown}, {figure}")
     if folder.info.get("wandb"):
         log_comparison_wandb(folder, rows, figure, folder.info["wandb"], console)
     return rows

@@ -14,7 +14,7 @@ charged to `train`, every other trial's training to `search`, every dev evaluati
 The space's grammar and the search group's checks live in `nevisbench.config.search_space`.
 
 Each finished trial is recorded in the run's state folder (`<run>/state/search_<task index>/`, names
-in `nevisbench.run.store.layout`, written atomically), so a search interrupted mid-task keeps its finished
+in `nevisbench.layout`, written atomically), so a search interrupted mid-task keeps its finished
 trials and reruns only the unfinished one; every record and the winner's weights are checked when
 read back (`nevisbench.run.store.search_records`).
 """
@@ -30,11 +30,11 @@ import optuna
 import torch
 from omegaconf import OmegaConf
 
+from nevisbench import layout
 from nevisbench.api.types import task_seed
 from nevisbench.compute.flops import FlopTally
 from nevisbench.config.search_space import Dist, parse_space
 from nevisbench.errors import DataError
-from nevisbench.run.store import layout
 from nevisbench.run.store.results import atomic_write_bytes
 from nevisbench.run.store.search_records import check_record, check_weights, weights_digest
 

@@ -1,5 +1,5 @@
 """The results store: `<run dir>/config.yaml`, `results.jsonl` (one line per finished task),
-`summary.json` and the resume state (their names: `nevisbench.run.store.layout`). Every write replaces
+`summary.json` and the resume state (their names: `nevisbench.layout`). Every write replaces
 the file atomically (write a temporary file in the same folder, fsync, rename), so a crash at any
 instant leaves the old file or the new one, never a torn one.
 
@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nevisbench import layout
 from nevisbench.errors import DataError
-from nevisbench.run.store import layout
 from nevisbench.run.store._faults import crash_point
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "sigint_deferred", "ResultsStore"]

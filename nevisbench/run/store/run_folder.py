@@ -14,8 +14,8 @@ from typing import IO, Any
 from omegaconf import DictConfig
 from rich.console import Console
 
+from nevisbench import layout
 from nevisbench.errors import ConfigError, DataError
-from nevisbench.run.store import layout
 from nevisbench.run.store.report import print_warning
 from nevisbench.run.store.results import ResultsStore
 from nevisbench.tasks.cache import STATUS_READY, task_status
@@ -24,7 +24,7 @@ from nevisbench.tasks.catalog import Stream
 __all__ = ["RunFolder", "check_prepared", "hold_folder", "EXACT_RUN_DIR_ENV"]
 
 # set (by a sweep) for a run whose folder must be exactly <out_dir>/<run_name>: refused if it exists
-EXACT_RUN_DIR_ENV = "NEVISBENCH_EXACT_RUN_DIR"
+EXACT_RUN_DIR_ENV = layout.EXACT_RUN_DIR_ENV
 # what a committed results line needs for the stream to go on and be summarised
 RESUMED_KEYS = ("task", "index", "domain", "status", "test_error", "flops", "wall_seconds")
 

@@ -32,12 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nevisbench import layout
 from nevisbench.compute.hardware import world_size
 
 __all__ = ["RUN_DIR_ENV", "world_size", "local_rank", "device_index", "is_writer", "lost_rank", "rank_lost_error",
            "watch_ranks"]
 
-RUN_DIR_ENV = "NEVISBENCH_DDP_RUN_DIR"
+RUN_DIR_ENV = layout.DDP_RUN_DIR_ENV
 # `world_size` (a device fact: how many processes a trainer config trains with) lives in
 # nevisbench.compute.hardware, where config validation reads it too; it is re-exported here
 

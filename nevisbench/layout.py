@@ -1,4 +1,5 @@
-"""The run folder's layout: every file and folder name of a run, spelled here and only here.
+"""The names of the run folder's and the sweep folder's files and folders, and of the environment
+variables that carry a run folder to another process: asked here by every module that opens them.
 
     <run dir>/config.yaml       the composed config (written first)
               results.jsonl     one line per finished task (the commit point of a task)
@@ -12,14 +13,21 @@
                 search_<i>/trial_<k>.pt      trial k's record; trial_<k>_weights.pt its weights
                 search_<i>/start.pt          the task's starting state for search workers
 
-Standard library only: any layer above `run/` (analysis, sweep) may import it.
+    <sweep dir>/sweep.yaml      the sweep's command line and grid
+                jobs.jsonl      every job and its state
+                runs/<job>/     each job's run folder
+                logs/<job>.log  each job's output
+                comparison.csv, comparison.md, comparison.png   the sweep's comparison
+
+Standard library only: any layer above `run/` (analysis, sweep, config, the CLI) may import it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "is_run", "task_state", "task_states",
+__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "SWEEP", "JOBS", "SWEEP_RUNS", "SWEEP_LOGS", "COMPARISON",
+           "DDP_RUN_DIR_ENV", "EXACT_RUN_DIR_ENV", "is_run", "comparison_file", "task_state", "task_states",
            "task_checkpoint", "search_dir", "trial_checkpoint", "trial_checkpoints", "trial_record", "trial_weights",
            "trial_weights_files", "trial_kit"]
 
@@ -30,10 +38,26 @@ LOCK = ".lock"
 STATE = "state"
 CONFIG_DIGEST = "config.sha256"  # in STATE
 
+SWEEP = "sweep.yaml"
+JOBS = "jobs.jsonl"
+SWEEP_RUNS = "runs"
+SWEEP_LOGS = "logs"
+COMPARISON = "comparison"  # comparison.csv, comparison.md, comparison.png
+
+# rank 0 names its run folder to the DDP ranks Lightning launches (they reopen it, read only)
+DDP_RUN_DIR_ENV = "NEVISBENCH_DDP_RUN_DIR"
+# set for a sweep job: its run folder is exactly the one named, never a suffixed one
+EXACT_RUN_DIR_ENV = "NEVISBENCH_EXACT_RUN_DIR"
+
 
 def is_run(path: Path) -> bool:
     """Whether `path` is a finished run's folder (it has its summary)."""
     return (Path(path) / SUMMARY).is_file()
+
+
+def comparison_file(sweep_dir: Path, suffix: str) -> Path:
+    """The sweep's comparison as `suffix` (csv, md, png)."""
+    return Path(sweep_dir) / f"{COMPARISON}.{suffix}"
 
 
 def task_state(state_dir: Path, index: int) -> Path:
