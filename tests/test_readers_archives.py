@@ -183,3 +183,22 @@ def test_readers_stream_archives_instead_of_holding_them(key: str, tmp_path: Pat
         tracemalloc.stop()
     assert count > 0
     assert peak < 0.25 * images * pad, f"{key}: {peak / 2**20:.1f} MiB held while reading {images * pad / 2**20:.1f} MiB of images"
+
+
+def test_extensions_are_matched_as_the_handlers_match_them(tmp_path: Path) -> None:
+    """Caltech cars/motorbikes: the handler reads every member but README and .mat, so an upper-case
+    `.JPG` is an image; Caltech-256: its path pattern names `.jpg`, so a `.JPG` member is not one."""
+    F.build("caltech_cars_motorbikes", tmp_path / "cars")
+    archive = tmp_path / "cars" / "Cars_2001.zip"
+    kind, members = _read_archive(archive)
+    inner_kind, inner = _read_archive(members[0][1])
+    renamed = [(n[:-4] + ".JPG" if n.endswith("_0000.jpg") else n, d) for n, d in inner]
+    archive.write_bytes(_write_archive(kind, [(members[0][0], _write_archive(inner_kind, renamed))]))
+    status = prepare_task("caltech_cars_motorbikes", tmp_path / "root", tmp_path / "cars", size=16, verify=False)
+    assert sum(status["splits"].values()) == 36
+    F.build("caltech256", tmp_path / "c256")
+    archive = tmp_path / "c256" / "256_ObjectCategories.tar"
+    kind, members = _read_archive(archive)
+    archive.write_bytes(_write_archive(kind, [(n[:-4] + ".JPG" if n.endswith("_0001.jpg") else n, d) for n, d in members]))
+    status = prepare_task("caltech256", tmp_path / "root", tmp_path / "c256", size=16, verify=False)
+    assert sum(status["splits"].values()) == 32 - 3

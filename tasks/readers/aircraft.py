@@ -22,7 +22,7 @@ __all__ = ["ARCHIVE", "DATA", "TABLES", "read_fgvc"]
 ARCHIVE = "fgvc-aircraft-2013b.tar.gz"
 DATA = "fgvc-aircraft-2013b/data"
 TABLES = ("families.txt", "images_family_trainval.txt", "images_family_test.txt")
-_IMAGE = re.compile(re.escape(DATA) + r"/images/(\d+)\.jpg")
+_IMAGE = re.compile(re.escape(DATA) + r"/images/(\d+)\.[^./]+")  # the handler reads the id, whatever the extension
 
 
 def _tables(src: SourceFolder) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ MIN_IMAGES = 5
 
 def _person(name: str) -> str | None:
     parts = name.split("/")
-    return parts[1] if len(parts) == 3 and parts[0] == "lfw" and name.endswith(".jpg") else None
+    return parts[1] if len(parts) == 3 and parts[0] == "lfw" else None  # every file of a person's folder, as the handler
 
 
 def read_lfw(src: SourceFolder) -> Iterator[Example]:
