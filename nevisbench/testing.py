@@ -27,14 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from nevisbench import layout
+from nevisbench.run.store.summary import SUMMARY_KEYS
+from nevisbench.run.store.task_result import RESULT_KEYS
 
 __all__ = ["check_learner", "run_learner", "RESULT_KEYS", "SUMMARY_KEYS"]
 
-RESULT_KEYS = {"task", "index", "domain", "num_classes", "test_error", "dev_test_error", "selected", "steps", "flops",
-               "wall_seconds", "status", "anytime"}
-# the summary keys every scenario writes (the anytime curve and its AUC: transfer only)
-SUMMARY_KEYS = {"learner", "stream", "scenario", "num_tasks", "mean_test_error", "total_flops", "tasks", "point",
-                "final_mean_error", "final_mean_top1_error", "final_mean_map_error"}
 TINY = ["stream=demo", "stream.tasks=[faces,shapes]", "backbone.name=resnet18", "backbone.weights=none",
         "data.image_size=16", "data.batch_size=16", "trainer=cpu", "trainer.progress_bar=false",
         "budget.milestones=2", "logger=local", "run_name=kit"]

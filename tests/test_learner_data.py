@@ -8,7 +8,7 @@ import torch
 from nevisbench.config import compose
 from nevisbench.errors import PluginError
 from nevisbench.run.learner.data import StreamData
-from nevisbench.run.revisit import continual_scores
+from nevisbench.run.store.continual import continual_scores
 from nevisbench.tasks import get_stream
 
 

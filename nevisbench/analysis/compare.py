@@ -3,7 +3,8 @@
 Seeds are the repeats: each row gives the mean and the sample standard deviation (n - 1) of the
 final error over them, and the mean compute. Runs are read by `runs.load_runs` and named by
 `labels.label_runs` (the same reader and labeller as `plot`); rows of different studies (task
-sets, budgets kinds, measures) are never merged.
+sets, budgets kinds, measures) are never merged. The metrics' numbers (`StreamMetric.scalars`:
+continual scores, forward transfer) follow as columns where any row's runs have them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from rich.measure import Measurement
 
 from nevisbench.analysis.labels import collect, study_key
 from nevisbench.analysis.runs import Run
+from nevisbench.run.store.metric import metric_scalars
+from nevisbench.run.store.metrics import METRICS
 from nevisbench.run.store.report import format_flops
 from nevisbench.run.store.scores import X_LABELS
 
-__all__ = ["Row", "collect", "compare_rows", "print_table", "render_table", "to_csv", "to_markdown", "COLUMNS"]
+__all__ = ["Row", "collect", "compare_rows", "metric_columns", "print_table", "render_table", "to_csv", "to_markdown", "COLUMNS"]
 
 _SCENARIOS = ("transfer", "continual")
 
@@ -41,6 +44,7 @@ class Row:
     budget_value: float = 0.0
     points: list[Run] = field(default_factory=list, repr=False)
     flops_without_search_mean: float = 0.0  # the same runs' compute without their search trials
+    metrics: dict[str, float] = field(default_factory=dict)  # "<metric>/<scalar>" -> mean over the seeds that have it
 
 
 COLUMNS = ("configuration", "scenario", "stream", "budget", "seeds", "error_mean", "error_std", "flops_mean", "measure",
@@ -53,9 +57,17 @@ def _row(group: list[Run]) -> Row:
     flops = [r.x() or 0.0 for r in group]
     bare = [r.point_without_search.get("flops" if r.measure == "algorithmic" else "flops_executed", x)
             for r, x in zip(group, flops, strict=False)]
+    metrics = {key: statistics.fmean(values) for key in metric_columns([r.metrics for r in group])
+               if (values := [r.metrics[key] for r in group if key in r.metrics])}
     return Row(first.label, first.scenario, first.study, first.budget, len(group), statistics.fmean(errors),
                statistics.stdev(errors) if len(errors) > 1 else None, statistics.fmean(flops), first.measure,
-               first.budget_value, group, statistics.fmean(bare))
+               first.budget_value, group, statistics.fmean(bare), metrics)
+
+
+def metric_columns(found: list[dict[str, float]]) -> list[str]:
+    """The metrics' numbers (`<metric>/<scalar>`, in `METRICS` order) that any of `found` has: the
+    columns after the fixed ones (a study without continual scores shows none)."""
+    return [key for section, scalar in metric_scalars(METRICS) if any((key := f"{section}/{scalar}") in f for f in found)]
 
 
 def compare_rows(runs: list[Run]) -> list[Row]:
@@ -71,7 +83,7 @@ def compare_rows(runs: list[Run]) -> list[Row]:
 
 
 def _numeric(header: str) -> bool:
-    return header != "compute measure" and header.startswith(("seeds", "error", "compute"))
+    return header != "compute measure" and (header.startswith(("seeds", "error", "compute")) or "/" in header)
 
 
 def _searched(rows: list[Row]) -> bool:
@@ -80,10 +92,19 @@ def _searched(rows: list[Row]) -> bool:
     return any(r.flops_without_search_mean != r.flops_mean for r in rows)
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, metrics: list[str], searched: bool) -> list[str]:
     std = "-" if row.error_std is None else f"{row.error_std:.4f}"
-    return [row.configuration, row.scenario, row.stream, row.budget, str(row.seeds), f"{row.error_mean:.4f}", std,
-            format_flops(row.flops_mean), row.measure, format_flops(row.flops_without_search_mean)]
+    cells = [row.configuration, row.scenario, row.stream, row.budget, str(row.seeds), f"{row.error_mean:.4f}", std,
+             format_flops(row.flops_mean), row.measure]
+    cells += [format_flops(row.flops_without_search_mean)] if searched else []
+    return cells + [f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in metrics]
+
+
+def _headers(rows: list[Row]) -> tuple[list[str], list[str]]:
+    """The table's headers, and the metric keys among them."""
+    metrics = metric_columns([r.metrics for r in rows])
+    fixed = list(_HEADERS if _searched(rows) else _HEADERS[:-1])
+    return fixed + [f"{key} (mean)" for key in metrics], metrics
 
 
 _HEADERS = ("configuration", "scenario", "stream", "budget", "seeds", "error (mean)", "error (std)", "compute (mean)",
@@ -112,11 +133,11 @@ def render_table(rows: list[Row], title: str = "comparison") -> Any:
     kinds = sorted({r.points[0].x_kinds for r in rows if r.points})
     axis = X_LABELS[kinds[0]] if len(kinds) == 1 else "as each study's budget.x says"
     table = Table(title=f"{title}: final mean error over seeds vs counted compute ({axis})", title_justify="left")
-    shown = len(_HEADERS) if _searched(rows) else len(_HEADERS) - 1
-    for header in _HEADERS[:shown]:
+    headers, metrics = _headers(rows)
+    for header in headers:
         table.add_column(header, justify="right" if _numeric(header) else "left", overflow="fold")
     for row in rows:
-        table.add_row(*_cells(row)[:shown])
+        table.add_row(*_cells(row, metrics, _searched(rows)))
     return table
 
 
@@ -124,17 +145,18 @@ def to_csv(rows: list[Row]) -> str:
     """Machine-readable: full-precision numbers, empty error_std with one seed."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    metrics = metric_columns([r.metrics for r in rows])
+    writer.writerow([*COLUMNS, *metrics])
     for r in rows:
         writer.writerow([r.configuration, r.scenario, r.stream, r.budget, r.seeds, repr(r.error_mean),
                          "" if r.error_std is None else repr(r.error_std), repr(r.flops_mean), r.measure,
-                         repr(r.flops_without_search_mean)])
+                         repr(r.flops_without_search_mean), *(repr(r.metrics[k]) if k in r.metrics else "" for k in metrics)])
     return buffer.getvalue()
 
 
 def to_markdown(rows: list[Row]) -> str:
-    headers = _HEADERS if _searched(rows) else _HEADERS[:-1]
+    headers, metrics = _headers(rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if _numeric(h) else "---" for h in headers) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)[:len(headers)]) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, metrics, _searched(rows))) + " |")
     return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ import yaml
 from nevisbench import layout
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError, DataError
+from nevisbench.run.store.metric import metric_scalars
+from nevisbench.run.store.metrics import METRICS
 from nevisbench.run.store.results import ResultsStore
 from nevisbench.run.store.scores import DEFAULT_X, X_CHOICES, run_point, sub_streams
 
@@ -68,6 +70,7 @@ class Run:
     auc: float | None
     task_rows: list[dict[str, Any]]  # per finished task: task, domain, test_error, train_flops
     config: dict[str, Any] = field(repr=False)  # config.yaml, flattened to dotted keys
+    metrics: dict[str, float] = field(default_factory=dict)  # "<metric>/<scalar>" -> value: the metrics' numbers it has
     label: str = ""  # the configuration it belongs to (set by labels.label_runs)
     study: str = ""  # the set of runs it is comparable with (set by labels.label_runs)
 
@@ -267,6 +270,16 @@ def _scores(summary: dict[str, Any], tasks: list[dict[str, Any]], x: str) -> tup
     return point, bare, {k: v for k, v in subs.items() if v}, {k: v for k, v in anytime.items() if v}
 
 
+def _metric_values(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers the metrics name (`StreamMetric.scalars`) that the summary has, as `<metric>/<scalar>`."""
+    values = {}
+    for section, scalar in metric_scalars(METRICS):
+        value = _mapping(summary.get(section), section).get(scalar)
+        if value is not None:  # accuracies, and differences of accuracies
+            values[f"{section}/{scalar}"] = _number(value, f"{section}.{scalar}", low=-1.0, high=1.0)
+    return values
+
+
 def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
     if not isinstance(summary["tasks"], list):  # read_summary made sure it is there
         raise UnreadableRun("tasks is not a list")
@@ -291,7 +304,7 @@ def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
                sub_points=subs, anytime=anytime, auc=None if auc is None else _number(auc, "auc", high=1.0),
                task_rows=[{"task": t["task"], "domain": t["domain"], "test_error": t["test_error"],
                            "train_flops": float((t.get("flops") or {}).get("train", 0.0))} for t in tasks],
-               config=config)
+               config=config, metrics=_metric_values(summary))
 
 
 def read_run(run_dir: str | Path) -> Run:

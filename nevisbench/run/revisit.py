@@ -1,7 +1,7 @@
 """Revisit evaluation (`eval.revisit=true`, continual scenario): after each task, every earlier task
 is scored again with the model as it now is and the head that task ended with, so forgetting is
 measured. It fills the accuracy matrix R[i][j] (accuracy on task j after training task i) from
-which `continual_scores` derives average accuracy, backward transfer and forgetting.
+which `nevisbench.run.store.continual` derives average accuracy, backward transfer and forgetting.
 
 The harness keeps each task's head (a `module.head` that is an `nn.Linear`, as `TaskModule`'s is)
 and asks the learner for the model that predicts task j now (`Learner.revisit_module`; by default
@@ -10,7 +10,6 @@ the current module's backbone under task j's head). Every revisit batch is charg
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import plugin_hook
 from nevisbench.tasks.loader import BatchLoader
 
-__all__ = ["Revisits", "continual_scores"]
+__all__ = ["Revisits"]
 
 Evaluate = Callable[[nn.Module, TaskInfo, BatchLoader, str], float]
 SPLITS = ("test", "dev")
@@ -101,37 +100,3 @@ class Revisits:
             head.load_state_dict(weights)
             self.heads[int(i)] = head.requires_grad_(False)
 
-
-def continual_scores(lines: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The accuracy matrix and its scores from the results lines of a revisiting run (None if it did
-    not revisit). R[i][j] is the accuracy (1 - error; mAP on multi-label tasks) on task j's test
-    split after training task i, for j <= i; later entries are null. Average accuracy is the mean
-    of the last row; backward transfer the mean of R[T-1][j] - R[j][j] over j < T-1; forgetting
-    the mean over j < T-1 of the best earlier accuracy on j minus the last (Chaudhry et al., 2018)."""
-    if not any(line.get("revisit") for line in lines):
-        return None
-    keys = [line["task"] for line in lines]
-    size = len(lines)
-    matrix: list[list[float | None]] = [[None] * size for _ in range(size)]
-    for i, line in enumerate(lines):
-        revisit = line.get("revisit") or {}
-        for j, error in enumerate(revisit.get("test_error") or []):
-            matrix[i][j] = None if error is None else 1.0 - float(error)
-        if line.get("test_error") is not None:
-            matrix[i][i] = 1.0 - float(line["test_error"])
-    last = matrix[-1]
-    known = [a for a in last if a is not None]
-    pairs = [(j, a, d) for j in range(size - 1) if (a := last[j]) is not None and (d := matrix[j][j]) is not None]
-    forgetting = []
-    for j in range(size - 1):
-        earlier = [e for i in range(j, size - 1) if (e := matrix[i][j]) is not None]
-        if earlier and (now := last[j]) is not None:
-            forgetting.append(max(earlier) - now)
-    return {
-        "tasks": keys,
-        "accuracy_matrix": matrix,
-        "average_accuracy": sum(known) / len(known) if known else None,
-        "backward_transfer": sum(a - d for _, a, d in pairs) / len(pairs) if pairs else None,
-        "forgetting": sum(forgetting) / len(forgetting) if forgetting else None,
-        "revisit_eval_flops": math.fsum(float((line.get("revisit") or {}).get("flops", 0.0)) for line in lines),
-    }

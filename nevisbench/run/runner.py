@@ -31,12 +31,14 @@ from nevisbench.run.learner.backbone import describe_backbone, start_backbone
 from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import build_learner, plugin_hook
 from nevisbench.run.learner.scenario import Scenario
-from nevisbench.run.revisit import Revisits, continual_scores
+from nevisbench.run.revisit import Revisits
 from nevisbench.run.search.parallel import die_with_parent
 from nevisbench.run.search.study import TaskSearch, merge_tallies
 from nevisbench.run.search.trials import train_trials, train_trials_in_parallel
 from nevisbench.run.store._faults import crash_point
 from nevisbench.run.store.loggers import make_sink
+from nevisbench.run.store.metric import StreamMetric, TaskProbe, score_lines, task_metric
+from nevisbench.run.store.metrics import METRICS
 from nevisbench.run.store.report import print_warning, summary_table, task_table
 from nevisbench.run.store.results import ResultsStore
 from nevisbench.run.store.run_folder import RunFolder, check_prepared
@@ -49,12 +51,14 @@ from nevisbench.run.task.train import TaskStart, TaskTrainer, searches_learner, 
 from nevisbench.run.task.trial import Trial, search_record
 from nevisbench.tasks import get_stream
 from nevisbench.tasks.catalog import TaskSpec
+from nevisbench.tasks.loader import BatchLoader
 
 __all__ = ["run", "StreamRunner", "resolve_precision", "summarize"]
 
 
-def run(cfg: DictConfig, console: Console | None = None) -> Path:
-    """Run the configured learner over the configured stream; return the run folder.
+def run(cfg: DictConfig, console: Console | None = None, metrics: Sequence[StreamMetric] = METRICS) -> Path:
+    """Run the configured learner over the configured stream, scored with `metrics` (their summary
+    sections after the stream scores; see `nevisbench.run.store.metric`); return the run folder.
 
     With `cfg.resume` set, continue that run: finished tasks are kept as they are, the learner's
     state, the carried backbone and the stream's FLOP counts are restored from the state saved after
@@ -78,7 +82,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
     runner: StreamRunner | None = None
     try:
         runner = StreamRunner(cfg, backbone=backbone, feature_dim=feature_dim, store=folder.store, console=console,
-                              tasks=stream.tasks)
+                              tasks=stream.tasks, metrics=metrics)
         runner.announce(stream)
         _pick_up(runner, folder, console)
         results = list(folder.finished)
@@ -89,13 +93,11 @@ def run(cfg: DictConfig, console: Console | None = None) -> Path:
         except KeyboardInterrupt:
             raise RunInterrupted(folder.path, sum(r["status"] == "ok" for r in results)) from None
         summary = summarize(cfg, folder.name, results, runner.meter.stream.as_dict(), skipped=skipped, backbone=runner.backbone_info)
-        forgetting = continual_scores(results)
-        if forgetting is not None:
-            summary["continual"] = forgetting
-        folder.store.write_summary(summary)
+        summary.sections.update(score_lines(metrics, results))
+        folder.store.write_summary(summary.to_dict())
         folder.store.clear_state()  # a finished run needs no resume state
         if runner.sink is not None:
-            runner.sink.finish(summary)
+            runner.sink.finish(summary, metrics)
         join_ranks(runner.ranks, ok=True)
     except BaseException as exc:
         _stop_ranks(runner.ranks if runner is not None else [], folder.path, exc)
@@ -198,8 +200,10 @@ class StreamRunner:
     """The state of one run across its tasks: the learner, the scenario, the meter, the store."""
 
     def __init__(self, cfg: DictConfig, *, backbone: torch.nn.Module | None, feature_dim: int | None, store: ResultsStore,
-                 console: Console, tasks: Sequence[TaskSpec] = (), learner: Learner | None = None) -> None:
+                 console: Console, tasks: Sequence[TaskSpec] = (), learner: Learner | None = None,
+                 metrics: Sequence[StreamMetric] = METRICS) -> None:
         self.cfg, self.store, self.console = cfg, store, console
+        self.metrics = [metric for metric in metrics if metric.enabled(cfg)]  # those that measure each task
         self.name = cfg.learner.name
         self.data = StreamData(cfg, tasks)  # what the learner may draw: train splits of the tasks so far
         if learner is not None:  # a learner built by the caller (benchmarks) draws from this run's data too
@@ -279,7 +283,8 @@ class StreamRunner:
         wall = time.perf_counter() - start + sum(t.seconds for t in trials)
         if winner.failure is None:
             self.learner = winner.learner
-        failure = winner.failure or unscored or self._end_task(task, winner.module)
+        measured, unmeasured = self._measure(trainer, winner, task, data) if winner.failure is None else ({}, None)
+        failure = winner.failure or unscored or self._end_task(task, winner.module) or unmeasured
         revisit = None
         if failure is None and self.revisits.enabled:
             revisit, failure = self._revisit(trainer, winner, task)
@@ -287,7 +292,7 @@ class StreamRunner:
         task_cfg = task_config(cfg, len(data.train))  # the task's batch size (protocol.batch_size)
         result = TaskResult(
             task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
-            metric="1-mAP" if task.multi_label else "top1_error", test_error=scores["test"],
+            metric=task_metric(task.multi_label), test_error=scores["test"],
             dev_test_error=scores["dev_test"], selected=winner.selected, dev_error=winner.dev_error, steps=winner.steps,
             flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=winner.anytime, wall_seconds=wall,
             throughput=throughput(tally, winner.steps * task_cfg.data.batch_size, self.device, self.precision,
@@ -296,7 +301,8 @@ class StreamRunner:
             num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
             error=failure, budget=winner.budget, search=search_record(cfg, trials, winner) if search.enabled else None,
             extra={"optimization": optimization_record(task_cfg, len(data.train), winner.steps),
-                   **(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {})})
+                   **(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {}),
+                   **measured})
         line = self._commit(index, result)
         search.clear()
         return line
@@ -322,6 +328,37 @@ class StreamRunner:
         except PluginError as exc:
             return str(exc)
         return None
+
+    def _measure(self, trainer: TaskTrainer, winner: Trial, task: TaskInfo, data: Any) -> tuple[dict[str, Any], str | None]:
+        """The metrics' own measures of the task (`StreamMetric.measure`), before its end_task: the
+        scenario still holds the backbone the task started from. Charged to the task as evaluation; a
+        model failing there is recorded on the task's line, as in end_task."""
+        if not self.metrics:
+            return {}, None
+        scenario = self.scenario
+        start = scenario.carried if scenario.name == "continual" and scenario.carried is not None else scenario.initial
+
+        def evaluate(model: torch.nn.Module, split: str) -> float:
+            loader = BatchLoader(getattr(data, split), batch_size=int(self.cfg.data.eval_batch_size),
+                                 image_size=int(self.cfg.data.image_size), train=False, device=trainer.device, resident=False)
+            return trainer.evaluate(model, task, loader, winner.trainer, split)
+
+        probe = TaskProbe(cfg=self.cfg, task=task, data=data, start=start, initial=scenario.initial, device=trainer.device,
+                          evaluate=evaluate)
+        measured: dict[str, Any] = {}
+        for metric in self.metrics:
+            before = self.meter.task.eval
+            try:
+                value = metric.measure(probe)
+            except TaskFailed as exc:  # outputs that are not finite: no score, and the task stands
+                value = {"skipped": str(exc)}
+            except PluginError as exc:
+                return measured, str(exc)
+            if isinstance(value, dict):  # what measuring cost, as a revisit records it
+                value = {**value, "flops": self.meter.task.eval - before}
+            if value is not None:
+                measured[metric.name] = value
+        return measured, None
 
     def _revisit(self, trainer: TaskTrainer, winner: Trial, task: TaskInfo) -> tuple[dict[str, Any] | None, str | None]:
         """Score every earlier task with the model as it now is (eval.revisit), charged as evaluation;

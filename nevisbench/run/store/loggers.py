@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-__all__ = ["WandbSink", "make_sink", "wandb_mode"]
+from nevisbench.run.store.metric import StreamMetric, metric_scalars
+from nevisbench.run.store.metrics import METRICS
+
+if TYPE_CHECKING:
+    from nevisbench.run.store.summary import Summary
+
+__all__ = ["WandbSink", "make_sink", "summary_numbers", "wandb_mode"]
 
 
 
@@ -104,25 +111,14 @@ class WandbSink:
 
         self._guard("logging", _log)
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def finish(self, summary: Summary, metrics: Sequence[StreamMetric] = METRICS) -> None:
+        """The run's summary numbers, and each metric's scalars as `<metric>/<scalar>`."""
         def _finish() -> None:
             import wandb
 
-            for key in ("mean_test_error", "total_flops", "num_tasks", "auc", "final_mean_error",
-                        "final_mean_top1_error", "final_mean_map_error", "dev_test_mean_error"):
-                if key in summary:
-                    self.run.summary[key] = summary[key]
-            for key, value in (summary.get("backbone") or {}).items():
-                self.run.summary[f"backbone/{key}"] = value  # the architecture that ran (name, arch, params, source)
-            point = summary.get("point") or {}
-            for key in ("flops", "flops_executed", "seconds", "x"):  # x: the compute kinds it sums (budget.x)
-                if key in point:
-                    self.run.summary[f"point/{key}"] = point[key]  # x of this run on the compute-performance curve
-            for name, group in (summary.get("sub_streams") or {}).items():
-                for key in ("auc", "final_mean_error", "final_mean_top1_error", "final_mean_map_error"):
-                    if key in group:
-                        self.run.summary[f"{name}/{key}"] = group[key]
-            curve = summary.get("anytime_curve") or []
+            for key, value in summary_numbers(summary, metrics).items():
+                self.run.summary[key] = value
+            curve = summary.scores.anytime.anytime_curve if summary.scores.anytime is not None else []
             if curve:
                 columns = ["flops", "mean_error", "flops_executed", "seconds"]
                 table = wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in curve])  # type: ignore[arg-type]  # wandb wants list[str | int] (invariant)
@@ -136,6 +132,30 @@ class WandbSink:
         self._guard("finishing", _finish)
 
 
+def summary_numbers(summary: Summary, metrics: Sequence[StreamMetric] = METRICS) -> dict[str, Any]:
+    """The W&B summary keys of a run and their values (None: the run has no such number)."""
+    scores = summary.scores
+    out: dict[str, Any] = {"mean_test_error": summary.mean_test_error, "total_flops": summary.total_flops,
+                           "num_tasks": summary.num_tasks}
+    if scores.anytime is not None:
+        out["auc"] = scores.anytime.auc
+    out |= {key: getattr(scores, key) for key in _FINAL_MEANS} | {"dev_test_mean_error": scores.dev_test_mean_error}
+    # the architecture that ran (name, arch, params, source)
+    out |= {f"backbone/{key}": value for key, value in summary.backbone.items()}
+    point = scores.point or {}
+    # x of this run on the compute-performance curve; x: the compute kinds it sums (budget.x)
+    out |= {f"point/{key}": point[key] for key in ("flops", "flops_executed", "seconds", "x") if key in point}
+    for name, group in (scores.sub_streams or {}).items():
+        if group.anytime is not None:
+            out[f"{name}/auc"] = group.anytime.auc
+        out |= {f"{name}/{key}": getattr(group, key) for key in _FINAL_MEANS}
+    for section, scalar in metric_scalars(metrics):
+        if section in summary.sections:
+            out[f"{section}/{scalar}"] = summary.sections[section].get(scalar)
+    return out
+
+
+_FINAL_MEANS = ("final_mean_error", "final_mean_top1_error", "final_mean_map_error")
 SEARCH_COLUMNS = ["task", "trial", "overrides", "dev_error", "train_flops", "eval_flops", "status", "winner"]
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from nevisbench.run.store.summary import Summary  # an annotation: summary.py imports torch (the meter's tally)
 
 __all__ = ["format_flops", "task_table", "summary_table"]
 
@@ -43,15 +46,15 @@ def task_table(result: dict[str, Any], num_tasks: int) -> Table:
     return table
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"Summary: {summary['learner']} on {summary['stream']} ({summary['scenario']})", title_justify="left")
+def summary_table(summary: Summary) -> Table:
+    table = Table(title=f"Summary: {summary.learner} on {summary.stream} ({summary.scenario})", title_justify="left")
     for column in ("task", "domain", "test error", "FLOPs"):
         table.add_column(column, justify="right" if column != "task" else "left")
-    for task in summary["tasks"]:
+    for task in summary.tasks:
         table.add_row(task["task"], task["domain"], _error(task), format_flops(task["flops"]["total"]))
     table.add_section()
-    mean = summary["mean_test_error"]
-    table.add_row("mean", "", "-" if mean is None else f"{mean:.4f}", format_flops(summary["total_flops"]))
+    mean = summary.mean_test_error
+    table.add_row("mean", "", "-" if mean is None else f"{mean:.4f}", format_flops(summary.total_flops))
     return table
 
 

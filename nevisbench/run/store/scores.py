@@ -23,18 +23,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from nevisbench.config.schema import DEFAULT_X, X_CHOICES
+from nevisbench.run.store.metric import MULTI_LABEL_METRIC
 
-__all__ = ["CURVE_KEYS", "DEFAULT_X", "X_CHOICES", "X_LABELS", "anytime_curve", "auc_range", "chance_error", "curve_auc",
-           "run_point", "stream_scores", "sub_streams", "x_parts"]
+__all__ = ["Anytime", "CURVE_KEYS", "DEFAULT_X", "Scores", "X_CHOICES", "X_LABELS", "anytime_curve", "auc_range",
+           "chance_error", "curve_auc", "run_point", "stream_scores", "sub_streams", "x_parts"]
 
 # anytime curve point field -> the per-milestone record field it sums
 CURVE_KEYS = {"flops": "train_flops", "flops_executed": "train_flops_executed", "seconds": "train_seconds"}
-MULTI_LABEL_METRIC = "1-mAP"
 X_LABELS = {"train+search": "training + search", "train": "training only", "train+eval": "training + evaluation",
             "train+search+eval": "training + search + evaluation"}
 
@@ -145,35 +146,61 @@ def run_point(tasks: list[dict[str, Any]], final_error: float | None, *, x: str 
     }
 
 
-def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, x: str = DEFAULT_X) -> dict[str, Any]:
+@dataclass
+class Anytime:
+    """The anytime curve, its AUC and the range the AUC covers (transfer scenario only)."""
+
+    anytime_curve: list[dict[str, float]]
+    auc: float | None
+    auc_range: list[float] | None  # where the run's curve ends, if before auc_max_flops
+
+
+@dataclass
+class Scores:
+    """The scores of a stream or a sub-stream (see the module docstring); `to_dict` is their JSON."""
+
+    num_tasks: int
+    final_mean_error: float | None  # combined: every task's test error (top-1 or 1 - mAP)
+    final_mean_top1_error: float | None
+    final_mean_map_error: float | None  # 1 - mAP, multi-label tasks
+    dev_test_mean_error: float | None  # None unless every task has a dev_test split
+    point: dict[str, Any] | None
+    point_without_search: dict[str, Any] | None  # the compute of training only
+    anytime: Anytime | None = None  # transfer only
+    sub_streams: dict[str, Scores] | None = None  # the stream's own scores only: objects / ood
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("anytime", "sub_streams")}
+        if self.anytime is not None:
+            out.update(asdict(self.anytime))
+        if self.sub_streams is not None:
+            del out["num_tasks"]  # the summary's own
+            out["sub_streams"] = {name: group.to_dict() for name, group in self.sub_streams.items()}
+        return out
+
+
+def _scores(tasks: list[dict[str, Any]], scenario: str, lo: float, hi: float, x: str = DEFAULT_X) -> Scores:
     single = [t["test_error"] for t in tasks if t.get("metric") != MULTI_LABEL_METRIC]
     multi = [t["test_error"] for t in tasks if t.get("metric") == MULTI_LABEL_METRIC]
     dev_test = [t.get("dev_test_error") for t in tasks]
     final = _mean(single + multi)
-    scores: dict[str, Any] = {
-        "num_tasks": len(tasks),
-        "final_mean_error": final,  # combined: every task's test error (top-1 or 1 - mAP)
-        "final_mean_top1_error": _mean(single),
-        "final_mean_map_error": _mean(multi),  # 1 - mAP, multi-label tasks
-        "dev_test_mean_error": _mean([float(v) for v in dev_test if v is not None]) if None not in dev_test else None,
-        "point": run_point(tasks, final, x=x),
-        "point_without_search": run_point(tasks, final, x="train"),  # the compute of training only
-    }
+    anytime = None
     if scenario != "continual":
         curve = anytime_curve(tasks)
-        scores["anytime_curve"] = curve
-        scores["auc"] = curve_auc(curve, lo, hi, chance=chance_error(tasks))
-        scores["auc_range"] = auc_range(curve, lo, hi)  # where the run's curve ends, if before hi
-    return scores
+        anytime = Anytime(curve, curve_auc(curve, lo, hi, chance=chance_error(tasks)), auc_range(curve, lo, hi))
+    return Scores(num_tasks=len(tasks), final_mean_error=final, final_mean_top1_error=_mean(single),
+                  final_mean_map_error=_mean(multi),
+                  dev_test_mean_error=_mean([float(v) for v in dev_test if v is not None]) if None not in dev_test else None,
+                  point=run_point(tasks, final, x=x), point_without_search=run_point(tasks, final, x="train"),
+                  anytime=anytime)
 
 
 def stream_scores(tasks: list[dict[str, Any]], *, auc_min_flops: float, auc_max_flops: float,
-                  scenario: str = "transfer", x: str = DEFAULT_X) -> dict[str, Any]:
+                  scenario: str = "transfer", x: str = DEFAULT_X) -> Scores:
     """The scores of a summary: the point (its x the compute kinds `x` names, `budget.x`) and the
     point without search (training compute only), the final means, the anytime curve, its AUC and the
     range the AUC covers (`auc_range`; transfer only), and the same per sub-stream (`objects` / `ood`)."""
     scores = _scores(tasks, scenario, auc_min_flops, auc_max_flops, x)
-    scores.pop("num_tasks")
-    scores["sub_streams"] = {name: _scores(group, scenario, auc_min_flops, auc_max_flops, x)
-                             for name, group in sub_streams(tasks).items()}
+    scores.sub_streams = {name: _scores(group, scenario, auc_min_flops, auc_max_flops, x)
+                          for name, group in sub_streams(tasks).items()}
     return scores

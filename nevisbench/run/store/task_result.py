@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import resource
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 
 from nevisbench.compute.hardware import peak_flops
 
-__all__ = ["TaskResult", "throughput", "peak_memory"]
+__all__ = ["OPTIONAL_KEYS", "RESULT_KEYS", "TaskResult", "throughput", "peak_memory"]
+
+OPTIONAL_KEYS = ("error", "budget", "search")  # on a results line only when they apply
 
 
 @dataclass
@@ -44,10 +46,14 @@ class TaskResult:
         """The results line: optional keys (`error`, `budget`, `search`) only when they apply."""
         line = asdict(self)
         extra = line.pop("extra")
-        for key in ("error", "budget", "search"):
+        for key in OPTIONAL_KEYS:
             if line[key] is None:
                 del line[key]
         return line | extra
+
+
+RESULT_KEYS = frozenset(f.name for f in fields(TaskResult) if f.name not in (*OPTIONAL_KEYS, "extra"))
+"""The keys every results line has."""
 
 
 def throughput(tally: Any, images: int, device: torch.device, precision: str, configured_peak: float | None) -> dict[str, Any]:
