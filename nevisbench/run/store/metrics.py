@@ -4,8 +4,9 @@ metric is one file (a `StreamMetric`, see `nevisbench.run.store.metric`) and one
 from __future__ import annotations
 
 from nevisbench.run.store.continual import ContinualScores
+from nevisbench.run.store.forward_transfer import ForwardTransfer
 from nevisbench.run.store.metric import StreamMetric
 
 __all__ = ["METRICS"]
 
-METRICS: tuple[StreamMetric, ...] = (ContinualScores(),)
+METRICS: tuple[StreamMetric, ...] = (ContinualScores(), ForwardTransfer())
