@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["NevisbenchError", "ConfigError", "DataError", "PluginError", "RunInterrupted", "RunFailed", "TaskFailed", "choice_error"]
+__all__ = ["NevisbenchError", "ConfigError", "DataError", "PluginError", "RunInterrupted", "RunFailed", "TaskFailed",
+           "WriteFailed", "choice_error"]
 
 
 class NevisbenchError(Exception):
@@ -38,6 +39,13 @@ class RunInterrupted(NevisbenchError):
 
 class RunFailed(NevisbenchError):
     """A task failed and `on_failure=stop` ended the stream."""
+
+    exit_code = 1
+
+
+class WriteFailed(NevisbenchError):
+    """The harness could not write one of its own files (a full disk, a vanished folder): never the
+    learner's failure. Its temporary file is removed; what was committed before stays."""
 
     exit_code = 1
 

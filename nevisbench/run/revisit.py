@@ -60,7 +60,7 @@ class Revisits:
         out: dict[str, Any] = {"tasks": [], **{f"{split}_error": [] for split in SPLITS}, "skipped": {}}
         for j, task in enumerate(data.tasks()[:index]):
             out["tasks"].append(task.key)
-            errors = {split: None for split in SPLITS}
+            errors: dict[str, float | None] = {split: None for split in SPLITS}
             if j in (failed or {}):
                 out["skipped"][task.key] = f"the task failed: {(failed or {})[j]}"
             else:

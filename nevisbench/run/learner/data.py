@@ -39,10 +39,12 @@ def _picks(indices: object, n: int, key: str) -> torch.Tensor:
     import numpy as np
 
     where = f"context.data.train_examples: indices for task {key!r}"
-    if isinstance(indices, torch.Tensor) or isinstance(indices, np.ndarray):
+    if isinstance(indices, (torch.Tensor, np.ndarray)):
         kind = indices.dtype
-        integer = (not kind.is_floating_point and not kind.is_complex and kind != torch.bool) \
-            if isinstance(indices, torch.Tensor) else np.dtype(kind).kind in "iu"
+        if isinstance(indices, torch.Tensor):
+            integer = not indices.is_floating_point() and not indices.is_complex() and kind != torch.bool
+        else:
+            integer = indices.dtype.kind in "iu"
         if not integer:
             raise PluginError(f"{where} must be integers (a list or an integer array), got an array of {kind}")
         values = [int(v) for v in indices.reshape(-1).tolist()]

@@ -9,6 +9,7 @@ meter windows. Threads are counted from the moment a learner is built (`arm_thre
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.api.learner import Learner, LearnerContext
 from nevisbench.compute.flops import arm_threads, counting_outside, take_pending
-from nevisbench.errors import NevisbenchError, PluginError, TaskFailed
+from nevisbench.errors import NevisbenchError, PluginError, TaskFailed, WriteFailed
 from nevisbench.registry import get_learner_class, is_builtin
 from nevisbench.run.learner.data import StreamData
 
@@ -38,6 +39,11 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
             yield
     except (NevisbenchError, TaskFailed, KeyboardInterrupt, SystemExit):  # the harness's own signals
         raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the machine's state, not the learner's failure
+            raise WriteFailed(f"Cannot write {exc.filename or 'a file'} during {hook}: the disk is full "
+                              f"(OSError {exc.errno}); free some space and resume the run") from None
+        raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc
     except Exception as exc:
         raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc
 

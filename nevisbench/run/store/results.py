@@ -9,6 +9,7 @@ this module to read and write results without it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from nevisbench import layout
-from nevisbench.errors import DataError
+from nevisbench.errors import DataError, WriteFailed
 from nevisbench.run.store._faults import crash_point
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "sigint_deferred", "ResultsStore"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "harness_write", "sigint_deferred", "ResultsStore"]
 
 
 @contextlib.contextmanager
@@ -44,11 +45,28 @@ def sigint_deferred() -> Iterator[None]:
             previous(signal.SIGINT, None)
 
 
+@contextlib.contextmanager
+def harness_write(path: Path, *, temporary: Path | None = None) -> Iterator[None]:
+    """A write of the harness's own file `path`: an OSError (a full disk, a vanished folder) becomes
+    one `WriteFailed` line naming the file, never a learner's failure, and `temporary` is removed."""
+    try:
+        yield
+    except OSError as exc:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                Path(temporary).unlink(missing_ok=True)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        why = "the disk is full" if full else (exc.strerror or str(exc))
+        raise WriteFailed(f"Cannot write {path}: {why} ({type(exc).__name__} {exc.errno}); the temporary file is "
+                          "removed and what was committed before is intact" + ("; free some space and resume the run"
+                                                                                if full else "")) from None
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     """Write a file through `write(binary_handle)` atomically: temporary file in the same folder,
     fsync, rename, fsync of the folder. A Ctrl-C meanwhile waits until the file is in place."""
     path = Path(path)
-    with sigint_deferred():
+    with sigint_deferred(), harness_write(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             umask = os.umask(0)

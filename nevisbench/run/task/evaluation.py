@@ -56,11 +56,7 @@ def evaluate(
     Train/eval flags of every submodule are restored afterwards, so this may run mid-training.
     Batches are counted under the meter's policy, keyed by the batch's structure signature (a
     changed model is counted again; a forward whose cost varies between calls is counted until
-    two counts agree, then audited).
-
-    Outputs that are not finite (NaN or inf: broken weights, e.g. a NaN in a BatchNorm running mean)
-    are never scored as predictions (argmax would pick class 0 and give a believable error): the
-    task fails (`TaskFailed`) naming `split` and the share of its examples affected.
+    two counts agree, then audited). Outputs that are not finite fail the task (`_refuse_non_finite`).
     """
     flags = {m: m.training for m in module.modules()}
     device = next(module.parameters()).device
@@ -101,7 +97,14 @@ def evaluate(
     compiled = compiling.seconds() - compiled  # trainer.compile=true: compile time is reported on its own
     meter.charge_seconds(kind, time.perf_counter() - start - compiled)
     meter.charge_seconds("compile", compiled)
-    if int(broken):
-        raise TaskFailed(f"the model's outputs are not finite (NaN or inf) on {int(broken) / seen:.1%} of the {split} "
-                         f"split ({int(broken)} of {seen} examples): its predictions are not scored")
+    _refuse_non_finite(int(broken), seen, split)
     return error
+
+
+def _refuse_non_finite(broken: int, seen: int, split: str) -> None:
+    """Outputs that are not finite (NaN or inf: broken weights, e.g. a NaN in a BatchNorm running
+    mean) are never scored as predictions (argmax would pick class 0 and give a believable error):
+    the task fails, naming `split` and the share of its examples affected."""
+    if broken:
+        raise TaskFailed(f"the model's outputs are not finite (NaN or inf) on {broken / seen:.1%} of the {split} "
+                         f"split ({broken} of {seen} examples): its predictions are not scored")

@@ -6,16 +6,19 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig
 
 from nevisbench.compute.hardware import fits_on_device
 from nevisbench.errors import ConfigError
+from nevisbench.run.store.results import harness_write
 from nevisbench.run.task.compiling import CompiledStepCallback, compile_module
 from nevisbench.run.task.distributed import device_index, local_rank, world_size
 from nevisbench.run.task.progress_bar import TaskProgressBar, eval_phase
@@ -126,13 +129,24 @@ def make_trainer(cfg: DictConfig, *, precision: str, device: torch.device, steps
     return trainer
 
 
+class _HarnessCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, as a harness write (`harness_write`): a full disk while the
+    mid-task checkpoint is written names that file and removes it, and is never the learner's failure."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        name = Path(path).name  # the callback writes `.<name>.tmp`, renamed into place after: name the checkpoint
+        final = Path(path).with_name(name[1:-4]) if name.startswith(".") and name.endswith(".tmp") else Path(path)
+        with harness_write(final, temporary=Path(path)):
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+
 def _strategy(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """One device: Lightning's default. More: DDP on this node, launched by Lightning re-running the
     command (so every rank runs the same stream; see `run/task/distributed.py`), also inside a SLURM job
     of one task (a sweep job), with the loader already sharded by rank."""
     if world_size(cfg.trainer) == 1:
-        return {}
+        return {"plugins": [_HarnessCheckpointIO()]}
     return {"strategy": DDPStrategy(process_group_backend="nccl" if device.type == "cuda" else "gloo",
                                     find_unused_parameters=cfg.trainer.find_unused_parameters,
-                                    cluster_environment=LightningEnvironment()),
+                                    cluster_environment=LightningEnvironment(), checkpoint_io=_HarnessCheckpointIO()),
             "use_distributed_sampler": False}

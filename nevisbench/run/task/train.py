@@ -172,6 +172,14 @@ class TaskTrainer:
         self.meter.task.executed_eval += most[1] - float(spent[1])
         return trainer.strategy.broadcast(error, src=0)
 
+    def scored_on_dev(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader,
+                      trainer: L.Trainer) -> tuple[float | None, str | None]:
+        """The module's dev error, or why it failed (outputs that are not finite)."""
+        try:
+            return self.evaluate(module, task, loader, trainer), None
+        except TaskFailed as exc:
+            return None, str(exc)
+
     def fit(self, trainer: L.Trainer, module: L.LightningModule, loader: BatchLoader, task: TaskInfo, checkpoint: Path) -> str | None:
         """Train; return the failure message of a task stopped by a bad loss, None when it finished."""
         if checkpoint.exists():
@@ -236,10 +244,7 @@ class TaskTrainer:
         if linear is not None and linear.final_error is not None:
             dev_error = linear.final_error  # dm_nevis ranks a trial by its last validation (it scores the best-dev model)
         if search.enabled and failure is None and dev_error is None:  # no milestone: the trial is scored on dev now
-            try:
-                dev_error = self.evaluate(module, task, loaders["dev"], trainer)
-            except TaskFailed as exc:
-                failure = str(exc)
+            dev_error, failure = self.scored_on_dev(module, task, loaders["dev"], trainer)
         return Trial(
             k=k,
             overrides=overrides,
