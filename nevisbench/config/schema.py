@@ -1,7 +1,11 @@
-"""Typed schemas of the run config: the dataclasses hold the types, the YAML under `configs/` the values.
+"""Typed schemas of the run config: the dataclasses hold the types, the YAML under `configs/` the
+values a run starts from. A field has a value here only where an option may leave its key out (an
+older run's saved config, a group option that does not name it); where the YAML names it too, the
+two agree (tests/test_config_defaults.py).
 
 `RootConfig` is the whole run config. A config group with a schema (`stream/`, `trainer/`,
-`logger/`) is a field typed by its dataclass, listed in `GROUP_SCHEMAS`; `learner` is typed at
+`logger/`, `search/`; `protocol/` is typed by `ProtocolConfig` in `RootConfig`) is a field typed by
+its dataclass; the first four are listed in `GROUP_SCHEMAS`; `learner` is typed at
 composition by the chosen learner's own `Config` dataclass (it comes from the learner's entry point).
 A new group needs a folder of YAML files under `configs/` and a line in `config.yaml`'s defaults
 list; a typed one also its dataclass here, added to `RootConfig` and `GROUP_SCHEMAS`. A group

@@ -157,12 +157,12 @@ class StreamData:
                   device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         data = self._data(index)
         split = data.train
-        protocol = self._cfg.get("protocol") or {}
+        protocol = self._cfg.protocol
         loader = BatchLoader(split, batch_size=max(1, int(picks.numel())), image_size=int(self._cfg.data.image_size),
                              train=True, augment=augment, device="cpu",
-                             hflip=True if protocol.get("flip") == "all" else data.hflip,
+                             hflip=True if protocol.flip == "all" else data.hflip,
                              min_crop_scale=float(self._cfg.data.min_crop_scale),
-                             crop_fallback=protocol.get("crop_fallback", "clamp"))
+                             crop_fallback=protocol.crop_fallback)
         images = split.images[picks]
         draws = torch.rand(len(picks), 5, generator=generator) if augment and len(picks) else None
         x = loader._transform(images, draws)

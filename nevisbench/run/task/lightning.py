@@ -76,17 +76,17 @@ def make_loaders(data: TaskData, cfg: DictConfig, device: torch.device, seed: in
     lives on the device when it fits. The protocol decides the crop fallback and whether every task
     is flipped (Nevis) or OCR tasks are not (fast). Under DDP the train loader serves this rank's
     slice of each global batch (`data.batch_size` is the global batch)."""
-    protocol = cfg.get("protocol") or {}
+    protocol = cfg.protocol
     splits = {name: split for name, split in (("train", data.train), ("dev", data.dev), ("dev_test", data.dev_test),
                                               ("test", data.test)) if split is not None}
     nbytes = sum(s.images.numel() + s.labels.numel() * 8 for s in splits.values())
     common = dict(image_size=cfg.data.image_size, device=device, seed=seed,
-                  hflip=True if protocol.get("flip") == "all" else data.hflip,
+                  hflip=True if protocol.flip == "all" else data.hflip,
                   resident=fits_on_device(nbytes, device, cfg.data.device_share),
                   channels_last=use_channels_last(cfg, device))
     loaders = {"train": BatchLoader(splits.pop("train"), batch_size=cfg.data.batch_size, train=True, augment=cfg.data.augment,
                                     min_crop_scale=cfg.data.min_crop_scale,
-                                    crop_fallback=protocol.get("crop_fallback", "clamp"),
+                                    crop_fallback=protocol.crop_fallback,
                                     shard=(local_rank(cfg.trainer), world_size(cfg.trainer)), **common)}
     for name, split in splits.items():
         loaders[name] = BatchLoader(split, batch_size=cfg.data.eval_batch_size, train=False, **common)

@@ -53,7 +53,7 @@ def optimization_record(cfg: Any, examples: int, steps: int) -> dict[str, Any]:
     per_epoch = epoch_steps(examples, batch)
     epochs = float(train.get("warmup_epochs") or 0)
     warmup = int(epochs * per_epoch) if epochs > 0 else int(train.warmup_steps)
-    return {"batch_size": batch, "batch_rule": (cfg.get("protocol") or {}).get("batch_size", "fixed"),
+    return {"batch_size": batch, "batch_rule": cfg.protocol.batch_size,
             "epoch_steps": per_epoch, "warmup_steps": min(warmup, max(0, steps - 1)), "schedule": train.schedule,
             "final_lr": float(train.get("final_lr") or 0.0), "optimizer": train.optimizer,
             "nesterov": bool(train.get("nesterov", False)),

@@ -75,16 +75,10 @@ def searches_learner(cfg: DictConfig) -> bool:
     return any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
 
 
-def _protocol(cfg: DictConfig, key: str, default: Any) -> Any:
-    """A setting of the evaluation protocol (`protocol=nevis|fast`)."""
-    protocol = cfg.get("protocol")
-    return protocol.get(key, default) if protocol is not None else default
-
-
 def task_config(cfg: DictConfig, examples: int) -> DictConfig:
     """`cfg` as a task of `examples` training examples trains with it: under
     `protocol.batch_size=nevis_rule` its `data.batch_size` is dm_nevis's rule for that task."""
-    if _protocol(cfg, "batch_size", "fixed") != "nevis_rule":
+    if cfg.protocol.batch_size != "nevis_rule":
         return cfg
     out = cfg.copy()
     out.data.batch_size = nevis_batch_size(examples)
@@ -222,7 +216,7 @@ class TaskTrainer:
             budget=cfg.budget.flops_per_task,
             fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone),
         )
-        selection = BestDevSelection(enabled=_protocol(cfg, "selection", "last") == "best_dev")
+        selection = BestDevSelection(enabled=cfg.protocol.selection == "best_dev")
         held: list[L.Trainer] = []  # the trainer, once made (the evaluations read its step)
         callbacks, linear, pruning = self.trial_callbacks(cfg, search, k, task, module, loaders, plan, selection, len(data.train), held)
         trainer = make_trainer(
@@ -280,7 +274,7 @@ class TaskTrainer:
         """A trial's callbacks: the meter, the loss guard, the task plan (its anytime milestones), the
         linear validations of best-dev selection (`protocol.validate_every_n_steps`; without them the
         milestones feed the selection), the pruner, the mid-task checkpoint and the selection."""
-        every = int(_protocol(cfg, "validate_every_n_steps", 0)) if selection.enabled else 0
+        every = int(cfg.protocol.validate_every_n_steps) if selection.enabled else 0
         seen: dict[int, float] = {}  # the dev error of the latest step evaluated (a milestone and a validation share it)
 
         def evaluate_dev() -> float:
