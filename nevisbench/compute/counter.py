@@ -25,10 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from nevisbench.compute import guard
 from nevisbench.compute.flop_rules import CountingMode, formulas
 from nevisbench.compute.masks import check_mask, density, masked_params
 
-__all__ = ["StepFlops", "ZERO", "StepCounter", "arm_threads", "counting_outside", "take_pending"]
+__all__ = ["StepFlops", "ZERO", "StepCounter", "arm_threads", "counting_outside", "take_pending", "seen"]
 
 aten = torch.ops.aten
 _FORMULAS = {**formulas(), aten._to_copy: lambda *a, **k: 0}  # _to_copy: autocast copies of masked weights
@@ -101,10 +102,14 @@ class StepCounter:
     tensor that would then be mistaken for them.
     """
 
-    def __init__(self, root: nn.Module | None, *, charging: bool = False, threads: bool = False, sink=None) -> None:
+    def __init__(self, root: nn.Module | None, *, charging: bool = False, threads: bool = False, sink=None,
+                 audited: bool | None = None) -> None:
         self.root = root
         self.charging, self.threads, self.sink = charging, threads, sink
-        self.mode = CountingMode(_FORMULAS, self._report)
+        # `audited`: the harness's own counters (charging, or reporting to a sink, or its evaluation's)
+        # add what they see to `seen()`, which the time audit explains
+        self.audited = (charging or sink is not None) if audited is None else audited
+        self.mode = CountingMode(_FORMULAS, self._report, self._moved if self.audited else None)
         self._paused = 0
         self._executed = [0.0, 0.0]  # forward, backward
         self._saved = [0.0, 0.0]  # FLOPs the masks discount
@@ -149,6 +154,9 @@ class StepCounter:
 
     @contextmanager
     def pause(self) -> Iterator[None]:
+        if not guard.check_pause_caller():  # a learner pausing the count: recorded, and counting goes on
+            yield
+            return
         self._paused += 1
         try:
             yield
@@ -187,6 +195,9 @@ class StepCounter:
         if len(_stack()) > self._depth:
             return  # a charging counter entered inside this one counts (and charges) this op
         flops = formula(*args, out_val=out, **kwargs)
+        if self.audited:
+            _SEEN[0] += flops
+            _SEEN[2] += 1
         if not flops and not self._masked:
             return
         backward = torch._C._current_autograd_node() is not None
@@ -201,6 +212,11 @@ class StepCounter:
                 kept = self._masked_density(op, args, out, backward)
                 if kept is not None:
                     self._saved[backward] += flops * (1.0 - kept)
+
+    def _moved(self, nbytes: float) -> None:
+        if not self._paused and len(_stack()) <= self._depth:
+            _SEEN[1] += nbytes
+            _SEEN[2] += 1
 
     def _weight_density(self, t: object) -> float | None:
         """The density of the masked weight `t` is (whole, same memory), else None."""
@@ -252,6 +268,14 @@ def _needs_grad(args: tuple) -> bool:
 # -- work outside the meter's windows ------------------------------------------------------------------
 _TARGET: StepCounter | None = None  # the training window other threads' ops go to
 _PENDING = [0.0, 0.0]  # forward, backward FLOPs counted outside any window, not yet charged
+_SEEN = [0.0, 0.0, 0.0]  # executed FLOPs, bytes moved by ops without a FLOP rule, ops: seen by the harness's counters
+
+
+def seen() -> tuple[float, float, float]:
+    """(FLOPs, bytes, ops) the harness's counters saw so far in this process (the time audit explains
+    a task's time by the differences over the task; bytes are those of ops without a FLOP rule:
+    elementwise work the meter sees but does not charge)."""
+    return _SEEN[0], _SEEN[1], _SEEN[2]
 
 
 def _to_target_or_pending(flops: float, backward: bool) -> None:
@@ -290,7 +314,22 @@ def _metered_bootstrap(self: threading.Thread) -> None:
         _ORIGINAL_BOOTSTRAP(self)
 
 
+def _metered(function):
+    def run(*args, **kwargs):
+        with StepCounter(None, sink=_to_target_or_pending):
+            return function(*args, **kwargs)
+
+    return run
+
+
 def arm_threads() -> None:
-    """From now on, every thread this process starts with `threading` is counted (idempotent).
+    """From now on, every thread this process starts with `threading` or through the module attribute
+    `_thread.start_new_thread` is counted, and popping the counting mode is recorded (idempotent).
     Threads already running are not: the harness arms before it loads or builds a plugin."""
     threading.Thread._bootstrap_inner = _metered_bootstrap  # type: ignore[attr-defined]  # private, not in typeshed
+    guard.arm_raw_threads(_metered)
+    guard.arm_mode_guard(CountingMode)
+
+
+guard.protect(StepCounter)
+guard.protect(CountingMode)

@@ -124,9 +124,9 @@ class CountingMode(TorchDispatchMode):
     Ops without a formula that decompose are decomposed (their parts are counted), as in
     FlopCounterMode."""
 
-    def __init__(self, table: dict, report: Report) -> None:
+    def __init__(self, table: dict, report: Report, moved: Callable[[float], None] | None = None) -> None:
         super().__init__()
-        self.table, self.report = table, report
+        self.table, self.report, self.moved = table, report, moved
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -142,4 +142,33 @@ class CountingMode(TorchDispatchMode):
         out = func(*args, **kwargs)
         if formula is not None:
             self.report(packet, formula, args, kwargs, out)
+        elif self.moved is not None and not _is_view(func):
+            self.moved(_bytes_moved(out, args))
         return out
+
+
+_VIEWS: dict = {}  # op -> whether it only makes a view (moves no bytes)
+
+
+def _is_view(func) -> bool:
+    view = _VIEWS.get(func)
+    if view is None:
+        view = _VIEWS[func] = bool(getattr(func, "is_view", False)) or func._overloadpacket in _ALIASES
+    return view
+
+
+_ALIASES = {torch.ops.aten.detach, torch.ops.aten.alias, torch.ops.aten.lift_fresh}
+
+
+def _bytes_moved(out: object, args: tuple) -> float:
+    """What an op without a FLOP rule moved, roughly: the larger of its output and its first tensor
+    operand (an elementwise op writes its output; a reduction reads its operand)."""
+    size = 0
+    first = args[0] if args else None
+    if isinstance(first, torch.Tensor):
+        size = first.numel() * first.element_size()
+    if isinstance(out, torch.Tensor):
+        size = max(size, out.numel() * out.element_size())
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        size = max(size, sum(t.numel() * t.element_size() for t in out if isinstance(t, torch.Tensor)))
+    return float(size)

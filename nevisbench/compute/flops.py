@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from nevisbench.compute import guard
 from nevisbench.compute.counter import (
     ZERO,
     StepCounter,
@@ -149,6 +150,8 @@ class FlopMeter:
     counted_steps: int = 0  # training steps counted in this task (the rest came from the cache)
     cost_changes: int = 0  # times the cost charged per training step changed in this task
     last_train_cost: StepFlops | None = None  # the latest counted whole training step
+    fits: int = 0  # Lightning fits metered so far (every task, cumulative: the time audit takes differences)
+    eval_batches: int = 0  # evaluation batches charged so far (cumulative)
 
     def start_task(self) -> None:
         """A new task may bring a new model structure: forget cached counts."""
@@ -234,8 +237,9 @@ class FlopMeter:
     @contextmanager
     def paused(self) -> Iterator[None]:
         """Work inside is not charged to the training window in progress (e.g. the harness's own
-        milestone evaluation, which is charged to evaluation)."""
-        if self.active is None:
+        milestone evaluation, which is charged to evaluation). Only the harness pauses: a pause from
+        anywhere else is recorded (the task is refused) and counting goes on."""
+        if self.active is None or not guard.check_pause_caller():
             yield
         else:
             with self.active.pause():
@@ -256,6 +260,7 @@ class FlopMeter:
     def charge_eval(self, per_sample: StepFlops, batch_size: int, *, kind: str = "eval") -> None:
         """Charge an evaluation batch. Training work inside it (backward ops, forward ops that built
         a graph, or all of it when the batch wrote the model's weights) goes to training."""
+        self.eval_batches += 1
         trained = per_sample.train_like + per_sample.backward
         if trained:
             share = per_sample.algo_forward / per_sample.forward if per_sample.forward else 1.0
@@ -277,3 +282,7 @@ class FlopMeter:
         total = self.stream.copy()
         total.add(self.task)
         return total
+
+
+guard.protect(FlopMeter)
+guard.protect(FlopTally)

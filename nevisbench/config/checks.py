@@ -41,6 +41,8 @@ _RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "seed": (0, True, None, False),  # the upper bound depends on the stream: see _check_seed
     "train.max_steps": (1, True, None, False),
     "meter.audit_every": (1, True, None, False),
+    "meter.unexplained_max": (1, True, None, False),
+    "meter.unexplained_min_seconds": (0, True, None, False),
     "train.lr": (0, False, None, False),
     "train.momentum": (0, True, 1, False),
     "train.weight_decay": (0, True, None, False),

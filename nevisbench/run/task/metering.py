@@ -27,6 +27,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from nevisbench.compute import guard
 from nevisbench.compute.flops import (
     ZERO,
     FlopMeter,
@@ -100,11 +101,22 @@ class FlopMeterCallback(L.Callback):
     # -- hooks --------------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage) -> None:
         arm_threads()
+        self.meter.fits += 1
+        guard.mark_signals()  # Lightning's own handlers are in place by now
         self._trainer = trainer
         self._signature = None  # work before the first batch: counted, charged, never cached
         self._open(pl_module)
 
+    def _check(self, where: str) -> None:
+        """What the learner must not have done since the last check (docs/flop-meter.md)."""
+        counter = self._counter
+        if counter is not None and (counter._paused or guard.mode_missing(counter.mode)):
+            guard.violation(f"switched the FLOP meter's count off during {where}")
+        guard.check_signals(where)
+        guard.check_threads(where)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._check(f"training step {trainer.global_step}")
         self._finish_window()
         x = _inputs(batch)
         self._batch = (tuple(x.shape), x.dtype)
@@ -122,6 +134,7 @@ class FlopMeterCallback(L.Callback):
             self.meter.charge_train_step(self.meter.cached_step(self._signature))
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self._check("training")
         self._finish_window()
         self._signature = None  # the epilogue: counted, charged, never cached
         self._open(pl_module)
@@ -155,3 +168,6 @@ class FlopMeterCallback(L.Callback):
         self.meter.task = FlopTally(**state["task"])
         last = state.get("last_train_cost")
         self.meter.last_train_cost = None if last is None else StepFlops(**last)
+
+
+guard.protect(FlopMeterCallback)

@@ -1,0 +1,240 @@
+"""What a learner must not do to the meter, and the checks that notice it.
+
+Code in the same process cannot be fenced off, so the meter does not rely on being unreachable: it
+notices tampering and the run refuses the task's results line (`violations()`, read at commit):
+- its methods replaced (the meter's, the counter's, the dispatch mode's, the meter callback's):
+  `protect(cls)` records a class's functions at import, `tampered(obj, ...)` compares identities;
+- the meter paused from outside the harness (`check_pause_caller`);
+- the counting dispatch mode popped (`torch.utils._python_dispatch._pop_mode`, which
+  `_disable_current_modes` uses, is wrapped; `mode_missing` checks the stack at each step);
+- a signal handler or interval timer installed (`check_signals`: handlers run while the meter's mode
+  is popped inside its own dispatch, so their work would not be counted);
+- a thread started with `_thread.start_new_thread`: `arm_raw_threads` counts the work of those
+  started through the module attribute; `raw_threads_running` sees the others.
+What the checks cannot see (writes to the meter's data, a process that outlives its checks) the
+time audit (`compute/audit.py`) is there for.
+"""
+
+from __future__ import annotations
+
+import _thread
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils import _python_dispatch
+
+__all__ = ["protect", "tampered", "violation", "violations", "take_violations", "check_pause_caller", "flag",
+           "take_flags", "mark_signals", "check_signals", "arm_raw_threads", "raw_threads_running", "check_threads",
+           "arm_mode_guard", "mode_missing"]
+
+_VIOLATIONS: list[str] = []
+_FLAGS: list[str] = []
+_PROTECTED: list[tuple[type, dict[str, Any]]] = []
+_HARNESS = ("nevisbench.",)  # modules whose code may pause the meter (the learners nevisbench ships never do)
+
+
+def violation(message: str) -> None:
+    """Record that the learner did something the meter cannot charge (the task will be refused)."""
+    if message not in _VIOLATIONS:
+        _VIOLATIONS.append(message)
+
+
+def flag(message: str) -> None:
+    """Record something the task's line must carry as a flag (it is scored, and marked)."""
+    if message not in _FLAGS:
+        _FLAGS.append(message)
+
+
+def take_flags() -> list[str]:
+    out = list(_FLAGS)
+    _FLAGS.clear()
+    return out
+
+
+def violations() -> list[str]:
+    return list(_VIOLATIONS)
+
+
+def take_violations() -> list[str]:
+    """The violations recorded since the last call (and forget them)."""
+    out = list(_VIOLATIONS)
+    _VIOLATIONS.clear()
+    return out
+
+
+def _caller(skip: int = 2) -> tuple[str, str]:
+    """(module, 'file:line') of the first frame outside this module, contextlib and torch."""
+    frame = sys._getframe(skip)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module not in (__name__, "contextlib") and not module.startswith("torch."):
+            return module, f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "", "?"
+
+
+# -- methods replaced ------------------------------------------------------------------------------
+def protect(cls: type) -> type:
+    """Record `cls`'s functions now (at the harness's import, before any plugin loads)."""
+    _PROTECTED.append((cls, {name: value for name, value in vars(cls).items() if callable(value) or isinstance(value, property)}))
+    return cls
+
+
+def tampered(*objects: object) -> list[str]:
+    """What was replaced in the protected classes, or on `objects` (instance attributes shadowing a
+    protected method, or an object whose class is not the protected one)."""
+    found = []
+    for cls, methods in _PROTECTED:
+        for name, original in methods.items():
+            if vars(cls).get(name) is not original:
+                found.append(f"{cls.__name__}.{name} was replaced")
+    for obj in objects:
+        protected = [(cls, methods) for cls, methods in _PROTECTED if isinstance(obj, cls)]
+        for cls, methods in protected:
+            if type(obj) is not cls and any(name in vars(type(obj)) for name in methods):
+                found.append(f"the harness's {cls.__name__} was swapped for a subclass {type(obj).__name__}")
+            shadowed = sorted(set(methods) & set(getattr(obj, "__dict__", {})))
+            found += [f"{cls.__name__}.{name} was replaced on the instance" for name in shadowed]
+    return found
+
+
+# -- pausing ---------------------------------------------------------------------------------------
+def check_pause_caller() -> bool:
+    """Whether the code pausing the meter is the harness's; if not, the pause is recorded (and the
+    caller is expected to keep counting)."""
+    module, where = _caller(3)
+    if module.startswith(_HARNESS) and not module.startswith("nevisbench.learners."):
+        return True
+    violation(f"paused the FLOP meter (at {where}): work done while paused cannot be charged")
+    return False
+
+
+# -- the dispatch mode -----------------------------------------------------------------------------
+_ORIGINAL_POP = _python_dispatch._pop_mode
+_MODE_TYPES: tuple[type, ...] = ()
+
+
+def _guarded_pop(k: Any = None) -> Any:
+    mode = _ORIGINAL_POP(k)
+    if isinstance(mode, _MODE_TYPES) and sys._getframe(1).f_code is not _EXIT_CODE:
+        _module, where = _caller(2)
+        violation(f"popped the FLOP meter's dispatch mode (at {where}): ops run without it are not counted")
+    return mode
+
+
+_EXIT_CODE = _python_dispatch.TorchDispatchMode.__exit__.__code__
+
+
+def arm_mode_guard(*mode_types: type) -> None:
+    """From now on, popping a mode of `mode_types` other than by its own `__exit__` is recorded."""
+    global _MODE_TYPES
+    _MODE_TYPES = tuple(set(_MODE_TYPES) | set(mode_types))
+    _python_dispatch._pop_mode = _guarded_pop
+
+
+def mode_missing(mode: object) -> bool:
+    """Whether `mode` (entered, not exited) is no longer on this thread's dispatch mode stack."""
+    return mode not in _python_dispatch._get_current_dispatch_mode_stack()
+
+
+# -- signals ---------------------------------------------------------------------------------------
+_TIMERS = tuple(getattr(signal, name) for name in ("ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF") if hasattr(signal, name))
+
+
+def _handlers() -> dict[int, Any]:
+    out = {}
+    for sig in signal.valid_signals():
+        try:
+            out[int(sig)] = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+    return out
+
+
+_MARKED: dict[int, Any] = {}
+
+
+def mark_signals() -> None:
+    """Take the process's signal handlers as they are now as the reference (the harness re-marks after
+    its own changes, e.g. Lightning's handlers at the start of a fit)."""
+    global _MARKED
+    if threading.current_thread() is threading.main_thread():
+        _MARKED = _handlers()
+
+
+def check_signals(where: str) -> None:
+    """Record a violation for any signal handler or interval timer installed since `mark_signals()`."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, handler in _handlers().items():
+        marked = _MARKED.get(sig, handler)
+        if marked is not handler and handler not in (signal.SIG_DFL, signal.SIG_IGN) and not _lightnings(handler):
+            violation(f"installed a handler for {signal.Signals(sig).name} in {where}: work a signal handler does "
+                      "runs outside the meter's count")
+            _restore(sig, marked)  # refused: the handler is taken away again
+    for timer in _TIMERS:
+        if signal.getitimer(timer) != (0.0, 0.0):
+            violation(f"armed an interval timer in {where}: its signal's handler would run uncounted")
+            signal.setitimer(timer, 0.0, 0.0)
+    mark_signals()
+
+
+def _from_lightning(function: Any) -> bool:
+    owner = getattr(function, "__self__", None)
+    module = type(owner).__module__ if owner is not None else getattr(function, "__module__", "") or ""
+    return module.startswith(("lightning.", "pytorch_lightning."))
+
+
+def _lightnings(handler: Any) -> bool:
+    """Lightning's own handlers (its signal connector's, registered at the start of a fit)."""
+    inner = getattr(handler, "signal_handlers", None)
+    return type(handler).__module__.startswith("lightning.") and isinstance(inner, list) and all(map(_from_lightning, inner))
+
+
+def _restore(sig: int, handler: Any) -> None:
+    try:
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    except (ValueError, OSError, TypeError):
+        pass
+
+
+# -- raw threads -----------------------------------------------------------------------------------
+_ORIGINAL_START = _thread.start_new_thread
+_RAW_LIVE = [0]
+
+
+def arm_raw_threads(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Threads started through `_thread.start_new_thread` (the module attribute) run `wrap(function)`:
+    the meter counts their work as it counts `threading`'s."""
+
+    def start_new_thread(function: Callable[..., Any], args: tuple = (), kwargs: dict | None = None) -> int:
+        counted = wrap(function)
+
+        def run(*a: Any, **k: Any) -> None:
+            _RAW_LIVE[0] += 1
+            try:
+                counted(*a, **k)
+            finally:
+                _RAW_LIVE[0] -= 1
+
+        return _ORIGINAL_START(run, args, kwargs or {})
+
+    if getattr(_thread.start_new_thread, "__name__", "") != "start_new_thread" or _thread.start_new_thread is _ORIGINAL_START:
+        _thread.start_new_thread = start_new_thread  # type: ignore[assignment]
+        _thread.start_new = start_new_thread  # type: ignore[attr-defined]
+
+
+def raw_threads_running() -> int:
+    """Python threads running that neither `threading` nor the counted `_thread` entry started."""
+    known = sum(1 for t in threading.enumerate() if t is not threading.main_thread() and not isinstance(t, threading._DummyThread))
+    return max(0, _thread._count() - known - _RAW_LIVE[0])
+
+
+def check_threads(where: str) -> None:
+    if raw_threads_running():
+        violation(f"started a thread the meter cannot count in {where} (`_thread.start_new_thread` bound before the "
+                  "harness armed its counting): use threading.Thread")
+

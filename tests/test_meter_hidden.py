@@ -1,0 +1,107 @@
+"""Compute hidden from the meter (issue 30): every trick in tests/hiding_learners.py is counted,
+refused in one line, or flagged by the time audit; honest plugins are never flagged."""
+
+from __future__ import annotations
+
+import json
+
+import hiding_learners
+import pytest
+from conftest import TINY, register_learner
+
+from nevisbench.compute import guard
+from nevisbench.config import compose
+
+STEPS = 4
+# enough work per step that the time audit measures seconds, not milliseconds (resnet18, 48 px, batch 16)
+AUDITED = ["trainer=cpu", "trainer.progress_bar=false", "data.image_size=48", "data.batch_size=16",
+           "train.max_steps=12", "budget.milestones=0"]
+
+
+def _line(monkeypatch, tmp_path, target: str, *extra: str, settings: list[str] | None = None) -> dict:
+    """The first results line of a 1-task run of plugin `target` (every step counted: a third-party plugin)."""
+    from nevisbench.run.runner import run
+
+    hiding_learners.WORK["extra"] = 0
+    register_learner(monkeypatch, "hider", f"hiding_learners:{target}")
+    base = settings if settings is not None else [*TINY, f"train.max_steps={STEPS}", "budget.milestones=0"]
+    cfg = compose([*base, "learner=hider", "stream.tasks=[faces]", "on_failure=skip", f"out_dir={tmp_path / target}", *extra])
+    return json.loads((run(cfg) / "results.jsonl").read_text().splitlines()[0])
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory) -> dict:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _line(monkeypatch, tmp_path_factory.mktemp("honest"), "HonestLearner")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("trick", "says"), [
+    ("DisablesModesLearner", "popped the FLOP meter's dispatch mode"),
+    ("PausesMeterLearner", "paused the FLOP meter"),
+    ("HalvesChargesLearner", "FlopMeter.charge_train was replaced on the instance"),
+    ("AlarmLearner", "installed a handler for SIGALRM"),
+])
+def test_reaching_into_the_meter_refuses_the_task_in_one_line(monkeypatch, tmp_path, trick, says):
+    line = _line(monkeypatch, tmp_path, trick)
+    assert line["status"] == "failed"
+    assert says in line["error"] and "\n" not in line["error"]
+    assert line["error"].startswith("Learner 'hider' on faces: ")
+    assert guard.violations() == []  # taken by the task that recorded them
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("trick", "extra"), [
+    ("RawThreadLearner", ()),  # `_thread.start_new_thread`, looked up at call time: counted like threading's threads
+    ("RestoreTrainingLearner", ("protocol.selection=best_dev", "budget.milestones=2")),  # the best-dev restore is counted
+])
+def test_work_in_raw_threads_and_restores_is_charged(monkeypatch, tmp_path, honest, trick, extra):
+    line = _line(monkeypatch, tmp_path, trick, *extra)
+    assert line["status"] == "ok", line.get("error")
+    done = hiding_learners.WORK["extra"]
+    assert done >= STEPS
+    charged = line["flops"]["executed"]["train"] / honest["flops"]["executed"]["train"]
+    assert charged == pytest.approx(1 + done / STEPS, rel=0.03), f"{trick}: charged {charged:.2f}x, did {1 + done / STEPS:.2f}x"
+
+
+@pytest.mark.slow
+def test_a_finaliser_training_between_tasks_is_charged_to_its_task(monkeypatch, tmp_path, honest):
+    line = _line(monkeypatch, tmp_path, "FinaliserLearner")
+    assert hiding_learners.WORK["extra"] == STEPS  # the finaliser ran, once
+    assert line["flops"]["outside"] > 0
+    charged = line["flops"]["executed"]["train"] / honest["flops"]["executed"]["train"]
+    assert charged == pytest.approx(2.0, rel=0.03)
+
+
+@pytest.mark.slow
+def test_data_writes_to_weights_during_evaluation_flag_the_task(monkeypatch, tmp_path):
+    line = _line(monkeypatch, tmp_path, "EvalDataWriteLearner")
+    assert hiding_learners.WORK["extra"] > 0
+    assert line["audit"]["flagged"] is True
+    assert any("evaluation must not train" in flag for flag in line["audit"]["flags"])
+
+
+def test_replaced_meter_methods_are_found_by_identity(monkeypatch):
+    from nevisbench.compute.flops import FlopMeter
+
+    meter = FlopMeter()
+    assert guard.tampered(meter) == []
+    monkeypatch.setattr(FlopMeter, "charge_eval", lambda *a, **k: None)
+    assert "FlopMeter.charge_eval was replaced" in guard.tampered(meter)
+    monkeypatch.undo()
+    meter.paused = lambda: None  # type: ignore[method-assign]
+    assert guard.tampered(meter) == ["FlopMeter.paused was replaced on the instance"]
+
+
+def test_a_pause_from_outside_the_harness_keeps_counting_and_is_recorded():
+    import torch
+
+    from nevisbench.compute.counter import StepCounter
+
+    guard.take_violations()
+    layer = torch.nn.Linear(8, 8)
+    with StepCounter(layer, charging=True) as counter:
+        with counter.pause():  # this test is not harness code
+            layer(torch.rand(2, 8))
+    assert counter.totals().forward == 2 * 2 * 8 * 8
+    assert any("paused the FLOP meter" in v for v in guard.take_violations())
