@@ -1,4 +1,6 @@
-"""`nevisbench` command line: parse, compose the config, call the library. Nothing else."""
+"""`nevisbench` command line: parse, compose the config, call the library; besides, it builds the
+`list` and `flops` tables (in `list`, an option's first YAML comment describes it) and the
+`--json` outputs. Imports of the library sit inside the commands: `nevisbench --help` loads no torch."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,compare,list,flops,plot,data}")
     run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
-                         "Overrides: group=option (learner=, stream=, trainer=, logger=) and dotted key=value.")
+                         "Overrides: group=option (learner=, stream=, trainer=, logger=, protocol=, search=) and dotted key=value.")
     run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x, or resume=RUN_DIR")
     sweep = sub.add_parser("sweep", help="many runs from one command: a grid of overrides, launched locally or on SLURM",
                            description="Expand a grid of overrides (key=a,b,c, range(...), logspace(a,b,n); "

@@ -115,3 +115,14 @@ def test_a_learner_registered_twice_is_refused_alone(monkeypatch):
             get_learner_class("dup")
     finally:
         registry._entry_points.cache_clear()
+
+
+def test_the_refusal_lists_the_hooks_the_harness_calls_and_nothing_else():
+    """The list named class attributes (brings_backbone, backbone_families) and task_module as hooks."""
+
+    class Stray(Learner):
+        def end_tsk(self, task, module):
+            pass
+
+    listed = check_api(Stray).split("(hooks: ")[1].split(")")[0].split(", ")
+    assert listed == ["begin_task", "end_task", "load_state_dict", "prepare", "revisit_module", "state_dict", "task_report"]

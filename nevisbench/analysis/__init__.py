@@ -1,4 +1,5 @@
-"""Analysis of finished runs, above `run/`: read them (`runs.py`, the one reader of a run folder),
+"""Analysis of finished runs, above `run/`: read them (`runs.py`, the reader every table and figure
+shares; the conformance kit, `nevisbench.testing`, reads its own runs' files directly),
 group and name them (`labels.py`, the one labeller), tabulate (`compare.py`) and draw
 (`figures.py`, the one figure path); `commands.py` holds `nevisbench compare` and `nevisbench plot`.
 The sweep's comparison and the notebook call the same functions."""

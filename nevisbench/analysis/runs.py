@@ -1,5 +1,6 @@
-"""Reading finished runs: the one reader of a run folder (`summary.json` + `config.yaml`) that
-`compare`, `plot`, the sweep's comparison and the notebook share.
+"""Reading finished runs: the reader of a run folder (`summary.json` + `config.yaml`) that
+`compare`, `plot`, the sweep's comparison and the notebook share (the conformance kit reads its
+own runs' files directly).
 
 A run folder is read into a `Run` (summary.json through the run folder's own reader,
 `ResultsStore.read_summary`), whose every field is checked: a file that is missing, not

@@ -160,7 +160,14 @@ def _positional(method: Any) -> int:
 
 
 def _verbs() -> set[str]:
+    """What a subclass may define: the hooks, `task_module` and the class attributes (`_ATTRIBUTES`)."""
     return {name for name in vars(Learner) if not name.startswith("_")}
+
+
+def _hooks() -> set[str]:
+    """The methods the harness calls (`task_module` is not one: the default `begin_task` calls it)."""
+    return {name for name in _verbs() if callable(vars(Learner)[name]) and not isinstance(vars(Learner)[name], type)
+            and name not in _ATTRIBUTES and name != "task_module"}
 
 
 # the upgrade from each earlier API version (what a plugin written for it changes)
@@ -218,7 +225,7 @@ def check_api(cls: type[Learner]) -> str | None:
             if name in RETIRED:
                 return (f"defines {name}(){where}, which the learner API no longer calls; "
                         f"implement {RETIRED[name]}() instead")
-            hooks = ", ".join(sorted(verbs - {"Config", "helpers", "api_version", "supports_ddp"}))
+            hooks = ", ".join(sorted(_hooks()))
             return (f"defines {name}(){where}, which is not a hook of the learner API (hooks: {hooks}); "
                     f"the harness would never call it. Rename it _{name} or list it in `helpers`")
     return None

@@ -55,7 +55,7 @@ def _groups() -> tuple[str, ...]:
     return tuple(str(next(iter(entry))) for entry in defaults if isinstance(entry, dict))
 
 
-GROUPS = _groups()  # ("learner", "stream", "trainer", "logger")
+GROUPS = _groups()  # protocol, learner, stream, trainer, logger, search: config.yaml's order
 
 
 def group_options(group: str) -> list[str]:

@@ -1,8 +1,9 @@
 """Sweeps: many runs from one command (`nevisbench sweep`), launched by existing engines.
 
 `grid.py` Hydra's override grammar -> jobs; `jobs.py` the sweep folder and one job's subprocess;
-`launchers.py` the local launcher (a thread pool of slots running job subprocesses) and submitit
-(SLURM); `progress.py` live lines and the status table; `sweeper.py` the command itself, which ends
+`records.py` reading `sweep.yaml` and `jobs.jsonl` back, checked; `launchers.py` the launchers'
+configs and the local launcher (a thread pool of slots running job subprocesses); `slurm.py` the
+SLURM launcher (submitit); `progress.py` live lines and the status table; `sweeper.py` the command itself, which ends
 by writing the sweep's comparison with `nevisbench.analysis` (the tables and figures of
 `nevisbench compare`).
 """
