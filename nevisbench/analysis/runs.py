@@ -74,6 +74,7 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)  # "<metric>/<scalar>" -> value: the metrics' numbers it has
     label: str = ""  # the configuration it belongs to (set by labels.label_runs)
     study: str = ""  # the set of runs it is comparable with (set by labels.label_runs)
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)  # summary.json as read: the report's details
 
     @property
     def budget(self) -> str:
@@ -305,7 +306,7 @@ def _run(run_dir: Path, summary: dict[str, Any], config: dict[str, Any]) -> Run:
                sub_points=subs, anytime=anytime, auc=None if auc is None else _number(auc, "auc", high=1.0),
                task_rows=[{"task": t["task"], "domain": t["domain"], "test_error": t["test_error"],
                            "train_flops": float((t.get("flops") or {}).get("train", 0.0))} for t in tasks],
-               config=config, metrics=_metric_values(summary))
+               config=config, metrics=_metric_values(summary), summary=summary)
 
 
 def read_run(run_dir: str | Path) -> Run:
