@@ -43,9 +43,10 @@ class RunFailed(NevisbenchError):
     exit_code = 1
 
 
-class WriteFailed(NevisbenchError):
+class WriteFailed(NevisbenchError, OSError):
     """The harness could not write one of its own files (a full disk, a vanished folder): never the
-    learner's failure. Its temporary file is removed; what was committed before stays."""
+    learner's failure. Its temporary file is removed; what was committed before stays. Still an
+    OSError, for callers that catch those."""
 
     exit_code = 1
 

@@ -38,3 +38,15 @@ class LossNanOnFaces(Learner):
             with torch.no_grad():
                 module.head.weight.fill_(math.inf)
         return module
+
+
+class DeletesItsRunFolder(Learner):
+    """At the end of its first task, deletes the run folder it runs in (NEVISBENCH_TEST_RUN_DIR): a user
+    removing a running job's folder."""
+
+    def end_task(self, task, module):
+        import os
+        import shutil
+
+        if task.index == 0:
+            shutil.rmtree(os.environ["NEVISBENCH_TEST_RUN_DIR"])

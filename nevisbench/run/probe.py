@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.api.learner import TaskInfo
 from nevisbench.compute.flops import FlopMeter, StepFlops
-from nevisbench.errors import PluginError
+from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.registry import get_learner_class
 from nevisbench.run.footprint import check_fits
 from nevisbench.run.learner.backbone import describe_backbone, start_backbone
@@ -65,8 +66,9 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     with plugin_hook(name, "training on probe"):
         trainer.fit(module, train_dataloaders=loader)
     eval_loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=False)
-    with plugin_hook(name, "forward() while evaluating probe"):
-        evaluate(module, eval_loader, meter, num_classes=num_classes)
+    with plugin_hook(name, "forward() while evaluating probe"), contextlib.suppress(TaskFailed):
+        evaluate(module, eval_loader, meter, num_classes=num_classes)  # counted before outputs are checked: a
+        # probe's random images through untrained statistics may give NaN, which a FLOP count does not mind
     shape = (3, size, size)
     counted, evaluation = meter.last_train_cost, meter.cached(("eval", shape, torch.float32))
     if counted is None or evaluation is None:

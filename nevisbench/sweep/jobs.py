@@ -38,12 +38,12 @@ from typing import Any
 import yaml
 
 from nevisbench import layout
-from nevisbench.errors import ConfigError
-from nevisbench.run.store.results import atomic_write_text
+from nevisbench.errors import ConfigError, DataError
+from nevisbench.run.store.results import ResultsStore, atomic_write_text
 from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV, hold_folder
 from nevisbench.sweep.records import STATES, read_info, read_jobs
 
-__all__ = ["STATES", "Job", "SweepFolder", "job_command", "run_job", "run_in_use", "stop_process", "last_output"]
+__all__ = ["STATES", "Job", "SweepFolder", "finished_run", "job_command", "run_job", "run_in_use", "stop_process", "last_output"]
 
 
 @dataclass
@@ -186,7 +186,7 @@ class SweepFolder:
         with self._locked():
             self.jobs = SweepFolder.open(self.path).jobs
             for job in self.jobs:
-                if layout.is_run(self.run_dir(job)):
+                if finished_run(self.run_dir(job)):
                     job.state = "done"
                 elif job.state == "done":  # the run folder was deleted: run it again
                     job.state = "pending"
@@ -208,6 +208,25 @@ def run_in_use(run_dir: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def finished_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished run: its config.yaml, and a summary.json that is the summary
+    of its committed results lines (a folder deleted while its run ran, then recreated by the run's
+    later writes, held a summary of one task and no config.yaml: never a finished job)."""
+    if not (layout.is_run(run_dir) and (run_dir / layout.CONFIG).is_file()):
+        return False
+    store = ResultsStore(run_dir, writer=False)
+    try:
+        store.check_summary(store.read_summary(), store.read_results())
+    except DataError:
+        return False
+    return True
+
+
+def _stray(run_dir: Path) -> bool:
+    """A run folder with files in it but no config.yaml, that no run was killed before writing."""
+    return run_dir.is_dir() and not (run_dir / layout.CONFIG).is_file() and not _killed_before_config(run_dir)
 
 
 def _killed_before_config(run_dir: Path) -> bool:
@@ -274,9 +293,14 @@ def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None,
     run_dir = folder.run_dir(job)
     while run_in_use(run_dir):
         time.sleep(poll_s)
-    if layout.is_run(run_dir):
+    if finished_run(run_dir):
         folder.update(job, state="done", finished=time.time())
         return "done"
+    if _stray(run_dir):
+        folder.update(job, state="failed", finished=time.time(),
+                      error=f"{run_dir} holds files but no {layout.CONFIG} (its folder was deleted while the run ran?); "
+                            "move it away to run the job again")
+        return "failed"
     command = job_command(folder, job)
     folder.update(job, state="running", attempts=job.attempts + 1, command=command, started=time.time(),
                   finished=None, returncode=None, error=None)
@@ -293,7 +317,7 @@ def run_job(folder: SweepFolder, job: Job, *, env: dict[str, str] | None = None,
         while process.poll() is None:  # polling, not wait(): a signal handler may stop it meanwhile
             time.sleep(0.25)
         returncode = process.returncode
-    done = returncode == 0 and layout.is_run(run_dir)
+    done = returncode == 0 and finished_run(run_dir)
     if not done and requeued is not None and requeued():
         folder.update(job, state="pending", returncode=returncode, error="preempted: requeued to resume")
         return "pending"

@@ -147,7 +147,8 @@ def read_jobs(path: Path, info: dict[str, Any], group: str) -> tuple[list[dict[s
         overrides = [o for o in record["overrides"] if not o.startswith("logger.group=") or o in combos[index]]
         if record["name"] != expected or overrides != list(combos[index]):
             raise ConfigError(f"{path}: line {number}: job {index} is recorded as {_shown(record['name'])} with "
-                              f"other overrides than sweep.yaml's grid gives it ({expected}); delete that line")
+                              f"other overrides than sweep.yaml's grid gives it ({expected}); restore sweep.yaml, or "
+                              "delete that line and move the job's run folder away to run it again with the new overrides")
         found[index] = record
     missing = [i for i in range(len(combos)) if i not in found]
     for index in missing:

@@ -105,7 +105,27 @@ def _reopen(path: Path, signature: str | None, console: Console) -> SweepFolder:
         console.print(f"[yellow]{path / SweepFolder.JOBS} lacked {len(folder.recreated)} job(s) of the grid in "
                       f"sweep.yaml: recreated ({escape(names[:300])}); their run folders say what is left to do[/]",
                       soft_wrap=True)
+        _refuse_foreign_runs(folder, [j for j in folder.jobs if j.index in folder.recreated])
     return folder
+
+
+def _refuse_foreign_runs(folder: SweepFolder, jobs: list[Job]) -> None:
+    """A recreated job's run folder counts for the job only if it ran the job's overrides: after
+    sweep.yaml was edited (a fixed override changed) and the job lines it no longer matched were
+    deleted, the old runs counted as the new grid's jobs, silently."""
+    from nevisbench.config.resume import compose_resume
+
+    for job in jobs:
+        run_dir = folder.run_dir(job)
+        if not (run_dir / layout.CONFIG).is_file():
+            continue
+        try:
+            compose_resume(str(run_dir), list(job.overrides))
+        except ConfigError as exc:
+            detail = str(exc).partition("with a different config: ")[2].partition(". Start a new run")[0] or str(exc)
+            raise ConfigError(f"{run_dir} was run with other settings than sweep.yaml's grid now gives job {job.name} "
+                              f"({detail}): sweep.yaml was edited after the sweep ran. Restore sweep.yaml, or move that "
+                              "run folder away to run the job again; nothing was launched") from None
 
 
 def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[SweepFolder, Any]:
@@ -188,7 +208,7 @@ def run_sweep(overrides: list[str], console: Console) -> int:
 def write_comparison(folder: SweepFolder, console: Console) -> list[Any]:
     """The sweep's comparison: table on the terminal, comparison.{csv,md,png} in the sweep folder,
     and a `wandb.Table` in the sweep's W&B group when its runs log to W&B."""
-    points = collect([folder.path])
+    points = collect([folder.run_dir(j) for j in folder.jobs if j.state == "done"])  # this grid's runs, no stray folder
     rows = compare_rows(points)
     print_table(console, render_table(rows, title=f"sweep {folder.name}"))
     table, markdown = layout.comparison_file(folder.path, "csv"), layout.comparison_file(folder.path, "md")

@@ -97,6 +97,7 @@ def _writes(method: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(method)
     def write(self: ResultsStore, *args: Any, **kwargs: Any) -> None:
         if self.writer:
+            self.check_held()
             method(self, *args, **kwargs)
     return write
 
@@ -111,6 +112,28 @@ class ResultsStore:
     def __init__(self, run_dir: Path, *, writer: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.writer = writer
+        self._held: Any = None  # the open lock file of the folder this run holds (`hold`)
+
+    def hold(self, lock: Any) -> None:
+        """This process holds the folder through `lock` (its open `.lock` file): later writes go to
+        this folder or nowhere (`check_held`)."""
+        self._held = lock
+
+    def check_held(self) -> None:
+        """Refuse to write into a run folder that was deleted (or replaced) while this run held it
+        (its lock file, held open, is then unlinked or no longer the folder's): a write would recreate
+        a folder of stray files (one results line, no config.yaml) that a sweep took for a finished job."""
+        if self._held is None:
+            return
+        try:
+            held = os.fstat(self._held.fileno())
+            there = os.stat(self.run_dir / layout.LOCK)
+            same = held.st_nlink > 0 and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+        except (OSError, ValueError):  # ValueError: the handle was closed (the folder released)
+            same = False
+        if not same:
+            raise WriteFailed(f"The run folder {self.run_dir} was deleted or replaced while this run held it; the run "
+                              "stops and writes nothing more there. Start it again (a sweep runs the job again)")
 
     @property
     def results_path(self) -> Path:
@@ -177,6 +200,7 @@ class ResultsStore:
     # -- resume state: learner state + stream FLOPs after each finished task, mid-task checkpoints
     @property
     def state_dir(self) -> Path:
+        self.check_held()
         path = self.run_dir / layout.STATE
         path.mkdir(exist_ok=True)
         return path

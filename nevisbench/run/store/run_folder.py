@@ -140,6 +140,7 @@ class RunFolder:
 
     def _acquire(self) -> None:
         self._lock = hold_folder(self.path, "run folder")
+        self.store.hold(self._lock)
 
     def release(self) -> None:
         """Let the folder go; the lock file is removed so a finished run holds only its results."""
