@@ -29,7 +29,7 @@ MAX_PROBE_CLASSES = 100_000
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nevisbench", description="Compute-aware continual and transfer learning benchmark.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,compare,list,flops,plot,data}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,sweep,compare,list,flops,plot,report,wandb-workspace,data}")
     run = sub.add_parser("run", help="run a learner over a stream", description="Run a learner over a stream. "
                          "Overrides: group=option (learner=, stream=, trainer=, logger=, protocol=, search=) and dotted key=value.")
     run.add_argument("overrides", nargs="*", help="e.g. learner=finetune train.max_steps=50 out_dir=/tmp/x, or resume=RUN_DIR")
@@ -105,6 +105,17 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     plot.add_argument(
         "--x", default=None, choices=("algorithmic", "executed", "seconds"), help="compute axis (default: each run's budget.measure)"
     )
+    report = sub.add_parser("report", help="a study as a static web site (figures, tables, per-run pages), opens from disk",
+                            description="Write a self-contained web site of finished runs (run folders, sweep folders "
+                            "or folders of runs): open SITE/index.html in a browser, no server or network needed.")
+    report.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders or folders of runs")
+    report.add_argument("--out", required=True, metavar="SITE", help="the site's folder (new, empty, or an earlier report)")
+    workspace = sub.add_parser("wandb-workspace", help="a W&B workspace for a project's runs: the compute-performance "
+                               "scatter by learner, per-task and anytime panels (offline: built, validated and shown)")
+    workspace.add_argument("--entity", required=True, help="W&B entity (user or team)")
+    workspace.add_argument("--project", required=True, help="W&B project the runs log to (logger.project)")
+    workspace.add_argument("--name", default="nevisbench: compute-performance", help="the workspace's name")
+    workspace.add_argument("--dry-run", action="store_true", help="build and validate only, never contact W&B")
     plot.add_argument(
         "--anytime",
         action="store_true",
@@ -333,6 +344,14 @@ def main(argv: list[str] | None = None) -> int:
             from nevisbench.analysis.commands import plot_command
 
             plot_command(args, console)
+        elif args.command == "report":
+            from nevisbench.analysis.site.command import report_command
+
+            report_command(args, console)
+        elif args.command == "wandb-workspace":
+            from nevisbench.analysis.wandb_workspace import workspace_command
+
+            workspace_command(args, console)
     except NevisbenchError as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code

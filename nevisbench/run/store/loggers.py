@@ -18,7 +18,16 @@ from nevisbench.run.store.metrics import METRICS
 if TYPE_CHECKING:
     from nevisbench.run.store.summary import Summary
 
-__all__ = ["WandbSink", "make_sink", "summary_numbers", "wandb_mode"]
+__all__ = ["WandbSink", "make_sink", "summary_numbers", "wandb_mode", "CUMULATIVE_FLOPS", "TASK_TEST_ERROR",
+           "TASK_TRAIN_FLOPS", "TASK_ERROR", "ANYTIME_FLOPS", "ANYTIME_DEV_ERROR", "POINT", "FINAL_MEAN_ERROR"]
+
+# The W&B names the sink logs, spelled once: `nevisbench wandb-workspace` (analysis/wandb_workspace.py) draws them.
+CUMULATIVE_FLOPS = "stream/cumulative_flops"  # the step of every per-task metric
+TASK_TEST_ERROR, TASK_TRAIN_FLOPS = "task/test_error", "task/train_flops"
+TASK_ERROR = "task_error/"  # + the task's key: its test error
+ANYTIME_FLOPS, ANYTIME_DEV_ERROR = "anytime/cumulative_train_flops", "anytime/dev_error"
+POINT = "point/"  # + flops, flops_executed, seconds, x: the run's point on the curve (summary)
+FINAL_MEAN_ERROR = "final_mean_error"  # the point's error (summary)
 
 
 
@@ -49,11 +58,11 @@ class WandbSink:
             reinit="create_new",
         )
         # FLOPs, not steps, are the x-axis of every nevisbench metric
-        self.run.define_metric("stream/cumulative_flops")
-        self.run.define_metric("task/*", step_metric="stream/cumulative_flops")
-        self.run.define_metric("task_error/*", step_metric="stream/cumulative_flops")
-        self.run.define_metric("anytime/cumulative_train_flops")
-        self.run.define_metric("anytime/*", step_metric="anytime/cumulative_train_flops")
+        self.run.define_metric(CUMULATIVE_FLOPS)
+        self.run.define_metric("task/*", step_metric=CUMULATIVE_FLOPS)
+        self.run.define_metric(f"{TASK_ERROR}*", step_metric=CUMULATIVE_FLOPS)
+        self.run.define_metric(ANYTIME_FLOPS)
+        self.run.define_metric("anytime/*", step_metric=ANYTIME_FLOPS)
         self._train_flops_before = 0.0
         if mode == "offline":
             where = self.run.settings.sync_dir
@@ -83,17 +92,17 @@ class WandbSink:
 
     def log_task(self, result: dict[str, Any]) -> None:
         metrics = {
-            "stream/cumulative_flops": result["cumulative_flops"],
-            "task/test_error": result["test_error"],
+            CUMULATIVE_FLOPS: result["cumulative_flops"],
+            TASK_TEST_ERROR: result["test_error"],
             "task/index": result["index"],
-            "task/train_flops": result["flops"]["train"],
+            TASK_TRAIN_FLOPS: result["flops"]["train"],
             "task/eval_flops": result["flops"]["eval"],
             "task/wall_seconds": result["wall_seconds"],
-            f"task_error/{result['task']}": result["test_error"],
+            f"{TASK_ERROR}{result['task']}": result["test_error"],
         }
         rows = [{
-            "anytime/cumulative_train_flops": self._train_flops_before + record["train_flops"],
-            "anytime/dev_error": record["dev_error"],
+            ANYTIME_FLOPS: self._train_flops_before + record["train_flops"],
+            ANYTIME_DEV_ERROR: record["dev_error"],
             "anytime/task_index": result["index"],
             "anytime/fraction": record["fraction"],
         } for record in result.get("anytime", [])]
@@ -144,7 +153,7 @@ def summary_numbers(summary: Summary, metrics: Sequence[StreamMetric] = METRICS)
     out |= {f"backbone/{key}": value for key, value in summary.backbone.items()}
     point = scores.point or {}
     # x of this run on the compute-performance curve; x: the compute kinds it sums (budget.x)
-    out |= {f"point/{key}": point[key] for key in ("flops", "flops_executed", "seconds", "x") if key in point}
+    out |= {f"{POINT}{key}": point[key] for key in ("flops", "flops_executed", "seconds", "x") if key in point}
     for name, group in (scores.sub_streams or {}).items():
         if group.anytime is not None:
             out[f"{name}/auc"] = group.anytime.auc
@@ -155,7 +164,7 @@ def summary_numbers(summary: Summary, metrics: Sequence[StreamMetric] = METRICS)
     return out
 
 
-_FINAL_MEANS = ("final_mean_error", "final_mean_top1_error", "final_mean_map_error")
+_FINAL_MEANS = (FINAL_MEAN_ERROR, "final_mean_top1_error", "final_mean_map_error")
 SEARCH_COLUMNS = ["task", "trial", "overrides", "dev_error", "train_flops", "eval_flops", "status", "winner"]
 
 
