@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -138,18 +139,21 @@ def _data(args: argparse.Namespace, console: Console) -> None:
 
         if args.jobs is not None and args.jobs < 1:
             raise NevisbenchError(f"Invalid --jobs {args.jobs}: it must be >= 1")
-        prepare(
-            args.targets,
-            root,
-            source_dir=Path(args.source_dir).expanduser() if args.source_dir else None,
-            download=args.download,
-            verify=not args.no_verify,
-            size=args.size,
-            jobs=args.jobs,
-            force=args.force,
-            mirror=args.mirror,
-            console=console,
-        )
+        from nevisbench.net import fail_fast
+
+        with fail_fast() if args.download else contextlib.nullcontext():  # offline: an error in seconds, not minutes
+            prepare(
+                args.targets,
+                root,
+                source_dir=Path(args.source_dir).expanduser() if args.source_dir else None,
+                download=args.download,
+                verify=not args.no_verify,
+                size=args.size,
+                jobs=args.jobs,
+                force=args.force,
+                mirror=args.mirror,
+                console=console,
+            )
         return
     from nevisbench.tasks.prepare import status_rows, status_table
 

@@ -27,6 +27,7 @@ from nevisbench.backbones import (
     register_backbone,
     registry,
 )
+from nevisbench.backbones.weights import cached_path
 from nevisbench.compute.flops import StepCounter
 from nevisbench.config import compose
 from nevisbench.errors import ConfigError, PluginError
@@ -70,7 +71,7 @@ def test_url_is_downloaded_into_the_hub_cache(reference_weights, tmp_path):
     finally:
         server.shutdown()
     assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
-    assert (Path(torch.hub.get_dir()) / "checkpoints" / path.name).is_file()
+    assert cached_path(url).is_file()  # keyed by the whole URL (tests/test_offline.py)
 
 
 def test_unreachable_weights_give_a_clear_error():
@@ -127,7 +128,7 @@ def test_a_url_serving_something_else_leaves_nothing_in_the_hub_cache(tmp_path):
             url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
             with pytest.raises(ConfigError, match=expected):
                 build_backbone("resnet18", url, image_size=32)
-            assert not (Path(torch.hub.get_dir()) / "checkpoints" / name).exists()
+            assert not cached_path(url).exists()
     finally:
         server.shutdown()
 

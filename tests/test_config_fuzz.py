@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.config import GROUPS, compose, group_options
 from nevisbench.config.compose import compose_checked
-from nevisbench.config.resume import override_literal
+from nevisbench.config.keys import override_literal
 from nevisbench.errors import ConfigError
 from nevisbench.registry import get_learner_class, learner_names
 

@@ -9,7 +9,7 @@ import yaml
 
 from nevisbench.config import compose, to_yaml
 from nevisbench.config.compose import compose_checked
-from nevisbench.config.resume import override_literal
+from nevisbench.config.keys import override_literal
 from nevisbench.errors import ConfigError
 
 NASTY = ["it's", 'say "hi"', "back\\slash\\", "a: b", "# not a comment", "two\nlines", "ünïcödé ☃ 日本",

@@ -30,7 +30,7 @@ from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError, DataError
 from nevisbench.run.store.metric import metric_scalars
 from nevisbench.run.store.metrics import METRICS
-from nevisbench.run.store.results import ResultsStore
+from nevisbench.run.store.results import ResultsStore, UnreadableText, read_text
 from nevisbench.run.store.scores import DEFAULT_X, X_CHOICES, run_point, sub_streams
 
 __all__ = ["AXES", "Run", "UnreadableRun", "read_run", "run_dirs", "load_runs", "warn_stderr"]
@@ -98,11 +98,9 @@ def _one_line(text: str, limit: int = 160) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UnreadableRun(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UnreadableRun(f"{path}: cannot be read ({_one_line(exc.strerror or str(exc))})") from None
+        return read_text(path)
+    except UnreadableText as exc:
+        raise UnreadableRun(_one_line(str(exc), 400)) from None
 
 
 def _load_summary(run_dir: Path) -> dict[str, Any]:

@@ -1,24 +1,38 @@
 """Backbone weights: `imagenet` (torchvision's default ImageNet weights: from the torch hub cache,
 else downloaded), `none` (random init, said loudly), a local state-dict file, or an http(s) URL.
 
+Downloads look in the cache first and fail in seconds without a network (`nevisbench.net`). A URL's
+file is cached under the whole URL (`<hub>/checkpoints/by-url/<sha256 of the URL>/<file name>`), so
+two URLs ending in the same file name never share a file; torchvision's own `imagenet` files keep
+torchvision's cache path (`<hub>/checkpoints/<file name>`, where an offline machine can put them).
+Where the file name carries a content hash, as torch hub names do (`name-<sha256 prefix>.pth`), the
+download is checked against it.
+
 The classifier's tensors are dropped (the registry replaced it with `nn.Identity`), and a ViT's
 position embeddings are interpolated to the run's image size (torchvision's `interpolate_embeddings`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from nevisbench import net
 from nevisbench.backbones.registry import backbone_spec
 from nevisbench.errors import ConfigError
 
-__all__ = ["load_weights", "load_into"]
+__all__ = ["load_weights", "load_into", "cached_path"]
+
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch hub's naming: resnet18-f37072fd.pth (sha256 prefix)
 
 
 def _reason(exc: BaseException) -> str:
@@ -84,23 +98,57 @@ def load_weights(name: str, weights: str) -> dict[str, torch.Tensor] | None:
             raise ConfigError(f"Cannot load backbone.weights='{weights}': not a readable PyTorch state dict "
                               f"({_reason(exc)})") from None
         return _strip_head(state, weights)
-    target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+    target = cached_path(url, official=weights == "imagenet")
+    if not target.is_file():  # the cache first: no network at all when the file is there
+        _download(url, target, name)
     try:
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(
-            f"Cannot download backbone weights for {name} from {url} ({exc}). Offline? Put the file at "
-            f"{target}, or pass backbone.weights=/path/to/{name}.pth, or backbone.weights=none to "
-            "train from random initialisation."
-        ) from None
-    except Exception as exc:  # hash mismatch, or a file that is not a (safe) state dict
-        target.unlink(missing_ok=True)  # never leave a bad file in the hub cache for later offline runs
+        state = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a file that is not a (safe) state dict
+        target.unlink(missing_ok=True)  # never leave a bad file in the cache for later offline runs
         raise ConfigError(f"Backbone weights from {url} are invalid: {_reason(exc)}") from None
     try:
         return _strip_head(state, url)
     except ConfigError:
         target.unlink(missing_ok=True)
         raise
+
+
+def cached_path(url: str, *, official: bool = False) -> Path:
+    """Where the file of `url` is cached: keyed by the whole URL; torchvision's own files (`official`)
+    where torchvision caches them."""
+    name = os.path.basename(urllib.parse.urlparse(url).path) or "weights.pth"
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    if official:
+        return checkpoints / name
+    return checkpoints / "by-url" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16] / name
+
+
+def _download(url: str, target: Path, name: str) -> None:
+    """Fetch `url` into `target` (through a temporary file, checked against a hash its name carries)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.part")
+    digest = hashlib.sha256()
+    try:
+        with net.fail_fast():
+            request = urllib.request.Request(url, headers={"User-Agent": "nevisbench"})
+            with urllib.request.urlopen(request, timeout=net.timeout()) as response, open(part, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # offline, refused, timed out, HTTP errors
+        part.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"Cannot download backbone weights for {name} from {url} ({reason}). Offline? Put the file at "
+            f"{target}, or pass backbone.weights=/path/to/{name}.pth, or backbone.weights=none to "
+            "train from random initialisation."
+        ) from None
+    expected = HASH_IN_NAME.search(target.name)
+    if expected and not digest.hexdigest().startswith(expected.group(1)):
+        part.unlink(missing_ok=True)
+        raise ConfigError(f"Backbone weights from {url} are invalid: their sha256 starts {digest.hexdigest()[:12]}, "
+                          f"but the file name says {expected.group(1)} (a damaged or substituted download)")
+    os.replace(part, target)
 
 
 def load_into(model: nn.Module, name: str, weights: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nevisbench import layout
 from nevisbench.config.compose import compose_checked
-from nevisbench.config.keys import flatten
+from nevisbench.config.keys import flatten, override_literal
 from nevisbench.errors import ConfigError
 
-__all__ = ["HARMLESS_ON_RESUME", "compose_resume", "override_literal"]
+__all__ = ["HARMLESS_ON_RESUME", "compose_resume"]
 
 # Keys a resumed run may change: they do not affect what is computed.
 HARMLESS_ON_RESUME = ("logger.", "trainer.progress_bar", "trainer.log_every_n_steps", "out_dir", "resume", "choices.logger")
@@ -83,40 +82,3 @@ def _refuse_other_options(run_dir: str, choices: dict[str, Any], overrides: list
     if changed:
         raise ConfigError(f"Cannot resume '{run_dir}' with a different config: {', '.join(changed)}. "
                           "Start a new run instead, or drop those overrides.")
-
-
-def _quoted(text: str) -> str:
-    """`text` as a single-quoted value of Hydra's override grammar, parsing back to `text`.
-
-    In a quoted value backslashes are special only before a quote or at the end, where each is
-    doubled; a quote is escaped by one more backslash. `${` gets omegaconf's escape (a backslash,
-    and its own backslashes doubled) so it stays literal instead of becoming an interpolation.
-    """
-    out: list[str] = []
-    backslashes = 0
-    for char in re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text):
-        if char == "\\":
-            backslashes += 1
-            continue
-        if char == "'":
-            out.append("\\" * (2 * backslashes) + "\\'")
-        else:
-            out.append("\\" * backslashes + char)
-        backslashes = 0
-    out.append("\\" * (2 * backslashes))
-    return "'" + "".join(out) + "'"
-
-
-def override_literal(value: Any) -> str:
-    """A value as an override string that parses back to the same value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return _quoted(value)
-    if isinstance(value, list):
-        return "[" + ",".join(override_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_quoted(str(k))}:{override_literal(v)}" for k, v in value.items()) + "}"
-    return repr(value)

@@ -19,7 +19,8 @@ from nevisbench.compute.hardware import world_size
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError
 
-__all__ = ["Dist", "SAMPLERS", "PRUNERS", "SEARCH_NAMES", "parse_space", "flat_space", "check_search", "trial_config"]
+__all__ = ["Dist", "SAMPLERS", "PRUNERS", "SEARCH_NAMES", "parse_space", "flat_space", "check_search", "trial_config",
+           "searches_learner"]
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("none", "successive_halving", "hyperband")
@@ -96,6 +97,13 @@ def parse_dist(key: str, text: Any) -> Dist:
 def flat_space(space: Any) -> dict[str, Any]:
     """`{train: {lr: "..."}}` -> `{"train.lr": "..."}` (a plain dict from the config's `search.space`)."""
     return flatten(space or {})
+
+
+def searches_learner(cfg: Any) -> bool:
+    """Whether the run's search space names a `learner.*` key (each trial then prepares its own learner)."""
+    if cfg.get("search") is None or cfg.search.name == "none":
+        return False
+    return any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
 
 
 def parse_space(space: Any) -> dict[str, Dist]:

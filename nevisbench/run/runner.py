@@ -25,6 +25,7 @@ from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
+from nevisbench.config.search_space import searches_learner
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
 from nevisbench.registry import get_learner_class
 from nevisbench.run.learner.backbone import describe_backbone, start_backbone
@@ -47,7 +48,7 @@ from nevisbench.run.store.task_result import TaskResult, peak_memory, throughput
 from nevisbench.run.task.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
 from nevisbench.run.task.lightning import quiet_lightning, resolve_precision, training_device
 from nevisbench.run.task.plan import optimization_record
-from nevisbench.run.task.train import TaskStart, TaskTrainer, searches_learner, task_config, task_info
+from nevisbench.run.task.train import TaskStart, TaskTrainer, task_config, task_info
 from nevisbench.run.task.trial import Trial, search_record
 from nevisbench.tasks import get_stream
 from nevisbench.tasks.catalog import TaskSpec

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from nevisbench import layout
+from nevisbench.config.keys import override_literal
 from nevisbench.errors import ConfigError, DataError
 from nevisbench.run.store.results import ResultsStore, atomic_write_text
 from nevisbench.run.store.run_folder import EXACT_RUN_DIR_ENV, hold_folder
@@ -123,8 +124,6 @@ class SweepFolder:
         if not (path / cls.SWEEP).is_file() or not (path / cls.JOBS).is_file():
             raise ConfigError(f"'{path}' is not a sweep folder (it needs {cls.SWEEP} and {cls.JOBS})")
         info = read_info(path / cls.SWEEP)
-        from nevisbench.config.resume import override_literal
-
         group = info.get("group") or override_literal(path.resolve().name)
         records, missing = read_jobs(path / cls.JOBS, info, group)
         return cls(path, info, [Job(**record) for record in records], missing)
@@ -237,8 +236,6 @@ def _killed_before_config(run_dir: Path) -> bool:
 
 
 def _literal(value: str) -> str:
-    from nevisbench.config.resume import override_literal
-
     return override_literal(value)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from nevisbench.errors import ConfigError
+from nevisbench.run.store.results import UnreadableText, read_text
 from nevisbench.sweep.grid import MAX_JOBS, check_grid_size, job_name
 
 __all__ = ["STATES", "read_info", "read_jobs", "grid_jobs", "check_job_line"]
@@ -80,11 +81,9 @@ def check_job_line(record: Any) -> str | None:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); restore it or start a fresh sweep") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+        return read_text(path)
+    except UnreadableText as exc:
+        raise ConfigError(f"{exc}; restore it or start a fresh sweep") from None
 
 
 def read_info(path: Path) -> dict[str, Any]:

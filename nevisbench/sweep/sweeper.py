@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from nevisbench import layout
 from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
+from nevisbench.config.keys import override_literal
 from nevisbench.errors import ConfigError, NevisbenchError
 from nevisbench.run.store.results import atomic_write_text
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, max_jobs, parse_sweep
@@ -52,8 +53,6 @@ def _matching_sweep(signature: str) -> Path | None:
 
 
 def _with_group(overrides: tuple[str, ...], group: str) -> list[str]:
-    from nevisbench.config.resume import override_literal
-
     if any(o.startswith("logger.group=") for o in overrides):
         return list(overrides)
     return [*overrides, f"logger.group={override_literal(group)}"]
@@ -64,8 +63,6 @@ def validate_jobs(jobs: list[Job], runs_dir: Path, console: Console) -> Any:
     error naming the job, its overrides and the key. Returns the first job's config."""
     from nevisbench.compute.hardware import world_size
     from nevisbench.config.batch import ConfigBatch
-    from nevisbench.config.resume import override_literal
-
     if len(jobs) > 20:
         console.print(f"Checking the config of {len(jobs)} jobs...", highlight=False)
     batch, first = ConfigBatch(), None
@@ -149,8 +146,6 @@ def _new_sweep(overrides: list[str], grid: Grid, console: Console) -> tuple[Swee
     held = SweepFolder.hold(path)  # before a record is written: a second sweep process stops here
     if (path / SweepFolder.JOBS).is_file():  # another process created it meanwhile, and has let it go
         return _reopen(path, signature, console), launcher
-    from nevisbench.config.resume import override_literal
-
     info = {
         "command": "nevisbench sweep " + " ".join(overrides),
         "created": datetime.now().isoformat(timespec="seconds"),

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from nevisbench.api.learner import Learner
 from nevisbench.backbones import REGISTRY_TAG, create_backbone, load_into
 from nevisbench.backbones.checks import check_backbone
+from nevisbench.config.search_space import searches_learner
 from nevisbench.errors import ConfigError, PluginError
 from nevisbench.registry import get_learner_class
 
@@ -33,19 +34,11 @@ def start_backbone(cfg: DictConfig) -> tuple[nn.Module | None, int | None]:
     learner_class = get_learner_class(cfg.learner.name)
     check_backbone(cfg, learner_class)
     if getattr(learner_class, "brings_backbone", False):
-        if _searches_learner(cfg):  # each trial would re-prepare a copy of the run's (absent) starting backbone
+        if searches_learner(cfg):  # each trial would re-prepare a copy of the run's (absent) starting backbone
             raise ConfigError(f"learner '{cfg.learner.name}' brings its own backbone, and a search over learner.* keys "
                               "is not supported for it yet; search train.* keys only")
         return None, None
     return build_backbone(cfg.backbone.name, cfg.backbone.weights, image_size=cfg.data.image_size)
-
-
-def _searches_learner(cfg: DictConfig) -> bool:
-    from nevisbench.config.search_space import flat_space
-
-    if cfg.get("search") is None or cfg.search.name == "none":
-        return False
-    return any(k.startswith("learner.") for k in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
 
 
 def _shares_modules(a: nn.Module, b: nn.Module) -> bool:

@@ -26,7 +26,8 @@ from nevisbench import layout
 from nevisbench.errors import DataError, WriteFailed
 from nevisbench.run.store._faults import crash_point
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "harness_write", "sigint_deferred", "ResultsStore"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "harness_write", "read_text", "sigint_deferred", "ResultsStore",
+           "UnreadableText"]
 
 
 @contextlib.contextmanager
@@ -90,6 +91,21 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+class UnreadableText(ValueError):
+    """A file that is not UTF-8 text or cannot be read; the message names it and why, in one line."""
+
+
+def read_text(path: Path) -> str:
+    """`path`'s UTF-8 text; `UnreadableText` naming the file and why (the first byte that is not
+    UTF-8, or the OS's reason) otherwise. The run and sweep folders' readers share it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableText(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UnreadableText(f"{path}: cannot be read ({' '.join((exc.strerror or str(exc)).split())})") from None
 
 
 def _writes(method: Callable[..., None]) -> Callable[..., None]:

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
 from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter
-from nevisbench.config.search_space import flat_space, trial_config
+from nevisbench.config.search_space import trial_config
 from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import build_learner, plugin_hook
@@ -60,19 +60,12 @@ from nevisbench.tasks.loader import BatchLoader, TaskData
 if TYPE_CHECKING:  # a trial is told which search it belongs to; the search room imports this one
     from nevisbench.run.search.study import TaskSearch
 
-__all__ = ["TaskStart", "TaskTrainer", "task_info", "task_config", "searches_learner"]
+__all__ = ["TaskStart", "TaskTrainer", "task_info", "task_config"]
 
 
 def task_info(spec: TaskSpec, index: int) -> TaskInfo:
     return TaskInfo(key=spec.key, name=spec.name, index=index, domain=spec.domain,
                     num_classes=spec.num_classes, multi_label=spec.multi_label)
-
-
-def searches_learner(cfg: DictConfig) -> bool:
-    """Whether the search space names a `learner.*` key."""
-    if cfg.get("search") is None or cfg.search.name == "none":
-        return False
-    return any(key.startswith("learner.") for key in flat_space(OmegaConf.to_container(cfg.search.space, resolve=True)))
 
 
 def task_config(cfg: DictConfig, examples: int) -> DictConfig:
