@@ -18,6 +18,7 @@ variables that carry a run folder to another process: asked here by every module
                 runs/<job>/     each job's run folder
                 logs/<job>.log  each job's output
                 comparison.csv, comparison.md, comparison.png   the sweep's comparison
+                report/index.html   the sweep's report (nevisbench report), written beside them
 
 Standard library only: any layer above `run/` (analysis, sweep, config, the CLI) may import it.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "SWEEP", "JOBS", "SWEEP_RUNS", "SWEEP_LOGS", "COMPARISON",
+__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "SWEEP", "JOBS", "SWEEP_RUNS", "SWEEP_LOGS", "COMPARISON", "REPORT",
            "DDP_RUN_DIR_ENV", "EXACT_RUN_DIR_ENV", "is_run", "comparison_file", "task_state", "task_states",
            "task_checkpoint", "search_dir", "trial_checkpoint", "trial_checkpoints", "trial_record", "trial_weights",
            "trial_weights_files", "trial_kit"]
@@ -43,6 +44,7 @@ JOBS = "jobs.jsonl"
 SWEEP_RUNS = "runs"
 SWEEP_LOGS = "logs"
 COMPARISON = "comparison"  # comparison.csv, comparison.md, comparison.png
+REPORT = "report"  # the sweep's report site: report/index.html
 
 # rank 0 names its run folder to the DDP ranks Lightning launches (they reopen it, read only)
 DDP_RUN_DIR_ENV = "NEVISBENCH_DDP_RUN_DIR"

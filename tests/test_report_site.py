@@ -169,3 +169,17 @@ def test_report_command_writes_over_its_own_report_and_refuses_anything_else(stu
     assert "holds other files" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
     assert main(["report", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "s2")]) == 2
     assert "holds no finished run" in capsys.readouterr().err and not (tmp_path / "s2").exists()
+
+
+def test_the_sweeps_report_is_written_beside_its_comparison_and_a_failure_is_one_warning(study: Path, capsys):
+    from rich.console import Console
+
+    from nevisbench import layout
+    from nevisbench.analysis.site.command import write_report
+
+    assert write_report(study, Console()) == study / layout.REPORT / "index.html"
+    assert (study / layout.REPORT / "index.html").is_file() and "Wrote" in capsys.readouterr().out
+    (study / "elsewhere").mkdir()
+    (study / "elsewhere" / "notes.txt").write_text("x")
+    assert write_report(study / "elsewhere", Console()) is None  # no runs there: warned, nothing raised
+    assert "the sweep's report was not written" in capsys.readouterr().err

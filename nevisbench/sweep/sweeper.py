@@ -192,6 +192,9 @@ def run_sweep(overrides: list[str], console: Console) -> int:
     counts = folder.counts()
     if counts["done"]:
         write_comparison(folder, console)
+        from nevisbench.analysis.site.command import write_report
+
+        write_report(folder.path, console)  # the site beside comparison.*: <sweep>/report/index.html
     if counts["failed"] or counts["pending"] or counts["running"]:
         console.print(f"[yellow]{counts['failed']} job(s) failed, {counts['pending'] + counts['running']} not "
                       f"finished[/]; logs in {escape(str(folder.path / layout.SWEEP_LOGS))}. Run the same command again "

@@ -8,12 +8,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from nevisbench import layout
 from nevisbench.analysis.runs import warn_stderr
 from nevisbench.analysis.site import SiteSummary, build_site
 
 __all__ = ["REPORT_DIR", "report_command", "write_report"]
 
-REPORT_DIR = "report"  # the sweep's report: <sweep dir>/report/index.html
+REPORT_DIR = layout.REPORT  # the sweep's report: <sweep dir>/report/index.html
 
 
 def _said(console: Console, summary: SiteSummary) -> None:
