@@ -61,7 +61,7 @@ def fail_fast(limit: float | None = None) -> Iterator[None]:
             return resolve(host, *args, **kwargs)  # nothing to ask a resolver
         return _resolve_within(resolve, limit, host, *args, **kwargs)
 
-    def create_connection(address: Any, wait: Any = socket._GLOBAL_DEFAULT_TIMEOUT, *args: Any, **kwargs: Any) -> Any:
+    def create_connection(address: Any, wait: Any = None, *args: Any, **kwargs: Any) -> Any:
         shortest = limit if not isinstance(wait, (int, float)) else min(float(wait), limit)
         return connect(address, shortest, *args, **kwargs)
 
