@@ -33,30 +33,6 @@ def _pass(module: TaskModule, x: torch.Tensor) -> None:
     WORK["extra"] += 1
 
 
-def _numpy_work(flops: float) -> None:
-    """About `flops` FLOPs of float32 matmuls in numpy: compute torch never sees."""
-    n = 256
-    a = np.random.rand(n, n).astype(np.float32)
-    b = np.random.rand(n, n).astype(np.float32)
-    for _ in range(max(1, int(flops / (2 * n**3)))):
-        a = (a @ b) * np.float32(1e-3)
-    WORK["extra"] += 1
-
-
-def _step_flops(module: TaskModule, x: torch.Tensor) -> float:
-    """What one training pass of `module` on `x` costs (counted once, by a counter of the plugin's own)."""
-    from nevisbench.compute.counter import StepCounter
-
-    if getattr(module, "_flops", None) is None:
-        with StepCounter(None) as counter:
-            with torch.enable_grad():
-                module.head(module.backbone(x)).sum().backward()
-            module.zero_grad(set_to_none=True)
-        totals = counter.totals()
-        module._flops = totals.forward + totals.backward
-    return module._flops
-
-
 def _plugin(module_cls: type) -> type:
     class _Learner(Learner):
         Config = _Config
@@ -68,11 +44,30 @@ def _plugin(module_cls: type) -> type:
     return _Learner
 
 
+def _numpy_for(seconds: float) -> None:
+    """Numpy matmuls for `seconds` of this process's CPU time: compute torch never sees."""
+    import time
+
+    a = np.random.rand(128, 128).astype(np.float32)
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        a = (a @ a) * np.float32(1e-3)
+    WORK["extra"] += 1
+
+
 class _NumpyBeside(TaskModule):
-    """Numpy matmuls of one step's FLOPs beside every torch step (2x the work, 1x charged)."""
+    """Numpy matmuls beside every torch step, for as long as the step itself took (2x the work in
+    CPU time, 1x charged)."""
+
+    _last: float | None = None
 
     def training_step(self, batch, batch_idx):
-        _numpy_work(_step_flops(self, batch[0]))
+        import time
+
+        now = time.process_time()
+        if self._last is not None:
+            _numpy_for(now - self._last)  # as long as the step before took, numpy work aside
+        self._last = time.process_time()
         return super().training_step(batch, batch_idx)
 
 

@@ -105,3 +105,33 @@ def test_a_pause_from_outside_the_harness_keeps_counting_and_is_recorded():
             layer(torch.rand(2, 8))
     assert counter.totals().forward == 2 * 2 * 8 * 8
     assert any("paused the FLOP meter" in v for v in guard.take_violations())
+
+
+@pytest.fixture(scope="module")
+def honest_audited(tmp_path_factory) -> dict:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _line(monkeypatch, tmp_path_factory.mktemp("honest_audited"), "HonestLearner", settings=AUDITED)
+
+
+@pytest.mark.slow
+def test_an_honest_plugin_is_audited_and_not_flagged(honest_audited):
+    audit = honest_audited["audit"]
+    assert audit["flagged"] is False and audit["reason"] is None
+    assert audit["cpu_seconds"] > 1.0 and audit["explained_seconds"] > 0.5  # the audit measured real work
+    assert 0.5 < audit["ratio"] < audit["threshold"], audit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trick", [
+    "NumpyBesideLearner",  # numpy matmuls beside every torch step: 2x the work, 1x charged
+    "NumpyConvLearner",  # every convolution in numpy inside an autograd.Function: ~0 charged
+    "ForkedGradientsLearner",  # a forked child computes a training pass per step
+])
+def test_compute_outside_torch_is_flagged_by_the_time_audit(monkeypatch, tmp_path, honest_audited, trick):
+    line = _line(monkeypatch, tmp_path, trick, settings=AUDITED)
+    assert hiding_learners.WORK["extra"] > 0 or trick == "NumpyConvLearner"
+    audit = line["audit"]
+    assert line["status"] == "ok"  # flagged, not refused: the work may be honest (herding, k-means in numpy)
+    assert audit["flagged"] is True, audit
+    assert audit["ratio"] > 1.5 * honest_audited["audit"]["ratio"]
+    assert "compute the meter did not see" in audit["reason"]

@@ -134,7 +134,7 @@ class CountingMode(TorchDispatchMode):
             return NotImplemented
         packet = func._overloadpacket
         formula = self.table.get(packet)
-        if formula is None and func is not torch.ops.prim.device.default:
+        if formula is None and _decomposes(func):
             with self:
                 decomposed = func.decompose(*args, **kwargs)
             if decomposed is not NotImplemented:
@@ -145,6 +145,18 @@ class CountingMode(TorchDispatchMode):
         elif self.moved is not None and not _is_view(func):
             self.moved(_bytes_moved(out, args))
         return out
+
+
+_DECOMPOSES: dict = {}  # op -> whether it has a composite kernel `decompose` would run (looked up once per op)
+
+
+def _decomposes(func) -> bool:
+    known = _DECOMPOSES.get(func)
+    if known is None:
+        key = torch._C.DispatchKey.CompositeImplicitAutograd
+        known = _DECOMPOSES[func] = func is not torch.ops.prim.device.default and (
+            key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key))
+    return known
 
 
 _VIEWS: dict = {}  # op -> whether it only makes a view (moves no bytes)

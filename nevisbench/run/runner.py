@@ -23,6 +23,7 @@ from rich.console import Console
 
 from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo, task_seed
+from nevisbench.compute import guard
 from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
 from nevisbench.config import to_yaml
 from nevisbench.config.search_space import searches_learner
@@ -30,7 +31,7 @@ from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, Ru
 from nevisbench.registry import get_learner_class
 from nevisbench.run.learner.backbone import describe_backbone, start_backbone
 from nevisbench.run.learner.data import StreamData
-from nevisbench.run.learner.plugin import build_learner, plugin_hook
+from nevisbench.run.learner.plugin import build_learner, collect_garbage, plugin_hook
 from nevisbench.run.learner.scenario import Scenario
 from nevisbench.run.revisit import Revisits
 from nevisbench.run.search.parallel import die_with_parent
@@ -45,8 +46,9 @@ from nevisbench.run.store.results import ResultsStore
 from nevisbench.run.store.run_folder import RunFolder, check_prepared
 from nevisbench.run.store.summary import stream_tally, summarize
 from nevisbench.run.store.task_result import TaskResult, peak_memory, throughput
+from nevisbench.run.task.audit import TaskAuditor, audit_skipped, reference_backbone
 from nevisbench.run.task.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
-from nevisbench.run.task.lightning import quiet_lightning, resolve_precision, training_device
+from nevisbench.run.task.lightning import make_loaders, quiet_lightning, resolve_precision, training_device
 from nevisbench.run.task.plan import optimization_record
 from nevisbench.run.task.train import TaskStart, TaskTrainer, task_config, task_info
 from nevisbench.run.task.trial import Trial, search_record
@@ -214,6 +216,8 @@ class StreamRunner:
         self.feature_dim = feature_dim
         # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
         self._start_backbone = clone_module(backbone) if backbone is not None and searches_learner(cfg) else None
+        # the time audit's reference: the harness's backbone before the learner's prepare() touches it
+        self._reference = reference_backbone(backbone, cfg)
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(cast(torch.nn.Module, backbone))  # None: the learner brings_backbone
         self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
@@ -269,6 +273,10 @@ class StreamRunner:
         trainer = self.task_trainer()
         data = trainer.load(spec, seed)
         self.data.enter(index, data)
+        guard.take_violations(), guard.take_flags()  # what an earlier task did is that task's
+        auditor = self._auditor()
+        if auditor is not None:
+            auditor.begin(make_loaders(data, task_config(cfg, len(data.train)), self.device, seed)["train"])
         search = TaskSearch(cfg, index, self.store.state_dir, writer=self.store.writer)
         if search.enabled and cfg.search.parallel > 1:
             trials, winner = train_trials_in_parallel(trainer, search, spec, task, seed)
@@ -289,7 +297,10 @@ class StreamRunner:
         revisit = None
         if failure is None and self.revisits.enabled:
             revisit, failure = self._revisit(trainer, winner, task)
+        collect_garbage(self.name)  # finalisers of the task's garbage run now, counted (charged to this task)
         tally = self.meter.end_task()
+        audit = self._audit(auditor, tally, sum(t.steps for t in trials), task)
+        failure = failure or self._refusal(task)
         task_cfg = task_config(cfg, len(data.train))  # the task's batch size (protocol.batch_size)
         result = TaskResult(
             task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
@@ -303,10 +314,37 @@ class StreamRunner:
             error=failure, budget=winner.budget, search=search_record(cfg, trials, winner) if search.enabled else None,
             extra={"optimization": optimization_record(task_cfg, len(data.train), winner.steps),
                    **(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {}),
+                   "audit": audit,
                    **measured})
         line = self._commit(index, result)
         search.clear()
         return line
+
+    def _auditor(self) -> TaskAuditor | None:
+        if audit_skipped(self.cfg, self.device) is not None:
+            return None
+        return TaskAuditor(cfg=self.cfg, meter=self.meter, reference=self._reference, precision=self.precision,
+                           device=self.device, root_dir=str(self.store.run_dir))
+
+    def _audit(self, auditor: TaskAuditor | None, tally: FlopTally, steps: int, task: TaskInfo) -> dict[str, Any]:
+        """The task's time audit (its `audit` record) and the meter's flags; a flagged task is warned
+        about and marked, not failed."""
+        flags = guard.take_flags()
+        record = {"skipped": audit_skipped(self.cfg, self.device)} if auditor is None else auditor.end(tally, steps).as_dict()
+        if flags:
+            record |= {"flagged": True, "flags": flags, "reason": "; ".join(filter(None, [record.get("reason"), *flags]))}
+        if record.get("flagged"):
+            print_warning(self.console, f"learner '{self.name}' on {task.key}: {record['reason']}. The task's point is "
+                                        "marked on the curve (docs/flop-meter.md, the time audit).")
+        return record
+
+    def _refusal(self, task: TaskInfo) -> str | None:
+        """The task's line is refused when the learner tampered with the meter (docs/flop-meter.md)."""
+        problems = guard.take_violations() + guard.tampered(self.meter)
+        if not problems:
+            return None
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        return f"Learner '{self.name}' on {task.key}: {problems[0]}{more}; the task's compute cannot be charged, so it is refused"
 
     def _scores(self, trainer: TaskTrainer, winner: Trial, task: TaskInfo) -> tuple[dict[str, float | None], str | None]:
         """The winner's dev_test and test errors, and why they are not scored (outputs that are not finite)."""

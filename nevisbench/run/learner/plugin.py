@@ -16,12 +16,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.api.learner import Learner, LearnerContext
+from nevisbench.compute import guard
 from nevisbench.compute.flops import arm_threads, counting_outside, take_pending
 from nevisbench.errors import NevisbenchError, PluginError, TaskFailed, WriteFailed
 from nevisbench.registry import get_learner_class, is_builtin
 from nevisbench.run.learner.data import StreamData
 
-__all__ = ["build_learner", "plugin_hook"]
+__all__ = ["build_learner", "plugin_hook", "collect_garbage"]
 
 
 # hooks whose work the meter counts in its own windows (training, evaluation)
@@ -32,11 +33,17 @@ _WINDOWED = ("training on ", "forward() while evaluating ")
 def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
     """Turn anything a learner's `hook` raises into a one-line PluginError naming both; count the
     hook's work (charged to training) unless a meter window counts it."""
-    windowed = hook.startswith(_WINDOWED) or is_builtin(learner_name)  # built-ins: see docs/flop-meter.md
+    builtin = is_builtin(learner_name)
+    windowed = hook.startswith(_WINDOWED) or builtin  # built-ins: see docs/flop-meter.md
     counting = contextlib.nullcontext() if windowed else counting_outside()
+    if not builtin:
+        guard.mark_signals()
     try:
         with counting:
             yield
+        if not builtin:  # signal handlers and threads the meter cannot count (docs/flop-meter.md)
+            guard.check_signals(hook)
+            guard.check_threads(hook)
     except (NevisbenchError, TaskFailed, KeyboardInterrupt, SystemExit):  # the harness's own signals
         raise
     except OSError as exc:
@@ -63,3 +70,12 @@ def build_learner(cfg: DictConfig, feature_dim: int | None, cls: type | None = N
             return cls(OmegaConf.to_object(cfg.learner), context)
     except Exception as exc:
         raise PluginError(f"Learner '{cfg.learner.name}' failed to initialise: {exc!r}") from exc
+
+
+def collect_garbage(learner_name: str) -> None:
+    """Run the garbage collector now, counted as the learner's work outside the windows: finalisers
+    (`__del__`) of the task's collected cycles run here, not at some later uncounted moment."""
+    import gc
+
+    with plugin_hook(learner_name, "a finaliser (__del__) run by the garbage collector"):
+        gc.collect()

@@ -52,10 +52,14 @@ class _Trivial(L.LightningModule):
         self.w = nn.Parameter(torch.zeros(()))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.w * batch[0].float().mean()
+        loss = self.w * batch[0].float().mean()
+        self.log("train/loss", loss, prog_bar=True)  # what a TaskModule's step logs
+        return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
+    def configure_optimizers(self) -> Any:  # an optimizer and a per-step LR schedule, as a TaskModule's
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def _fit_seconds(cfg: DictConfig, loader: BatchLoader, precision: str, device: torch.device, steps: int,
@@ -111,8 +115,9 @@ class TaskAuditor:
     _children: int = 0
     _loader: BatchLoader | None = None
 
-    def _calibrate(self, loader: BatchLoader) -> Rates:
-        """Rates under the conditions of now; the task's random streams and meter are left as they were."""
+    def _calibrate(self, loader: BatchLoader, overhead: Rates | None = None) -> Rates:
+        """Rates under the conditions of now (the harness's overhead measured again unless given); the
+        task's random streams and meter are left as they were."""
         began = self.clock.now()
         tally, states = self.meter.task.copy(), (random.getstate(), np.random.get_state())
         with torch.random.fork_rng(devices=[]):
@@ -120,7 +125,8 @@ class TaskAuditor:
             assert self.reference is not None
             rates = reference_rates(self.reference, image_shape, int(loader.batch_size), self.clock,
                                     eval_batch_size=int(self.cfg.data.eval_batch_size))
-            step, fit = _overhead(self.cfg, loader, self.precision, self.device, self.clock, self.root_dir, rates)
+            step, fit = (overhead.step, overhead.fit) if overhead is not None else \
+                _overhead(self.cfg, loader, self.precision, self.device, self.clock, self.root_dir, rates)
         random.setstate(states[0])
         np.random.set_state(states[1])
         self.meter.task = tally
@@ -142,7 +148,7 @@ class TaskAuditor:
         fits, batches = self.meter.fits - self._counts[0], self.meter.eval_batches - self._counts[1]
         children = len(self.clock.children_seen) - self._children
         assert self._rates is not None and self._loader is not None
-        after = self._calibrate(self._loader)  # the rate at the task's end: load may have changed
+        after = self._calibrate(self._loader, overhead=self._rates)  # the rates at the task's end: load may have changed
         rates = self._rates.combined(after)
         charged = tally.measure("executed", "total")
         scale = max(1.0, charged / flops_seen) if flops_seen > 0 else 1.0  # steps charged from the cache

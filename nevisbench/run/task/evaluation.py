@@ -14,11 +14,27 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
+from nevisbench.compute import guard
 from nevisbench.compute.flops import FlopMeter, StepCounter, counting_outside, structure_signature
 from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.run.task import compiling
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "unseen_weight_writes"]
+
+
+@contextlib.contextmanager
+def unseen_weight_writes(module: nn.Module, where: str) -> Any:
+    """Flag (`guard.flag`) a change to `module`'s parameters inside that moved no version counter
+    (`.data` writes, `.detach()` views, `torch.no_grad` copies through another alias): evaluation
+    must not train, and a write the counters do not see is not charged as training either."""
+    params = [p for p in module.parameters()]
+    before = [(p.detach().clone(), p._version) for p in params]
+    yield
+    for p, (copy, version) in zip(params, before, strict=True):
+        if p._version == version and (p.shape != copy.shape or not torch.equal(p.detach(), copy)):
+            guard.flag(f"the model's parameters changed during {where} without a counted write (e.g. through "
+                       "`.data`): evaluation must not train")
+            return
 
 
 def _sync(device: torch.device) -> None:
@@ -74,7 +90,7 @@ def evaluate(
                 signature = structure_signature(module, x, "eval")
                 per_sample = meter.cached_eval(signature)
                 if per_sample is None:  # counted: new structure, not settled yet, or an audit
-                    with StepCounter(module) as counter:
+                    with StepCounter(module, audited=True) as counter:
                         logits = module(x)
                     per_sample = meter.counted_eval(signature, counter.result(int(x.shape[0])))
                     meter.store(("eval", tuple(x.shape[1:]), x.dtype), per_sample)  # for readers by shape

@@ -6,6 +6,7 @@ a search worker from the task's kit (`nevisbench.run.search.trials.trial_job`)."
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -22,9 +23,10 @@ from rich.console import Console
 
 from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo
-from nevisbench.compute.flops import FlopMeter
+from nevisbench.compute.flops import FlopMeter, counting_outside
 from nevisbench.config.search_space import trial_config
 from nevisbench.errors import PluginError, TaskFailed
+from nevisbench.registry import is_builtin
 from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import build_learner, plugin_hook
 from nevisbench.run.learner.scenario import Scenario
@@ -41,7 +43,7 @@ from nevisbench.run.task.callbacks import (
     TaskPlan,
     milestone_fractions,
 )
-from nevisbench.run.task.evaluation import evaluate
+from nevisbench.run.task.evaluation import evaluate, unseen_weight_writes
 from nevisbench.run.task.lightning import (
     compile_module,
     eval_phase,
@@ -128,7 +130,8 @@ class TaskTrainer:
         """The module's error on `loader` (task `split`), charged to the task's `eval`; outputs that
         are not finite fail the task (TaskFailed)."""
         before = (self.meter.task.eval, self.meter.task.executed_eval)
-        with plugin_hook(self.name, f"forward() while evaluating {task.key}"):
+        watch = contextlib.nullcontext() if is_builtin(self.name) else unseen_weight_writes(module, f"the {split} evaluation of {task.key}")
+        with watch, plugin_hook(self.name, f"forward() while evaluating {task.key}"):
             try:
                 error = evaluate(
                     module,
@@ -226,7 +229,8 @@ class TaskTrainer:
         began = time.perf_counter()
         crash_point(f"trial:{task.index}:{k}")
         failure = self.fit(trainer, module, loaders["train"], task, search.checkpoint(k))
-        selected: dict[str, Any] = selection.restore(module) if failure is None else {"rule": "none"}
+        with plugin_hook(self.name, f"load_state_dict() restoring the selected model of {task.key}"):  # counted
+            selected: dict[str, Any] = selection.restore(module) if failure is None else {"rule": "none"}
         dev_error = selected.get("dev_error", plan.records[-1]["dev_error"] if plan.records else None)
         if linear is not None and linear.final_error is not None:
             dev_error = linear.final_error  # dm_nevis ranks a trial by its last validation (it scores the best-dev model)
@@ -344,7 +348,8 @@ class TaskTrainer:
             module = learner.begin_task(task, start)
         weights = search.load_weights(winner.k)
         try:
-            module.load_state_dict(weights)
+            with contextlib.nullcontext() if is_builtin(self.name) else counting_outside():  # the restore is counted
+                module.load_state_dict(weights)
         except (RuntimeError, TypeError, AttributeError):
             print_warning(
                 self.console,
