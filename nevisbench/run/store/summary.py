@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nevisbench.compute.flops import FlopTally
 from nevisbench.errors import DataError
+from nevisbench.run.store.provenance import provenance
 from nevisbench.run.store.scores import Scores, stream_scores
 
 __all__ = ["SUMMARY_KEYS", "Summary", "summarize", "stream_tally"]
@@ -28,6 +29,7 @@ class Summary:
     scenario: str
     seed: int
     backbone: dict[str, Any]  # {name, arch, params, source}: what ran
+    provenance: dict[str, Any]  # nevisbench version and commit, Python, torch, Lightning, device (run/store/provenance.py)
     num_tasks: int  # the tasks that finished
     mean_test_error: float | None
     mean_test_error_by_domain: dict[str, float]
@@ -66,6 +68,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
         run_name=run_name, learner=cfg.choices.learner,
         learner_config=cast(dict, OmegaConf.to_container(cfg.learner, resolve=True)), stream=cfg.stream.name,
         scenario=cfg.scenario, seed=cfg.seed, backbone=backbone or {"name": cfg.backbone.name}, num_tasks=len(results),
+        provenance=provenance(cfg.trainer.get("accelerator"), cfg.trainer.get("devices")),
         mean_test_error=sum(errors) / len(errors) if errors else None,
         mean_test_error_by_domain={d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
         total_flops=meter_total["total"], flops=meter_total, wall_seconds=sum(r["wall_seconds"] for r in results),
