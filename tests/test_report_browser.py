@@ -71,10 +71,10 @@ def test_sweep_report_opens_in_headless_chromium(tmp_path: Path):
             Plotly.Fx.hover(gd, [{{curveNumber: i, pointNumber: 0}}]);
             const label = gd.querySelector('.hoverlayer'); return label ? label.textContent : '';""")
         assert "run: 00" in hover and "seed: " in hover, hover
-        links = driver.execute_script("return Array.from(document.querySelectorAll('a[href^=\"learners/\"]')).map(a => a.href)")
+        links = driver.execute_script("return Array.from(document.querySelectorAll('a[href^=\"learner/\"]')).map(a => a.href)")
         assert links
         driver.get(links[0])
-        runs = driver.execute_script("return Array.from(document.querySelectorAll('a[href*=\"/runs/\"]')).map(a => a.href)")
+        runs = driver.execute_script("return Array.from(document.querySelectorAll('a[href*=\"/run/\"]')).map(a => a.href)")
         assert len(runs) == 2
         driver.get(runs[0])
         _wait(driver, "return document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")

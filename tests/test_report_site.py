@@ -139,7 +139,7 @@ def test_runs_that_are_not_comparable_are_separate_studies_and_a_malformed_run_i
 
 def test_run_page_shows_matrix_trials_structure_audit_breakdown_and_config_difference(study: Path, tmp_path: Path):
     build_site([study], tmp_path / "site")
-    (page,) = (tmp_path / "site" / "runs").glob("*conv_prune-4e+09-s1.html")
+    (page,) = (tmp_path / "site" / "run").glob("*conv_prune-4e+09-s1.html")
     text = page.read_text()
     figures = _figures(page)
     (matrix,) = [f for f in figures.values() if f["data"][0]["meta"]["role"] == "accuracy_matrix"]
@@ -159,9 +159,9 @@ def test_report_command_writes_over_its_own_report_and_refuses_anything_else(stu
     site = tmp_path / "site"
     assert main(["report", str(study), "--out", str(site)]) == 0
     assert (site / MARKER).exists() and "Wrote" in capsys.readouterr().out
-    (site / "runs" / "stale.html").write_text("old")
+    (site / "run" / "stale.html").write_text("old")
     assert main(["report", str(study), "--out", str(site)]) == 0
-    assert not (site / "runs" / "stale.html").exists()
+    assert not (site / "run" / "stale.html").exists()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

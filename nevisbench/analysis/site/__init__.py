@@ -2,8 +2,8 @@
 
     SITE/index.html        per study: the compute-performance figure (stream and sub-streams), the
                            table of configurations, the anytime curves, the axis used (budget.x)
-    SITE/learners/*.html   one page per configuration of a study: its curve, runs, per-task errors
-    SITE/runs/*.html       one page per run: per-task errors and compute, compute by kind and measure,
+    SITE/learner/*.html    one page per configuration of a study: its curve, runs, per-task errors
+    SITE/run/*.html        one page per run: per-task errors and compute, compute by kind and measure,
                            anytime curves, accuracy matrix, search trials, learner reports, time audit,
                            provenance and the config's difference from the study's other runs
     SITE/assets/plotly.min.js   plotly.js, copied from the `plotly` package: no network, no server
@@ -31,9 +31,10 @@ from nevisbench.analysis.site.html import ASSETS, PLOTLY_JS, Page
 from nevisbench.analysis.site.run_page import run_page
 from nevisbench.errors import ConfigError
 
-__all__ = ["MARKER", "SiteSummary", "build_site", "plotly_js"]
+__all__ = ["LEARNER_PAGES", "MARKER", "RUN_PAGES", "SiteSummary", "build_site", "plotly_js"]
 
 MARKER = ".nevisbench-report"  # names a folder this command wrote: it may be written over
+RUN_PAGES, LEARNER_PAGES = "run", "learner"  # not runs/: a name .gitignore files keep out of git
 
 
 @dataclass
@@ -71,9 +72,9 @@ def _prepare(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise ConfigError(f"--out '{out}' is a folder that holds other files, not a report this command wrote; "
                           "pass a new or empty folder")
-    for sub in ("runs", "learners"):
+    for sub in (RUN_PAGES, LEARNER_PAGES):
         shutil.rmtree(out / sub, ignore_errors=True)
-    for sub in ("runs", "learners", ASSETS):
+    for sub in (RUN_PAGES, LEARNER_PAGES, ASSETS):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -102,8 +103,8 @@ def build_site(paths: list[str | Path], out: str | Path, *, warn: Callable[[str]
     _prepare(out)
     shutil.copyfile(source, out / ASSETS / PLOTLY_JS)
     studies = _studies(runs)
-    run_names = {id(r): f"runs/{i:05d}-{_slug(r.run_dir.name)}.html" for i, r in enumerate(runs)}
-    learner_names = {(s.anchor, label): f"learners/{s.anchor}-{j:03d}-{_slug(label)}.html"
+    run_names = {id(r): f"{RUN_PAGES}/{i:05d}-{_slug(r.run_dir.name)}.html" for i, r in enumerate(runs)}
+    learner_names = {(s.anchor, label): f"{LEARNER_PAGES}/{s.anchor}-{j:03d}-{_slug(label)}.html"
                      for s in studies for j, label in enumerate(s.labels)}
     anchor = {id(r): s.anchor for s in studies for r in s.runs}
 
