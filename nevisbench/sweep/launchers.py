@@ -24,9 +24,11 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from nevisbench.compute.hardware import gpu_devices, slot_envs
+from nevisbench.config import config_dir
 from nevisbench.errors import ConfigError, choice_error, did_you_mean
 from nevisbench.sweep.jobs import Job, SweepFolder, run_job, stop_process
 from nevisbench.sweep.progress import watch
+from nevisbench.sweep.slurm import launch_slurm
 
 __all__ = ["LAUNCHERS", "LocalLauncherConfig", "SlurmLauncherConfig", "load_launcher", "launch",
            "local_slots", "SlotPool", "check_job_devices"]
@@ -63,8 +65,6 @@ LAUNCHERS: dict[str, type] = {"local": LocalLauncherConfig, "slurm": SlurmLaunch
 def load_launcher(sweep: dict[str, str], saved: dict[str, Any] | None = None) -> Any:
     """The launcher config: `configs/launcher/<name>.yaml` on its schema, then `launcher.*` overrides.
     `saved` (a resumed sweep's launcher) is the base when the command names no launcher."""
-    from nevisbench.config import config_dir
-
     name = sweep.get("launcher") or (saved or {}).get("name") or "local"
     if name not in LAUNCHERS:
         raise choice_error("launcher", name, LAUNCHERS)
@@ -214,6 +214,4 @@ def launch(folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> 
     if cfg.name == "local":
         _launch_local(folder, todo, cfg, console)
     else:
-        from nevisbench.sweep.slurm import launch_slurm
-
         launch_slurm(folder, todo, cfg, console)

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from nevisbench.errors import ConfigError
-from nevisbench.sweep.jobs import Job, SweepFolder, run_job, stop_process
+from nevisbench.sweep.jobs import Job, SweepFolder, job_command, run_job, stop_process
 from nevisbench.sweep.progress import watch
 
 if TYPE_CHECKING:
@@ -90,8 +90,6 @@ class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
 
     def command(self, index: int, resume: bool = False) -> list[str]:
         """The `nevisbench run` arguments this call would launch now."""
-        from nevisbench.sweep.jobs import job_command
-
         folder = SweepFolder.open(Path(self.sweep_dir))
         (job,) = [j for j in folder.jobs if j.index == index]
         return job_command(folder, job)

@@ -21,14 +21,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from nevisbench import layout
-from nevisbench.analysis import collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
+from nevisbench.analysis import COLUMNS, collect, compare_rows, plot_comparison, print_table, render_table, to_csv, to_markdown
+from nevisbench.compute.hardware import world_size
+from nevisbench.config.batch import ConfigBatch
 from nevisbench.config.keys import override_literal
+from nevisbench.config.resume import compose_resume
 from nevisbench.errors import ConfigError, NevisbenchError
+from nevisbench.run.store.loggers import wandb_mode
 from nevisbench.run.store.results import atomic_write_text
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, max_jobs, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
 from nevisbench.sweep.launchers import check_job_devices, launch, load_launcher
 from nevisbench.sweep.progress import jobs_table
+from nevisbench.sweep.slurm import engine_states, engine_warning
 
 __all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
 
@@ -61,8 +66,6 @@ def _with_group(overrides: tuple[str, ...], group: str) -> list[str]:
 def validate_jobs(jobs: list[Job], runs_dir: Path, console: Console) -> Any:
     """Compose every job's config (as `nevisbench run` would); the first bad one is a one-line
     error naming the job, its overrides and the key. Returns the first job's config."""
-    from nevisbench.compute.hardware import world_size
-    from nevisbench.config.batch import ConfigBatch
     if len(jobs) > 20:
         console.print(f"Checking the config of {len(jobs)} jobs...", highlight=False)
     batch, first = ConfigBatch(), None
@@ -110,8 +113,6 @@ def _refuse_foreign_runs(folder: SweepFolder, jobs: list[Job]) -> None:
     """A recreated job's run folder counts for the job only if it ran the job's overrides: after
     sweep.yaml was edited (a fixed override changed) and the job lines it no longer matched were
     deleted, the old runs counted as the new grid's jobs, silently."""
-    from nevisbench.config.resume import compose_resume
-
     for job in jobs:
         run_dir = folder.run_dir(job)
         if not (run_dir / layout.CONFIG).is_file():
@@ -223,9 +224,6 @@ def log_comparison_wandb(folder: SweepFolder, rows: list[Any], figure: Path, log
                          console: Console) -> None:
     """One W&B run (job_type "comparison") in the sweep's group, holding the table and the figure.
     Like every tracker in nevisbench, a failure warns and never fails the sweep."""
-    from nevisbench.analysis import COLUMNS
-    from nevisbench.run.store.loggers import wandb_mode
-
     try:
         import wandb
 
@@ -252,8 +250,6 @@ def sweep_status(path: str, console: Console) -> None:
         console.print(f"[yellow]{escape(str(folder.path / SweepFolder.JOBS))} lacks {len(folder.recreated)} job(s) of "
                       "the grid in sweep.yaml: shown as pending; the next run of the sweep recreates them[/]", soft_wrap=True)
     if saved.get("name") == "slurm":
-        from nevisbench.sweep.slurm import engine_states, engine_warning
-
         cfg = load_launcher({}, saved=saved)
         engines = engine_states(folder, [j for j in folder.jobs if j.state != "done"], cfg)
         warning = engine_warning(cfg, engines)
