@@ -349,14 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             from nevisbench.analysis.commands import plot_command
 
             plot_command(args, console)
-        elif args.command == "report":
-            from nevisbench.analysis.site.command import report_command
+        elif args.command in ("report", "wandb-workspace"):
+            from nevisbench.analysis.site.command import share_command
 
-            report_command(args, console)
-        elif args.command == "wandb-workspace":
-            from nevisbench.analysis.wandb_workspace import workspace_command
-
-            workspace_command(args, console)
+            share_command(args, console)
     except NevisbenchError as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code

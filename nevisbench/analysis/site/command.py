@@ -12,7 +12,7 @@ from nevisbench import layout
 from nevisbench.analysis.runs import warn_stderr
 from nevisbench.analysis.site import SiteSummary, build_site
 
-__all__ = ["REPORT_DIR", "report_command", "write_report"]
+__all__ = ["REPORT_DIR", "report_command", "share_command", "write_report"]
 
 REPORT_DIR = layout.REPORT  # the sweep's report: <sweep dir>/report/index.html
 
@@ -25,6 +25,16 @@ def _said(console: Console, summary: SiteSummary) -> None:
 
 def report_command(args: argparse.Namespace, console: Console) -> None:
     _said(console, build_site(args.dirs, args.out))
+
+
+def share_command(args: argparse.Namespace, console: Console) -> None:
+    """`nevisbench report` and `nevisbench wandb-workspace`: a study shown where people look."""
+    if args.command == "report":
+        report_command(args, console)
+    else:
+        from nevisbench.analysis.wandb_workspace import workspace_command
+
+        workspace_command(args, console)
 
 
 def write_report(sweep_dir: Path, console: Console) -> Path | None:
