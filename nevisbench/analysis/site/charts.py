@@ -135,6 +135,7 @@ def task_chart(rows: list[dict[str, Any]], title: str) -> dict[str, Any]:
     layout["xaxis"]["type"] = "category"
     layout["yaxis2"] = {"title": {"text": "training FLOPs"}, "overlaying": "y", "side": "right", "type": "log",
                         "showgrid": False}
+    layout["margin"]["r"] = 90  # room for the right axis' tick labels
     return {"data": [{"type": "bar", "x": tasks, "y": [r["test_error"] for r in ok], "name": "test error",
                       "marker": {"color": PALETTE[0]}, "meta": {"role": "task_error"}},
                      {"type": "scatter", "mode": "markers", "x": tasks, "yaxis": "y2", "name": "training FLOPs",

@@ -70,7 +70,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, css: str = "
     """`rows` of ready cells (see `cell`)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""  # a key-value table has no header
+    return f'<table class="{css}">{thead}<tbody>{body}</tbody></table>'
 
 
 class Page:
