@@ -255,3 +255,24 @@ AlarmLearner = _plugin(_AlarmPasses)
 RestoreTrainingLearner = _plugin(_TrainsInRestore)
 EvalDataWriteLearner = _plugin(_WritesDataInEval)
 HonestLearner = _plugin(TaskModule)
+
+
+class PrepareWorkLearner(Learner):
+    """Trains a copy of the backbone in `prepare()`, and in a thread it starts there (work a resumed
+    run repeats: it must not be charged twice)."""
+
+    Config = _Config
+
+    def prepare(self, backbone):
+        import copy
+        import threading
+
+        def work(model: nn.Module) -> None:
+            with torch.enable_grad():
+                for _ in range(3):
+                    model(torch.rand(8, 3, 16, 16)).sum().backward()
+
+        work(copy.deepcopy(backbone))
+        worker = threading.Thread(target=work, args=(copy.deepcopy(backbone),))
+        worker.start()
+        return backbone

@@ -135,3 +135,29 @@ def test_compute_outside_torch_is_flagged_by_the_time_audit(monkeypatch, tmp_pat
     assert audit["flagged"] is True, audit
     assert audit["ratio"] > 1.5 * honest_audited["audit"]["ratio"]
     assert "compute the meter did not see" in audit["reason"]
+
+
+@pytest.mark.slow
+def test_prepare_work_is_not_charged_again_when_a_run_resumes(monkeypatch, tmp_path):
+    """Issue 34: a plugin's prepare() (and a thread it starts there) runs again on resume; the resumed
+    run must end with the uninterrupted run's counts."""
+    from nevisbench.run import runner
+
+    register_learner(monkeypatch, "hider", "hiding_learners:PrepareWorkLearner")
+    settings = [*TINY, "train.max_steps=2", "budget.milestones=0", "learner=hider", "stream.tasks=[faces,digits]"]
+    whole = json.loads((runner.run(compose([*settings, f"out_dir={tmp_path / 'whole'}"])) / "summary.json").read_text())
+
+    def stop_after_first(point: str) -> None:
+        if point == "after_task:0":
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "crash_point", stop_after_first)
+        with pytest.raises(Exception):  # noqa: B017  the run stops after its first task, as a kill would
+            runner.run(compose([*settings, f"out_dir={tmp_path / 'cut'}"]))
+    (cut,) = (tmp_path / "cut").iterdir()
+    resumed = json.loads((runner.run(compose([f"resume={cut}"])) / "summary.json").read_text())
+    assert len(resumed["tasks"]) == 2
+    assert resumed["total_flops"] == pytest.approx(whole["total_flops"], rel=1e-9)
+    outside = [t["flops"].get("outside", 0.0) for t in resumed["tasks"]]
+    assert outside == pytest.approx([t["flops"].get("outside", 0.0) for t in whole["tasks"]], rel=1e-9)

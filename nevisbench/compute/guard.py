@@ -27,7 +27,7 @@ from typing import Any
 from torch.utils import _python_dispatch
 
 __all__ = ["protect", "tampered", "violation", "violations", "take_violations", "check_pause_caller", "flag",
-           "take_flags", "mark_signals", "check_signals", "arm_raw_threads", "raw_threads_running", "check_threads",
+           "take_flags", "mark_signals", "check_signals", "arm_raw_threads", "raw_threads_running", "mark_threads", "check_threads",
            "arm_mode_guard", "mode_missing"]
 
 _VIOLATIONS: list[str] = []
@@ -233,8 +233,19 @@ def raw_threads_running() -> int:
     return max(0, _thread._count() - known - _RAW_LIVE[0])
 
 
+_RAW_MARKED = [0]
+
+
+def mark_threads() -> None:
+    """Take the raw threads running now (a test runner's or a library's I/O threads) as the reference."""
+    _RAW_MARKED[0] = raw_threads_running()
+
+
 def check_threads(where: str) -> None:
-    if raw_threads_running():
+    """Record a violation for a raw thread started since `mark_threads()` that the meter cannot count."""
+    running = raw_threads_running()
+    if running > _RAW_MARKED[0]:
         violation(f"started a thread the meter cannot count in {where} (`_thread.start_new_thread` bound before the "
                   "harness armed its counting): use threading.Thread")
+    _RAW_MARKED[0] = running
 

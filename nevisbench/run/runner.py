@@ -10,6 +10,7 @@ import io
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -24,7 +25,7 @@ from rich.console import Console
 from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute import guard
-from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options
+from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options, take_pending
 from nevisbench.config import to_yaml
 from nevisbench.config.search_space import searches_learner
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
@@ -218,8 +219,10 @@ class StreamRunner:
         self._start_backbone = clone_module(backbone) if backbone is not None and searches_learner(cfg) else None
         # the time audit's reference: the harness's backbone before the learner's prepare() touches it
         self._reference = reference_backbone(backbone, cfg)
+        before = set(threading.enumerate())
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(cast(torch.nn.Module, backbone))  # None: the learner brings_backbone
+        self._prepare_threads = [t for t in threading.enumerate() if t not in before]  # its work is prepare's too
         self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
         self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1])
@@ -257,6 +260,17 @@ class StreamRunner:
             self.revisits.load_state_dict(state.get("revisit_heads") or {})
         except (KeyError, TypeError, RuntimeError, ValueError, AttributeError, IndexError) as exc:
             raise DataError(f"Cannot resume: the revisit heads in the state file {path} are damaged ({exc!r})") from None
+        self._forget_resume_work()
+
+    def _forget_resume_work(self, wait: float = 5.0) -> None:
+        """A resumed run repeats the learner's prepare() (and the threads it started there) and loads its
+        state; the uninterrupted run charged prepare to its first task, which the restored stream
+        tally holds. That work is counted, then forgotten, so a resume gives the uninterrupted counts.
+        Threads prepare() started are given `wait` seconds in all to finish their work first."""
+        deadline = time.monotonic() + wait
+        for thread in self._prepare_threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        take_pending()
 
     def task_trainer(self) -> TaskTrainer:
         """The trainer of the next task, starting from the run's state after the tasks so far."""

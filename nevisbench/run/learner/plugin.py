@@ -38,6 +38,7 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
     counting = contextlib.nullcontext() if windowed else counting_outside()
     if not builtin:
         guard.mark_signals()
+        guard.mark_threads()
     try:
         with counting:
             yield

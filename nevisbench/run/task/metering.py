@@ -103,6 +103,7 @@ class FlopMeterCallback(L.Callback):
         arm_threads()
         self.meter.fits += 1
         guard.mark_signals()  # Lightning's own handlers are in place by now
+        guard.mark_threads()
         self._trainer = trainer
         self._signature = None  # work before the first batch: counted, charged, never cached
         self._open(pl_module)
