@@ -30,7 +30,7 @@ def _line(index: int, task: str, domain: str, error: float, budget: float, *, fl
             "search": {"winner": 1, "trials": [
                 {"trial": 0, "overrides": {"train.lr": 0.1}, "dev_error": 0.6, "train_flops": 11.0, "eval_flops": 2.0, "status": "ok"},
                 {"trial": 1, "overrides": {"train.lr": 0.01}, "dev_error": 0.4, "train_flops": 11.0, "eval_flops": 2.0, "status": "ok"}]},
-            "learner_report": {"kept_ratio": 0.5, "kept_channels": {"layer1.0": 32, "layer2.0": 48}}}
+            "learner_report": {"kept_ratio": 0.5, "kept_channels": {"layer1.0": [32], "layer2.0": [40, 8]}}}
     if index:
         line["revisit"] = {"test_error": [0.3 + 0.1 * j for j in range(index)], "flops": 5.0}
     return line
@@ -146,7 +146,9 @@ def test_run_page_shows_matrix_trials_structure_audit_breakdown_and_config_diffe
     assert matrix["data"][0]["z"][2] == [0.6, 0.55, 0.62] and matrix["data"][0]["z"][0][1] is None
     assert "-0.0500" in text and "0.0700" in text  # BWT and forgetting
     assert "train.lr" in text and "winner" in text  # search trials
-    assert "kept_channels" in text and "layer2.0" in text  # the learner's report, per layer
+    assert "kept_channels" in text and "layer2.0" in text and "40, 8" in text  # the learner's report, per layer
+    kept = [f for f in figures.values() if f["data"][0]["meta"]["role"] == "bars"]
+    assert len(kept) == 3 and kept[0]["data"][0]["x"] == ["layer1.0", "layer2.0"] and kept[0]["data"][0]["y"] == [32, 48]
     assert "audit flagged" in text and "4.2000" in text and "unexplained CPU time" in text
     assert "369 FLOP" in text  # the compute counted outside the step windows
     assert "abc123" in text and "test cpu" in text  # provenance

@@ -17,7 +17,7 @@ from nevisbench.analysis.runs import AXES, Run
 from nevisbench.run.store.report import format_flops
 from nevisbench.run.store.scores import X_LABELS
 
-__all__ = ["PALETTE", "anytime_chart", "colours", "heatmap", "performance_chart", "task_chart", "axis_title"]
+__all__ = ["PALETTE", "anytime_chart", "bars", "colours", "heatmap", "performance_chart", "task_chart", "axis_title"]
 
 # matplotlib's tab10, so the report's colours read like the PNG figure's
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -141,6 +141,14 @@ def task_chart(rows: list[dict[str, Any]], title: str) -> dict[str, Any]:
                      {"type": "scatter", "mode": "markers", "x": tasks, "yaxis": "y2", "name": "training FLOPs",
                       "y": [r["compute"]["train"]["algorithmic"] for r in ok], "marker": {"color": PALETTE[1], "size": 10},
                       "meta": {"role": "task_flops"}}], "layout": layout}
+
+
+def bars(values: dict[str, float], title: str, y: str) -> dict[str, Any]:
+    """One bar per name (e.g. kept channels per layer)."""
+    layout = _layout(title, "", y, log_x=False)
+    layout["xaxis"]["type"] = "category"
+    return {"data": [{"type": "bar", "x": list(values), "y": list(values.values()), "marker": {"color": PALETTE[2]},
+                      "name": y, "meta": {"role": "bars"}}], "layout": layout}
 
 
 def heatmap(tasks: list[str], matrix: list[list[float | None]], title: str) -> dict[str, Any]:

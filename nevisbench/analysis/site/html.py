@@ -48,7 +48,7 @@ def fmt(value: Any, kind: str = "") -> str:
         return format_flops(value)
     if kind == "seconds":
         return f"{value:.3g} s"
-    if kind == "int":
+    if kind == "int" or isinstance(value, int):
         return f"{value:g}"
     return f"{value:.4f}"
 

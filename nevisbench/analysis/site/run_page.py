@@ -120,11 +120,26 @@ def _reports(page: Page, run: Run) -> None:
         scalars = {k: v for k, v in report.items() if not isinstance(v, (dict, list))}
         page.add(table(["", ""], [[cell(k), cell(v)] for k, v in scalars.items()]))
         for key, value in report.items():
-            if isinstance(value, dict) and value and all(details.number(v) is not None for v in value.values()):
-                page.add(f"<p>{escape(key)}</p>", table(["", key], [[cell(k), cell(v, "int")] for k, v in value.items()]))
-            elif isinstance(value, (dict, list)):
+            per_unit = _per_unit(value)
+            if per_unit:  # e.g. learned_prune's kept_channels: layer -> kept channels (per group)
+                page.add(table(["", key], [[cell(k), cell(", ".join(f"{x:g}" for x in v))] for k, v in per_unit.items()]))
+                page.chart(charts.bars({k: sum(v) for k, v in per_unit.items()}, f"{task}: {key}", key), height=300)
+            elif isinstance(value, (dict, list)) and value:
                 text = json.dumps(value, sort_keys=True, default=str)
                 page.add(f"<details><summary>{escape(key)}</summary><pre>{escape(text[:20000])}</pre></details>")
+
+
+def _per_unit(value: Any) -> dict[str, list[float]]:
+    """A mapping of names to a number or a list of numbers (per layer, per group), as lists; else empty."""
+    if not isinstance(value, dict) or not value:
+        return {}
+    out = {}
+    for key, item in value.items():
+        numbers = [details.number(x) for x in (item if isinstance(item, list) else [item])]
+        if not numbers or any(x is None for x in numbers):
+            return {}
+        out[str(key)] = [x for x in numbers if x is not None]
+    return out
 
 
 def _audit(page: Page, run: Run) -> None:
