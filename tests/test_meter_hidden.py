@@ -138,6 +138,23 @@ def test_compute_outside_torch_is_flagged_by_the_time_audit(monkeypatch, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_flagged_task_is_in_the_summary_and_marked_by_compare(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from nevisbench.analysis import collect, compare_rows, to_markdown
+
+    line = _line(monkeypatch, tmp_path, "NumpyBesideLearner", settings=AUDITED)
+    assert line["audit"]["flagged"] is True
+    (run_dir,) = (tmp_path / "NumpyBesideLearner").iterdir()
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    assert summary["audit"]["flagged"] == 1 and summary["audit"]["flagged_tasks"] == {"faces": line["audit"]["reason"]}
+    rows = compare_rows(collect([str(run_dir)]))
+    table = to_markdown(rows)
+    assert "audit/flagged (mean)" in table and "audit/max_ratio (mean)" in table
+    assert f"task faces: {line['audit']['reason']}" in table
+
+
+@pytest.mark.slow
 def test_prepare_work_is_not_charged_again_when_a_run_resumes(monkeypatch, tmp_path):
     """Issue 34: a plugin's prepare() (and a thread it starts there) runs again on resume; the resumed
     run must end with the uninterrupted run's counts."""

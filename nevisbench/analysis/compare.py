@@ -20,6 +20,7 @@ from rich.measure import Measurement
 
 from nevisbench.analysis.labels import collect, study_key
 from nevisbench.analysis.runs import Run
+from nevisbench.run.store.audit import flagged_tasks
 from nevisbench.run.store.metric import metric_scalars
 from nevisbench.run.store.metrics import METRICS
 from nevisbench.run.store.report import format_flops
@@ -132,7 +133,10 @@ def render_table(rows: list[Row], title: str = "comparison") -> Any:
 
     kinds = sorted({r.points[0].x_kinds for r in rows if r.points})
     axis = X_LABELS[kinds[0]] if len(kinds) == 1 else "as each study's budget.x says"
-    table = Table(title=f"{title}: final mean error over seeds vs counted compute ({axis})", title_justify="left")
+    notes = audit_notes(rows)
+    caption = "Flagged by the time audit (compute the meter did not see): " + "; ".join(notes) if notes else None
+    table = Table(title=f"{title}: final mean error over seeds vs counted compute ({axis})", title_justify="left",
+                  caption=caption, caption_justify="left")
     headers, metrics = _headers(rows)
     for header in headers:
         table.add_column(header, justify="right" if _numeric(header) else "left", overflow="fold")
@@ -159,4 +163,14 @@ def to_markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if _numeric(h) else "---" for h in headers) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, metrics, _searched(rows))) + " |")
+    flagged = audit_notes(rows)
+    if flagged:
+        lines += ["", "Flagged by the time audit (compute the meter did not see; ringed in red on the figure):", ""]
+        lines += [f"- {note}" for note in flagged]
     return "\n".join(lines) + "\n"
+
+
+def audit_notes(rows: list[Row]) -> list[str]:
+    """One line per task the time audit flagged: the run, the task, the reason."""
+    return [f"{run.run_dir.name} ({row.configuration}), task {task}: {reason}" for row in rows for run in row.points
+            for task, reason in flagged_tasks(run.summary.get("tasks") or []).items()]

@@ -139,12 +139,22 @@ def _draw_points(ax: Any, runs: list[Run], part: str, axis: str | None, colours:
                 ax.plot(bare_x, bare_mean, linestyle=":", marker="o", markerfacecolor="none", markersize=3, linewidth=1.0,
                         color=colours[label], label=f"{label}, training compute only", zorder=3)
                 xs += bare_x
+    _mark_flagged(ax, runs, part, axis)
     front = pareto_front(means)
     if len(front) >= 2:  # a single point is no front: absent rather than invisible
         fx, fy = zip(*front, strict=False)
         ax.step(fx, fy, where="post", color="black", linestyle=(0, (4, 2)), linewidth=0.9, label="Pareto front",
                 zorder=5)
     return xs
+
+
+def _mark_flagged(ax: Any, runs: list[Run], part: str, axis: str | None) -> None:
+    """A red ring around each run the time audit flagged (compute the meter did not see: its x is
+    too small by an unknown amount); the table says which task and why."""
+    flagged = [xy for run in runs if run.metrics.get("audit/flagged", 0) > 0 and (xy := _xy(run, part, axis)) is not None]
+    if flagged:
+        ax.plot(*zip(*flagged, strict=False), marker="o", markersize=9, markerfacecolor="none", markeredgecolor="red",
+                markeredgewidth=1.2, linestyle="none", label="flagged by the time audit", zorder=6)
 
 
 def _points_panel(ax: Any, runs: list[Run], part: str, axis: str | None, colours: dict[str, Any]) -> None:

@@ -28,7 +28,6 @@ import yaml
 from nevisbench import layout
 from nevisbench.config.keys import flatten
 from nevisbench.errors import ConfigError, DataError
-from nevisbench.run.store.metric import metric_scalars
 from nevisbench.run.store.metrics import METRICS
 from nevisbench.run.store.results import ResultsStore, UnreadableText, read_text
 from nevisbench.run.store.scores import DEFAULT_X, X_CHOICES, run_point, sub_streams
@@ -273,10 +272,12 @@ def _scores(summary: dict[str, Any], tasks: list[dict[str, Any]], x: str) -> tup
 def _metric_values(summary: dict[str, Any]) -> dict[str, float]:
     """The numbers the metrics name (`StreamMetric.scalars`) that the summary has, as `<metric>/<scalar>`."""
     values = {}
-    for section, scalar in metric_scalars(METRICS):
-        value = _mapping(summary.get(section), section).get(scalar)
-        if value is not None:  # accuracies, and differences of accuracies
-            values[f"{section}/{scalar}"] = _number(value, f"{section}.{scalar}", low=-1.0, high=1.0)
+    for metric in METRICS:
+        for scalar in metric.scalars:
+            value = _mapping(summary.get(metric.name), metric.name).get(scalar)
+            if value is not None:  # within the range the metric declares (accuracies: [-1, 1])
+                low, high = metric.bounds
+                values[f"{metric.name}/{scalar}"] = _number(value, f"{metric.name}.{scalar}", low=low, high=high)
     return values
 
 

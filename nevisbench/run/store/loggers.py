@@ -24,6 +24,7 @@ __all__ = ["WandbSink", "make_sink", "summary_numbers", "wandb_mode", "CUMULATIV
 # The W&B names the sink logs, spelled once: `nevisbench wandb-workspace` (analysis/wandb_workspace.py) draws them.
 CUMULATIVE_FLOPS = "stream/cumulative_flops"  # the step of every per-task metric
 TASK_TEST_ERROR, TASK_TRAIN_FLOPS = "task/test_error", "task/train_flops"
+TASK_AUDIT_RATIO, TASK_AUDIT_FLAGGED = "task/audit_ratio", "task/audit_flagged"
 TASK_ERROR = "task_error/"  # + the task's key: its test error
 ANYTIME_FLOPS, ANYTIME_DEV_ERROR = "anytime/cumulative_train_flops", "anytime/dev_error"
 POINT = "point/"  # + flops, flops_executed, seconds, x: the run's point on the curve (summary)
@@ -110,6 +111,10 @@ class WandbSink:
         search = result.get("search")
         if search:
             metrics["task/search_flops"] = result["flops"]["search"]
+        audit = result.get("audit") or {}
+        if isinstance(audit.get("ratio"), (int, float)):  # the time audit: real vs counted compute, and its flag
+            metrics[TASK_AUDIT_RATIO] = audit["ratio"]
+            metrics[TASK_AUDIT_FLAGGED] = int(bool(audit.get("flagged")))
 
         def _log() -> None:
             for row in rows:

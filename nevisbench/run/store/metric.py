@@ -65,6 +65,7 @@ class StreamMetric:
 
     name: str = ""
     scalars: tuple[str, ...] = ()  # the section's numbers shown by `compare` and logged to W&B
+    bounds: tuple[float, float] = (-1.0, 1.0)  # the range a reader accepts for them (accuracies and their differences)
 
     def enabled(self, cfg: DictConfig) -> bool:
         """Whether `measure` runs for this configuration (scoring always runs on what lines hold)."""

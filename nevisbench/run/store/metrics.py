@@ -3,10 +3,11 @@ metric is one file (a `StreamMetric`, see `nevisbench.run.store.metric`) and one
 
 from __future__ import annotations
 
+from nevisbench.run.store.audit import TimeAudit
 from nevisbench.run.store.continual import ContinualScores
 from nevisbench.run.store.forward_transfer import ForwardTransfer
 from nevisbench.run.store.metric import StreamMetric
 
 __all__ = ["METRICS"]
 
-METRICS: tuple[StreamMetric, ...] = (ContinualScores(), ForwardTransfer())
+METRICS: tuple[StreamMetric, ...] = (ContinualScores(), ForwardTransfer(), TimeAudit())
