@@ -62,7 +62,7 @@ def test_each_typed_groups_default_option_agrees_with_the_schema(group):
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
 def test_a_launchers_yaml_and_its_dataclass_name_the_same_defaults(name):
     written = yaml.safe_load((config_dir() / "launcher" / f"{name}.yaml").read_text())["launcher"]
-    assert written == dataclasses.asdict(LAUNCHERS[name]())
+    assert written == dataclasses.asdict(LAUNCHERS[name].Config())
 
 
 def test_a_trainer_variant_inherits_the_default_option():

@@ -16,7 +16,8 @@ from conftest import run_cli, without_timing
 
 from nevisbench.errors import ConfigError
 from nevisbench.sweep.grid import expand_logspace, job_name, load_experiment, parse_sweep
-from nevisbench.sweep.launchers import load_launcher, local_slots
+from nevisbench.sweep.launchers import load_launcher
+from nevisbench.sweep.local import local_slots
 
 # Three tiny runs (one task, two steps, 16 px), two at a time.
 TINY_SWEEP = ["learner=finetune", "stream.tasks=[digits]", "data.image_size=16", "data.batch_size=16",
@@ -209,7 +210,7 @@ def test_local_slots_give_a_ddp_job_all_its_devices_at_once():
     import threading
 
     from nevisbench.sweep.jobs import Job
-    from nevisbench.sweep.launchers import SlotPool
+    from nevisbench.sweep.local import SlotPool
 
     pool = SlotPool([{"CUDA_VISIBLE_DEVICES": g} for g in ("0", "1", "2")])
     ddp, single = Job(index=0, name="ddp", overrides=[], devices=2), Job(index=1, name="one", overrides=[])

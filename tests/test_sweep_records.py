@@ -264,7 +264,7 @@ def test_without_accounting_the_states_come_from_squeue_with_one_warning(tmp_pat
     import logging
 
     from nevisbench.sweep.launchers import load_launcher
-    from nevisbench.sweep.slurm import engine_states, engine_warning
+    from nevisbench.sweep.slurm_states import engine_states, engine_warning
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -205,7 +205,7 @@ def test_on_slurm_the_states_come_from_sacct(tmp_path, monkeypatch):
     """The SLURM path with `sacct` faked on PATH: one call for all the recorded ids, parsed by
     submitit's own parser; PENDING/RUNNING/REQUEUED are in flight,
     a failed, cancelled or unknown (absent from sacct) job is not, and `sweep status` says so."""
-    from nevisbench.sweep.slurm import engine_states
+    from nevisbench.sweep.slurm_states import engine_states
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -1,28 +1,26 @@
-"""The slurm launcher: submitit submits the sweep's jobs to SLURM as one array, and finds them again.
+"""The slurm launcher: submitit submits the sweep's jobs to SLURM as one array; `slurm_states.py`
+finds them again (what each recorded job is doing now).
 
 A job preempted or timed out gets SIGUSR2 from SLURM; submitit calls `SweepJob.checkpoint`, which
 stops the run (it keeps what it committed) and returns the resubmission that continues it with
 `resume=`. `launcher.cluster=local` runs the same code through submitit's local executor.
 
-Each job's SLURM id is recorded in jobs.jsonl. What a recorded job is doing now (`SlurmQueue`):
-one `sacct` call for all of them; where `sacct` has no answer (accounting disabled: "Slurm
-accounting storage is disabled", or a job it does not know yet) one `squeue` call, which knows
-every queued and running job. So a job still queued or running is never submitted again, with
-or without accounting; without it the sweep warns once that a job no longer queued has no end state.
+Each job's SLURM id is recorded in jobs.jsonl, and a job still queued or running is never
+submitted again (`slurm_states.engine_states`).
 An sbatch refusal (a GPU asked of a CPU-only partition, say) is one line with the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import io
 import logging
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -31,9 +29,7 @@ from rich.markup import escape
 from nevisbench.errors import ConfigError
 from nevisbench.sweep.jobs import Job, SweepFolder, job_command, run_job, stop_process
 from nevisbench.sweep.progress import watch
-
-if TYPE_CHECKING:
-    from submitit.local.local import LocalJob
+from nevisbench.sweep.slurm_states import EngineJob, SlurmQueue, engine_states, engine_warning, submitit_folder
 
 try:  # submitit is a dependency; imported here so SweepJob can subclass its Checkpointable
     import submitit
@@ -42,16 +38,7 @@ except ImportError:  # pragma: no cover - a broken install; the slurm launcher s
     submitit = None  # type: ignore[assignment]
     Checkpointable = object  # type: ignore[assignment,misc]
 
-__all__ = ["SweepJob", "submit_slurm", "launch_slurm", "SlurmQueue", "IN_FLIGHT", "EngineJob", "engine_states",
-           "engine_warning", "submitit_folder"]
-
-# SLURM states of a job that is queued or running: not to be submitted again. Any other state
-# (COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED without requeue,
-# BOOT_FAIL, DEADLINE) or none (UNKNOWN: neither sacct nor squeue knows it) means the job has ended.
-IN_FLIGHT = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
-                       "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"})
-FRESH_S = 60.0  # a job this process just submitted that SLURM does not list yet is still taken as queued
-
+__all__ = ["SlurmLauncher", "SlurmLauncherConfig", "SweepJob", "submit_slurm", "launch_slurm"]
 
 class SweepJob(Checkpointable):  # type: ignore[misc,valid-type]
     """What submitit runs on a node: job `index` of the sweep in `sweep_dir`, as a subprocess.
@@ -151,10 +138,6 @@ def _sbatch_error(exc: BaseException, cfg: Any) -> ConfigError:
     return ConfigError(f"sbatch refused the jobs: {' '.join(reason.split())}; {fix}. Nothing was submitted")
 
 
-def submitit_folder(folder: SweepFolder, cfg: Any) -> Path:
-    return Path(cfg.folder) if cfg.folder else folder.path / "submitit"
-
-
 def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
     """Submit the jobs as one array (`map_array`); record every job's engine id in one write."""
     executor = slurm_executor(folder, cfg)
@@ -172,134 +155,6 @@ def submit_slurm(folder: SweepFolder, todo: list[Job], cfg: Any) -> list[Any]:
     # the jobs may be running already: their states stay as they write them
     folder.update_many({job.index: {"job_id": str(handle.job_id)} for job, handle in zip(todo, submitted, strict=False)})
     return submitted
-
-
-class SlurmQueue:
-    """The SLURM states of recorded job ids: one `sacct` call for all of them, then, for those it
-    has no answer for (accounting disabled, or not recorded yet), one `squeue` call."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self.states: dict[str, str] = {}
-        self.accounting: bool | None = None  # False: sacct answered that accounting is disabled
-        self.sacct_note = ""
-        self._asked = float("-inf")
-
-    def state(self, job_id: str, every_s: float = 5.0) -> str:
-        self.ids.add(job_id)
-        if job_id not in self.states or time.monotonic() - self._asked >= every_s:
-            self.refresh()
-        return self.states.get(job_id, "UNKNOWN")
-
-    def refresh(self) -> None:
-        self._asked = time.monotonic()
-        found = self._sacct() if self.accounting is not False and shutil.which("sacct") else {}
-        if any(found.get(i, "UNKNOWN") == "UNKNOWN" for i in self.ids) and shutil.which("squeue"):
-            queued = self._squeue()
-            found.update({i: queued[i] for i in self.ids if found.get(i, "UNKNOWN") == "UNKNOWN" and i in queued})
-        self.states = {i: found.get(i, "UNKNOWN") for i in self.ids}
-
-    def _sacct(self) -> dict[str, str]:
-        from submitit.slurm.slurm import SlurmInfoWatcher
-
-        command = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]
-        for base in sorted({i.split("_")[0] for i in self.ids}):
-            command += ["-j", base]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.SubprocessError) as exc:
-            self.sacct_note = str(exc)
-            return {}
-        if done.returncode != 0 or "accounting storage is disabled" in (done.stdout + done.stderr).lower():
-            self.accounting = False
-            self.sacct_note = " ".join((done.stderr or done.stdout).split())[:200]
-            return {}
-        self.accounting = True
-        info = SlurmInfoWatcher().read_info(done.stdout)  # submitit's parser (array ranges included)
-        return {i: (info[i].get("State") or "UNKNOWN").split()[0].upper() for i in self.ids if i in info}
-
-    def _squeue(self) -> dict[str, str]:
-        try:
-            done = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", getpass.getuser()], capture_output=True,
-                                  text=True, timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            return {}
-        rows = (line.split("|") for line in done.stdout.splitlines() if "|" in line)
-        return {job_id.strip(): state.strip().upper() for job_id, state in rows} if done.returncode == 0 else {}
-
-
-class EngineJob:
-    """A job found again by its recorded submitit id, with its engine's state.
-
-    SLURM: `SlurmQueue` (sacct, else squeue). submitit's local executor: its `LocalJob` knows a
-    finished job by its result file; a job of another (dead) sweep process has no process handle
-    in submitit, so a live job is its controller process (the local job id is the controller's
-    pid) still running `submitit.local._local`.
-    """
-
-    def __init__(self, logs: Path, job_id: str, queue: SlurmQueue | None, *, submitted: float | None = None) -> None:
-        self.job_id = job_id
-        self.queue = queue
-        self.submitted = submitted  # when this process submitted it (None: an earlier sweep did)
-        self.handle: LocalJob | None = None
-        if queue is None:
-            from submitit.local.local import LocalJob
-
-            self.handle = LocalJob(folder=logs / "%j", job_id=job_id)
-
-    @property
-    def state(self) -> str:
-        """A SLURM state word (`RUNNING`, `CANCELLED`, `UNKNOWN`...); for the local executor
-        `RUNNING`, `FINISHED` or `ABSENT`."""
-        if self.queue is not None:
-            state = self.queue.state(self.job_id)
-            fresh = self.submitted is not None and time.monotonic() - self.submitted < FRESH_S
-            return "PENDING" if state == "UNKNOWN" and fresh else state
-        if self.handle is not None and self.handle.state == "FINISHED":
-            return "FINISHED"
-        try:
-            command = Path(f"/proc/{int(self.job_id)}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            return "ABSENT"
-        return "RUNNING" if b"submitit.local._local" in command else "ABSENT"  # a zombie has no command line
-
-    @property
-    def in_flight(self) -> bool:
-        return self.state in IN_FLIGHT
-
-    def done(self) -> bool:
-        return not self.in_flight
-
-
-def engine_states(folder: SweepFolder, jobs: list[Job], cfg: Any, queue: SlurmQueue | None = None) -> dict[int, EngineJob]:
-    """The jobs (of `jobs`) that carry a submitit id, found again with the engine's state fresh:
-    one `sacct` (and at most one `squeue`) call for all of them on SLURM."""
-    if cfg.name != "slurm" or submitit is None:
-        return {}
-    logs = submitit_folder(folder, cfg)
-    queue = queue or (SlurmQueue() if cfg.cluster != "local" else None)
-    found = {job.index: EngineJob(logs, job.job_id, queue) for job in jobs if job.job_id}
-    if queue is not None and found:
-        queue.ids |= {engine.job_id for engine in found.values()}
-        queue.refresh()
-    return found
-
-
-def engine_warning(cfg: Any, found: dict[int, EngineJob]) -> str | None:
-    """Why the engine's end states cannot be known: SLURM without `sacct`, or with accounting disabled."""
-    if not found or cfg.cluster == "local":
-        return None
-    if shutil.which("sacct") is None and shutil.which("squeue") is None:
-        return ("Cannot ask SLURM about the jobs submitted before (no `sacct` on PATH): their state shows as "
-                "UNKNOWN and a rerun submits them again (a run still running is waited for through its run "
-                "folder's lock).")
-    queue = next(iter(found.values())).queue
-    if shutil.which("sacct") is None or (queue is not None and queue.accounting is False):
-        why = f"sacct: {queue.sacct_note}" if queue is not None and queue.sacct_note else "no `sacct` on PATH"
-        return (f"SLURM accounting is not available ({why}): the jobs' states come from `squeue`, which lists "
-                "queued and running jobs only (none of them is submitted again); a job no longer queued shows as "
-                "UNKNOWN, its end state not kept.")
-    return None
 
 
 def _ended_error(job: Job, engine: EngineJob) -> str:
@@ -363,3 +218,45 @@ def _record_ends(folder: SweepFolder, todo: list[Job], watched: dict[int, Any]) 
             changes[job.index] = {"state": "failed", "error": error}
     if changes:
         folder.update_many(changes)
+
+
+@dataclass
+class SlurmLauncherConfig:
+    name: str = "slurm"
+    cluster: str | None = None  # null: SLURM; local: submitit's local executor (testing without SLURM)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    timeout_min: int = 240
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: float | None = 32
+    array_parallelism: int = 64  # array tasks running at once
+    max_num_timeout: int = 3  # requeues after timeouts (preemptions requeue without counting)
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit, to stop and requeue cleanly
+    folder: str | None = None  # submitit's logs and pickles; null: <sweep_dir>/submitit
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch option
+
+
+class SlurmLauncher:
+    """`launcher=slurm` behind the launcher interface (`nevisbench.sweep.launchers.Launcher`)."""
+
+    name = "slurm"
+    Config: type = SlurmLauncherConfig
+
+    def check(self, cfg: Any) -> None:
+        return None  # its values are checked by their types; sbatch refuses the rest in one line
+
+    def check_devices(self, jobs: list[Job], cfg: Any) -> None:
+        for job in jobs:  # one SLURM task on one node; Lightning starts the ranks there
+            if job.accelerator != "cpu" and job.devices > cfg.gpus_per_node:
+                raise ConfigError(f"Sweep job {job.index} ({job.name}) trains on {job.devices} devices but "
+                                  f"launcher.gpus_per_node={cfg.gpus_per_node}; set launcher.gpus_per_node={job.devices}")
+
+    def launch(self, folder: SweepFolder, todo: list[Job], cfg: Any, console: Console) -> None:
+        launch_slurm(folder, todo, cfg, console)
+
+    def states(self, folder: SweepFolder, jobs: list[Job], cfg: Any) -> tuple[dict[int, Any], str | None]:
+        engines = engine_states(folder, jobs, cfg)
+        return engines, engine_warning(cfg, engines)

@@ -31,9 +31,8 @@ from nevisbench.run.store.loggers import wandb_mode
 from nevisbench.run.store.results import atomic_write_text
 from nevisbench.sweep.grid import Grid, job_name, load_experiment, max_jobs, parse_sweep
 from nevisbench.sweep.jobs import Job, SweepFolder
-from nevisbench.sweep.launchers import check_job_devices, launch, load_launcher
+from nevisbench.sweep.launchers import check_job_devices, job_states, launch, load_launcher
 from nevisbench.sweep.progress import jobs_table
-from nevisbench.sweep.slurm import engine_states, engine_warning
 
 __all__ = ["run_sweep", "sweep_status", "write_comparison", "validate_jobs"]
 
@@ -244,17 +243,13 @@ def sweep_status(path: str, console: Console) -> None:
     """The jobs table; for a submitit sweep, each unfinished job's state asked of the engine
     (`sacct` on SLURM), so a job still queued or running on the cluster shows as such."""
     folder = SweepFolder.open(Path(path))  # read only (it creates nothing): a live sweep may be writing it
-    engines: dict[int, Any] = {}
     saved = folder.info.get("launcher") or {}
     if folder.recreated:
         console.print(f"[yellow]{escape(str(folder.path / SweepFolder.JOBS))} lacks {len(folder.recreated)} job(s) of "
                       "the grid in sweep.yaml: shown as pending; the next run of the sweep recreates them[/]", soft_wrap=True)
-    if saved.get("name") == "slurm":
-        cfg = load_launcher({}, saved=saved)
-        engines = engine_states(folder, [j for j in folder.jobs if j.state != "done"], cfg)
-        warning = engine_warning(cfg, engines)
-        if warning:
-            console.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
+    engines, warning = job_states(folder, saved)
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/]", soft_wrap=True)
     console.print(jobs_table(folder, engines=engines))
     flying = [j for j in folder.jobs if j.index in engines and engines[j.index].in_flight]
     if flying:
