@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "SWEEP", "JOBS", "SWEEP_RUNS", "SWEEP_LOGS", "COMPARISON", "REPORT",
-           "DDP_RUN_DIR_ENV", "EXACT_RUN_DIR_ENV", "is_run", "comparison_file", "task_state", "task_states",
+__all__ = ["CONFIG", "RESULTS", "SUMMARY", "LOCK", "STATE", "CONFIG_DIGEST", "SWEEP", "JOBS", "SWEEP_RUNS", "SWEEP_LOGS", "COMPARISON",
+           "REPORT", "DDP_RUN_DIR_ENV", "EXACT_RUN_DIR_ENV", "is_run", "comparison_file", "task_state", "task_states",
            "task_checkpoint", "search_dir", "trial_checkpoint", "trial_checkpoints", "trial_record", "trial_weights",
            "trial_weights_files", "trial_kit"]
 
