@@ -60,7 +60,8 @@ def _module(cfg, backbone: nn.Module | None = None) -> TaskModule:
 def _rates(cfg, *, planned: int, per_epoch: int) -> list[float]:
     """The rate of every step 0..planned, read from the scheduler the module configures."""
     module = _module(cfg)
-    module._trainer = SimpleNamespace(callbacks=[SimpleNamespace(planned_steps=planned, epoch_steps=per_epoch)])
+    module.nevisbench_plan = SimpleNamespace(steps=planned, epoch_steps=per_epoch)  # as the harness hands it over
+    module._trainer = SimpleNamespace(lightning_module=module, max_steps=-1)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     rates = []

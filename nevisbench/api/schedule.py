@@ -1,8 +1,9 @@
 """The learning-rate schedule a `TaskModule` follows: plain arithmetic over the task's planned steps.
 
 The harness decides how many steps a task trains (`nevisbench.run.task.plan.ScheduleCallback`, from
-the task's FLOP budget); it publishes that count as the `planned_steps` attribute of a trainer
-callback, which is all this module reads, so the public API does not import the harness.
+the task's FLOP budget) and hands the task's plan to the module it trains, as its `nevisbench_plan`
+attribute (an object with `steps` and `epoch_steps`), which is all this module reads: the public
+API does not import the harness, and nothing here looks through the trainer's callbacks.
 """
 
 from __future__ import annotations
@@ -10,7 +11,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["lr_factor", "planned_steps", "epoch_steps", "warmup_steps"]
+__all__ = ["lr_factor", "planned_steps", "epoch_steps", "warmup_steps", "PLAN_ATTRIBUTE"]
+
+PLAN_ATTRIBUTE = "nevisbench_plan"  # the harness hands a task's plan to its module under this name
+
+
+def _plan(trainer: Any) -> Any:
+    """The plan the harness handed to the module `trainer` trains (None without one)."""
+    try:
+        module = trainer.lightning_module
+    except (AttributeError, RuntimeError):
+        return None
+    return getattr(module, PLAN_ATTRIBUTE, None)
 
 
 def lr_factor(step: int, *, total: int | None, warmup: int, schedule: str = "cosine", floor: float = 0.0,
@@ -43,24 +55,19 @@ def warmup_steps(train: Any, trainer: Any) -> int:
 
 
 def epoch_steps(trainer: Any) -> int | None:
-    """The task's steps per epoch as dm_nevis counts them, N // batch size + 1 (the first callback
-    with an `epoch_steps` that is not None); None without a trainer or a plan."""
-    if trainer is None:
-        return None
-    for callback in trainer.callbacks:
-        steps = getattr(callback, "epoch_steps", None)
-        if steps is not None:
-            return int(steps)
-    return None
+    """The task's steps per epoch as dm_nevis counts them, N // batch size + 1 (from the plan the
+    harness handed to the module); None without a trainer or a plan."""
+    steps = getattr(_plan(trainer), "epoch_steps", None) if trainer is not None else None
+    return int(steps) if steps is not None else None
 
 
 def planned_steps(trainer: Any) -> int | None:
-    """The steps the task's plan gives the trainer (the first callback with a `planned_steps` that is
-    not None); `trainer.max_steps` without a plan (None when unbounded, or without a trainer)."""
+    """The steps the task's plan gives the trainer (the plan the harness handed to the module, once
+    its steps are decided); `trainer.max_steps` before or without one (None when unbounded, or
+    without a trainer)."""
     if trainer is None:
         return None
-    for callback in trainer.callbacks:
-        steps = getattr(callback, "planned_steps", None)
-        if steps is not None:
-            return int(steps)
+    steps = getattr(_plan(trainer), "steps", None)
+    if steps is not None:
+        return int(steps)
     return int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None

@@ -5,7 +5,7 @@ compute.
 With `budget.flops_per_task=B` the step count is decided during step 0, at
 `on_before_optimizer_step` (after the step's forward and backward have been counted, before the
 optimizer and the LR scheduler step): steps = floor(B / cost of step 0). The LR schedule reads
-the plan (`nevisbench.api.schedule.planned_steps` reads `ScheduleCallback.planned_steps`), so warmup
+the plan (`nevisbench.api.schedule.planned_steps` reads the plan handed to the module), so warmup
 and cosine span exactly the planned steps from step 0.
 Whenever the counted cost of a whole step differs from the cost the plan assumed (work in hooks
 after the optimizer step, a cheap first step, masks or frozen parts that change mid-task), the
@@ -80,6 +80,7 @@ class TaskPlan:
     steps: int | None = None  # decided during step 0 (before the first optimizer step)
     planned_flops: float | None = None
     step_cost: float | None = None  # the per-step cost the plan assumes
+    epoch_steps: int | None = None  # dm_nevis's steps per epoch (N // batch + 1), read by train.warmup_epochs
     records: list[dict[str, Any]] = field(default_factory=list)  # one per milestone: step, FLOPs, seconds, dev error, lr
     replans: list[dict[str, float]] = field(default_factory=list)
 
@@ -89,18 +90,11 @@ class ScheduleCallback(L.Callback):
     evaluation at each milestone (paused out of the training count: it is evaluation compute).
     Must come after FlopMeterCallback so the step is charged before it is read."""
 
-    def __init__(self, meter: FlopMeter, plan: TaskPlan, evaluate_dev: Callable[[], float], *, steps_per_epoch: int,
-                 epoch_steps: int | None = None) -> None:
+    def __init__(self, meter: FlopMeter, plan: TaskPlan, evaluate_dev: Callable[[], float], *, steps_per_epoch: int) -> None:
         self.meter = meter
         self.plan = plan
         self.evaluate_dev = evaluate_dev
         self.steps_per_epoch = steps_per_epoch
-        self.epoch_steps = epoch_steps  # dm_nevis's count (N // batch + 1), read by train.warmup_epochs
-
-    @property
-    def planned_steps(self) -> int | None:
-        """The plan's step count, read by the LR schedule (`nevisbench.api.schedule.planned_steps`)."""
-        return self.plan.steps
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from nevisbench.api.learner import Learner, clone_module
+from nevisbench.api.schedule import PLAN_ATTRIBUTE
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute.flops import FlopMeter, counting_outside
 from nevisbench.config.search_space import trial_config
@@ -211,7 +212,9 @@ class TaskTrainer:
             max_steps=cfg.train.max_steps,
             budget=cfg.budget.flops_per_task,
             fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone),
+            epoch_steps=epoch_steps(len(data.train), int(cfg.data.batch_size)),
         )
+        setattr(module, PLAN_ATTRIBUTE, plan)  # the plan handed to the module: its LR schedule reads the planned steps
         selection = BestDevSelection(enabled=cfg.protocol.selection == "best_dev")
         held: list[L.Trainer] = []  # the trainer, once made (the evaluations read its step)
         callbacks, linear, pruning = self.trial_callbacks(cfg, search, k, task, module, loaders, plan, selection, len(data.train), held)
@@ -303,7 +306,6 @@ class TaskTrainer:
                     plan,
                     milestone_dev,
                     steps_per_epoch=len(loaders["train"]),
-                    epoch_steps=epoch_steps(examples, int(cfg.data.batch_size)),
                 ),
                 *([linear] if linear else []),  # after the schedule's milestone evaluation (it may reuse it)
                 *([pruning] if search.pruning else []),  # after the milestone's evaluation, before the mid-task checkpoint
