@@ -87,7 +87,9 @@ def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, n
 
 
 class BatchLoader:
-    """Iterates (images float32 normalised, labels) batches on `device`.
+    """Iterates (images float32 normalised, labels) batches on `device`; with `indices=True`,
+    (images, labels, indices): each example's position in `split` (int64, on `device`), so a
+    module keying a memory by example needs no extra pass (a module opts in with `batch_indices`).
 
     Shuffling uses its own generator seeded from (seed, epoch), so a run is reproducible and the
     global RNG is untouched. With `shard=(rank, world)` (DDP) every process draws the same global
@@ -110,12 +112,14 @@ class BatchLoader:
         resident: bool = True,
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        indices: bool = False,
     ) -> None:
         self.device = torch.device(device)
         rank, world = shard
         if not 0 <= rank < world or batch_size % world:
             raise ValueError(f"shard {rank} of {world} does not split a batch of {batch_size} evenly")
         self.shard = (rank, world)  # (rank, processes): this process trains on its slice of each batch
+        self.indices = indices  # yield each batch's positions in the split as a third element
         # resident: the uint8 task data lives on the compute device; else in (pinned) host memory,
         # and each batch is copied over asynchronously
         storage = self.device if resident else torch.device("cpu")
@@ -142,7 +146,7 @@ class BatchLoader:
         n = len(self.labels)
         return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.labels)
         generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch)
         self.epoch += 1
@@ -169,7 +173,8 @@ class BatchLoader:
             images = self.images[index].to(self.device, non_blocking=True)
             labels = self.labels[index].to(self.device, non_blocking=True)
             x = self._transform(images, draws)
-            yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), labels
+            x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+            yield (x, labels, index.to(self.device, dtype=torch.int64)) if self.indices else (x, labels)
 
     # -- resumable position (Lightning saves and restores it with mid-task checkpoints) -----------
     def mark_position(self, consumed: int) -> None:

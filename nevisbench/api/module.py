@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -28,7 +28,16 @@ class TaskModule(L.LightningModule):
     features of shape (batch, feature_dim). The LR schedule (linear warmup, then cosine) spans the
     task plan's steps (`nevisbench.api.schedule.planned_steps`), which a FLOP budget decides during
     step 0, before the scheduler first steps.
+
+    `batch_indices = True` on a subclass (or any LightningModule a learner returns) makes each
+    training batch `(x, y, indices)`: `indices` (int64, on the batch's device) are the examples'
+    positions in the task's training split, the indices `context.data.train_examples(task, ...)`
+    takes, so a memory keyed by example (DER++'s logits, iCaRL, GDumb) needs no extra pass. Off by
+    default: a module that unpacks `x, y = batch` is unchanged. `training_step` here takes both.
     """
+
+    # opt in: training batches carry their examples' indices in the task's training split
+    batch_indices: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, head: nn.Module, *, task: TaskInfo, train: Any,
                  frozen: list[nn.Module] | None = None) -> None:
@@ -59,8 +68,8 @@ class TaskModule(L.LightningModule):
             part.eval()
         return self
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]  # (x, y) or, with batch_indices, (x, y, indices)
         logits = self(x)
         loss = self.loss_fn(logits, y.to(logits.dtype) if self.task.multi_label else y)
         self.log("train/loss", loss, prog_bar=True)

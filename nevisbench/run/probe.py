@@ -57,7 +57,8 @@ def step_flops(cfg: DictConfig, *, num_classes: int = 1000, batch_size: int = 2)
     generator = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, generator=generator),
                   torch.arange(batch_size) % num_classes)
-    loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=True, augment=False)
+    loader = BatchLoader(split, batch_size=batch_size, image_size=size, train=True, augment=False,
+                         indices=bool(getattr(module, "batch_indices", False)))
     meter = FlopMeter()
     meter.start_task()
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=1, logger=False,

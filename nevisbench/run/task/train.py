@@ -175,6 +175,7 @@ class TaskTrainer:
         """Train; return the failure message of a task stopped by a bad loss, None when it finished."""
         if checkpoint.exists():
             self.store.check_checkpoint(checkpoint)
+        loader.indices = bool(getattr(module, "batch_indices", False))  # the module's opt-in: (x, y, indices) batches
         try:
             with plugin_hook(self.name, f"training on {task.key}"):
                 try:
