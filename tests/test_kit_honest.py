@@ -35,10 +35,11 @@ def test_an_honest_learner_passes_every_check_including_resume(tmp_path):
 
 
 def _summary(*, drop: str | None = None, **changes) -> dict:
-    line = {**dict.fromkeys(RESULT_KEYS), "task": "faces", "index": 0, "domain": "object", "num_classes": 2, "test_error": 0.5, "steps": 2,
-            "dev_test_error": 0.5, "selected": {"rule": "last"},
+    line = {**dict.fromkeys(RESULT_KEYS), "task": "faces", "index": 0, "domain": "object", "num_classes": 2,
+            "test_error": 0.5, "steps": 2, "dev_test_error": 0.5, "selected": {"rule": "last"},
             "flops": {"train": 1.0, "eval": 1.0}, "wall_seconds": 1.0, "status": "ok", "anytime": []}
-    summary = {**dict.fromkeys(SUMMARY_KEYS), "learner": "x", "stream": "demo", "scenario": "transfer", "num_tasks": 1, "mean_test_error": 0.5,
+    summary = {**dict.fromkeys(SUMMARY_KEYS), "learner": "x", "stream": "demo", "scenario": "transfer", "num_tasks": 1,
+               "mean_test_error": 0.5,
                "total_flops": 2.0, "anytime_curve": [], "auc": None, "tasks": [line], "_lines": [line],
                "point": {"flops": 1.0, "error": 0.5}, "final_mean_error": 0.5, "final_mean_top1_error": 0.5,
                "final_mean_map_error": None}
