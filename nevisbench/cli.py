@@ -18,7 +18,7 @@ from rich.table import Table
 
 from nevisbench import layout
 from nevisbench.errors import NevisbenchError
-from nevisbench.jsonout import dumps
+from nevisbench.io.jsonout import dumps
 
 __all__ = ["main"]
 
@@ -140,7 +140,7 @@ def _data(args: argparse.Namespace, console: Console) -> None:
 
         if args.jobs is not None and args.jobs < 1:
             raise NevisbenchError(f"Invalid --jobs {args.jobs}: it must be >= 1")
-        from nevisbench.net import fail_fast
+        from nevisbench.io.net import fail_fast
 
         with fail_fast() if args.download else contextlib.nullcontext():  # offline: an error in seconds, not minutes
             prepare(

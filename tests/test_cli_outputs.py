@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from nevisbench import Learner, LearnerConfig
 from nevisbench.cli import main
 from nevisbench.config import group_options
-from nevisbench.jsonout import dumps
+from nevisbench.io.jsonout import dumps
 
 
 def _json_of(capsys: pytest.CaptureFixture[str], *argv: str) -> object:

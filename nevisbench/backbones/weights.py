@@ -1,7 +1,7 @@
 """Backbone weights: `imagenet` (torchvision's default ImageNet weights: from the torch hub cache,
 else downloaded), `none` (random init, said loudly), a local state-dict file, or an http(s) URL.
 
-Downloads look in the cache first and fail in seconds without a network (`nevisbench.net`). A URL's
+Downloads look in the cache first and fail in seconds without a network (`nevisbench.io.net`). A URL's
 file is cached under the whole URL (`<hub>/checkpoints/by-url/<sha256 of the URL>/<file name>`), so
 two URLs ending in the same file name never share a file; torchvision's own `imagenet` files keep
 torchvision's cache path (`<hub>/checkpoints/<file name>`, where an offline machine can put them).
@@ -26,9 +26,9 @@ import torch
 import torchvision
 from torch import nn
 
-from nevisbench import net
 from nevisbench.backbones.registry import backbone_spec
 from nevisbench.errors import ConfigError
+from nevisbench.io import net
 
 __all__ = ["load_weights", "load_into", "cached_path"]
 

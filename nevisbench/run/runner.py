@@ -302,7 +302,7 @@ class StreamRunner:
             self.meter.task = merge_tallies(winner.tally, [t.tally for t in trials if t is not winner])
             trainer.winner_module(search, winner, task, data, seed)
         start = time.perf_counter()
-        scores, unscored = self._scores(trainer, winner, task)
+        scores, unscored = trainer.test_scores(winner, task)
         wall = time.perf_counter() - start + sum(t.seconds for t in trials)
         if winner.failure is None:
             self.learner = winner.learner
@@ -359,17 +359,6 @@ class StreamRunner:
             return None
         more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
         return f"Learner '{self.name}' on {task.key}: {problems[0]}{more}; the task's compute cannot be charged, so it is refused"
-
-    def _scores(self, trainer: TaskTrainer, winner: Trial, task: TaskInfo) -> tuple[dict[str, float | None], str | None]:
-        """The winner's dev_test and test errors, and why they are not scored (outputs that are not finite)."""
-        scores: dict[str, float | None] = {"dev_test": None, "test": None}
-        try:
-            for name in scores:
-                if winner.failure is None and name in winner.loaders:
-                    scores[name] = trainer.evaluate(winner.module, task, winner.loaders[name], winner.trainer, name)
-        except TaskFailed as exc:
-            return {name: None for name in scores}, str(exc)
-        return scores, None
 
     def _end_task(self, task: TaskInfo, module: L.LightningModule) -> str | None:
         """The learner's end_task and the scenario's hand-over; a failure is recorded, not lost."""

@@ -163,6 +163,17 @@ class TaskTrainer:
         self.meter.task.executed_eval += most[1] - float(spent[1])
         return trainer.strategy.broadcast(error, src=0)
 
+    def test_scores(self, winner: Trial, task: TaskInfo) -> tuple[dict[str, float | None], str | None]:
+        """The winner's dev_test and test errors, and why they are not scored (outputs that are not finite)."""
+        scores: dict[str, float | None] = {"dev_test": None, "test": None}
+        try:
+            for name in scores:
+                if winner.failure is None and name in winner.loaders:
+                    scores[name] = self.evaluate(winner.module, task, winner.loaders[name], winner.trainer, name)
+        except TaskFailed as exc:
+            return {name: None for name in scores}, str(exc)
+        return scores, None
+
     def scored_on_dev(self, module: L.LightningModule, task: TaskInfo, loader: BatchLoader,
                       trainer: L.Trainer) -> tuple[float | None, str | None]:
         """The module's dev error, or why it failed (outputs that are not finite)."""
