@@ -14,7 +14,7 @@ class LearnerConfig:
     """Base of every learner's config dataclass. Subclasses add typed fields with defaults and may
     define `validate()` raising `nevisbench.ConfigError` for values out of range."""
 
-    name: str = "finetune"
+    name: str = ""  # the learner's registered name: set it to its entry point's (no learner is a default here)
 
 
 def task_seed(seed: int, index: int) -> int:

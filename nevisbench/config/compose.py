@@ -256,6 +256,8 @@ def _picked_learner(store: ConfigStore, groups: tuple[str, ...]) -> str:
         except Exception as exc:
             raise _hydra_error(exc) from None
         name = cfg.learner.get("name") if isinstance(cfg.get("learner"), DictConfig) else None
+        if name is None and choices.get("learner") in learner_names():  # a learner's own option: its file names it
+            name = choices["learner"]
         if not isinstance(name, str):
             raise ConfigError(f"Config file learner/{choices.get('learner')}.yaml must set 'name' to a registered "
                               "learner (see `nevisbench list learners`)")
