@@ -146,7 +146,9 @@ class TaskTrainer:
             except PluginError as exc:  # the evaluation's check of what forward() returned: name learner and task
                 raise PluginError(f"Learner '{self.name}' on task {task.key}: {exc}") from exc
             except TaskFailed as exc:
-                raise TaskFailed(f"task '{task.key}': {exc}") from None
+                diverged = (f"; after training step {trainer.global_step} the training diverged: lower the learning rate "
+                            "(train.lr)") if trainer.training else ""
+                raise TaskFailed(f"task '{task.key}': {exc}{diverged}") from None
         if trainer.world_size == 1:
             return error
         # DDP: every rank evaluated its replica; the evaluation is charged once, at the largest
