@@ -178,3 +178,19 @@ def test_prepare_work_is_not_charged_again_when_a_run_resumes(monkeypatch, tmp_p
     assert resumed["total_flops"] == pytest.approx(whole["total_flops"], rel=1e-9)
     outside = [t["flops"].get("outside", 0.0) for t in resumed["tasks"]]
     assert outside == pytest.approx([t["flops"].get("outside", 0.0) for t in whole["tasks"]], rel=1e-9)
+
+
+def test_the_time_audit_policy_is_a_config_key_with_a_one_line_error():
+    from nevisbench.errors import ConfigError
+    from nevisbench.run.task.audit import audit_skipped
+
+    cfg = compose([])
+    cpu = __import__("torch").device("cpu")
+    assert cfg.meter.time_audit == "auto"
+    assert audit_skipped(cfg, cpu, "finetune").startswith("a learner nevisbench ships")  # auto: plugins only
+    assert audit_skipped(cfg, cpu, "some_plugin") is None
+    assert audit_skipped(compose(["meter.time_audit=always"]), cpu, "finetune") is None
+    assert audit_skipped(compose(["meter.time_audit=off"]), cpu, "some_plugin") == "meter.time_audit=off"
+    assert "cuda" in audit_skipped(cfg, __import__("torch").device("cuda"), "some_plugin")
+    with pytest.raises(ConfigError, match=r"Unknown value for 'meter.time_audit': 'sometimes'. Valid: always, auto, off"):
+        compose(["meter.time_audit=sometimes"])

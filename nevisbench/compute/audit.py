@@ -85,15 +85,17 @@ class Rates:
         return Rates(*((a + b) / 2 for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
 
-def _timed(clock: CpuClock, work: Callable[[], None], root: nn.Module | None = None) -> tuple[float, float, float, float]:
-    """(CPU seconds, FLOPs, bytes, ops) of `work`, counted by a counter of the harness's own."""
+def _timed(clock: CpuClock, work: Callable[[], object], repeats: int, root: nn.Module | None = None
+           ) -> tuple[float, float, float, float]:
+    """(CPU seconds, FLOPs, bytes, ops) of `repeats` calls of `work`, counted by a counter of the harness's own."""
     before = seen()
     with StepCounter(root, audited=True):
         start = clock.now()
-        work()
+        for _ in range(repeats):
+            work()
         spent = clock.now() - start
     after = seen()
-    return (spent, *(a - b for a, b in zip(after, before, strict=True)))
+    return spent, after[0] - before[0], after[1] - before[1], after[2] - before[2]
 
 
 def reference_rates(backbone: nn.Module, image_shape: tuple[int, ...], batch_size: int, clock: CpuClock,
@@ -115,20 +117,19 @@ def reference_rates(backbone: nn.Module, image_shape: tuple[int, ...], batch_siz
     model.train()
 
     tiny = torch.zeros(1)
-    spent, _, _, ops = _timed(clock, lambda: [tiny.add_(1.0) for _ in range(4000)] and None)
+    spent, _, _, ops = _timed(clock, lambda: tiny.add_(1.0), 4000)
     op = spent / max(ops, 1.0)
 
     activation = torch.rand(batch, 64, max(1, image_shape[-2] // 2), max(1, image_shape[-1] // 2))
     state = [torch.zeros_like(p) for p in params]
 
     def elementwise() -> None:
-        for _ in range(3):
-            for _ in range(4):
-                activation.mul_(0.5).add_(0.25).clamp_(min=0.0)
-            for p, s in zip(params, state, strict=True):
-                s.mul_(0.9).add_(p.detach(), alpha=0.1)
+        for _ in range(4):
+            activation.mul_(0.5).add_(0.25).clamp_(min=0.0)
+        for p, s in zip(params, state, strict=True):
+            s.mul_(0.9).add_(p.detach(), alpha=0.1)
 
-    spent, _, moved, ops = _timed(clock, elementwise)
+    spent, _, moved, ops = _timed(clock, elementwise, 3)
     byte = max(spent - ops * op, 0.3 * spent) / max(moved, 1.0)
 
     head = nn.Linear(width, 10)
@@ -142,7 +143,7 @@ def reference_rates(backbone: nn.Module, image_shape: tuple[int, ...], batch_siz
 
     with torch.enable_grad():
         step()  # allocations, first-touch, lazy initialisation: not timed
-        spent, flops, moved, ops = _timed(clock, lambda: [step() for _ in range(steps)] and None, model)
+        spent, flops, moved, ops = _timed(clock, step, steps, model)
     compute = max(spent - moved * byte - ops * op, 0.3 * spent)
     flop = compute / max(flops, 1.0)
 
@@ -150,7 +151,7 @@ def reference_rates(backbone: nn.Module, image_shape: tuple[int, ...], batch_siz
     probe = torch.rand(max(2, min(eval_batch_size, 64)), *image_shape)
     with torch.no_grad():
         model(probe)  # untimed
-        spent, flops, moved, ops = _timed(clock, lambda: [model(probe) for _ in range(2)] and None, model)
+        spent, flops, moved, ops = _timed(clock, lambda: model(probe), 2, model)
     compute = max(spent - moved * byte - ops * op, 0.3 * spent)
     return Rates(flop=flop, eval_flop=compute / max(flops, 1.0), byte=byte, op=op)
 

@@ -47,7 +47,7 @@ from nevisbench.run.store.results import ResultsStore
 from nevisbench.run.store.run_folder import RunFolder, check_prepared
 from nevisbench.run.store.summary import stream_tally, summarize
 from nevisbench.run.store.task_result import TaskResult, peak_memory, throughput
-from nevisbench.run.task.audit import TaskAuditor, audit_skipped, reference_backbone
+from nevisbench.run.task.audit import TaskAuditor, audit_record, audit_skipped, reference_backbone, refusal
 from nevisbench.run.task.distributed import RUN_DIR_ENV, is_writer, lost_rank, rank_lost_error, watch_ranks, world_size
 from nevisbench.run.task.lightning import make_loaders, quiet_lightning, resolve_precision, training_device
 from nevisbench.run.task.plan import optimization_record
@@ -218,7 +218,7 @@ class StreamRunner:
         # a search over learner.* keys prepares each trial's own learner on the run's starting backbone
         self._start_backbone = clone_module(backbone) if backbone is not None and searches_learner(cfg) else None
         # the time audit's reference: the harness's backbone before the learner's prepare() touches it
-        self._reference = reference_backbone(backbone, cfg)
+        self._reference = reference_backbone(backbone, cfg, self.name)
         before = set(threading.enumerate())
         with plugin_hook(self.name, "prepare()"):
             prepared = self.learner.prepare(cast(torch.nn.Module, backbone))  # None: the learner brings_backbone
@@ -313,8 +313,11 @@ class StreamRunner:
             revisit, failure = self._revisit(trainer, winner, task)
         collect_garbage(self.name)  # finalisers of the task's garbage run now, counted (charged to this task)
         tally = self.meter.end_task()
-        audit = self._audit(auditor, tally, sum(t.steps for t in trials), task)
-        failure = failure or self._refusal(task)
+        audit = audit_record(auditor, audit_skipped(cfg, self.device, self.name), tally, sum(t.steps for t in trials))
+        if audit.get("flagged"):
+            print_warning(self.console, f"learner '{self.name}' on {task.key}: {audit['reason']}. The task's point is "
+                                        "marked on the curve (docs/flop-meter.md, the time audit).")
+        failure = failure or refusal(self.name, task.key, self.meter)
         task_cfg = task_config(cfg, len(data.train))  # the task's batch size (protocol.batch_size)
         result = TaskResult(
             task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
@@ -335,30 +338,13 @@ class StreamRunner:
         return line
 
     def _auditor(self) -> TaskAuditor | None:
-        if audit_skipped(self.cfg, self.device) is not None:
+        """The run's time auditor (one for every task: a task starts from the rates the last one ended with)."""
+        if audit_skipped(self.cfg, self.device, self.name) is not None:
             return None
-        return TaskAuditor(cfg=self.cfg, meter=self.meter, reference=self._reference, precision=self.precision,
-                           device=self.device, root_dir=str(self.store.run_dir))
-
-    def _audit(self, auditor: TaskAuditor | None, tally: FlopTally, steps: int, task: TaskInfo) -> dict[str, Any]:
-        """The task's time audit (its `audit` record) and the meter's flags; a flagged task is warned
-        about and marked, not failed."""
-        flags = guard.take_flags()
-        record = {"skipped": audit_skipped(self.cfg, self.device)} if auditor is None else auditor.end(tally, steps).as_dict()
-        if flags:
-            record |= {"flagged": True, "flags": flags, "reason": "; ".join(filter(None, [record.get("reason"), *flags]))}
-        if record.get("flagged"):
-            print_warning(self.console, f"learner '{self.name}' on {task.key}: {record['reason']}. The task's point is "
-                                        "marked on the curve (docs/flop-meter.md, the time audit).")
-        return record
-
-    def _refusal(self, task: TaskInfo) -> str | None:
-        """The task's line is refused when the learner tampered with the meter (docs/flop-meter.md)."""
-        problems = guard.take_violations() + guard.tampered(self.meter)
-        if not problems:
-            return None
-        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
-        return f"Learner '{self.name}' on {task.key}: {problems[0]}{more}; the task's compute cannot be charged, so it is refused"
+        if getattr(self, "_audits", None) is None:
+            self._audits = TaskAuditor(cfg=self.cfg, meter=self.meter, reference=self._reference, precision=self.precision,
+                                       device=self.device, root_dir=str(self.store.run_dir))
+        return self._audits
 
     def _end_task(self, task: TaskInfo, module: L.LightningModule) -> str | None:
         """The learner's end_task and the scenario's hand-over; a failure is recorded, not lost."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -19,21 +19,25 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from nevisbench.compute import guard
 from nevisbench.compute.audit import CpuClock, Rates, TaskAudit, audit_task, reference_rates
 from nevisbench.compute.counter import seen
 from nevisbench.compute.flops import FlopMeter, FlopTally
 from nevisbench.compute.hardware import world_size
+from nevisbench.registry import is_builtin
 from nevisbench.run.task.lightning import make_trainer
 from nevisbench.run.task.metering import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader
 
-__all__ = ["TaskAuditor", "audit_skipped", "reference_backbone"]
+__all__ = ["AUDIT_CHOICES", "TaskAuditor", "audit_skipped", "reference_backbone", "audit_record", "refusal"]
+
+AUDIT_CHOICES = ("auto", "always", "off")  # meter.time_audit
 
 
-def reference_backbone(backbone: nn.Module | None, cfg: DictConfig) -> nn.Module | None:
+def reference_backbone(backbone: nn.Module | None, cfg: DictConfig, learner: str) -> nn.Module | None:
     """A copy of the harness's starting backbone for the audit's reference steps (taken before the
     learner's prepare() sees it); for a learner that brings its own, a ResNet-18 of the harness's."""
-    if audit_skipped(cfg, torch.device("cpu")) is not None:
+    if audit_skipped(cfg, torch.device("cpu"), learner) is not None:
         return None
     if backbone is not None:
         return copy.deepcopy(backbone).cpu()
@@ -66,7 +70,7 @@ def _fit_seconds(cfg: DictConfig, loader: BatchLoader, precision: str, device: t
                  clock: CpuClock, root_dir: str, rates: Rates) -> float:
     """CPU seconds of a fit of `steps` steps of the trivial module, less what its seen ops explain
     (the loader's and the loop's ops are seen in a task too: they must not be explained twice)."""
-    quiet = OmegaConf.merge(cfg, {"train": {"max_steps": steps}, "trainer": {"progress_bar": False, "compile": False}})
+    quiet = cast(DictConfig, OmegaConf.merge(cfg, {"train": {"max_steps": steps}, "trainer": {"progress_bar": False, "compile": False}}))
     meter = FlopMeter(audit_every=1)  # a private meter: the task's is not touched
     before, start = seen(), clock.now()
     trainer = make_trainer(quiet, precision=precision, device=device, steps_per_epoch=len(loader), budgeted=False,
@@ -85,10 +89,14 @@ def _overhead(cfg: DictConfig, loader: BatchLoader, precision: str, device: torc
     return step, max(one - step, 0.0)
 
 
-def audit_skipped(cfg: DictConfig, device: torch.device) -> str | None:
-    """Why this run's tasks are not audited (None: they are)."""
-    if not cfg.meter.get("time_audit", True):
-        return "meter.time_audit=false"
+def audit_skipped(cfg: DictConfig, device: torch.device, learner: str) -> str | None:
+    """Why this run's tasks are not audited (None: they are). `meter.time_audit=auto` audits the
+    plugins (the code the meter cannot review), `always` every learner, `off` none."""
+    policy = cfg.meter.get("time_audit", "auto")
+    if policy == "off":
+        return "meter.time_audit=off"
+    if policy == "auto" and is_builtin(learner):
+        return "a learner nevisbench ships (meter.time_audit=auto audits plugins; always audits every learner)"
     if device.type != "cpu":
         return f"on {device.type} the audit needs the device's busy time, not measured yet (CPU runs are audited)"
     if world_size(cfg.trainer) > 1:
@@ -114,6 +122,7 @@ class TaskAuditor:
     _calibration: float = 0.0
     _children: int = 0
     _loader: BatchLoader | None = None
+    _last: Rates | None = None  # the rates measured at the end of the task before (the next task starts from them)
 
     def _calibrate(self, loader: BatchLoader, overhead: Rates | None = None) -> Rates:
         """Rates under the conditions of now (the harness's overhead measured again unless given); the
@@ -134,9 +143,11 @@ class TaskAuditor:
         return Rates(flop=rates.flop, eval_flop=rates.eval_flop, byte=rates.byte, op=rates.op, step=step, fit=fit)
 
     def begin(self, loader: BatchLoader) -> None:
-        """`loader`: a train loader of the task's own (the task's trials make theirs), for the calibration."""
-        self._loader = loader
-        self._rates = self._calibrate(loader)
+        """`loader`: a train loader of the task's own (the task's trials make theirs), for the calibration.
+        The first task calibrates in full; a later one starts from the rates the task before it ended
+        with (the same auditor serves the whole run), so each task costs one calibration."""
+        self._loader, self._calibration = loader, 0.0
+        self._rates = self._last if self._last is not None else self._calibrate(loader)
         self._children = len(self.clock.children_seen)
         self._seen = seen()
         self._counts = (self.meter.fits, self.meter.eval_batches)
@@ -149,7 +160,7 @@ class TaskAuditor:
         children = len(self.clock.children_seen) - self._children
         assert self._rates is not None and self._loader is not None
         after = self._calibrate(self._loader, overhead=self._rates)  # the rates at the task's end: load may have changed
-        rates = self._rates.combined(after)
+        rates, self._last = self._rates.combined(after), after
         charged = tally.measure("executed", "total")
         scale = max(1.0, charged / flops_seen) if flops_seen > 0 else 1.0  # steps charged from the cache
         eval_flops = tally.executed_eval
@@ -159,3 +170,21 @@ class TaskAuditor:
                           threshold=float(meter_cfg.get("unexplained_max", 1.5)),
                           min_seconds=float(meter_cfg.get("unexplained_min_seconds", 1.0)), children=children,
                           calibration_seconds=self._calibration)
+
+
+def audit_record(auditor: TaskAuditor | None, skipped: str | None, tally: FlopTally, steps: int) -> dict[str, Any]:
+    """A task's `audit` record: the time audit (or why it was skipped) and the meter's flags."""
+    flags = guard.take_flags()
+    record: dict[str, Any] = {"skipped": skipped} if auditor is None else auditor.end(tally, steps).as_dict()
+    if flags:
+        record |= {"flagged": True, "flags": flags, "reason": "; ".join(filter(None, [record.get("reason"), *flags]))}
+    return record
+
+
+def refusal(learner: str, task: str, meter: FlopMeter) -> str | None:
+    """Why the task's line is refused: the learner tampered with the meter (docs/flop-meter.md)."""
+    problems = guard.take_violations() + guard.tampered(meter)
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+    return f"Learner '{learner}' on {task}: {problems[0]}{more}; the task's compute cannot be charged, so it is refused"

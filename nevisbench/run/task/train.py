@@ -81,6 +81,13 @@ def task_config(cfg: DictConfig, examples: int) -> DictConfig:
     return out
 
 
+def task_plan(cfg: DictConfig, examples: int) -> TaskPlan:
+    """The plan of a task of `examples` training examples trained with `cfg`."""
+    return TaskPlan(measure=cfg.budget.measure, max_steps=cfg.train.max_steps, budget=cfg.budget.flops_per_task,
+                    fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone),
+                    epoch_steps=epoch_steps(examples, int(cfg.data.batch_size)))
+
+
 @dataclass
 class TaskStart:
     """What a task's training starts from (picklable: a search worker receives it in the task's kit)."""
@@ -221,13 +228,7 @@ class TaskTrainer:
         self.meter.start_task()
         loaders = make_loaders(data, cfg, self.device, seed)
         module = self.place(module)
-        plan = TaskPlan(
-            measure=cfg.budget.measure,
-            max_steps=cfg.train.max_steps,
-            budget=cfg.budget.flops_per_task,
-            fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone),
-            epoch_steps=epoch_steps(len(data.train), int(cfg.data.batch_size)),
-        )
+        plan = task_plan(cfg, len(data.train))
         setattr(module, PLAN_ATTRIBUTE, plan)  # the plan handed to the module: its LR schedule reads the planned steps
         selection = BestDevSelection(enabled=cfg.protocol.selection == "best_dev")
         held: list[L.Trainer] = []  # the trainer, once made (the evaluations read its step)
