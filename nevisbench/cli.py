@@ -187,7 +187,8 @@ def _flops(args: argparse.Namespace, console: Console) -> None:
     )
     for column in ("step", "measure", "forward", "backward", "total"):
         table.add_column(column, justify="right" if column not in ("step", "measure") else "left")
-    for step in ("train_step", "eval_step"):
+    # steady_step: the second task's training step (after end_task on the first: replay, penalties)
+    for step in ("train_step", "steady_step", "eval_step"):
         for measure in ("algorithmic", "executed"):
             row = report[step][measure]
             table.add_row(step, measure, *(format_flops(row[k]) for k in ("forward", "backward", "total")))
