@@ -103,6 +103,9 @@ def run(cfg: DictConfig, console: Console | None = None, metrics: Sequence[Strea
         if runner.sink is not None:
             runner.sink.finish(summary, metrics)
         join_ranks(runner.ranks, ok=True)
+    except KeyboardInterrupt:  # before the first task (the learner's prepare, a resume's restore): the folder is kept
+        _stop_ranks(runner.ranks if runner is not None else [], folder.path, RunInterrupted(folder.path, 0))
+        raise RunInterrupted(folder.path, sum(r.get("status") == "ok" for r in folder.finished)) from None
     except BaseException as exc:
         _stop_ranks(runner.ranks if runner is not None else [], folder.path, exc)
         raise
@@ -237,7 +240,7 @@ class StreamRunner:
         self.console.print(f"[bold]nevisbench[/] run [cyan]{self.store.run_dir.name}[/]: learner={cfg.choices.learner} "
                            f"stream={stream.name} ({len(stream.tasks)} tasks) scenario={cfg.scenario} "
                            f"backbone={self.backbone_info['name']} precision={self.precision} -> {self.store.run_dir}")
-        if cfg.backbone.weights == "none":
+        if cfg.backbone.weights == "none" and self.backbone_info["source"] == "config":  # only what ran was built from it
             print_warning(self.console, f"backbone.weights=none: {cfg.backbone.name} starts from RANDOM initialisation, "
                                         "not pretrained weights (fine for the demo, not the paper's protocol).")
 

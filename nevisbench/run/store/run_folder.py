@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from nevisbench import layout
-from nevisbench.errors import ConfigError, DataError
+from nevisbench.errors import ConfigError, DataError, RunInterrupted
 from nevisbench.run.store.report import print_warning
 from nevisbench.run.store.results import ResultsStore
 from nevisbench.tasks.cache import STATUS_READY, task_status
@@ -95,8 +95,10 @@ class RunFolder:
         folder._acquire()
         try:
             folder.store.write_config(config_yaml)
-        except BaseException:
+        except BaseException as exc:
             folder.release()
+            if isinstance(exc, KeyboardInterrupt) and (path / layout.CONFIG).is_file():  # held until the write was done
+                raise RunInterrupted(path, 0) from None
             raise
         return folder
 
