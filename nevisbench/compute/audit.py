@@ -34,7 +34,7 @@ from torch import nn
 
 from nevisbench.compute.counter import StepCounter, seen
 
-__all__ = ["CpuClock", "Rates", "TaskAudit", "reference_rates", "audit_task"]
+__all__ = ["CpuClock", "Rates", "Reference", "TaskAudit", "reference_rates", "audit_task"]
 
 
 class CpuClock:
@@ -98,62 +98,69 @@ def _timed(clock: CpuClock, work: Callable[[], object], repeats: int, root: nn.M
     return spent, after[0] - before[0], after[1] - before[1], after[2] - before[2]
 
 
-def reference_rates(backbone: nn.Module, image_shape: tuple[int, ...], batch_size: int, clock: CpuClock,
-                    steps: int = 2, eval_batch_size: int = 64) -> Rates:
-    """Rates from reference work on a copy of `backbone` (the harness's starting backbone, not the
-    learner's module), each part timed and counted by a counter of the harness's own:
+class Reference:
+    """The audit's reference work on a copy of `backbone` (the harness's starting backbone, never the
+    learner's module), built once per run and shape and timed at each calibration, each part counted
+    by a counter of the harness's own:
     - per op: many elementwise ops on a one-element tensor;
     - per byte: elementwise ops on tensors of the backbone's first activation and its parameters;
-    - per FLOP: `steps` SGD steps (after one untimed) of the backbone with a linear head at the
-      task's image shape, less what its ops and bytes explain (never below 30% of the step)."""
-    model = copy.deepcopy(backbone).float().train()
-    params = list(model.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    batch = max(2, min(batch_size, 16))
-    x = torch.rand(batch, *image_shape)
-    with torch.no_grad():
-        width = int(model.eval()(x[:1]).reshape(1, -1).shape[1])
-    model.train()
+    - per FLOP: `steps` SGD steps of the backbone with a linear head at the task's image shape, and
+      an evaluation pass, less what their ops and bytes explain (never below 30% of the time)."""
 
-    tiny = torch.zeros(1)
-    spent, _, _, ops = _timed(clock, lambda: tiny.add_(1.0), 4000)
-    op = spent / max(ops, 1.0)
+    def __init__(self, backbone: nn.Module, image_shape: tuple[int, ...], batch_size: int, eval_batch_size: int = 64) -> None:
+        self.model = copy.deepcopy(backbone).float().train()
+        self.params = list(self.model.parameters())
+        for p in self.params:
+            p.requires_grad_(True)
+        self.batch = max(2, min(batch_size, 16))
+        self.x = torch.rand(self.batch, *image_shape)
+        with torch.no_grad():
+            width = int(self.model.eval()(self.x[:1]).reshape(1, -1).shape[1])
+        self.model.train()
+        self.head = nn.Linear(width, 10)
+        self.optimizer = torch.optim.SGD([*self.params, *self.head.parameters()], lr=1e-4, momentum=0.9)
+        self.y = torch.arange(self.batch) % 10
+        self.probe = torch.rand(max(2, min(eval_batch_size, 64)), *image_shape)
+        self.activation = torch.rand(self.batch, 64, max(1, image_shape[-2] // 2), max(1, image_shape[-1] // 2))
+        self.state = [torch.zeros_like(p) for p in self.params]
+        self.tiny = torch.zeros(1)
+        with torch.enable_grad():
+            self._step()  # allocations, first-touch, lazy initialisation: not timed
+        with torch.no_grad():
+            self.model.eval()(self.probe)
+        self.model.train()
 
-    activation = torch.rand(batch, 64, max(1, image_shape[-2] // 2), max(1, image_shape[-1] // 2))
-    state = [torch.zeros_like(p) for p in params]
+    def _step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(self.head(self.model(self.x).reshape(self.batch, -1)), self.y).backward()
+        self.optimizer.step()
 
-    def elementwise() -> None:
+    def _elementwise(self) -> None:
         for _ in range(4):
-            activation.mul_(0.5).add_(0.25).clamp_(min=0.0)
-        for p, s in zip(params, state, strict=True):
+            self.activation.mul_(0.5).add_(0.25).clamp_(min=0.0)
+        for p, s in zip(self.params, self.state, strict=True):
             s.mul_(0.9).add_(p.detach(), alpha=0.1)
 
-    spent, _, moved, ops = _timed(clock, elementwise, 3)
-    byte = max(spent - ops * op, 0.3 * spent) / max(moved, 1.0)
+    def rates(self, clock: CpuClock, steps: int = 2) -> Rates:
+        spent, _, _, ops = _timed(clock, lambda: self.tiny.add_(1.0), 4000)
+        op = spent / max(ops, 1.0)
+        spent, _, moved, ops = _timed(clock, self._elementwise, 3)
+        byte = max(spent - ops * op, 0.3 * spent) / max(moved, 1.0)
+        with torch.enable_grad():
+            spent, flops, moved, ops = _timed(clock, self._step, steps, self.model)
+        flop = max(spent - moved * byte - ops * op, 0.3 * spent) / max(flops, 1.0)
+        self.model.eval()
+        with torch.no_grad():
+            spent, flops, moved, ops = _timed(clock, lambda: self.model(self.probe), 2, self.model)
+        self.model.train()
+        return Rates(flop=flop, eval_flop=max(spent - moved * byte - ops * op, 0.3 * spent) / max(flops, 1.0),
+                     byte=byte, op=op)
 
-    head = nn.Linear(width, 10)
-    optimizer = torch.optim.SGD([*params, *head.parameters()], lr=1e-4, momentum=0.9)
-    y = torch.arange(batch) % 10
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(head(model(x).reshape(batch, -1)), y).backward()
-        optimizer.step()
-
-    with torch.enable_grad():
-        step()  # allocations, first-touch, lazy initialisation: not timed
-        spent, flops, moved, ops = _timed(clock, step, steps, model)
-    compute = max(spent - moved * byte - ops * op, 0.3 * spent)
-    flop = compute / max(flops, 1.0)
-
-    model.eval()
-    probe = torch.rand(max(2, min(eval_batch_size, 64)), *image_shape)
-    with torch.no_grad():
-        model(probe)  # untimed
-        spent, flops, moved, ops = _timed(clock, lambda: model(probe), 2, model)
-    compute = max(spent - moved * byte - ops * op, 0.3 * spent)
-    return Rates(flop=flop, eval_flop=compute / max(flops, 1.0), byte=byte, op=op)
+def reference_rates(backbone: nn.Module, image_shape: tuple[int, ...], batch_size: int, clock: CpuClock,
+                    steps: int = 2, eval_batch_size: int = 64) -> Rates:
+    """The rates of a fresh `Reference` (built, warmed, timed once)."""
+    return Reference(backbone, image_shape, batch_size, eval_batch_size).rates(clock, steps)
 
 
 @dataclass
