@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import traceback
 from typing import Any, cast
 
 from rich.console import Console
@@ -355,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
 
             share_command(args, console)
     except NevisbenchError as exc:
+        if os.environ.get("NEVISBENCH_TRACEBACK") == "1" and exc.__cause__ is not None:  # a plugin's failure, in full
+            errors.print(escape("".join(traceback.format_exception(exc.__cause__))), highlight=False, soft_wrap=True)
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -88,6 +88,9 @@ class Learner:
     # True: `prepare(None)` builds the learner's own network and sets `self.feature_dim`; the runner
     # builds no `backbone.name` first
     brings_backbone: ClassVar[bool] = False
+    # the name outputs give the network `prepare()` returns when it is the learner's own (not the
+    # configured backbone.name); None: its registry name, else its class name
+    backbone_name: ClassVar[str | None] = None
 
     def __init__(self, config: LearnerConfig, context: LearnerContext) -> None:
         self.config = config
@@ -180,6 +183,7 @@ _ATTRIBUTES: dict[str, tuple[Any, str]] = {
                 "a tuple of method names, e.g. helpers = (\"my_method\",); () for none"),
     "supports_ddp": (lambda v: isinstance(v, bool), "True or False"),
     "brings_backbone": (lambda v: isinstance(v, bool), "True or False"),
+    "backbone_name": (lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "None or a non-empty string"),
     "backbone_families": (lambda v: v is None or (isinstance(v, (tuple, list)) and all(isinstance(f, str) for f in v)),
                           "None or a tuple of backbone family names"),
 }

@@ -52,7 +52,8 @@ def describe_backbone(learner: Learner, start: nn.Module | None, prepared: Any) 
 
     `source` is `config` when the network is (built from) the run's `backbone.name` (pruned,
     truncated or wrapped), else `learner`. `name` is the registry name of the network, or of the
-    registry network inside a learner's wrapper, else the class name of the learner's network;
+    registry network inside a learner's wrapper, else the class name of the learner's network (a
+    learner's own network: its declared `backbone_name` first);
     `arch` is that network's class; `params` counts the parameters of what `prepare()` returned."""
     learner_name = learner.config.name
     if not isinstance(prepared, nn.Module):
@@ -66,8 +67,9 @@ def describe_backbone(learner: Learner, start: nn.Module | None, prepared: Any) 
         tagged = start  # e.g. a truncated ResNet: the run's backbone's parts in a new container
     from_config = start is not None and (tagged is start or (tagged is None and prepared is start))
     network = tagged if tagged is not None else prepared
+    declared = None if from_config else getattr(learner, "backbone_name", None)  # the learner's own network's name
     return {
-        "name": getattr(network, REGISTRY_TAG, None) or type(network).__name__,
+        "name": declared or getattr(network, REGISTRY_TAG, None) or type(network).__name__,
         "arch": type(network).__name__,
         "params": sum(p.numel() for p in prepared.parameters()),
         "source": "config" if from_config else "learner",

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sys
+import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +30,27 @@ __all__ = ["build_learner", "plugin_hook", "collect_garbage"]
 
 # hooks whose work the meter counts in its own windows (training, evaluation)
 _WINDOWED = ("training on ", "forward() while evaluating ")
+# set to 1: a plugin's failure prints its full traceback under the one line (the CLI reads it)
+TRACEBACK_ENV = "NEVISBENCH_TRACEBACK"
+
+
+def _raised_at(exc: BaseException, learner_name: str) -> str:
+    """' (raised at <file>:<line>)': the deepest frame of the traceback in the learner's own module or
+    package (the deepest frame of all when none is, e.g. a plugin calling torch wrongly from a lambda)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    try:
+        module = sys.modules.get(get_learner_class(learner_name).__module__)
+        root = Path(module.__file__) if module is not None and module.__file__ else None
+    except Exception:  # a learner that cannot be loaded again: no package to look in
+        root = None
+    if root is not None and root.name == "__init__.py":
+        root = root.parent
+    own = [f for f in frames if root is not None and (Path(f.filename) == root or root in Path(f.filename).parents)]
+    frame = (own or frames)[-1]
+    return f" (raised at {frame.filename}:{frame.lineno}; {TRACEBACK_ENV}=1 shows the traceback)"
+
 
 
 @contextlib.contextmanager
@@ -51,9 +75,9 @@ def plugin_hook(learner_name: str, hook: str) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the machine's state, not the learner's failure
             raise WriteFailed(f"Cannot write {exc.filename or 'a file'} during {hook}: the disk is full "
                               f"(OSError {exc.errno}); free some space and resume the run") from None
-        raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc
+        raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}{_raised_at(exc, learner_name)}") from exc
     except Exception as exc:
-        raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}") from exc
+        raise PluginError(f"Learner '{learner_name}' failed in {hook}: {exc!r}{_raised_at(exc, learner_name)}") from exc
 
 
 def build_learner(cfg: DictConfig, feature_dim: int | None, cls: type | None = None, *, data: Any = None) -> Learner:
