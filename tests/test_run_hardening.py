@@ -153,7 +153,8 @@ def test_load_state_dict_failing_at_resume_is_one_line(monkeypatch, tmp_path):
         run(compose([*TWO, "learner=broken", f"out_dir={tmp_path}", "run_name=r"]))
     with pytest.raises(PluginError) as info:
         run(compose([f"resume={tmp_path / 'r'}"]))
-    assert str(info.value) == "Learner 'broken' failed in load_state_dict(): KeyError('seen_tasks')"
+    assert str(info.value).startswith("Learner 'broken' failed in load_state_dict(): KeyError('seen_tasks') (raised at ")
+    assert "broken_plugins.py:" in str(info.value)  # the plugin's own line
 
 
 @pytest.mark.slow

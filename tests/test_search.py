@@ -199,7 +199,9 @@ def test_a_trial_that_fails_in_a_worker_is_reported_as_in_process(monkeypatch, t
         with pytest.raises(PluginError) as caught:
             run(compose([*base, f"search.parallel={parallel}", f"out_dir={tmp_path / f'plugin{parallel}'}"]))
         messages.append(str(caught.value))
-    assert messages[0] == messages[1] == "Learner 'broken' failed in begin_task(faces): RuntimeError('no rate that high')"
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("Learner 'broken' failed in begin_task(faces): RuntimeError('no rate that high') "
+                                  "(raised at ") and "broken_plugins.py:" in messages[0]
 
     register_learner(monkeypatch, "broken", "broken_plugins:NanAtOneRate")
     lines = [_line(run(compose([*base, f"search.parallel={parallel}", f"out_dir={tmp_path / f'nan{parallel}'}"])))
