@@ -24,7 +24,7 @@ from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_flop_count
 
-__all__ = ["conv_backward_flop", "formulas", "CountingMode"]
+__all__ = ["conv_backward_flop", "formulas", "CountingMode", "bytes_moved"]
 
 aten = torch.ops.aten
 
@@ -117,24 +117,37 @@ _METADATA = {  # ops FlopCounterMode also passes through untouched (size/stride 
 }
 
 Report = Callable[[object, Callable, tuple, dict, object], None]
+Moved = Callable[[object, tuple], None]  # (out, args) of an op without a FLOP rule
 
 
 class CountingMode(TorchDispatchMode):
-    """Runs every op; for ops with a formula calls `report(packet, formula, args, kwargs, out)`.
-    Ops without a formula that decompose are decomposed (their parts are counted), as in
-    FlopCounterMode."""
+    """Runs every op; for ops with a formula calls `report(packet, formula, args, kwargs, out)`, for the
+    others that are not views `moved(out, args)`. Ops without a formula that decompose are decomposed
+    (their parts are counted), as in FlopCounterMode.
 
-    def __init__(self, table: dict, report: Report, moved: Callable[[float], None] | None = None) -> None:
+    Every op runs through this Python method, so its common case is kept short: what an op is
+    (metadata query, counted, decomposable, view, other) is worked out once per op and table
+    (`_plan`), and looked up by the op's id (an OpOverload's own hash is a Python call)."""
+
+    def __init__(self, table: dict, report: Report, moved: Moved | None = None) -> None:
         super().__init__()
         self.table, self.report, self.moved = table, report, moved
+        self._plans = _plans_for(table)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        plan = self._plans.get(id(func))
+        if plan is None:
+            plan = _plan(self._plans, self.table, func)
+        kind, packet, formula, op, _ = plan
         kwargs = kwargs or {}
-        if func in _METADATA:
+        if kind is _MOVED:  # the common case: an op with no formula (elementwise, copies, reductions)
+            out = op(*args, **kwargs) if func._pyobj_dispatcher is None else func(*args, **kwargs)
+            if self.moved is not None:
+                self.moved(out, args)
+            return out
+        if kind is _METADATA_OP:
             return NotImplemented
-        packet = func._overloadpacket
-        formula = self.table.get(packet)
-        if formula is None and _decomposes(func):
+        if kind is _DECOMPOSE:
             with self:
                 decomposed = func.decompose(*args, **kwargs)
             if decomposed is not NotImplemented:
@@ -143,8 +156,38 @@ class CountingMode(TorchDispatchMode):
         if formula is not None:
             self.report(packet, formula, args, kwargs, out)
         elif self.moved is not None and not _is_view(func):
-            self.moved(_bytes_moved(out, args))
+            self.moved(out, args)
         return out
+
+
+_MOVED, _METADATA_OP, _DECOMPOSE, _OTHER = "moved", "metadata", "decompose", "other"
+_PLANS: dict[int, tuple[dict, dict]] = {}  # id(table) -> (table, {id(op): plan}); the table is held so its id stays its own
+
+
+def _plans_for(table: dict) -> dict:
+    held = _PLANS.get(id(table))
+    if held is None or held[0] is not table:
+        held = _PLANS[id(table)] = (table, {})
+    return held[1]
+
+
+def _plan(plans: dict, table: dict, func) -> tuple:
+    """(kind, packet, formula, callable) of `func` under `table`, remembered in `plans` (with `func`
+    itself last, so the id it is kept under stays its own). `_MOVED`: no formula, no composite kernel to
+    decompose into, not a view: run it (its C++ entry directly, as `OpOverload.__call__` does) and
+    report the bytes it moved."""
+    packet = func._overloadpacket
+    formula = table.get(packet)
+    if func in _METADATA:
+        kind = _METADATA_OP
+    elif formula is None and _decomposes(func):
+        kind = _DECOMPOSE
+    elif formula is None and not _is_view(func):
+        kind = _MOVED
+    else:
+        kind = _OTHER
+    plan = plans[id(func)] = (kind, packet, formula, func._op, func)
+    return plan
 
 
 _DECOMPOSES: dict = {}  # op -> whether it has a composite kernel `decompose` would run (looked up once per op)
@@ -172,15 +215,24 @@ def _is_view(func) -> bool:
 _ALIASES = {torch.ops.aten.detach, torch.ops.aten.alias, torch.ops.aten.lift_fresh}
 
 
-def _bytes_moved(out: object, args: tuple) -> float:
+def bytes_moved(out: object, args: tuple) -> float:
     """What an op without a FLOP rule moved, roughly: the larger of its output and its first tensor
-    operand (an elementwise op writes its output; a reduction reads its operand)."""
+    operand (an elementwise op writes its output; a reduction reads its operand). A tensor's size is
+    numel x element size (`nbytes`, one attribute instead of two calls; sparse tensors have none)."""
     size = 0
     first = args[0] if args else None
     if isinstance(first, torch.Tensor):
-        size = first.numel() * first.element_size()
+        size = _nbytes(first)
     if isinstance(out, torch.Tensor):
-        size = max(size, out.numel() * out.element_size())
-    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        size = max(size, sum(t.numel() * t.element_size() for t in out if isinstance(t, torch.Tensor)))
+        written = _nbytes(out)
+        return float(written if written > size else size)
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        size = max(size, sum(_nbytes(t) for t in out if isinstance(t, torch.Tensor)))
     return float(size)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    try:
+        return t.nbytes
+    except RuntimeError:  # sparse layouts
+        return t.numel() * t.element_size()

@@ -17,7 +17,9 @@ time audit (`compute/audit.py`) is there for.
 
 from __future__ import annotations
 
+import _signal
 import _thread
+import operator
 import signal
 import sys
 import threading
@@ -144,42 +146,60 @@ def mode_missing(mode: object) -> bool:
 _TIMERS = tuple(getattr(signal, name) for name in ("ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF") if hasattr(signal, name))
 
 
-def _handlers() -> dict[int, Any]:
-    out = {}
+def _readable_signals() -> tuple[int, ...]:
+    found = []
     for sig in signal.valid_signals():
         try:
-            out[int(sig)] = signal.getsignal(sig)
+            _signal.getsignal(sig)
         except (ValueError, OSError):
             continue
-    return out
+        found.append(int(sig))
+    return tuple(found)
+
+
+_SIGNALS = _readable_signals()
+
+
+def _now() -> tuple[Any, ...]:
+    """Every readable signal's handler, in `_SIGNALS`' order. `_signal.getsignal` (C) returns the
+    handler as installed; `signal.getsignal` wraps it in an enum, which took ~0.4 ms per step."""
+    return tuple(map(_signal.getsignal, _SIGNALS))
+
+
+def _handlers() -> dict[int, Any]:
+    return dict(zip(_SIGNALS, _now(), strict=True))
 
 
 _MARKED: dict[int, Any] = {}
+_MARKED_NOW: tuple[Any, ...] = ()  # the same handlers, in `_SIGNALS`' order (the per-step check compares identities)
 
 
 def mark_signals() -> None:
     """Take the process's signal handlers as they are now as the reference (the harness re-marks after
     its own changes, e.g. Lightning's handlers at the start of a fit)."""
-    global _MARKED
+    global _MARKED, _MARKED_NOW
     if threading.current_thread() is threading.main_thread():
-        _MARKED = _handlers()
+        _MARKED_NOW = _now()
+        _MARKED = dict(zip(_SIGNALS, _MARKED_NOW, strict=True))
 
 
 def check_signals(where: str) -> None:
     """Record a violation for any signal handler or interval timer installed since `mark_signals()`."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig, handler in _handlers().items():
-        marked = _MARKED.get(sig, handler)
-        if marked is not handler and handler not in (signal.SIG_DFL, signal.SIG_IGN) and not _lightnings(handler):
-            violation(f"installed a handler for {signal.Signals(sig).name} in {where}: work a signal handler does "
-                      "runs outside the meter's count")
-            _restore(sig, marked)  # refused: the handler is taken away again
+    now = _now()
+    if len(now) != len(_MARKED_NOW) or not all(map(operator.is_, now, _MARKED_NOW)):  # else: nothing changed
+        for sig, handler in zip(_SIGNALS, now, strict=True):
+            marked = _MARKED.get(sig, handler)
+            if marked is not handler and handler not in (signal.SIG_DFL, signal.SIG_IGN) and not _lightnings(handler):
+                violation(f"installed a handler for {signal.Signals(sig).name} in {where}: work a signal handler does "
+                          "runs outside the meter's count")
+                _restore(sig, marked)  # refused: the handler is taken away again
+        mark_signals()
     for timer in _TIMERS:
         if signal.getitimer(timer) != (0.0, 0.0):
             violation(f"armed an interval timer in {where}: its signal's handler would run uncounted")
             signal.setitimer(timer, 0.0, 0.0)
-    mark_signals()
 
 
 def _from_lightning(function: Any) -> bool:

@@ -12,7 +12,28 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from nevisbench.errors import PluginError
 
-__all__ = ["masked_params", "check_mask", "mask_densities", "density", "structure_signature"]
+__all__ = ["masked_params", "check_mask", "mask_densities", "density", "structure_signature", "modules_of", "has_masks"]
+
+
+def modules_of(root: nn.Module) -> list[nn.Module]:
+    """`list(root.modules())` (the same modules, each once, in the same pre-order) without building
+    every module's dotted name: the per-step hooks walk the model with it."""
+    out: list[nn.Module] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append(module)
+        stack.extend(reversed([child for child in module._modules.values() if child is not None]))
+    return out
+
+
+def has_masks(modules: list[nn.Module]) -> bool:
+    """Whether any of `modules` has a `<param>_mask` buffer (`masked_params` would find one)."""
+    return any(mask is not None and name.endswith("_mask") for module in modules for name, mask in module._buffers.items())
 
 
 def masked_params(root: nn.Module) -> Iterator[tuple[str, nn.Module, str, torch.Tensor]]:
@@ -65,7 +86,7 @@ def structure_signature(root: nn.Module, x: torch.Tensor, kind: str = "train") -
     requires_grad, every mask's density, every module's train/eval flag and hook count."""
     flags, params, masks = [], [], []
     hooks = 0
-    for module in root.modules():
+    for module in modules_of(root):
         flags.append(module.training)
         for p in module._parameters.values():
             if p is not None:
