@@ -7,6 +7,8 @@ minutes (ResNet50, 224 px, bf16, channels_last, batch 256):
    median (goal >= 0.95);
 2. data / model only: the full data path (uint8 task data -> batched crop + flip + normalise on
    the device -> step) / the step alone on ready tensors; ABBA pairs, median (goal >= 0.95);
+   and what counting every step costs a plugin: the task's step time with `meter.count=every_step`
+   / with `meter.count=cached`; ABBA pairs, median (goal <= 1.05);
 3. img/s and MFU of the harness run (executed FLOPs the meter counted / the device's peak from
    Lightning's table, `lightning.fabric.utilities.throughput.get_available_flops`);
 4. eager vs compiled (`trainer.compile=true`): img/s, compile seconds, the share of steps that ran
@@ -167,6 +169,27 @@ def harness_vs_loop(s, device, out: Path, tiny: bool) -> dict[str, Any]:
             "train_flops": last["flops"]["executed"]["train"], "peak_memory_bytes": peak_memory(device), "eager_line": last}
 
 
+def every_step_vs_cached(s, out: Path) -> dict[str, Any]:
+    """What counting every step costs (`meter.count=every_step`: a third-party plugin's runs): the same
+    task through the real task path counted every step / with the cached count (`meter.count=cached`,
+    the shipped learners': the first steps and every 32nd counted, so a little above uncounted);
+    ratio of training step times, ABBA pairs, median (goal <= 1.05, benchmarks/flop_meter_overhead.py
+    --plugin on CPU)."""
+    split = synthetic_split(s["batch"] * 8, s["size"], NUM_CLASSES)
+
+    def img_s(count: str) -> float:
+        line = harness_task(base_cfg(s, out, f"meter.count={count}"), split, out)
+        return line["throughput"]["train_images_per_second"]
+
+    pairs = []
+    for pair in range(s["pairs"]):
+        order = ("every_step", "cached") if pair % 2 == 0 else ("cached", "every_step")
+        got = {count: img_s(count) for count in order}
+        pairs.append({"every_step_img_s": got["every_step"], "cached_img_s": got["cached"],
+                      "ratio": got["cached"] / got["every_step"]})
+    return {"pairs": pairs, "ratio": statistics.median(p["ratio"] for p in pairs)}
+
+
 def data_vs_model(s, device, autocast) -> dict[str, Any]:
     gpu = device.type == "cuda"
     pipeline = BatchLoader(synthetic_split(s["batch"] * 16, s["size"] + s["size"] // 8, NUM_CLASSES), batch_size=s["batch"],
@@ -283,7 +306,7 @@ def _gib(n: float) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    h, d, c, st, sh = r["harness"], r["data"], r["compile"], r["learners"], r["short"]
+    h, d, e, c, st, sh = r["harness"], r["data"], r["every_step"], r["compile"], r["learners"], r["short"]
     out = [f"# nevisbench GPU suite: {r['device']}", "",
            f"torch {r['torch']}, {r['model']} {r['image_size']} px, batch {r['batch']}, {h['precision']}, "
            f"channels_last={h['channels_last']}, {r['date']}, suite wall time {r['suite_seconds']:.0f} s.", ""]
@@ -294,6 +317,8 @@ def markdown(r: dict[str, Any]) -> str:
     out += ["| measure | value | goal |", "| --- | ---: | --- |",
             f"| harness / plain loop (median of {len(h['pairs'])} ABBA pairs) | **{h['ratio']:.3f}** | >= 0.95 |",
             f"| data / model only (median of {len(d['pairs'])} ABBA pairs) | **{d['ratio']:.3f}** | >= 0.95 |",
+            f"| step time, counted every step (a plugin's `meter.count=every_step`) / cached (median of "
+            f"{len(e['pairs'])} ABBA pairs) | **{e['ratio']:.3f}** | <= 1.05 |",
             f"| harness img/s | {h['images_per_second']:.1f} | |",
             f"| MFU (executed FLOPs / peak {r['peak_flops'] or 'n/a'}: {r['peak_source']}) | {mfu} | |",
             f"| peak memory, harness runs | {_gib(h['peak_memory_bytes'])} | |", "",
@@ -343,6 +368,8 @@ def main() -> None:
     autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(harness["precision"])
     data = data_vs_model(s, device, autocast)
     print(f"data / model only: {data['ratio']:.4f}", flush=True)
+    every_step = every_step_vs_cached(s, work)
+    print(f"counted every step / cached, step time: {every_step['ratio']:.4f}", flush=True)
     compiled = eager_vs_compiled(s, device, work)
     print(f"compiled / eager img/s: {compiled['speedup']:.4f}, FLOPs identical: {compiled['flops_identical']}", flush=True)
     learners = learner_steps(s, device, autocast)
@@ -350,7 +377,7 @@ def main() -> None:
     print(f"SHORT-shaped stream: {100 * short['outside_share']:.1f}% of wall time outside training steps", flush=True)
     report = {"device": name, "pending": not gpu, "torch": torch.__version__, "model": s["model"], "image_size": s["size"],
               "batch": s["batch"], "date": time.strftime("%Y-%m-%d %H:%M"), "peak_flops": peak, "peak_source": source,
-              "harness": harness, "data": data, "compile": compiled, "learners": learners, "short": short,
+              "harness": harness, "data": data, "every_step": every_step, "compile": compiled, "learners": learners, "short": short,
               "suite_seconds": time.perf_counter() - suite_start}
     out = args.out or (work / "report" if args.tiny else Path(__file__).resolve().parent / "reports")
     out.mkdir(parents=True, exist_ok=True)
