@@ -44,6 +44,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data_pipeline  # noqa: E402
@@ -122,7 +123,9 @@ def harness_task(cfg, split: Split, out: Path) -> dict[str, Any]:
     spec = TaskSpec("bench", "bench", "object", NUM_CLASSES, lambda **_: data)
     L.seed_everything(0, verbose=False)
     compiling.reset_stats()
-    line = make_runner(cfg, out).run_task(spec, 0)
+    runner = make_runner(cfg, out)
+    runner.store.write_config(OmegaConf.to_yaml(cfg))  # what a run folder holds (its state is checked against it)
+    line = runner.run_task(spec, 0)
     return line | {"compile_stats": compiling.stats()}
 
 
