@@ -1,6 +1,7 @@
-"""The continual-learning example plugins (examples/nevisbench-er, -lwf, -ewc): each installed as a
-third party would install it, running its own test suite (the conformance kit, its cost against
-finetuning, and for ER and LwF less forgetting than finetuning under eval.revisit=true)."""
+"""The continual-learning example plugins (examples/nevisbench-er, -lwf, -ewc, -derpp, -si, -vpt): each
+installed as a third party would install it, running its own test suite (the conformance kit, its
+cost against finetuning, and a forgetting test under eval.revisit=true: less forgetting than
+finetuning for ER, LwF, DER++ and SI; none for VPT's per-task prompts on a frozen ViT)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from nevisbench import registry
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PACKAGES = {"er": "nevisbench-er", "lwf": "nevisbench-lwf", "ewc": "nevisbench-ewc"}
+PACKAGES = {"er": "nevisbench-er", "lwf": "nevisbench-lwf", "ewc": "nevisbench-ewc", "derpp": "nevisbench-derpp",
+            "si": "nevisbench-si", "vpt": "nevisbench-vpt"}
 
 
 @pytest.fixture(scope="module")
