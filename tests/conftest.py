@@ -66,7 +66,7 @@ def register_learner(monkeypatch: pytest.MonkeyPatch, name: str, target: str) ->
 
 
 # wall-clock fields, which differ between two runs of the same config
-TIMING = {"wall_seconds", "seconds", "throughput", "peak_memory_bytes", "train_seconds", "run_name", "audit"}
+TIMING = {"wall_seconds", "seconds", "throughput", "peak_memory_bytes", "train_seconds", "run_name", "audit", "provenance"}
 
 
 def without_timing(value):
