@@ -37,13 +37,14 @@ from torch import nn
 
 from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
-from nevisbench.compute.flops import FlopMeter
+from nevisbench.compute import guard
+from nevisbench.compute.flops import FlopMeter, StepCounter, arm_threads, structure_signature
 from nevisbench.config import compose
 from nevisbench.run.task.callbacks import FlopMeterCallback
 from nevisbench.tasks.loader import BatchLoader, Split
 
-# (model, image size, batch size, steps, steps skipped before the clock starts) of `--plugin`
-PLUGIN_SETTINGS = (("resnet18", 32, 16, 60, 5), ("resnet50", 64, 32, 12, 2))
+# (model, image size, batch size, steps, steps skipped before the clock starts, interleaved steps) of `--plugin`
+PLUGIN_SETTINGS = (("resnet18", 32, 16, 60, 5, 80), ("resnet50", 64, 32, 12, 2, 16))
 PLUGIN_GOAL = 1.05
 
 
@@ -109,6 +110,47 @@ def _pairs(settings: dict, pairs: int, key: str) -> tuple[list[float], list[floa
     return ratios, cpu_ratios, runs
 
 
+def interleaved(model: str, size: int, batch: int, steps: int) -> list[float]:
+    """Counted / uncounted step time, alternating step by step in one process (thread CPU time): the
+    meter's per-step work as FlopMeterCallback does it (its guard checks, the structure signature, a
+    charging window with threads), without Lightning. Adjacent steps share the machine's state of the
+    moment, so this varies much less than whole runs on a shared machine."""
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(model, num_classes=10)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, 3, size, size), torch.arange(batch) % 10
+    arm_threads()
+    guard.mark_signals()
+    guard.mark_threads()
+
+    def plain() -> None:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+
+    def counted() -> None:
+        guard.check_signals("bench")
+        guard.check_threads("bench")
+        structure_signature(net, x)
+        with StepCounter(net, charging=True, threads=True) as counter:
+            plain()
+        counter.totals()
+
+    def took(step) -> float:
+        start = time.thread_time()
+        step()
+        return time.thread_time() - start
+
+    plain()  # warm-up
+    counted()
+    ratios = []
+    for i in range(steps):
+        first, second = (plain, counted) if i % 2 == 0 else (counted, plain)
+        a, b = took(first), took(second)
+        ratios.append(b / a if first is plain else a / b)
+    return ratios
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.4f}..{max(values):.4f}"
 
@@ -116,9 +158,9 @@ def _spread(values: list[float]) -> str:
 def plugin_overhead(pairs: int, tiny: bool, models: list[str]) -> list[tuple[str, float, float]]:
     """Every step counted vs uncounted, for each model of PLUGIN_SETTINGS: (label, wall ratio, CPU ratio)."""
     out = []
-    for model, size, batch, steps, skip in (setting for setting in PLUGIN_SETTINGS if setting[0] in models):
+    for model, size, batch, steps, skip, alternating in (setting for setting in PLUGIN_SETTINGS if setting[0] in models):
         if tiny:
-            size, batch, steps, skip = 16, 4, 4, 1
+            size, batch, steps, skip, alternating = 16, 4, 4, 1, 2
         label = f"{model} {size}px batch {batch}"
         print(f"{label}, every step counted vs uncounted, {steps} steps (clock from step {skip}), {pairs} pairs", flush=True)
         settings = dict(steps=steps, model=model, image_size=size, batch_size=batch, audit_every=1, skip=skip)
@@ -129,6 +171,10 @@ def plugin_overhead(pairs: int, tiny: bool, models: list[str]) -> list[tuple[str
               f"{min(m for m, _ in per_step) * 1e3:.0f}..{max(m for m, _ in per_step) * 1e3:.0f}, without "
               f"{min(p for _, p in per_step) * 1e3:.0f}..{max(p for _, p in per_step) * 1e3:.0f}; counted {counted:.4g} FLOPs")
         print(f"  {label}: median ratio {statistics.median(ratios):.4f} (CPU time {statistics.median(cpu_ratios):.4f})", flush=True)
+        steps_ratios = sorted(interleaved(model, size, batch, alternating))
+        quartiles = statistics.quantiles(steps_ratios, n=4) if len(steps_ratios) > 1 else steps_ratios * 3
+        print(f"  {label}: step by step, {alternating} steps alternating (thread CPU time): median {statistics.median(steps_ratios):.4f}, "
+              f"quartiles {quartiles[0]:.4f}..{quartiles[2]:.4f}, range {_spread(steps_ratios)}", flush=True)
         out.append((label, statistics.median(ratios), statistics.median(cpu_ratios)))
     return out
 
