@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig
+from rich.console import Console
 from torch import nn
 
 from nevisbench.api.learner import Learner
@@ -23,6 +24,7 @@ from nevisbench.api.types import TaskInfo
 from nevisbench.errors import PluginError, TaskFailed
 from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import plugin_hook
+from nevisbench.run.store.report import print_warning
 from nevisbench.tasks.loader import BatchLoader
 
 __all__ = ["Revisits"]
@@ -39,6 +41,7 @@ class Revisits:
         self.cfg = cfg
         self.learner_name = learner_name
         self.heads: dict[int, nn.Linear] = {}
+        self.warned = False  # the stale-head warning is given once per run
 
     def keep_head(self, index: int, module: nn.Module) -> None:
         """Keep a copy of the head task `index` ended with (nothing when its module has no Linear head:
@@ -72,7 +75,32 @@ class Revisits:
                 out[f"{split}_error"].append(errors[split])
         if not out["skipped"]:
             del out["skipped"]
+        stale = [task.key for j, task in enumerate(data.tasks()[:index]) if self._stale(j, module, learner)]
+        if stale:  # the scores above used heads the learner no longer predicts with
+            out["stale_heads"] = stale
+            if not self.warned:
+                self.warned = True
+                print_warning(Console(), f"learner '{self.learner_name}' trains its own copies of earlier tasks' heads "
+                              "but does not override revisit_module: earlier tasks are scored with the head each ended "
+                              f"with ({', '.join(stale)}), so its forgetting is not what it would predict (marked "
+                              "stale_heads in summary.json); override Learner.revisit_module")
         return out
+
+    def _stale(self, j: int, module: nn.Module, learner: Learner) -> bool:
+        """True when the learner scores task j with the default `revisit_module` (the head the harness
+        kept) while its module holds a Linear layer of that head's shape, other than `module.head`,
+        whose weights moved since: an old plugin that keeps and trains its own earlier heads (ER or LwF
+        written before `revisit_module`), scored silently with the stale copy."""
+        kept = self.heads.get(j)
+        if kept is None or type(learner).revisit_module is not Learner.revisit_module:
+            return False
+        current = getattr(module, "head", None)
+        shape = tuple(kept.weight.shape)
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear) and sub is not current and tuple(sub.weight.shape) == shape:
+                if not torch.equal(sub.weight.detach().cpu(), kept.weight):
+                    return True
+        return False
 
     def _errors(self, j: int, task: TaskInfo, module: L.LightningModule, learner: Learner, data: StreamData,
                 evaluate: Evaluate, device: torch.device) -> dict[str, float | None]:

@@ -54,4 +54,7 @@ def continual_scores(lines: list[dict[str, Any]]) -> dict[str, Any] | None:
         "backward_transfer": sum(a - d for _, a, d in pairs) / len(pairs) if pairs else None,
         "forgetting": sum(forgetting) / len(forgetting) if forgetting else None,
         "revisit_eval_flops": math.fsum(float((line.get("revisit") or {}).get("flops", 0.0)) for line in lines),
+        # earlier tasks scored with the head the harness kept although the learner trained its own copy further
+        **({"stale_heads": stale} if (stale := sorted({k for line in lines for k in (line.get("revisit") or {})
+                                                          .get("stale_heads", [])})) else {}),
     }
