@@ -31,7 +31,7 @@ import numpy as np
 
 from nevisbench.errors import DataError, choice_error
 from nevisbench.tasks.archives import SourceFile, filename_from_url
-from nevisbench.tasks.catalogue_file import catalogue
+from nevisbench.tasks.short_yaml import catalogue
 
 __all__ = ["Dataset", "catalogue", "dataset_entry", "dataset_keys", "get_dataset", "datasets"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nevisbench.errors import DataError, choice_error
-from nevisbench.tasks.catalogue_file import catalogue
+from nevisbench.tasks.short_yaml import catalogue
 
 __all__ = ["SPLITS", "ALL_DATA", "FOR_TRAIN", "TRAIN_AND_DEV_ONLY", "TEST_AND_DEV_TEST", "SPLIT_RULES",
            "fraction_set", "split_rule", "random_assignment", "tfds_train_test", "first_fraction", "merge"]

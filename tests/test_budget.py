@@ -62,7 +62,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from nevisbench.compute.flops import FlopMeter  # noqa: E402
-from nevisbench.run.task.callbacks import FlopMeterCallback, ScheduleCallback, TaskPlan  # noqa: E402
+from nevisbench.run.task.callbacks import FlopMeterCallback, PlanCallback, TaskPlan  # noqa: E402
 
 
 class _LearningRates(L.Callback):
@@ -88,7 +88,7 @@ def _budgeted_fit(learner_cls, budget_steps: float, overrides: list[str]):
     loader = BatchLoader(Split(x, torch.arange(16) % 10), batch_size=4, image_size=16, train=True, augment=False)
     trainer = L.Trainer(accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False,
-                        callbacks=[FlopMeterCallback(meter), ScheduleCallback(meter, plan, lambda: 0.0, steps_per_epoch=4), rates])
+                        callbacks=[FlopMeterCallback(meter), PlanCallback(meter, plan, lambda: 0.0, steps_per_epoch=4), rates])
     trainer.fit(module, train_dataloaders=loader)
     return plan, meter, rates.rates, trainer, dense_step
 

@@ -1,6 +1,6 @@
 """The learning-rate schedule a `TaskModule` follows: plain arithmetic over the task's planned steps.
 
-The harness decides how many steps a task trains (`nevisbench.run.task.plan.ScheduleCallback`, from
+The harness decides how many steps a task trains (`nevisbench.run.task.plan.PlanCallback`, from
 the task's FLOP budget) and hands the task's plan to the module it trains, as its `nevisbench_plan`
 attribute (an object with `steps` and `epoch_steps`), which is all this module reads: the public
 API does not import the harness, and nothing here looks through the trainer's callbacks.

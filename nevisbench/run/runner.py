@@ -1,7 +1,7 @@
 """The stream runner: feeds a stream's tasks, in order, to a learner. It owns the scenario, the FLOP
 meter, the results store and the loggers; a learner only builds the module of each task. One
 task's training (its trials, their winner) is `nevisbench.run.task.train` and
-`nevisbench.run.search.trials`; this module is the stream loop: restore, run a task, end it, commit."""
+`nevisbench.run.search.execute`; this module is the stream loop: restore, run a task, end it, commit."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ from nevisbench.run.learner.data import StreamData
 from nevisbench.run.learner.plugin import build_learner, collect_garbage, plugin_hook
 from nevisbench.run.learner.scenario import Scenario
 from nevisbench.run.revisit import Revisits
+from nevisbench.run.search.execute import train_trials, train_trials_in_parallel
 from nevisbench.run.search.parallel import die_with_parent
 from nevisbench.run.search.study import TaskSearch, merge_tallies
-from nevisbench.run.search.trials import train_trials, train_trials_in_parallel
 from nevisbench.run.store._faults import crash_point
 from nevisbench.run.store.loggers import make_sink
 from nevisbench.run.store.metric import StreamMetric, TaskProbe, score_lines, task_metric

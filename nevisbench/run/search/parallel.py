@@ -7,7 +7,7 @@ the slot policy the sweep's local launcher uses too (`nevisbench.compute.hardwar
 
 The parent writes the task's starting state once (`<run>/state/search_<task>/start.pt`: the run's
 learner, the scenario with its starting backbones, the config, the task's spec); each trial job
-(`nevisbench.run.search.trials.trial_job`) builds a `TaskTrainer` from it and trains the trial exactly as
+(`nevisbench.run.search.execute.trial_job`) builds a `TaskTrainer` from it and trains the trial exactly as
 the in-process search does (same seed, same starting state, its own FLOP meter), then saves its
 record and weights through `TaskSearch.save`, like a finished trial. The parent then reads the trials back as a resume does. A trial's seed
 does not depend on the worker that ran it.
@@ -84,7 +84,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 def run_trials(job: Callable[[dict[str, Any]], int], kit_path: Path, run_dir: Path,
                todo: list[tuple[int, dict[str, Any]]], slots: list[dict[str, str]], describe: str) -> None:
     """Run the trials `todo` ((number, overrides) pairs) on a pool of len(slots) workers, each
-    calling `job` (a module-level function: `nevisbench.run.search.trials.trial_job`), which saves its
+    calling `job` (a module-level function: `nevisbench.run.search.execute.trial_job`), which saves its
     trial. A trial that raises (a plugin error) is raised here once the trials in flight have
     finished (the lowest-numbered trial's error when several fail); trials not started are
     cancelled, finished ones are kept for a resume."""

@@ -14,9 +14,9 @@ from nevisbench.errors import TaskFailed
 from nevisbench.run.store._faults import crash_point
 from nevisbench.run.store.results import sigint_deferred
 from nevisbench.run.task.metering import FlopMeterCallback
-from nevisbench.run.task.plan import ScheduleCallback, TaskPlan, milestone_fractions
+from nevisbench.run.task.plan import PlanCallback, TaskPlan, milestone_fractions
 
-__all__ = ["FlopMeterCallback", "TaskPlan", "ScheduleCallback", "FiniteLossCallback", "CheckpointCallback",
+__all__ = ["FlopMeterCallback", "TaskPlan", "PlanCallback", "FiniteLossCallback", "CheckpointCallback",
            "PruneCallback", "milestone_fractions"]
 
 
@@ -69,7 +69,7 @@ class CheckpointCallback(L.Callback):
 
 
 class PruneCallback(L.Callback):
-    """`search.pruner`: after each milestone's dev evaluation (it must come after ScheduleCallback),
+    """`search.pruner`: after each milestone's dev evaluation (it must come after PlanCallback),
     reports the trial's milestones to the search's Optuna pruner and stops training when it says
     so; the compute spent until then stays on the trial's tally."""
 

@@ -29,7 +29,7 @@ from nevisbench.compute.flops import FlopMeter
 from nevisbench.run.task import compiling
 from nevisbench.run.task.metering import global_flops
 
-__all__ = ["TaskPlan", "ScheduleCallback", "milestone_fractions", "nevis_batch_size", "epoch_steps", "optimization_record"]
+__all__ = ["TaskPlan", "PlanCallback", "milestone_fractions", "nevis_batch_size", "epoch_steps", "optimization_record"]
 
 
 def nevis_batch_size(examples: int) -> int:
@@ -85,7 +85,7 @@ class TaskPlan:
     replans: list[dict[str, float]] = field(default_factory=list)
 
 
-class ScheduleCallback(L.Callback):
+class PlanCallback(L.Callback):
     """Applies the task plan: stops training at the task's FLOP budget and runs the anytime dev
     evaluation at each milestone (paused out of the training count: it is evaluation compute).
     Must come after FlopMeterCallback so the step is charged before it is read."""

@@ -54,7 +54,7 @@ class BestDevSelection(L.Callback):
 class LinearValidation(L.Callback):
     """dm_nevis's validation cadence: `validate()` after the optimizer steps 0, n, 2n, ... (0-based)
     and once more after the last step (`final_error`: the trial's cost in dm_nevis's search). It
-    must come after ScheduleCallback, so its evaluations are not counted as training time."""
+    must come after PlanCallback, so its evaluations are not counted as training time."""
 
     def __init__(self, every: int, validate: Callable[[], float], meter: Any) -> None:
         self.every, self.validate, self.meter = every, validate, meter

@@ -2,7 +2,7 @@
 by the learner, placed on the device, fitted under the FLOP meter with the task plan's callbacks,
 its selected model kept), evaluates, and rebuilds a search's winning model. It owns no state across
 tasks: `TaskStart` (what a task's training starts from) is handed to it by the stream runner, or by
-a search worker from the task's kit (`nevisbench.run.search.trials.trial_job`)."""
+a search worker from the task's kit (`nevisbench.run.search.execute.trial_job`)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ from nevisbench.run.task.callbacks import (
     CheckpointCallback,
     FiniteLossCallback,
     FlopMeterCallback,
+    PlanCallback,
     PruneCallback,
-    ScheduleCallback,
     TaskPlan,
     milestone_fractions,
 )
@@ -316,7 +316,7 @@ class TaskTrainer:
             [
                 FlopMeterCallback(self.meter),
                 FiniteLossCallback(task.key),
-                ScheduleCallback(
+                PlanCallback(
                     self.meter,
                     plan,
                     milestone_dev,
