@@ -21,7 +21,7 @@ from nevisbench.config import compose
 from nevisbench.errors import ConfigError
 from nevisbench.run.runner import run
 from nevisbench.run.search.study import TaskSearch
-from nevisbench.run.task.plan import epoch_steps, nevis_batch_size
+from nevisbench.run.task.plan import nevis_batch_size, nevis_epoch_steps
 from nevisbench.run.task.selection import BestDevSelection, LinearValidation
 
 TASK = TaskInfo(key="t", name="t", index=0, domain="object", num_classes=3, multi_label=False)
@@ -35,7 +35,7 @@ def _dm_nevis_batch(n: int) -> int:  # dm_nevis: min(max, max(16, int(2**int(np.
 def test_the_batch_size_is_dm_nevis_rule(n):
     assert nevis_batch_size(n) == _dm_nevis_batch(n)
     assert nevis_batch_size(n) in (16, 32, 64, 128, 256, 512)
-    assert epoch_steps(n, nevis_batch_size(n)) == n // nevis_batch_size(n) + 1
+    assert nevis_epoch_steps(n, nevis_batch_size(n)) == n // nevis_batch_size(n) + 1
 
 
 def test_the_nevis_protocol_sets_dm_nevis_optimization_and_fast_keeps_the_demo():

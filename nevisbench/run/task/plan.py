@@ -29,7 +29,7 @@ from nevisbench.compute.flops import FlopMeter
 from nevisbench.run.task import compiling
 from nevisbench.run.task.metering import global_flops
 
-__all__ = ["TaskPlan", "PlanCallback", "milestone_fractions", "nevis_batch_size", "epoch_steps", "optimization_record"]
+__all__ = ["TaskPlan", "PlanCallback", "milestone_fractions", "nevis_batch_size", "nevis_epoch_steps", "optimization_record"]
 
 
 def nevis_batch_size(examples: int) -> int:
@@ -40,7 +40,7 @@ def nevis_batch_size(examples: int) -> int:
     return min(512, max(16, 2 ** math.floor(math.log2(0.0025 * examples))))
 
 
-def epoch_steps(examples: int, batch_size: int) -> int:
+def nevis_epoch_steps(examples: int, batch_size: int) -> int:
     """Steps per epoch as dm_nevis counts them for its warmup: N // batch + 1."""
     return examples // batch_size + 1
 
@@ -50,7 +50,7 @@ def optimization_record(cfg: Any, examples: int, steps: int) -> dict[str, Any]:
     batch size, steps per epoch, warmup steps (as the schedule applied them to `steps` planned
     steps), the cosine's end rate, Nesterov and which parameters took weight decay."""
     train, batch = cfg.train, int(cfg.data.batch_size)
-    per_epoch = epoch_steps(examples, batch)
+    per_epoch = nevis_epoch_steps(examples, batch)
     epochs = float(train.get("warmup_epochs") or 0)
     warmup = int(epochs * per_epoch) if epochs > 0 else int(train.warmup_steps)
     return {"batch_size": batch, "batch_rule": cfg.protocol.batch_size,

@@ -54,7 +54,7 @@ from nevisbench.run.task.lightning import (
     training_device,
     use_channels_last,
 )
-from nevisbench.run.task.plan import epoch_steps, nevis_batch_size
+from nevisbench.run.task.plan import nevis_batch_size, nevis_epoch_steps
 from nevisbench.run.task.selection import BestDevSelection, LinearValidation
 from nevisbench.run.task.trial import Trial, budget_record
 from nevisbench.tasks.catalog import TaskSpec
@@ -85,7 +85,7 @@ def task_plan(cfg: DictConfig, examples: int) -> TaskPlan:
     """The plan of a task of `examples` training examples trained with `cfg`."""
     return TaskPlan(measure=cfg.budget.measure, max_steps=cfg.train.max_steps, budget=cfg.budget.flops_per_task,
                     fractions=milestone_fractions(cfg.budget.milestones, cfg.budget.first_milestone),
-                    epoch_steps=epoch_steps(examples, int(cfg.data.batch_size)))
+                    epoch_steps=nevis_epoch_steps(examples, int(cfg.data.batch_size)))
 
 
 @dataclass
