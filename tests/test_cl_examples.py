@@ -1,7 +1,8 @@
 """The continual-learning example plugins (examples/nevisbench-er, -lwf, -ewc, -derpp, -si, -vpt): each
 installed as a third party would install it, running its own test suite (the conformance kit, its
 cost against finetuning, and a forgetting test under eval.revisit=true: less forgetting than
-finetuning for ER, LwF, DER++ and SI; none for VPT's per-task prompts on a frozen ViT)."""
+finetuning for ER and LwF; for DER++ and SI, forgetting measured with what they changed (on the tiny
+stream finetuning does not forget); none for VPT's per-task prompts on a frozen ViT)."""
 
 from __future__ import annotations
 
