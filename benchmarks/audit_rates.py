@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = {"er": ("nevisbench-er", "nevisbench_er:ERLearner"), "lwf": ("nevisbench-lwf", "nevisbench_lwf:LwFLearner"),
             "ewc": ("nevisbench-ewc", "nevisbench_ewc:EWCLearner"),
             "bitfit": ("nevisbench-example-learner", "nevisbench_bitfit:BitFitLearner")}
-HIDDEN = {"hide_0.5x": 0.5, "hide_1x": 1.0, "hide_2x": 2.0}
+HIDDEN = {"hide_0.5x": 0.5, "hide_1x": 1.0, "hide_2x": 2.0}  # registered as hide_0_5x, hide_1x, hide_2x
 
 
 class _Plain(TaskModule):
@@ -106,9 +106,10 @@ def _setup() -> dict[str, bool]:
         _register(name, target)
         kinds[name] = False
     for name, k in HIDDEN.items():
-        setattr(_THIS, f"Hidden{name}", _learner(_Plain, name.replace(".", "_"), hidden=k))
-        _register(name.replace(".", "_"), f"{__name__}:Hidden{name}")
-        kinds[name.replace(".", "_")] = True
+        key = name.replace(".", "_")
+        setattr(_THIS, f"Hidden_{key}", _learner(_Plain, key, hidden=k))
+        _register(key, f"{__name__}:Hidden_{key}")
+        kinds[key] = True
     return kinds
 
 
@@ -123,11 +124,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--no-load", action="store_true", help="idle only")
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--learners", default="", help="comma-separated subset (default: all)")
     args = parser.parse_args()
     kinds = _setup()
     settings = ["trainer=cpu", "trainer.progress_bar=false", "scenario=continual", "stream.tasks=[faces,digits]",
                 "data.image_size=48", "data.batch_size=16", "train.max_steps=12", "budget.milestones=0"]
-    learners = list(kinds)
+    learners = [name for name in kinds if not args.learners or name in args.learners.split(",")]
     if args.tiny:
         settings[3:] = ["stream.tasks=[faces]", "data.image_size=32", "data.batch_size=8", "train.max_steps=3",
                         "budget.milestones=0", "meter.unexplained_min_seconds=0"]

@@ -245,7 +245,18 @@ class _WritesDataInEval(TaskModule):
         return logits
 
 
+class _TrainsWhenFreed(TaskModule):
+    """Trains again in its own finaliser, when the harness lets the task's module go (reference count)."""
+
+    def __del__(self) -> None:
+        if not getattr(self, "_freed", False):
+            self._freed = True
+            for _ in range(int(self.train_cfg.max_steps)):
+                _pass(self, torch.rand(16, 3, 16, 16))
+
+
 NumpyBesideLearner = _plugin(_NumpyBeside)
+FreedModuleLearner = _plugin(_TrainsWhenFreed)
 DisablesModesLearner = _plugin(_DisablesModes)
 PausesMeterLearner = _plugin(_PausesMeter)
 HalvesChargesLearner = _plugin(_HalvesCharges)

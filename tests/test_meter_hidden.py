@@ -72,8 +72,9 @@ def test_work_in_raw_threads_and_restores_is_charged(monkeypatch, tmp_path, hone
 
 
 @pytest.mark.slow
-def test_a_finaliser_training_between_tasks_is_charged_to_its_task(monkeypatch, tmp_path, honest):
-    line = _line(monkeypatch, tmp_path, "FinaliserLearner")
+@pytest.mark.parametrize("trick", ["FinaliserLearner", "FreedModuleLearner"])  # a collected cycle; the module itself
+def test_a_finaliser_training_between_tasks_is_charged_to_its_task(monkeypatch, tmp_path, honest, trick):
+    line = _line(monkeypatch, tmp_path, trick)
     assert hiding_learners.WORK["extra"] == STEPS  # the finaliser ran, once
     assert line["flops"]["outside"] > 0
     charged = line["flops"]["executed"]["train"] / honest["flops"]["executed"]["train"]

@@ -314,7 +314,9 @@ class StreamRunner:
         revisit = None
         if failure is None and self.revisits.enabled:
             revisit, failure = self._revisit(trainer, winner, task)
-        collect_garbage(self.name)  # finalisers of the task's garbage run now, counted (charged to this task)
+        # the task's modules and trainers are let go and the collector runs, counted (charged to this task):
+        # a finaliser (`__del__`) of the module or of a cycle the task left runs here, not uncounted later
+        collect_garbage(self.name, release=lambda: [setattr(t, "module", None) or setattr(t, "trainer", None) for t in trials])
         tally = self.meter.end_task()
         audit = audit_record(auditor, audit_skipped(cfg, self.device, self.name), tally, sum(t.steps for t in trials))
         if audit.get("flagged"):

@@ -97,10 +97,14 @@ def build_learner(cfg: DictConfig, feature_dim: int | None, cls: type | None = N
         raise PluginError(f"Learner '{cfg.learner.name}' failed to initialise: {exc!r}") from exc
 
 
-def collect_garbage(learner_name: str) -> None:
-    """Run the garbage collector now, counted as the learner's work outside the windows: finalisers
-    (`__del__`) of the task's collected cycles run here, not at some later uncounted moment."""
+def collect_garbage(learner_name: str, release: Any = None) -> None:
+    """Call `release` (which drops the harness's references to the task's objects) and run the garbage
+    collector, counted as the learner's work outside the windows: finalisers (`__del__`) of what the
+    task left, freed by reference count or collected as cycles, run here, not at some later
+    uncounted moment."""
     import gc
 
-    with plugin_hook(learner_name, "a finaliser (__del__) run by the garbage collector"):
+    with plugin_hook(learner_name, "a finaliser (__del__) run as the task's objects were released"):
+        if release is not None:
+            release()
         gc.collect()

@@ -9,6 +9,7 @@ and a (1+k)-step fit give the per-fit and per-step seconds."""
 from __future__ import annotations
 
 import copy
+import gc
 import random
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -151,6 +152,7 @@ class TaskAuditor:
         with (the same auditor serves the whole run), so each task costs one calibration."""
         self._loader, self._calibration = loader, 0.0
         self._rates = self._last if self._last is not None else self._calibrate(loader)
+        gc.collect()  # the harness's garbage from before the task (an earlier run's, in a long process) is not the task's
         self._children = len(self.clock.children_seen)
         self._seen = seen()
         self._counts = (self.meter.fits, self.meter.eval_batches)
