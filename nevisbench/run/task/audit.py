@@ -172,7 +172,7 @@ class TaskAuditor:
         meter_cfg = self.cfg.meter
         return audit_task(cpu_seconds=spent, flops=charged - eval_flops, eval_flops=eval_flops, moved=moved * scale,
                           ops=ops * scale, steps=steps, batches=batches, fits=fits, rates=rates,
-                          threshold=float(meter_cfg.get("unexplained_max", 1.7)),
+                          threshold=float(meter_cfg.get("unexplained_max", 1.5)),
                           min_seconds=float(meter_cfg.get("unexplained_min_seconds", 1.0)), children=children,
                           calibration_seconds=self._calibration)
 
