@@ -18,6 +18,10 @@ import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# The helper modules the tests import by name (plugins built to cheat or break the harness, fixtures)
+HELPERS = Path(__file__).parent / "helpers"
+sys.path.insert(0, str(HELPERS))
+
 # A real run, cut down: two steps per task, 16x16 images, deterministic CPU fp32, no progress bar.
 TINY = [
     "train.max_steps=2",

@@ -140,7 +140,7 @@ def test_work_hidden_on_a_rank_whose_meter_is_not_written_is_still_charged(tmp_p
 
     script = tmp_path / "with_plugin.py"
     script.write_text(_WITH_PLUGIN)
-    tests = str(Path(__file__).parent)
+    tests = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent / "helpers")])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     lines = {}
     for learner, devices in (("finetune", 2), ("hidden", 2)):

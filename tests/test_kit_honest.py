@@ -1,5 +1,5 @@
 """The conformance kit can fail: each of its checks, on a learner built to break it
-(tests/cheating_learners.py, registered by monkeypatching the registry as test_plugins.py does)."""
+(tests/helpers/cheating_learners.py, registered by monkeypatching the registry as test_plugins.py does)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Compute hidden from the meter (issue 30): every trick in tests/hiding_learners.py is counted,
+"""Compute hidden from the meter (issue 30): every trick in tests/helpers/hiding_learners.py is counted,
 refused in one line, or flagged by the time audit; honest plugins are never flagged."""
 
 from __future__ import annotations

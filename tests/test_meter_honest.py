@@ -1,4 +1,4 @@
-"""The meter against learners built to fool it (tests/cheating_learners.py), and op-exact mask
+"""The meter against learners built to fool it (tests/helpers/cheating_learners.py), and op-exact mask
 accounting on tiny nets. Steps are trained by a real Lightning Trainer with the meter's callback,
 as the runner does, on a resnet18 at 16x16 px."""
 
@@ -181,7 +181,7 @@ def test_evaluation_counts_are_keyed_by_structure_and_settle_before_being_cached
     assert meter.task.eval - before == pytest.approx(40 * 3 * one_fc)  # still three passes, counted anew
 
 
-# -- tricks that hide one extra training pass per step (tests/cheating_learners.py), through the runner ---
+# -- tricks that hide one extra training pass per step (tests/helpers/cheating_learners.py), through the runner ---
 STEPS = 4
 
 
