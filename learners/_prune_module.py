@@ -97,8 +97,8 @@ class LearnedPruneModule(TaskModule):
                  for i, (s, t) in enumerate(zip(sets, self._targets(), strict=False))]
         return sum(p for p, _ in terms), [e for _, e in terms]
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
         pruning = self.phase == "prune"
         feats, stages = features(self.backbone, self.units, x, self.gates.sample(self._noise) if pruning else None)
         logits = self.head(feats)

@@ -116,6 +116,12 @@ def run(cfg: DictConfig, console: Console | None = None, metrics: Sequence[Strea
     return folder.path
 
 
+def _release(trials: list[Trial]) -> None:
+    """Drop the harness's references to the trials' modules and trainers (their finalisers may run)."""
+    for trial in trials:
+        trial.module = trial.trainer = None
+
+
 def _pick_up(runner: StreamRunner, folder: RunFolder, console: Console) -> None:
     """Pick up after the committed tasks: from the state saved after the last one; a finished run
     whose summary was lost keeps no state and needs none: its stream FLOP tally is rebuilt from the
@@ -316,7 +322,7 @@ class StreamRunner:
             revisit, failure = self._revisit(trainer, winner, task)
         # the task's modules and trainers are let go and the collector runs, counted (charged to this task):
         # a finaliser (`__del__`) of the module or of a cycle the task left runs here, not uncounted later
-        collect_garbage(self.name, release=lambda: [setattr(t, "module", None) or setattr(t, "trainer", None) for t in trials])
+        collect_garbage(self.name, release=lambda: _release(trials))
         tally = self.meter.end_task()
         audit = audit_record(auditor, audit_skipped(cfg, self.device, self.name), tally, sum(t.steps for t in trials))
         if audit.get("flagged"):
