@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_ratio, model, pick_device, premade_batches, quiet, reference_loop, synthetic_split  # noqa: E402
@@ -46,8 +47,9 @@ def nevisbench_images_per_second(cfg, split, out: Path) -> float:
     backbone.fc = torch.nn.Identity()
     learner = FinetuneLearner(FinetuneConfig(), LearnerContext(scenario="transfer", seed=0, image_size=cfg.data.image_size,
                                                                train=cfg.train, feature_dim=width))
-    runner = StreamRunner(cfg, backbone=backbone, feature_dim=width, store=ResultsStore(out), console=Console(quiet=True),
-                          learner=learner)
+    store = ResultsStore(out)
+    store.write_config(OmegaConf.to_yaml(cfg))  # what a run folder holds (its state is checked against it)
+    runner = StreamRunner(cfg, backbone=backbone, feature_dim=width, store=store, console=Console(quiet=True), learner=learner)
     result = runner.run_task(spec, 0)
     return result["throughput"]["train_images_per_second"]
 
