@@ -31,8 +31,8 @@ class TimeAudit(StreamMetric):
 
     def compute(self, state: list[dict[str, Any]]) -> dict[str, Any] | None:
         audits = [(line["task"], line["audit"]) for line in state if isinstance(line.get("audit"), dict)]
-        if not audits:
-            return None
+        if not any("ratio" in audit or audit.get("flagged") for _, audit in audits):
+            return None  # no task audited (a built-in learner under meter.time_audit=auto, a GPU run): no section
         ratios = [a["ratio"] for _, a in audits if isinstance(a.get("ratio"), (int, float))]
         flagged = flagged_tasks(state)
         skipped = sorted({a["skipped"] for _, a in audits if a.get("skipped")})
