@@ -124,7 +124,7 @@ def _jobs(sweep_dir: Path) -> dict[str, dict]:
 
 
 # Two jobs long enough (150 steps) to be still running while the sweep is killed and started again.
-LONG = [*TINY[:4], "train.max_steps=150", *TINY[5:], "seed=0,1", "launcher=slurm", "launcher.cluster=local"]
+LONG = [*TINY[:4], "train.max_steps=600", *TINY[5:], "seed=0,1", "launcher=slurm", "launcher.cluster=local"]
 
 
 @pytest.mark.slow
