@@ -32,6 +32,7 @@ def installed():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("examples")  # one worker installs, runs and uninstalls them: two would race in one venv
 @pytest.mark.parametrize("learner", sorted(PACKAGES))
 def test_the_example_plugin_passes_its_own_test_suite(installed, learner):
     tests = EXAMPLES / PACKAGES[learner] / "tests"
