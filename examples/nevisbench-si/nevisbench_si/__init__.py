@@ -75,6 +75,7 @@ class SIModule(TaskModule):
                 weight, anchor = learner.importance[name].to(param.device), learner.anchor[name].to(param.device)
                 penalty = penalty + (weight * (param - anchor) ** 2).sum()
         self.log("train/si_penalty", penalty)
+        learner.last_penalty = penalty.detach()  # a tensor: no device sync per step; read in task_report
         return loss + learner.config.c * penalty
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -95,6 +96,7 @@ class SILearner(Learner):
         super().__init__(config, context)
         self.importance: dict[str, torch.Tensor] = {}  # consolidated importance of each backbone parameter
         self.anchor: dict[str, torch.Tensor] = {}  # its value when the last task ended
+        self.last_penalty: torch.Tensor | None = None  # the penalty at the task's last step (None: no penalty yet)
 
     def begin_task(self, task: TaskInfo, backbone: nn.Module) -> TaskModule:
         return SIModule(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train,
@@ -111,7 +113,10 @@ class SILearner(Learner):
     def task_report(self, task: TaskInfo) -> dict[str, Any]:
         """The consolidated importance after `task`, on the task's results line (`learner_report`)."""
         total = sum(float(v.double().sum()) for v in self.importance.values())
-        return {"importance_total": total, "parameters": sum(int(v.numel()) for v in self.importance.values())}
+        penalty = None if self.last_penalty is None else float(self.last_penalty)
+        self.last_penalty = None
+        return {"importance_total": total, "parameters": sum(int(v.numel()) for v in self.importance.values()),
+                "last_step_penalty": penalty}
 
     def state_dict(self) -> dict[str, Any]:
         return {"importance": dict(self.importance), "anchor": dict(self.anchor)}

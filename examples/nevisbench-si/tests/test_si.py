@@ -65,12 +65,15 @@ def test_forgetting_is_measured_and_the_penalty_acts_from_the_second_task(tmp_pa
     # (digits 0.80 test error, chance 0.90) and finetuning's forgetting is negative there (-0.03;
     # SI's +0.008 at c=1), so this tiny stream cannot show SI forgetting less; what it pins: the first
     # task trains exactly as finetuning (no penalty yet, omega's bookkeeping changes nothing) and the
-    # penalty changes the second task's training (shapes 0.667 against finetuning's 0.689)
+    # penalty acts on the second task's training. Its test error is not compared with finetuning's: 33 test
+    # images make it a multiple of 1/33, and CI once saw both at 20/33 though their training differed
     si = run_learner("si", tmp_path / "si", CONTINUAL)
     finetune = run_learner("finetune", tmp_path / "ft", CONTINUAL)
     # the same to within the float noise of two runs in one process (an earlier test's run in this suite
     # leaves the process in another state; the exact equality held alone and failed after the suite)
     assert si["_lines"][0]["test_error"] == pytest.approx(finetune["_lines"][0]["test_error"], abs=0.02)
-    assert si["_lines"][1]["test_error"] != finetune["_lines"][1]["test_error"]
+    reports = [line["learner_report"] for line in si["_lines"]]
+    assert reports[0]["last_step_penalty"] is None  # no earlier task: no penalty on the first
+    assert reports[1]["last_step_penalty"] > 0  # the pull towards the first task's weights is on
     assert all(a is not None for a in si["continual"]["accuracy_matrix"][1])
     assert si["continual"]["forgetting"] is not None and "stale_heads" not in si["continual"]
