@@ -1,7 +1,7 @@
-"""The continual-learning example plugins (examples/nevisbench-er, -lwf, -ewc, -derpp, -si, -vpt): each
+"""The continual-learning example plugins (examples/nevisbench-er, -lwf, -ewc, -derpp, -si, -gdumb, -vpt): each
 installed as a third party would install it, running its own test suite (the conformance kit, its
 cost against finetuning, and a forgetting test under eval.revisit=true: less forgetting than
-finetuning for ER and LwF; for DER++ and SI, forgetting measured with what they changed (on the tiny
+finetuning for ER and LwF; for DER++, SI and GDumb, forgetting measured with what they changed (on the tiny
 stream finetuning does not forget); none for VPT's per-task prompts on a frozen ViT)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nevisbench import registry
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PACKAGES = {"er": "nevisbench-er", "lwf": "nevisbench-lwf", "ewc": "nevisbench-ewc", "derpp": "nevisbench-derpp",
-            "si": "nevisbench-si", "vpt": "nevisbench-vpt"}
+            "si": "nevisbench-si", "vpt": "nevisbench-vpt", "gdumb": "nevisbench-gdumb"}
 
 
 @pytest.fixture(scope="module")

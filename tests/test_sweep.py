@@ -79,7 +79,10 @@ def test_presets_are_sweeps_of_valid_keys():
     assert parse_sweep(load_experiment("paper_fig7")).swept[0] == "learner.signal"
     demo = parse_sweep(load_experiment("demo_frontier"))
     assert len(demo.jobs) == 8 and set(demo.swept) == {"learner", "budget.flops_per_task", "seed"}
-    with pytest.raises(ConfigError, match="Unknown experiment 'paper_fig9'. Valid: demo_frontier, paper_fig2"):
+    zoo = parse_sweep(load_experiment("cl_zoo"))  # examples/README.md's table: every example, revisited
+    assert len(zoo.jobs) == 7 * 2 and all("eval.revisit=True" in job and "scenario=continual" in job for job in zoo.jobs)
+    assert parse_sweep(load_experiment("cl_zoo_vit")).jobs[0].count("backbone.name=vit_tiny") == 1  # a tuple of overrides
+    with pytest.raises(ConfigError, match="Unknown experiment 'paper_fig9'. Valid: cl_zoo, cl_zoo_vit, demo_frontier, paper_fig2"):
         load_experiment("paper_fig9")
 
 
