@@ -90,6 +90,9 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders or folders of runs")
     compare.add_argument("--csv", default=None, metavar="FILE", help="also write the table as CSV")
     compare.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
+    compare.add_argument("--baseline", default=None, metavar="NAME",
+                         help="add each row's compute as a multiple of this configuration's (or learner's) in the "
+                              "same study, scenario, budget and backbone, e.g. --baseline finetune")
     compare.add_argument("--out", default=None, metavar="FIG", help="error vs compute figure (.png, .pdf, .svg)")
     compare.add_argument(
         "--x",

@@ -66,6 +66,25 @@ def test_rows_are_mean_and_std_over_seeds_per_configuration_and_budget(tmp_path)
         assert row.flops_mean == key[2] * 2 * (0.25 if key[1] else 1.0)
 
 
+def test_a_baseline_gives_each_row_its_compute_as_a_multiple_of_the_baselines_at_its_budget(tmp_path):
+    from nevisbench.analysis.compare import relate_to, to_csv, to_markdown
+    from nevisbench.errors import ConfigError
+
+    rows = compare_rows(collect([_sweep(tmp_path)]))
+    relate_to(rows, "finetune")  # a learner name with one configuration per budget
+    assert [(r.configuration, r.budget, r.vs_baseline) for r in rows] == [
+        ("conv_prune (sparsity=0.75)", "1e+11 FLOPs/task", 0.25), ("conv_prune (sparsity=0.75)", "1e+12 FLOPs/task", 0.25),
+        ("finetune", "1e+11 FLOPs/task", 1.0), ("finetune", "1e+12 FLOPs/task", 1.0)]
+    assert "| x finetune's compute |" in to_markdown(rows).splitlines()[0] and "| 0.25 |" in to_markdown(rows)
+    table = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert [float(r["flops_vs_baseline"]) for r in table] == [0.25, 0.25, 1.0, 1.0] and table[0]["baseline"] == "finetune"
+    relate_to(rows, "conv_prune (sparsity=0.75)")  # or a configuration, as the table names it
+    assert [r.vs_baseline for r in rows] == [1.0, 1.0, 4.0, 4.0]
+    with pytest.raises(ConfigError, match=r"Unknown --baseline 'er'.*Valid: conv_prune, conv_prune \(sparsity=0.75\), finetune"):
+        relate_to(rows, "er")
+    assert "x " not in to_markdown(compare_rows(collect([_sweep(tmp_path / "plain")])))  # no baseline, no column
+
+
 @pytest.mark.slow  # a subprocess
 def test_compare_command_prints_and_writes_csv_markdown_and_figure(tmp_path):
     sweep = _sweep(tmp_path)

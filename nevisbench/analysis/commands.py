@@ -1,4 +1,4 @@
-"""`nevisbench compare DIR... [--csv FILE] [--markdown FILE] [--out FIG] [--x AXIS]` and
+"""`nevisbench compare DIR... [--csv FILE] [--markdown FILE] [--out FIG] [--x AXIS] [--baseline NAME]` and
 `nevisbench plot DIR... [--out FIG] [--x AXIS] [--anytime]`: the same reader, labeller and figure."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nevisbench.analysis.compare import compare_rows, print_table, render_table, to_csv, to_markdown
+from nevisbench.analysis.compare import compare_rows, print_table, relate_to, render_table, to_csv, to_markdown
 from nevisbench.analysis.figures import check_figure_path, plot_comparison
 from nevisbench.analysis.labels import collect
 from nevisbench.analysis.runs import AXES
@@ -32,6 +32,8 @@ def compare_command(args: argparse.Namespace, console: Console) -> None:
     _check_axis(args.x)
     runs = collect(args.dirs)
     rows = compare_rows(runs)
+    if getattr(args, "baseline", None):
+        relate_to(rows, args.baseline)
     print_table(console, render_table(rows))
     for path, text in ((args.csv, to_csv), (args.markdown, to_markdown)):
         if path:

@@ -20,13 +20,15 @@ from rich.measure import Measurement
 
 from nevisbench.analysis.labels import collect, study_key
 from nevisbench.analysis.runs import Run
+from nevisbench.errors import ConfigError
 from nevisbench.run.store.audit import flagged_tasks
 from nevisbench.run.store.metric import metric_scalars
 from nevisbench.run.store.metrics import METRICS
 from nevisbench.run.store.report import format_flops
 from nevisbench.run.store.scores import X_LABELS
 
-__all__ = ["Row", "collect", "compare_rows", "metric_columns", "print_table", "render_table", "to_csv", "to_markdown", "COLUMNS"]
+__all__ = ["Row", "collect", "compare_rows", "metric_columns", "print_table", "relate_to", "render_table", "to_csv",
+           "to_markdown", "COLUMNS"]
 
 _SCENARIOS = ("transfer", "continual")
 
@@ -46,6 +48,8 @@ class Row:
     points: list[Run] = field(default_factory=list, repr=False)
     flops_without_search_mean: float = 0.0  # the same runs' compute without their search trials
     metrics: dict[str, float] = field(default_factory=dict)  # "<metric>/<scalar>" -> mean over the seeds that have it
+    baseline: str = ""  # the configuration `vs_baseline` is relative to (set by `relate_to`)
+    vs_baseline: float | None = None  # flops_mean as a multiple of the baseline's in its study, scenario, budget and backbone
 
 
 COLUMNS = ("configuration", "scenario", "stream", "budget", "seeds", "error_mean", "error_std", "flops_mean", "measure",
@@ -83,8 +87,35 @@ def compare_rows(runs: list[Run]) -> list[Row]:
     return rows
 
 
+def _comparable(row: Row) -> tuple[Any, ...]:
+    first = row.points[0] if row.points else None
+    return row.stream, row.scenario, row.budget, first.config.get("backbone.name") if first else None
+
+
+def relate_to(rows: list[Row], baseline: str) -> None:
+    """Give each row its compute as a multiple of `baseline`'s (a configuration, or a learner with
+    one configuration) among the rows of the same study, scenario, budget and backbone; rows with no
+    such baseline row keep None."""
+    picked = [r for r in rows if r.configuration == baseline] or \
+        [r for r in rows if r.points and r.points[0].learner == baseline]
+    if not picked:
+        names = sorted({r.configuration for r in rows} | {r.points[0].learner for r in rows if r.points})
+        raise ConfigError(f"Unknown --baseline '{baseline}': no row of this comparison is that configuration or "
+                          f"learner. Valid: {', '.join(names)}")
+    found: dict[tuple[Any, ...], Row] = {}
+    for row in picked:
+        other = found.setdefault(_comparable(row), row)
+        if other is not row:
+            raise ConfigError(f"Ambiguous --baseline '{baseline}': it names both '{other.configuration}' and "
+                              f"'{row.configuration}' in one study; give one of them")
+    for row in rows:
+        base = found.get(_comparable(row))
+        row.baseline = base.configuration if base else baseline
+        row.vs_baseline = row.flops_mean / base.flops_mean if base and base.flops_mean else None
+
+
 def _numeric(header: str) -> bool:
-    return header != "compute measure" and (header.startswith(("seeds", "error", "compute")) or "/" in header)
+    return header != "compute measure" and (header.startswith(("seeds", "error", "compute", "x ")) or "/" in header)
 
 
 def _searched(rows: list[Row]) -> bool:
@@ -98,6 +129,7 @@ def _cells(row: Row, metrics: list[str], searched: bool) -> list[str]:
     cells = [row.configuration, row.scenario, row.stream, row.budget, str(row.seeds), f"{row.error_mean:.4f}", std,
              format_flops(row.flops_mean), row.measure]
     cells += [format_flops(row.flops_without_search_mean)] if searched else []
+    cells += [("-" if row.vs_baseline is None else f"{row.vs_baseline:.2f}")] if row.baseline else []
     return cells + [f"{row.metrics[key]:.4f}" if key in row.metrics else "-" for key in metrics]
 
 
@@ -105,6 +137,7 @@ def _headers(rows: list[Row]) -> tuple[list[str], list[str]]:
     """The table's headers, and the metric keys among them."""
     metrics = metric_columns([r.metrics for r in rows])
     fixed = list(_HEADERS if _searched(rows) else _HEADERS[:-1])
+    fixed += [f"x {rows[0].baseline}'s compute"] if rows and rows[0].baseline else []
     return fixed + [f"{key} (mean)" for key in metrics], metrics
 
 
@@ -150,11 +183,14 @@ def to_csv(rows: list[Row]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     metrics = metric_columns([r.metrics for r in rows])
-    writer.writerow([*COLUMNS, *metrics])
+    related = bool(rows and rows[0].baseline)
+    writer.writerow([*COLUMNS, *(["flops_vs_baseline", "baseline"] if related else []), *metrics])
     for r in rows:
+        relation = ["" if r.vs_baseline is None else repr(r.vs_baseline), r.baseline] if related else []
         writer.writerow([r.configuration, r.scenario, r.stream, r.budget, r.seeds, repr(r.error_mean),
                          "" if r.error_std is None else repr(r.error_std), repr(r.flops_mean), r.measure,
-                         repr(r.flops_without_search_mean), *(repr(r.metrics[k]) if k in r.metrics else "" for k in metrics)])
+                         repr(r.flops_without_search_mean), *relation,
+                         *(repr(r.metrics[k]) if k in r.metrics else "" for k in metrics)])
     return buffer.getvalue()
 
 
