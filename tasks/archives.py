@@ -91,6 +91,20 @@ def is_os_metadata(name: str) -> bool:
     return "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
 
 
+_ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz")
+
+
+def _shown(label: str) -> str:
+    """The file a message names: its name, or for a member of an archive on disk (a label
+    `caltech-101.zip/caltech-101/101_ObjectCategories.tar.gz`) the archive and the member, so the
+    user knows which downloaded file to replace."""
+    parts = Path(label).parts
+    for i, part in enumerate(parts[:-1]):
+        if part.lower().endswith(_ARCHIVES):
+            return f"{part} (its member {'/'.join(parts[i + 1:])})"
+    return Path(label).name
+
+
 def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """(name, read) for every regular file of a tar (any compression), in stored order, less OS
     metadata (`is_os_metadata`). `read()` must be called before the next member is requested.
@@ -100,7 +114,7 @@ def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
     try:
         tar = tarfile.open(source, mode="r:*") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r|*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot open {Path(label).name} as a tar archive: {_one_line(exc)}") from None
+        raise DataError(f"cannot open {_shown(label)} as a tar archive: {_one_line(exc)}") from None
     with tar:
         try:
             for member in tar:
@@ -111,7 +125,7 @@ def tar_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
                 yield name, _tar_reader(tar, member, label)
                 tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header read: 30k for Caltech-256
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{Path(label).name} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
+            raise DataError(f"{_shown(label)} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
 
 
 def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Callable[[], bytes]:
@@ -119,10 +133,10 @@ def _tar_reader(tar: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> Ca
         try:
             handle = tar.extractfile(member)
             if handle is None:
-                raise DataError(f"cannot read member {member.name} of {Path(label).name}")
+                raise DataError(f"cannot read member {member.name} of {_shown(label)}")
             return handle.read()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{Path(label).name} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
+            raise DataError(f"{_shown(label)} is truncated or corrupt ({_one_line(exc)}); delete it and download it again") from None
 
     return read
 
@@ -134,7 +148,7 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"cannot open {Path(label).name} as a zip archive: {_one_line(exc)}") from None
+        raise DataError(f"cannot open {_shown(label)} as a zip archive: {_one_line(exc)}") from None
     # not closed when the loop ends: readers may collect (name, read) pairs and read them later;
     # the file is closed when the last read function is garbage-collected
     infos = {check_member_name(info.filename, label): info for info in archive.infolist()}
@@ -147,7 +161,7 @@ def zip_members(source: str | Path | IO[bytes], label: str | None = None) -> Ite
             try:
                 return archive.read(info)
             except (zipfile.BadZipFile, OSError, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-                raise DataError(f"member {info.filename} of {Path(label).name} is corrupt: {_one_line(exc)}") from None
+                raise DataError(f"member {info.filename} of {_shown(label)} is corrupt: {_one_line(exc)}") from None
 
         yield name, read
 

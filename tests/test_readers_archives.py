@@ -202,3 +202,15 @@ def test_extensions_are_matched_as_the_handlers_match_them(tmp_path: Path) -> No
     archive.write_bytes(_write_archive(kind, [(n[:-4] + ".JPG" if n.endswith("_0001.jpg") else n, d) for n, d in members]))
     status = prepare_task("caltech256", tmp_path / "root", tmp_path / "c256", size=16, verify=False)
     assert sum(status["splits"].values()) == 32 - 3
+
+
+def test_a_damaged_archive_inside_an_archive_is_named_with_the_file_on_disk():
+    # Caltech-101's tar.gz sits inside caltech-101.zip: the message names the zip the user downloaded
+    from nevisbench.errors import DataError
+    from nevisbench.tasks.archives import tar_members
+
+    label = "caltech-101.zip/caltech-101/101_ObjectCategories.tar.gz"
+    with pytest.raises(DataError, match=re.escape("caltech-101.zip (its member caltech-101/101_ObjectCategories.tar.gz)")):
+        list(tar_members(io.BytesIO(b"\x1f\x8b\x08\x00" + bytes(range(200))), label))
+    with pytest.raises(DataError, match=r"^cannot open lfw\.tgz as a tar archive"):
+        list(tar_members(io.BytesIO(b"not a tar at all" * 40), "/data/src/lfw.tgz"))
