@@ -48,6 +48,9 @@ def honest(tmp_path_factory) -> dict:
     ("PausesMeterLearner", "paused the FLOP meter"),
     ("HalvesChargesLearner", "FlopMeter.charge_train was replaced on the instance"),
     ("AlarmLearner", "installed a handler for SIGALRM"),
+    ("LowersTallyLearner", "wrote the FLOP meter's FlopTally.train_forward"),
+    ("WritesAroundGuardLearner", "the FLOP meter's FlopTally.train_backward was written around its guard"),
+    ("StopsCountingLearner", "wrote the FLOP meter's FlopMeter.audit_every"),
 ])
 def test_reaching_into_the_meter_refuses_the_task_in_one_line(monkeypatch, tmp_path, trick, says):
     line = _line(monkeypatch, tmp_path, trick)

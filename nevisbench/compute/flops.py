@@ -120,6 +120,9 @@ class FlopTally:
         out.add(self)
         return out
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        guard.write(self, name, value)  # a run's tallies: only the harness writes them
+
 
 @dataclass
 class _SignatureCost:
@@ -275,6 +278,21 @@ class FlopMeter:
 
     def charge_seconds(self, kind: str, seconds: float) -> None:
         setattr(self.task, f"seconds_{kind}", getattr(self.task, f"seconds_{kind}") + seconds)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        guard.write(self, name, value)  # a run's meter: only the harness writes it
+        if name in ("task", "stream") and guard.watched(self) and isinstance(value, FlopTally):
+            guard.watch(value)
+
+    def watch(self) -> FlopMeter:
+        """Judge from now on who writes this meter and its tallies (`guard.write`): a run's meter."""
+        for obj in (self, self.task, self.stream):
+            guard.watch(obj)
+        return self
+
+    def unsealed(self) -> list[str]:
+        """Writes to the meter or its tallies that went around `__setattr__` (see `guard.unsealed`)."""
+        return guard.unsealed(self, self.task, self.stream)
 
     @property
     def cumulative(self) -> FlopTally:

@@ -11,8 +11,11 @@ notices tampering and the run refuses the task's results line (`violations()`, r
   is popped inside its own dispatch, so their work would not be counted);
 - a thread started with `_thread.start_new_thread`: `arm_raw_threads` counts the work of those
   started through the module attribute; `raw_threads_running` sees the others.
-What the checks cannot see (writes to the meter's data, a process that outlives its checks) the
-time audit (`compute/audit.py`) is there for.
+- the meter's data (its tallies, its policy) written from outside the harness: `write` judges the
+  writer of each attribute the meter's `__setattr__` sets, and `unsealed` compares the values with
+  those the harness wrote (a write around `__setattr__`);
+What the checks cannot see (a process that outlives its checks, a learner that edits the shadow
+values too) the time audit (`compute/audit.py`) is there for.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import operator
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from torch.utils import _python_dispatch
 
-__all__ = ["protect", "tampered", "violation", "violations", "take_violations", "check_pause_caller", "flag",
+__all__ = ["protect", "tampered", "watch", "watched", "write", "unsealed", "violation", "violations", "take_violations",
+           "check_pause_caller", "flag",
            "take_flags", "mark_signals", "check_signals", "arm_raw_threads", "raw_threads_running", "mark_threads", "check_threads",
            "arm_mode_guard", "mode_missing"]
 
@@ -36,6 +41,7 @@ _VIOLATIONS: list[str] = []
 _FLAGS: list[str] = []
 _PROTECTED: list[tuple[type, dict[str, Any]]] = []
 _HARNESS = ("nevisbench.",)  # modules whose code may pause the meter (the learners nevisbench ships never do)
+_METER_MODULES = ("nevisbench.compute.guard", "nevisbench.compute.flops", "nevisbench.compute.counter")
 
 
 def violation(message: str) -> None:
@@ -112,6 +118,74 @@ def check_pause_caller() -> bool:
         return True
     violation(f"paused the FLOP meter (at {where}): work done while paused cannot be charged")
     return False
+
+
+# -- the meter's data ------------------------------------------------------------------------------
+_ABSENT = object()
+_SHADOWS: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}  # id(object) -> (the object, its values as the harness wrote them)
+
+
+def _writer() -> tuple[bool, str]:
+    """Whether the code writing the meter's data (the first frame outside the meter's own modules) is
+    the harness's, and where it is."""
+    frame = sys._getframe(3)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module not in _METER_MODULES and module != "contextlib" and not module.startswith("torch."):
+            harness = module.startswith(_HARNESS) and not module.startswith("nevisbench.learners.")
+            return harness, f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return True, "?"
+
+
+def watch(obj: object) -> None:
+    """From now on, judge who writes `obj`'s attributes (a run's meter, its tallies): its values now
+    are the harness's."""
+    key = id(obj)
+
+    def forget(_: object) -> None:
+        _SHADOWS.pop(key, None)
+
+    _SHADOWS[key] = (weakref.ref(obj, forget), dict(vars(obj)))
+
+
+def watched(obj: object) -> bool:
+    held = _SHADOWS.get(id(obj))
+    return held is not None and held[0]() is obj
+
+
+def write(obj: object, name: str, value: Any) -> None:
+    """`obj.name = value` for the meter's data (its `__setattr__`). On a watched object the harness's
+    writes are kept as its shadow values; a write from anywhere else (a learner lowering its charge,
+    resetting a tally, calling the meter's charging methods, changing its counting policy) is
+    recorded, and done."""
+    before = vars(obj).get(name, _ABSENT)
+    object.__setattr__(obj, name, value)
+    held = _SHADOWS.get(id(obj))
+    if held is None or held[0]() is not obj:
+        return  # not a run's meter (a copy, a tally being built, a test's own meter)
+    harness, where = _writer()
+    if harness:
+        kept = held[1].get(name, _ABSENT)
+        if kept is not before and kept != before:  # changed around the guard since the harness wrote it
+            violation(f"the FLOP meter's {type(obj).__name__}.{name} was written around its guard")
+        held[1][name] = value
+    else:
+        violation(f"wrote the FLOP meter's {type(obj).__name__}.{name} (at {where}): the compute it charges "
+                  "was changed from outside the harness")
+
+
+def unsealed(*objects: object) -> list[str]:
+    """What differs on `objects` from the values the harness wrote (writes that went around
+    `write`: `object.__setattr__`, `__dict__`)."""
+    found = []
+    for obj in objects:
+        held = _SHADOWS.get(id(obj))
+        values = held[1] if held is not None and held[0]() is obj else {}
+        for name, value in vars(obj).items():
+            if name not in values or (values[name] is not value and values[name] != value):
+                found.append(f"the FLOP meter's {type(obj).__name__}.{name} was written around its guard")
+    return found
 
 
 # -- the dispatch mode -----------------------------------------------------------------------------

@@ -234,7 +234,7 @@ class StreamRunner:
         self._prepare_threads = [t for t in threading.enumerate() if t not in before]  # its work is prepare's too
         self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
-        self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1])
+        self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1]).watch()
         self.precision = resolve_precision(cfg)
         self.device = training_device(cfg)
         self.sink = make_sink(cfg, store.run_dir, store.run_dir.name, console) if store.writer else None

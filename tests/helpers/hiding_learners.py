@@ -149,6 +149,33 @@ class _HalvesCharges(TaskModule):
         meter.charge_train = types.MethodType(halved, meter)
 
 
+def _meter(module):
+    return next(cb.meter for cb in module.trainer.callbacks if hasattr(cb, "meter"))
+
+
+class _LowersTally(TaskModule):
+    """Halves the FLOPs already charged, writing the meter's tally as any attribute."""
+
+    def on_train_end(self) -> None:
+        _meter(self).task.train_forward *= 0.5
+
+
+class _WritesAroundGuard(TaskModule):
+    """The same, around `__setattr__` (the next charge of the harness adds to the lowered value)."""
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if batch_idx == 1:
+            tally = _meter(self).task
+            object.__setattr__(tally, "train_backward", tally.train_backward * 0.5)
+
+
+class _StopsCounting(TaskModule):
+    """Turns the meter's policy to caching, so that later steps are charged without being counted."""
+
+    def on_train_start(self) -> None:
+        _meter(self).audit_every = 10**9
+
+
 class _ForkedGradients(TaskModule):
     """A forked child computes a training pass per step (its work is another process's)."""
 
@@ -260,6 +287,9 @@ FreedModuleLearner = _plugin(_TrainsWhenFreed)
 DisablesModesLearner = _plugin(_DisablesModes)
 PausesMeterLearner = _plugin(_PausesMeter)
 HalvesChargesLearner = _plugin(_HalvesCharges)
+LowersTallyLearner = _plugin(_LowersTally)
+WritesAroundGuardLearner = _plugin(_WritesAroundGuard)
+StopsCountingLearner = _plugin(_StopsCounting)
 ForkedGradientsLearner = _plugin(_ForkedGradients)
 RawThreadLearner = _plugin(_RawThread)
 AlarmLearner = _plugin(_AlarmPasses)

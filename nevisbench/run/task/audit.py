@@ -188,7 +188,7 @@ def audit_record(auditor: TaskAuditor | None, skipped: str | None, tally: FlopTa
 
 def refusal(learner: str, task: str, meter: FlopMeter) -> str | None:
     """Why the task's line is refused: the learner tampered with the meter (docs/flop-meter.md)."""
-    problems = guard.take_violations() + guard.tampered(meter)
+    problems = guard.take_violations() + guard.tampered(meter) + meter.unsealed()
     if not problems:
         return None
     more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
