@@ -34,6 +34,7 @@ def test_a_learners_own_network_is_named_as_declared_and_no_resnet_warning(tmp_p
     summary, out = _run(tmp_path, capsys, "learner=named_own")
     assert summary["backbone"]["name"] == "tiny_cnn" and summary["backbone"]["arch"] == "_Tiny"
     assert "RANDOM initialisation" not in out  # no resnet18 was built
+    assert "replaced the run's" not in out  # it declared its network: nothing was built, nothing to say
 
 
 @pytest.mark.slow
@@ -43,6 +44,9 @@ def test_a_swapped_in_network_gets_no_warning_about_the_configured_one(tmp_path,
     summary, out = _run(tmp_path, capsys, "learner=swap")
     assert summary["backbone"]["name"] == "mobilenet_v3_small"
     assert "resnet18 starts from RANDOM" not in out  # the resnet18 built for it never ran
+    # an old plugin swapping its network in prepare(): the resnet18 was built for nothing, and the run says how not to
+    assert "replaced the run's resnet18 in prepare() (its mobilenet_v3_small runs)" in " ".join(out.split())
+    assert "brings_backbone = True" in out
 
 
 def test_the_configured_backbone_still_gets_its_warning(tmp_path, capsys):

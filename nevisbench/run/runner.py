@@ -249,6 +249,10 @@ class StreamRunner:
         if cfg.backbone.weights == "none" and self.backbone_info["source"] == "config":  # only what ran was built from it
             print_warning(self.console, f"backbone.weights=none: {cfg.backbone.name} starts from RANDOM initialisation, "
                                         "not pretrained weights (fine for the demo, not the paper's protocol).")
+        if self.backbone_info["source"] == "learner" and not getattr(type(self.learner), "brings_backbone", False):
+            self.console.print(f"[dim]Note: learner '{self.name}' replaced the run's {cfg.backbone.name} in prepare() "
+                               f"(its {self.backbone_info['name']} runs): set `brings_backbone = True` on the learner "
+                               "class and the harness will not build one for nothing (docs/writing-a-learner.md)[/]")
 
     def restore(self, finished: list[dict[str, Any]]) -> None:
         """Pick up after the last committed task of `finished` (none: nothing to do): learner state,
