@@ -83,6 +83,10 @@ def test_a_baseline_gives_each_row_its_compute_as_a_multiple_of_the_baselines_at
     with pytest.raises(ConfigError, match=r"Unknown --baseline 'er'.*Valid: conv_prune, conv_prune \(sparsity=0.75\), finetune"):
         relate_to(rows, "er")
     assert "x " not in to_markdown(compare_rows(collect([_sweep(tmp_path / "plain")])))  # no baseline, no column
+    for row in rows:  # the configuration matched is the row's study's (a baseline on another backbone is not this row's)
+        row.points[0].config["backbone.name"] = "vit_tiny" if row.configuration == "finetune" else "resnet18"
+    relate_to(rows, "finetune")  # another backbone: not comparable, no ratio
+    assert [r.vs_baseline for r in rows] == [None, None, 1.0, 1.0] and "| - |" in to_markdown(rows)
 
 
 @pytest.mark.slow  # a subprocess

@@ -48,7 +48,8 @@ class Row:
     points: list[Run] = field(default_factory=list, repr=False)
     flops_without_search_mean: float = 0.0  # the same runs' compute without their search trials
     metrics: dict[str, float] = field(default_factory=dict)  # "<metric>/<scalar>" -> mean over the seeds that have it
-    baseline: str = ""  # the configuration `vs_baseline` is relative to (set by `relate_to`)
+    baseline: str = ""  # the baseline asked for (`relate_to`), and the configuration it matched in this row's study
+    baseline_row: str = ""
     vs_baseline: float | None = None  # flops_mean as a multiple of the baseline's in its study, scenario, budget and backbone
 
 
@@ -110,7 +111,7 @@ def relate_to(rows: list[Row], baseline: str) -> None:
                               f"'{row.configuration}' in one study; give one of them")
     for row in rows:
         base = found.get(_comparable(row))
-        row.baseline = base.configuration if base else baseline
+        row.baseline, row.baseline_row = baseline, base.configuration if base else ""
         row.vs_baseline = row.flops_mean / base.flops_mean if base and base.flops_mean else None
 
 
@@ -186,7 +187,7 @@ def to_csv(rows: list[Row]) -> str:
     related = bool(rows and rows[0].baseline)
     writer.writerow([*COLUMNS, *(["flops_vs_baseline", "baseline"] if related else []), *metrics])
     for r in rows:
-        relation = ["" if r.vs_baseline is None else repr(r.vs_baseline), r.baseline] if related else []
+        relation = ["" if r.vs_baseline is None else repr(r.vs_baseline), r.baseline_row] if related else []
         writer.writerow([r.configuration, r.scenario, r.stream, r.budget, r.seeds, repr(r.error_mean),
                          "" if r.error_std is None else repr(r.error_std), repr(r.flops_mean), r.measure,
                          repr(r.flops_without_search_mean), *relation,
