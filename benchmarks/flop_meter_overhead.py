@@ -117,7 +117,7 @@ def interleaved(model: str, size: int, batch: int, steps: int) -> list[float]:
     moment, so this varies much less than whole runs on a shared machine."""
     torch.manual_seed(0)
     net = torchvision.models.get_model(model, num_classes=10)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, foreach=True)  # as TaskModule's on CPU
     x, y = torch.randn(batch, 3, size, size), torch.arange(batch) % 10
     arm_threads()
     guard.mark_signals()

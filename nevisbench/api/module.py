@@ -93,7 +93,9 @@ class TaskModule(L.LightningModule):
         rate `train.final_lr` in every group; a warmup of `train.warmup_epochs` starts from rate 0."""
         cfg = self.train_cfg
         fused = cfg.get("fused") if cfg.get("fused") is not None else self.device.type == "cuda"
-        extra: dict[str, Any] = {"fused": True} if fused else {}
+        # fused on CUDA; elsewhere foreach: one op for all parameters instead of a few per parameter (the
+        # same arithmetic, and a third fewer ops per ResNet-18 step for a counting meter to see)
+        extra: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
         groups = self._decay_groups(params) if not cfg.get("decay_norm_and_bias", True) else params
         if cfg.optimizer == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(

@@ -118,7 +118,8 @@ class Reference:
             width = int(self.model.eval()(self.x[:1]).reshape(1, -1).shape[1])
         self.model.train()
         self.head = nn.Linear(width, 10)
-        self.optimizer = torch.optim.SGD([*self.params, *self.head.parameters()], lr=1e-4, momentum=0.9)
+        self.optimizer = torch.optim.SGD([*self.params, *self.head.parameters()], lr=1e-4, momentum=0.9,
+                                         foreach=True)  # as the harness's own optimizer steps (TaskModule)
         self.y = torch.arange(self.batch) % 10
         self.probe = torch.rand(max(2, min(eval_batch_size, 64)), *image_shape)
         self.activation = torch.rand(self.batch, 64, max(1, image_shape[-2] // 2), max(1, image_shape[-1] // 2))
