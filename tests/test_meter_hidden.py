@@ -51,6 +51,7 @@ def honest(tmp_path_factory) -> dict:
     ("LowersTallyLearner", "wrote the FLOP meter's FlopTally.train_forward"),
     ("WritesAroundGuardLearner", "the FLOP meter's FlopTally.train_backward was written around its guard"),
     ("StopsCountingLearner", "wrote the FLOP meter's FlopMeter.audit_every"),
+    ("FallsThroughLearner", "registered a kernel for aten::convolution at the dispatcher's Python key"),
 ])
 def test_reaching_into_the_meter_refuses_the_task_in_one_line(monkeypatch, tmp_path, trick, says):
     line = _line(monkeypatch, tmp_path, trick)

@@ -332,6 +332,7 @@ def arm_threads() -> None:
     threading.Thread._bootstrap_inner = _metered_bootstrap  # type: ignore[attr-defined]  # private, not in typeshed
     guard.arm_raw_threads(_metered)
     guard.arm_mode_guard(CountingMode)
+    guard.arm_kernel_guard(_FORMULAS)
 
 
 guard.protect(StepCounter)

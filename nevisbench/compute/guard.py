@@ -14,6 +14,8 @@ notices tampering and the run refuses the task's results line (`violations()`, r
 - the meter's data (its tallies, its policy) written from outside the harness: `write` judges the
   writer of each attribute the meter's `__setattr__` sets, and `unsealed` compares the values with
   those the harness wrote (a write around `__setattr__`);
+- a kernel or fallthrough registered at the dispatcher's Python key for an op with a FLOP rule
+  (`torch.library`: the op then skips the counting mode): `check_kernels`, at every step's check;
 What the checks cannot see (a process that outlives its checks, a learner that edits the shadow
 values too) the time audit (`compute/audit.py`) is there for.
 """
@@ -30,9 +32,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.utils import _python_dispatch
 
-__all__ = ["protect", "tampered", "watch", "watched", "write", "unsealed", "violation", "violations", "take_violations",
+__all__ = ["protect", "tampered", "arm_kernel_guard", "check_kernels", "watch", "watched", "write", "unsealed",
+           "violation", "violations", "take_violations",
            "check_pause_caller", "flag",
            "take_flags", "mark_signals", "check_signals", "arm_raw_threads", "raw_threads_running", "mark_threads", "check_threads",
            "arm_mode_guard", "mode_missing"]
@@ -186,6 +190,46 @@ def unsealed(*objects: object) -> list[str]:
             if name not in values or (values[name] is not value and values[name] != value):
                 found.append(f"the FLOP meter's {type(obj).__name__}.{name} was written around its guard")
     return found
+
+
+# -- the dispatcher's kernels ----------------------------------------------------------------------
+_KERNEL_OPS: list[str] = []  # the counted ops (those with a FLOP rule), by the dispatcher's names
+_KERNEL_BASELINE: set[str] = set()  # those that had a kernel at the Python key when the guard was armed
+
+
+def arm_kernel_guard(ops: Any) -> None:
+    """Watch the dispatcher's Python key for the ops with a FLOP rule (`ops`: OpOverloads): a kernel or
+    a fallthrough registered there for one of them (`torch.library`) runs instead of the counting
+    mode, which then never sees the op. Idempotent."""
+    if _KERNEL_OPS:
+        return
+    for op in ops:  # OpOverloadPackets (every overload) or OpOverloads
+        name = getattr(op, "_qualified_op_name", None)
+        if name is not None:
+            overloads = op.overloads()
+        else:
+            schema = getattr(op, "_schema", None)
+            if schema is None:
+                continue
+            name, overloads = schema.name, [getattr(op, "_overloadname", "default")]
+        _KERNEL_OPS.extend(name if overload == "default" else f"{name}.{overload}" for overload in overloads)
+    _KERNEL_BASELINE.update(name for name in _KERNEL_OPS if _python_kernel(name))
+
+
+def _python_kernel(name: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(name, "Python")
+    except RuntimeError:  # an op this build does not have
+        return False
+
+
+def check_kernels(where: str) -> None:
+    """Record a counted op that gained a kernel at the dispatcher's Python key since the guard was
+    armed (~4 us an op, ~30 ops: run at every step's check and at the commit)."""
+    for name in _KERNEL_OPS:
+        if name not in _KERNEL_BASELINE and _python_kernel(name):
+            violation(f"registered a kernel for {name} at the dispatcher's Python key (found at {where}): the FLOP "
+                      "meter's dispatch mode no longer sees the op, so its compute cannot be charged")
 
 
 # -- the dispatch mode -----------------------------------------------------------------------------

@@ -176,6 +176,19 @@ class _StopsCounting(TaskModule):
         _meter(self).audit_every = 10**9
 
 
+class _FallsThroughConvolutions(TaskModule):
+    """Registers fallthroughs at the dispatcher's Python key for the convolutions: they then skip the
+    counting mode (the whole network's convolutions go uncounted); removed again when training ends."""
+
+    def on_train_start(self) -> None:
+        self._library = torch.library.Library("aten", "IMPL")
+        for op in ("convolution", "_convolution", "convolution_backward"):
+            self._library.impl(op, torch.library.fallthrough_kernel, "Python")
+
+    def on_train_end(self) -> None:
+        self._library._destroy()
+
+
 class _ForkedGradients(TaskModule):
     """A forked child computes a training pass per step (its work is another process's)."""
 
@@ -290,6 +303,7 @@ HalvesChargesLearner = _plugin(_HalvesCharges)
 LowersTallyLearner = _plugin(_LowersTally)
 WritesAroundGuardLearner = _plugin(_WritesAroundGuard)
 StopsCountingLearner = _plugin(_StopsCounting)
+FallsThroughLearner = _plugin(_FallsThroughConvolutions)
 ForkedGradientsLearner = _plugin(_ForkedGradients)
 RawThreadLearner = _plugin(_RawThread)
 AlarmLearner = _plugin(_AlarmPasses)

@@ -188,6 +188,7 @@ def audit_record(auditor: TaskAuditor | None, skipped: str | None, tally: FlopTa
 
 def refusal(learner: str, task: str, meter: FlopMeter) -> str | None:
     """Why the task's line is refused: the learner tampered with the meter (docs/flop-meter.md)."""
+    guard.check_kernels("the task's commit")
     problems = guard.take_violations() + guard.tampered(meter) + meter.unsealed()
     if not problems:
         return None

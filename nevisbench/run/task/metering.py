@@ -115,6 +115,7 @@ class FlopMeterCallback(L.Callback):
             guard.violation(f"switched the FLOP meter's count off during {where}")
         guard.check_signals(where)
         guard.check_threads(where)
+        guard.check_kernels(where)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._check(f"training step {trainer.global_step}")
