@@ -206,3 +206,15 @@ def test_the_time_audit_policy_is_a_config_key_with_a_one_line_error():
     assert "cuda" in audit_skipped(cfg, __import__("torch").device("cuda"), "some_plugin")
     with pytest.raises(ConfigError, match=r"Unknown value for 'meter.time_audit': 'sometimes'. Valid: always, auto, off"):
         compose(["meter.time_audit=sometimes"])
+
+
+@pytest.mark.slow
+def test_a_learner_lowering_a_search_workers_meter_gets_its_task_refused(monkeypatch, tmp_path):
+    # search.parallel=2: each trial runs in a worker process with a meter of its own, as guarded as the run's
+    search = ["search=custom", "search.sampler=grid", "search.space.train.lr=choice(0.01,0.1)", "search.trials=2",
+              "search.parallel=2"]
+    line = _line(monkeypatch, tmp_path, "LowersTallyLearner", *search)
+    assert line["status"] == "failed" and "\n" not in line["error"]
+    assert line["error"].startswith("the task is refused: in a search worker, the learner wrote the FLOP meter's "
+                                    "FlopTally.train_forward (at ")  # every trial did: the winner's failure says it
+    assert "written around its guard" not in line["error"]  # one write, one finding

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from nevisbench.api.learner import detach_derived
 from nevisbench.api.types import TaskInfo
+from nevisbench.compute import guard
 from nevisbench.compute.flops import FlopMeter, meter_options
 from nevisbench.errors import DataError, PluginError
 from nevisbench.run.search.parallel import run_trials, search_slots, stopping
@@ -65,6 +66,7 @@ def train_trials(trainer: TaskTrainer, search: TaskSearch, task: TaskInfo, data:
     if search.enabled and best is not None:
         search.drop_weights(best.k)
     _say_resumed(trainer.console, task, trials)
+    refusals(trials)
     return trials, best or trials[0]
 
 
@@ -94,7 +96,19 @@ def train_trials_in_parallel(trainer: TaskTrainer, search: TaskSearch, spec: Tas
             best = trial
     search.drop_weights(best.k if best is not None else -1)
     _say_resumed(trainer.console, task, trials)
+    refusals(trials)
     return trials, best or trials[0]
+
+
+REFUSED = "the task is refused: in a search worker, the learner "  # a trial's failure: it tampered with the worker's meter
+
+
+def refusals(trials: list[Trial]) -> None:
+    """Record, as this process's violations, what the learner did to a search worker's meter (the
+    task is then refused at its commit, as if the trial had run here)."""
+    for trial in trials:
+        if trial.failure is not None and trial.failure.startswith(REFUSED):
+            guard.violation(f"trial {trial.k}: {trial.failure[len(REFUSED):]}")
 
 
 def _say_resumed(console: Console, task: TaskInfo, trials: list[Trial]) -> None:
@@ -136,7 +150,7 @@ def trial_job(job: dict[str, Any]) -> int:
     quiet_lightning()
     kit = torch.load(job["kit"], map_location="cpu", weights_only=False)
     start = kit["start"]
-    meter = FlopMeter(audit_every=meter_options(start.cfg.get("meter"), type(start.learner))[1])
+    meter = FlopMeter(audit_every=meter_options(start.cfg.get("meter"), type(start.learner))[1]).watch()
     trainer = TaskTrainer(start, store=ResultsStore(Path(job["run_dir"])), console=Console(), meter=meter)
     spec, index, k, seed = kit["spec"], kit["index"], job["k"], kit["seed"]
     if (spec.key, seed) not in _DATA:
@@ -145,6 +159,11 @@ def trial_job(job: dict[str, Any]) -> int:
         _DATA[(spec.key, seed)] = trainer.load(spec, seed)
     search = TaskSearch(trainer.cfg, index, trainer.store.state_dir)
     L.seed_everything(seed, verbose=False)  # every trial starts from the same state, wherever it runs
+    guard.take_violations()  # an earlier trial's in this worker were that trial's
     trial = trainer.train_trial(search, task_info(spec, index), k, _DATA[(spec.key, seed)], seed, job["overrides"])
+    guard.check_kernels(f"trial {k}'s end")
+    problems = guard.take_violations() + guard.tampered(meter) + meter.unsealed()
+    if problems:  # the run's process refuses the task for it (`refusals`): a worker's meter is as guarded
+        trial.failure = REFUSED + "; ".join(problems)
     search.save(k, trial.record(with_learner=trial.failure is None), trial.weights() if trial.failure is None else None)
     return k
