@@ -130,6 +130,7 @@ class DERppLearner(Learner):
         self.memory: dict[int, dict[str, torch.Tensor]] = {}  # task index -> {"index": (k,), "logits": (k, classes)}
         self.heads: dict[int, dict[str, torch.Tensor]] = {}  # task index -> its head's weights
         self.multi_label: dict[int, bool] = {}
+        self.head_drift = 0.0  # set by end_task, read by task_report
 
     def draw(self, size: int, generator: torch.Generator) -> tuple[int, torch.Tensor]:
         """An earlier task (uniformly) and `size` positions in its memory (with replacement)."""
@@ -150,8 +151,11 @@ class DERppLearner(Learner):
 
     def end_task(self, task: TaskInfo, module: Any) -> None:
         self.heads[task.index] = {k: v.detach().cpu().clone() for k, v in module.head.state_dict().items()}
+        self.head_drift = 0.0  # how far replay moved the earlier tasks' heads during this task (L2)
         for j, head in module.old_heads.items():  # replay trained the earlier heads further
-            self.heads[int(j)] = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+            now = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+            self.head_drift += sum(float((now[k] - v).double().pow(2).sum()) for k, v in self.heads[int(j)].items()) ** 0.5
+            self.heads[int(j)] = now
         kept = min(int(module.seen), int(module.kept_index.numel()))
         if kept:
             self.memory[task.index] = {"index": module.kept_index[:kept].detach().cpu().clone(),
@@ -159,6 +163,11 @@ class DERppLearner(Learner):
 
     def revisit_module(self, task: TaskInfo, module: Any, head: nn.Module | None) -> nn.Module:
         return nn.Sequential(module.backbone, module.old_heads[str(task.index)])
+
+    def task_report(self, task: TaskInfo) -> dict[str, Any]:
+        """The memory after `task` and how far replay moved the earlier heads (on the results line)."""
+        return {"memory": {str(j): int(m["index"].numel()) for j, m in self.memory.items()},
+                "earlier_heads_drift": self.head_drift}
 
     def state_dict(self) -> dict[str, Any]:
         return {"memory": {str(j): dict(m) for j, m in self.memory.items()},
