@@ -6,8 +6,8 @@ Honest: plain finetuning as a plugin, an SI-style plugin (per-parameter elementw
 every step: work the meter sees and does not charge), and the example plugins ER, LwF, EWC,
 BitFit, DER++ (replay through `context.data`) and GDumb (examples/). Hiding: the plain plugin
 plus numpy work for k times the CPU time its previous step took, every step. Every task of every
-run is one sample; the threshold in force is `meter.unexplained_max` (default) and the audit's ratio is printed for each, so a threshold can
-be read off the two distributions.
+run is one sample; the threshold in force is `meter.unexplained_max` (default) and the audit's
+ratio is printed for each, so a threshold can be read off the two distributions.
 
     python benchmarks/audit_rates.py                 # 2 seeds, idle and loaded (~15 min on 2 cores)
     python benchmarks/audit_rates.py --seeds 1 --no-load
