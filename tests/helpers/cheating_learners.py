@@ -207,14 +207,15 @@ def _passes(module: TaskModule) -> None:
         _extra_pass(module)
 
 
-def _plugin(module_cls: type) -> type:
+def _plugin(module_cls: type, config: type = _Config) -> type:
     class _Learner(Learner):
-        Config = _Config
+        Config = config
 
         def begin_task(self, task, backbone):
             return module_cls(backbone, nn.Linear(self.feature_dim, task.num_classes), task=task, train=self.context.train)
 
     _Learner.__name__ = _Learner.__qualname__ = module_cls.__name__.lstrip("_") + "Learner"
+    _Learner.__module__ = module_cls.__module__  # bound there under that name: picklable for a search worker
     return _Learner
 
 
