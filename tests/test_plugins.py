@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 from conftest import TINY, register_learner, run_cli
 
-from nevisbench import registry
 from nevisbench.config import compose
 from nevisbench.errors import PluginError
 from nevisbench.run.runner import run
@@ -19,27 +19,27 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nevisbench-example
 
 
 @pytest.fixture(scope="module")
-def example_installed():
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(EXAMPLE)]
+def example_installed(tmp_path_factory):
+    """The example package pip-installed into a folder of its own, put on the subprocesses' PYTHONPATH
+    (the shared venv stays as it is: another worker's runs never see a package come and go)."""
+    target = tmp_path_factory.mktemp("plugin")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target),
+           str(EXAMPLE)]
     subprocess.run(pip, check=True, capture_output=True)
-    registry._entry_points.cache_clear()
-    yield
-    subprocess.run(
-        [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "nevisbench-example-learner"], check=True, capture_output=True
-    )
-    registry._entry_points.cache_clear()
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.mark.slow
 def test_example_plugin_is_listed_and_runs_through_the_cli(example_installed, tmp_path):
-    listed = json.loads(run_cli("list", "learners", "--json").stdout)
+    listed = json.loads(run_cli("list", "learners", "--json", env_extra=example_installed).stdout)
     assert {"name": "bitfit", "learner": "bitfit"}.items() <= next(r for r in listed if r["name"] == "bitfit").items()
-    proc = run_cli("run", "learner=bitfit", "learner.train_batchnorm=false", *TINY, "stream.tasks=[faces]", f"out_dir={tmp_path}")
+    proc = run_cli("run", "learner=bitfit", "learner.train_batchnorm=false", *TINY, "stream.tasks=[faces]", f"out_dir={tmp_path}",
+                   env_extra=example_installed)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = tmp_path.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["learner"] == "bitfit" and summary["learner_config"] == {"name": "bitfit", "train_batchnorm": False}
-    bad = run_cli("run", "learner=bitfit", "learner.train_bn=false")
+    bad = run_cli("run", "learner=bitfit", "learner.train_bn=false", env_extra=example_installed)
     assert bad.returncode == 2 and "Did you mean 'train_batchnorm'?" in bad.stderr
 
 
@@ -50,6 +50,7 @@ def test_example_plugin_passes_its_own_conformance_suite(example_installed):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, **example_installed},
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "1 passed" in proc.stdout
