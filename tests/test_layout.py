@@ -78,7 +78,8 @@ def test_the_wheel_carries_every_module_config_and_the_catalogue(tmp_path):
     expected = set()
     for folder, package in PACKAGES.items():
         for path in (ROOT / folder).rglob("*"):
-            if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".yaml", ".cpp") and "__pycache__" not in path.parts:
                 expected.add("/".join([*package.split("."), *path.relative_to(ROOT / folder).parts]))
     assert "nevisbench/tasks/nevis_short.yaml" in expected and "nevisbench/configs/protocol/nevis.yaml" in expected
+    assert "nevisbench/compute/native_counter.cpp" in expected
     assert expected - names == set()

@@ -43,18 +43,21 @@ def honest(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("trick", "says"), [
-    ("DisablesModesLearner", "popped the FLOP meter's dispatch mode"),
-    ("PausesMeterLearner", "paused the FLOP meter"),
-    ("HalvesChargesLearner", "FlopMeter.charge_train was replaced on the instance"),
-    ("AlarmLearner", "installed a handler for SIGALRM"),
-    ("LowersTallyLearner", "wrote the FLOP meter's FlopTally.train_forward"),
-    ("WritesAroundGuardLearner", "the FLOP meter's FlopTally.train_backward was written around its guard"),
-    ("StopsCountingLearner", "wrote the FLOP meter's FlopMeter.audit_every"),
-    ("FallsThroughLearner", "registered a kernel for aten::convolution at the dispatcher's Python key"),
+@pytest.mark.parametrize(("trick", "says", "engine"), [
+    ("DisablesModesLearner", "popped the FLOP meter's dispatch mode", "python"),
+    ("PausesMeterLearner", "paused the FLOP meter", "auto"),
+    ("HalvesChargesLearner", "FlopMeter.charge_train was replaced on the instance", "auto"),
+    ("AlarmLearner", "installed a handler for SIGALRM", "auto"),
+    ("LowersTallyLearner", "wrote the FLOP meter's FlopTally.train_forward", "auto"),
+    ("WritesAroundGuardLearner", "the FLOP meter's FlopTally.train_backward was written around its guard", "auto"),
+    ("StopsCountingLearner", "wrote the FLOP meter's FlopMeter.audit_every", "auto"),
+    ("FallsThroughLearner", "registered a kernel for aten::convolution at the dispatcher's Python key", "python"),
+    ("FallsThroughNativeLearner", "registered a kernel for aten::convolution at the dispatcher's Fake key", "native"),
+    ("SwitchesKeyOffLearner", "switched off the FLOP meter's dispatcher key", "native"),
 ])
-def test_reaching_into_the_meter_refuses_the_task_in_one_line(monkeypatch, tmp_path, trick, says):
-    line = _line(monkeypatch, tmp_path, trick)
+def test_reaching_into_the_meter_refuses_the_task_in_one_line(monkeypatch, tmp_path, trick, says, engine):
+    # `auto` counts a plugin with the native engine where it builds; the tricks aimed at one engine run under it
+    line = _line(monkeypatch, tmp_path, trick, f"meter.engine={engine}")
     assert line["status"] == "failed"
     assert says in line["error"] and "\n" not in line["error"]
     assert line["error"].startswith("Learner 'hider' on faces: ")
@@ -73,6 +76,19 @@ def test_work_in_raw_threads_and_restores_is_charged(monkeypatch, tmp_path, hone
     assert done >= STEPS
     charged = line["flops"]["executed"]["train"] / honest["flops"]["executed"]["train"]
     assert charged == pytest.approx(1 + done / STEPS, rel=0.03), f"{trick}: charged {charged:.2f}x, did {1 + done / STEPS:.2f}x"
+
+
+@pytest.mark.slow
+def test_the_python_modes_holes_do_not_open_under_the_native_engine(monkeypatch, tmp_path, honest):
+    # popping the Python dispatch modes, or fallthroughs at the Python key: the native engine counts below
+    # neither, so the work is simply charged (under `meter.engine=python` both are refused, above)
+    popped = _line(monkeypatch, tmp_path, "DisablesModesLearner", "meter.engine=native")
+    done = hiding_learners.WORK["extra"]
+    fallen = _line(monkeypatch, tmp_path, "FallsThroughLearner", "meter.engine=native")
+    assert popped["status"] == fallen["status"] == "ok" and done >= STEPS
+    reference = honest["flops"]["executed"]["train"]
+    assert popped["flops"]["executed"]["train"] / reference == pytest.approx(1 + done / STEPS, rel=0.03)
+    assert fallen["flops"]["executed"]["train"] == pytest.approx(reference, rel=1e-9)  # every convolution counted
 
 
 @pytest.mark.slow

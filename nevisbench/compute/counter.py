@@ -25,16 +25,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from nevisbench.compute import guard
+from nevisbench.compute import guard, native
 from nevisbench.compute.flop_rules import CountingMode, bytes_moved, formulas
 from nevisbench.compute.masks import check_mask, density, has_masks, masked_params, modules_of
 
-__all__ = ["StepFlops", "ZERO", "StepCounter", "arm_threads", "counting_outside", "take_pending", "seen"]
+__all__ = ["StepFlops", "ZERO", "StepCounter", "arm_threads", "counting_outside", "take_pending", "seen", "set_engine",
+           "engine"]
 
 aten = torch.ops.aten
 _FORMULAS = {**formulas(), aten._to_copy: lambda *a, **k: 0}  # _to_copy: autocast copies of masked weights
 _LOCK = threading.RLock()
 _LOCAL = threading.local()  # .charging: this thread's stack of entered charging counters
+_ENGINE = ["python"]  # what counters made from now on count with: "python" (CountingMode) or "native"
+
+
+def set_engine(name: str) -> None:
+    """Count with `name` ("python": the Python dispatch mode; "native": `native.NativeCountingMode`)
+    in every counter made from now on (the run's choice: `native.choose_engine`)."""
+    if name not in ("python", "native"):
+        raise ValueError(f"Unknown FLOP meter engine {name!r}. Valid: python, native.")
+    _ENGINE[0] = name
+    guard.counting_at("Fake" if name == "native" else "Python")
+
+
+def engine() -> str:
+    return _ENGINE[0]
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,10 @@ class StepCounter:
         # `audited`: the harness's own counters (charging, or reporting to a sink, or its evaluation's)
         # add what they see to `seen()`, which the time audit explains
         self.audited = (charging or sink is not None) if audited is None else audited
-        self.mode = CountingMode(_FORMULAS, self._report, self._moved if self.audited else None)
+        moved = self._moved if self.audited else None
+        self.mode: CountingMode | native.NativeCountingMode = (
+            native.NativeCountingMode(_FORMULAS, self._report, moved, self._moves) if _ENGINE[0] == "native"
+            else CountingMode(_FORMULAS, self._report, moved))
         self._paused = 0
         self._executed = [0.0, 0.0]  # forward, backward
         self._saved = [0.0, 0.0]  # FLOPs the masks discount
@@ -154,6 +172,7 @@ class StepCounter:
             self._stance.__exit__(*exc)
         self._weights.clear()
         self._inputs.clear()
+        native.refresh()  # an outer counter of this thread may count bytes again
 
     @contextmanager
     def pause(self) -> Iterator[None]:
@@ -161,10 +180,12 @@ class StepCounter:
             yield
             return
         self._paused += 1
+        native.refresh()
         try:
             yield
         finally:
             self._paused -= 1
+            native.refresh()
 
     def mark_forward(self) -> None:
         """Kept for callers of the old API: forward and backward are now told apart per op."""
@@ -216,8 +237,13 @@ class StepCounter:
                 if kept is not None:
                     self._saved[backward] += flops * (1.0 - kept)
 
+    def _moves(self) -> bool:
+        """Whether the ops without a FLOP rule run now are this counter's to audit (the native engine
+        asks at each change; the Python mode asks per op)."""
+        return not self._paused and len(_stack()) <= self._depth
+
     def _moved(self, out: object, args: tuple) -> None:
-        if not self._paused and len(_stack()) <= self._depth:
+        if self._moves():
             _SEEN[1] += bytes_moved(out, args)
             _SEEN[2] += 1
 
@@ -278,7 +304,8 @@ def seen() -> tuple[float, float, float]:
     """(FLOPs, bytes, ops) the harness's counters saw so far in this process (the time audit explains
     a task's time by the differences over the task; bytes are those of ops without a FLOP rule:
     elementwise work the meter sees but does not charge)."""
-    return _SEEN[0], _SEEN[1], _SEEN[2]
+    nbytes, ops = native.moved()  # the native engine sums these in C++
+    return _SEEN[0], _SEEN[1] + nbytes, _SEEN[2] + ops
 
 
 def _to_target_or_pending(flops: float, backward: bool) -> None:

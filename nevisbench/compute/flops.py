@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nevisbench.compute import guard
+from nevisbench.compute import guard, native
 from nevisbench.compute.counter import (
     ZERO,
     StepCounter,
     StepFlops,
     arm_threads,
     counting_outside,
+    set_engine,
     take_pending,
 )
 from nevisbench.compute.flop_rules import conv_backward_flop
@@ -37,7 +38,7 @@ from nevisbench.errors import ConfigError, choice_error
 __all__ = [
     "StepFlops", "FlopTally", "FlopMeter", "StepCounter", "conv_backward_flop", "mask_densities",
     "structure_signature", "KINDS", "ZERO", "COUNT_MODES", "meter_options", "arm_threads", "counting_outside",
-    "take_pending",
+    "take_pending", "meter_engine",
 ]
 
 KINDS = ("train", "eval", "search")
@@ -59,6 +60,19 @@ def meter_options(meter_cfg: Any, learner_class: type | None) -> tuple[bool, int
     builtin = learner_class is not None and learner_class.__module__.startswith("nevisbench.")
     every_step = count == "every_step" or (count == "auto" and not builtin)
     return every_step, 1 if every_step else audit_every
+
+
+def meter_engine(meter_cfg: Any, learner_class: type | None) -> tuple[str, int]:
+    """(engine, audit_every) of a run: `meter_options`, and what counts ops (`meter.engine`, see
+    `native.choose_engine`), set for every counter made from now on. A `native` engine that cannot
+    be built here is a one-line ConfigError."""
+    every_step, audit_every = meter_options(meter_cfg, learner_class)
+    try:
+        name = native.choose_engine(str(getattr(meter_cfg, "engine", "auto")) if meter_cfg is not None else "auto", every_step)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    set_engine(name)
+    return name, audit_every
 
 
 @dataclass

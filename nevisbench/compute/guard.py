@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch.utils import _python_dispatch
 
-__all__ = ["protect", "tampered", "arm_kernel_guard", "check_kernels", "watch", "watched", "write", "unsealed",
+__all__ = ["protect", "tampered", "arm_kernel_guard", "check_kernels", "counting_at", "watch", "watched", "write", "unsealed",
            "violation", "violations", "take_violations",
            "check_pause_caller", "flag",
            "take_flags", "mark_signals", "check_signals", "arm_raw_threads", "raw_threads_running", "mark_threads", "check_threads",
@@ -214,22 +214,42 @@ def arm_kernel_guard(ops: Any) -> None:
                 continue
             name, overloads = schema.name, [getattr(op, "_overloadname", "default")]
         _KERNEL_OPS.extend(name if overload == "default" else f"{name}.{overload}" for overload in overloads)
-    _KERNEL_BASELINE.update(name for name in _KERNEL_OPS if _python_kernel(name))
+    _KERNEL_BASELINE.update(name for name in _KERNEL_OPS if any(
+        _has_kernel(name, key) for key in ("Python", "Fake")))
 
 
-def _python_kernel(name: str) -> bool:
+def _has_kernel(name: str, key: str) -> bool:
     try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(name, "Python")
-    except RuntimeError:  # an op this build does not have
+        return torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+    except RuntimeError:
         return False
 
 
+_COUNTING_KEY = ["Python"]  # the dispatcher key the meter counts at: the Python mode's, or the native engine's
+
+
+def counting_at(key: str) -> None:
+    """The meter counts at dispatcher key `key` from now on ("Python", or "Fake" for the native engine)."""
+    _COUNTING_KEY[0] = key
+
+
+def _python_kernel(name: str) -> str | None:
+    """The key the meter counts at, where `name` has a kernel of its own there (a kernel at the Python
+    key runs instead of the dispatch mode; one at `Fake` instead of the native engine's fallback)."""
+    key = _COUNTING_KEY[0]
+    try:
+        return key if torch._C._dispatch_has_kernel_for_dispatch_key(name, key) else None
+    except RuntimeError:  # an op this build does not have
+        return None
+
+
 def check_kernels(where: str) -> None:
-    """Record a counted op that gained a kernel at the dispatcher's Python key since the guard was
+    """Record a counted op that gained a kernel at the dispatcher key the meter counts at since the guard was
     armed (~3 us an op, 54 ops: run at every counted step, the fit's end and the commit)."""
     for name in _KERNEL_OPS:
-        if name not in _KERNEL_BASELINE and _python_kernel(name):
-            violation(f"registered a kernel for {name} at the dispatcher's Python key (found at {where}): the FLOP "
+        key = None if name in _KERNEL_BASELINE else _python_kernel(name)
+        if key is not None:
+            violation(f"registered a kernel for {name} at the dispatcher's {key} key (found at {where}): the FLOP "
                       "meter's dispatch mode no longer sees the op, so its compute cannot be charged")
 
 
@@ -257,7 +277,11 @@ def arm_mode_guard(*mode_types: type) -> None:
 
 
 def mode_missing(mode: object) -> bool:
-    """Whether `mode` (entered, not exited) is no longer on this thread's dispatch mode stack."""
+    """Whether `mode` (entered, not exited) no longer counts this thread's ops: a Python mode no longer
+    on the thread's dispatch mode stack, a native one whose dispatcher key was switched off."""
+    missing = getattr(mode, "missing", None)
+    if callable(missing):
+        return bool(missing())
     return mode not in _python_dispatch._get_current_dispatch_mode_stack()
 
 

@@ -34,6 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "protocol.flip": ("all", "not_ocr"),
     "protocol.crop_fallback": ("center", "clamp"),
     "meter.count": ("auto", "every_step", "cached"),
+    "meter.engine": ("auto", "native", "python"),
     "meter.time_audit": ("auto", "always", "off"),
     "protocol.batch_size": ("fixed", "nevis_rule"),
 }

@@ -148,6 +148,7 @@ class MeterConfig:
 
     count: str = "auto"  # auto | every_step | cached (auto: every step for third-party plugins)
     audit_every: int = 32  # cached: a step whose cost is cached is counted again every N-th step
+    engine: str = "auto"  # auto | native | python: what counts ops (auto: the native counter where every step is counted)
     time_audit: str = "auto"  # auto | always | off: audit each task's CPU time against its counted work (auto: plugins)
     unexplained_max: float = 1.5  # flag a task whose real compute is more than this x what its counted work explains
     unexplained_min_seconds: float = 1.0  # ... and whose unexplained CPU seconds pass this

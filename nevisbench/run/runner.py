@@ -25,7 +25,7 @@ from rich.console import Console
 from nevisbench.api.learner import Learner, clone_module
 from nevisbench.api.types import TaskInfo, task_seed
 from nevisbench.compute import guard
-from nevisbench.compute.flops import FlopMeter, FlopTally, meter_options, take_pending
+from nevisbench.compute.flops import FlopMeter, FlopTally, meter_engine, take_pending
 from nevisbench.config import to_yaml
 from nevisbench.config.search_space import searches_learner
 from nevisbench.errors import ConfigError, DataError, PluginError, RunFailed, RunInterrupted, TaskFailed
@@ -96,7 +96,8 @@ def run(cfg: DictConfig, console: Console | None = None, metrics: Sequence[Strea
                 _report_task(cfg, console, results[-1], len(stream.tasks), folder.path)
         except KeyboardInterrupt:
             raise RunInterrupted(folder.path, sum(r["status"] == "ok" for r in results)) from None
-        summary = summarize(cfg, folder.name, results, runner.meter.stream.as_dict(), skipped=skipped, backbone=runner.backbone_info)
+        summary = summarize(cfg, folder.name, results, runner.meter.stream.as_dict(), skipped=skipped, backbone=runner.backbone_info,
+                            meter_engine=runner.meter_engine)
         summary.sections.update(score_lines(metrics, results))
         folder.store.write_summary(summary.to_dict())
         folder.store.clear_state()  # a finished run needs no resume state
@@ -215,9 +216,11 @@ class StreamRunner:
     def __init__(self, cfg: DictConfig, *, backbone: torch.nn.Module | None, feature_dim: int | None, store: ResultsStore,
                  console: Console, tasks: Sequence[TaskSpec] = (), learner: Learner | None = None,
                  metrics: Sequence[StreamMetric] = METRICS) -> None:
-        self.cfg, self.store, self.console = cfg, store, console
+        self.cfg, self.store, self.console, self.name = cfg, store, console, cfg.learner.name
+        # what counts ops: chosen before the learner's own code runs (its constructor and prepare() are counted)
+        self.meter_engine, audit_every = meter_engine(cfg.get("meter"), type(learner) if learner is not None
+                                                       else get_learner_class(self.name))
         self.metrics = [metric for metric in metrics if metric.enabled(cfg)]  # those that measure each task
-        self.name = cfg.learner.name
         self.data = StreamData(cfg, tasks)  # what the learner may draw: train splits of the tasks so far
         if learner is not None:  # a learner built by the caller (benchmarks) draws from this run's data too
             learner.context = dataclasses.replace(learner.context, data=self.data.for_learner())
@@ -234,7 +237,7 @@ class StreamRunner:
         self._prepare_threads = [t for t in threading.enumerate() if t not in before]  # its work is prepare's too
         self.backbone_info = describe_backbone(self.learner, backbone, prepared)  # the architecture that runs
         self.scenario = Scenario(cfg.scenario, prepared, learner_name=self.name)
-        self.meter = FlopMeter(audit_every=meter_options(cfg.get("meter"), type(self.learner))[1]).watch()
+        self.meter = FlopMeter(audit_every=audit_every).watch()
         self.precision = resolve_precision(cfg)
         self.device = training_device(cfg)
         self.sink = make_sink(cfg, store.run_dir, store.run_dir.name, console) if store.writer else None
@@ -335,20 +338,17 @@ class StreamRunner:
         failure = failure or refusal(self.name, task.key, self.meter)
         task_cfg = task_config(cfg, len(data.train))  # the task's batch size (protocol.batch_size)
         result = TaskResult(
-            task=task.key, index=index, domain=task.domain, num_classes=task.num_classes,
-            metric=task_metric(task.multi_label), test_error=scores["test"],
-            dev_test_error=scores["dev_test"], selected=winner.selected, dev_error=winner.dev_error, steps=winner.steps,
-            flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=winner.anytime, wall_seconds=wall,
-            throughput=throughput(tally, winner.steps * task_cfg.data.batch_size, self.device, self.precision,
-                                  cfg.trainer.peak_flops),
-            peak_memory_bytes=peak_memory(self.device),
+            task=task.key, index=index, domain=task.domain, num_classes=task.num_classes, metric=task_metric(task.multi_label),
+            test_error=scores["test"], dev_test_error=scores["dev_test"], selected=winner.selected, dev_error=winner.dev_error,
+            steps=winner.steps, flops=tally.as_dict(), cumulative_flops=self.meter.stream.total, anytime=winner.anytime,
+            wall_seconds=wall, peak_memory_bytes=peak_memory(self.device),
+            throughput=throughput(tally, winner.steps * task_cfg.data.batch_size, self.device, self.precision, cfg.trainer.peak_flops),
             data_on_device=bool(winner.loaders) and winner.loaders["train"].images.device == self.device,
             num_train=len(data.train), num_test=len(data.test), status="ok" if failure is None else "failed",
             error=failure, budget=winner.budget, search=search_record(cfg, trials, winner) if search.enabled else None,
             extra={"optimization": optimization_record(task_cfg, len(data.train), winner.steps),
                    **(self._task_report(task) if failure is None else {}), **({"revisit": revisit} if revisit else {}),
-                   "audit": audit,
-                   **measured})
+                   "audit": audit, **measured})
         line = self._commit(index, result)
         search.clear()
         return line

@@ -182,6 +182,27 @@ class _FallsThroughConvolutions(TaskModule):
         self._library._destroy()
 
 
+class _FallsThroughNative(TaskModule):
+    """The same at the native engine's key (`Fake`): the convolutions then skip its fallback."""
+
+    def on_train_start(self) -> None:
+        self._library = torch.library.Library("aten", "IMPL")
+        for op in ("convolution", "_convolution", "convolution_backward"):
+            self._library.impl(op, torch.library.fallthrough_kernel, "Fake")
+
+    def on_train_end(self) -> None:
+        self._library._destroy()
+
+
+class _SwitchesKeyOff(TaskModule):
+    """Takes the native engine's dispatcher key out of its thread's sets around an extra pass."""
+
+    def training_step(self, batch, batch_idx):
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet("Fake")):
+            _pass(self, batch[0])
+        return super().training_step(batch, batch_idx)
+
+
 class _ForkedGradients(TaskModule):
     """A forked child computes a training pass per step (its work is another process's)."""
 
@@ -297,6 +318,8 @@ LowersTallyLearner = _plugin(_LowersTally)
 WritesAroundGuardLearner = _plugin(_WritesAroundGuard)
 StopsCountingLearner = _plugin(_StopsCounting)
 FallsThroughLearner = _plugin(_FallsThroughConvolutions)
+FallsThroughNativeLearner = _plugin(_FallsThroughNative)
+SwitchesKeyOffLearner = _plugin(_SwitchesKeyOff)
 ForkedGradientsLearner = _plugin(_ForkedGradients)
 RawThreadLearner = _plugin(_RawThread)
 AlarmLearner = _plugin(_AlarmPasses)

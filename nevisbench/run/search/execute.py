@@ -19,7 +19,7 @@ from rich.console import Console
 from nevisbench.api.learner import detach_derived
 from nevisbench.api.types import TaskInfo
 from nevisbench.compute import guard
-from nevisbench.compute.flops import FlopMeter, meter_options
+from nevisbench.compute.flops import FlopMeter, meter_engine
 from nevisbench.errors import DataError, PluginError
 from nevisbench.run.search.parallel import run_trials, search_slots, stopping
 from nevisbench.run.search.study import TaskSearch
@@ -150,7 +150,8 @@ def trial_job(job: dict[str, Any]) -> int:
     quiet_lightning()
     kit = torch.load(job["kit"], map_location="cpu", weights_only=False)
     start = kit["start"]
-    meter = FlopMeter(audit_every=meter_options(start.cfg.get("meter"), type(start.learner))[1]).watch()
+    _engine, audit_every = meter_engine(start.cfg.get("meter"), type(start.learner))  # the run's, in this worker too
+    meter = FlopMeter(audit_every=audit_every).watch()
     trainer = TaskTrainer(start, store=ResultsStore(Path(job["run_dir"])), console=Console(), meter=meter)
     spec, index, k, seed = kit["spec"], kit["index"], job["k"], kit["seed"]
     if (spec.key, seed) not in _DATA:

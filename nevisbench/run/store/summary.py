@@ -58,7 +58,8 @@ SUMMARY_KEYS = frozenset(f.name for f in fields(Summary) if f.name not in ("scor
 
 
 def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]], meter_total: dict[str, Any],
-              skipped: list[dict[str, str]] | None = None, backbone: dict[str, Any] | None = None) -> Summary:
+              skipped: list[dict[str, str]] | None = None, backbone: dict[str, Any] | None = None,
+              meter_engine: str | None = None) -> Summary:
     results = [r for r in all_results if r["status"] == "ok"]
     errors = [r["test_error"] for r in results]
     by_domain: dict[str, list[float]] = {}
@@ -68,7 +69,7 @@ def summarize(cfg: DictConfig, run_name: str, all_results: list[dict[str, Any]],
         run_name=run_name, learner=cfg.choices.learner,
         learner_config=cast(dict, OmegaConf.to_container(cfg.learner, resolve=True)), stream=cfg.stream.name,
         scenario=cfg.scenario, seed=cfg.seed, backbone=backbone or {"name": cfg.backbone.name}, num_tasks=len(results),
-        provenance=provenance(cfg.trainer.get("accelerator"), cfg.trainer.get("devices")),
+        provenance={**provenance(cfg.trainer.get("accelerator"), cfg.trainer.get("devices")), "meter_engine": meter_engine},
         mean_test_error=sum(errors) / len(errors) if errors else None,
         mean_test_error_by_domain={d: sum(v) / len(v) for d, v in sorted(by_domain.items())},
         total_flops=meter_total["total"], flops=meter_total, wall_seconds=sum(r["wall_seconds"] for r in results),
