@@ -9,7 +9,7 @@ Two settings:
 - default: the meter as the learners nevisbench ships run it (`meter.count=cached`: one counted
   step per structure, audited every 32nd), whole-run time (goal: below 1.01);
 - `--plugin`: a third-party plugin, counted every step (`meter.count=every_step`: every op through
-  the meter's dispatch mode), against the same run uncounted, for ResNet18 32 px batch 16 and
+  the meter's engine, `--engine`: native by default where it builds), against the same run uncounted, for ResNet18 32 px batch 16 and
   ResNet50 64 px batch 32 (goal: at most 1.05). The time compared is the steady state: from the
   start of step `--skip` to the end of training (the first steps, and the prologue the meter
   counts, are start-up work of both runs). Process CPU time is compared too: on a shared machine
@@ -17,6 +17,7 @@ Two settings:
 
     python benchmarks/flop_meter_overhead.py            # ResNet18, 32x32, batch 16, 200 steps, 6 pairs
     python benchmarks/flop_meter_overhead.py --plugin   # every_step, both models (~5 minutes on 2 cores)
+    python benchmarks/flop_meter_overhead.py --plugin --engine python   # the same, counted by the Python mode
     python benchmarks/flop_meter_overhead.py --tiny     # seconds; used by the tests so it cannot rot
     python benchmarks/flop_meter_overhead.py --tiny --plugin
 """
@@ -37,7 +38,8 @@ from torch import nn
 
 from nevisbench.api.learner import TaskInfo
 from nevisbench.api.module import TaskModule
-from nevisbench.compute import guard
+from nevisbench.compute import guard, native
+from nevisbench.compute.counter import set_engine
 from nevisbench.compute.flops import FlopMeter, StepCounter, arm_threads, structure_signature
 from nevisbench.config import compose
 from nevisbench.run.task.callbacks import FlopMeterCallback
@@ -193,6 +195,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 on a loaded machine, where threads spin-wait on each other")
     parser.add_argument("--tiny", action="store_true", help="a few steps, 1 pair, 16px: a smoke test")
+    parser.add_argument("--engine", default="auto", choices=native.ENGINES,
+                        help="what counts ops (meter.engine): auto = native for --plugin where it builds, else python")
     args = parser.parse_args()
     pairs = 1 if args.tiny else args.pairs or (4 if args.plugin else 6)
     if args.tiny:
@@ -201,7 +205,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device: cpu ({torch.get_num_threads()} threads), torch {torch.__version__}", flush=True)
+    engine = native.choose_engine(args.engine, every_step=args.plugin or args.audit_every == 1)
+    set_engine(engine)
+    print(f"device: cpu ({torch.get_num_threads()} threads), torch {torch.__version__}; meter engine: {engine}", flush=True)
     if args.plugin:
         results = plugin_overhead(pairs, args.tiny, args.models.split(","))
         summary = ", ".join(f"{label} {wall:.4f} (CPU {cpu:.4f})" for label, wall, cpu in results)

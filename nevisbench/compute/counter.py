@@ -26,14 +26,14 @@ import torch
 from torch import nn
 
 from nevisbench.compute import guard, native
-from nevisbench.compute.flop_rules import CountingMode, bytes_moved, formulas
+from nevisbench.compute.flop_rules import CountingMode, bytes_moved, formulas, zero_flops
 from nevisbench.compute.masks import check_mask, density, has_masks, masked_params, modules_of
 
 __all__ = ["StepFlops", "ZERO", "StepCounter", "arm_threads", "counting_outside", "take_pending", "seen", "set_engine",
            "engine"]
 
 aten = torch.ops.aten
-_FORMULAS = {**formulas(), aten._to_copy: lambda *a, **k: 0}  # _to_copy: autocast copies of masked weights
+_FORMULAS = {**formulas(), aten._to_copy: zero_flops}  # _to_copy: autocast copies of masked weights
 _LOCK = threading.RLock()
 _LOCAL = threading.local()  # .charging: this thread's stack of entered charging counters
 _ENGINE = ["python"]  # what counters made from now on count with: "python" (CountingMode) or "native"
@@ -128,7 +128,8 @@ class StepCounter:
         self.audited = (charging or sink is not None) if audited is None else audited
         moved = self._moved if self.audited else None
         self.mode: CountingMode | native.NativeCountingMode = (
-            native.NativeCountingMode(_FORMULAS, self._report, moved, self._moves) if _ENGINE[0] == "native"
+            native.NativeCountingMode(_FORMULAS, self._report, moved, self._moves, self._fast, self._absorb)
+            if _ENGINE[0] == "native"
             else CountingMode(_FORMULAS, self._report, moved))
         self._paused = 0
         self._executed = [0.0, 0.0]  # forward, backward
@@ -143,6 +144,7 @@ class StepCounter:
         self._depth = 0
 
     def __enter__(self) -> StepCounter:
+        native.flush()  # the native engine's sums so far belong to the counters counting until now
         if self.root is not None:
             modules = modules_of(self.root)  # one walk for both (a ResNet's `parameters()` alone took ~0.2 ms)
             self._masked = list(masked_params(self.root)) if has_masks(modules) else []
@@ -161,6 +163,7 @@ class StepCounter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        native.flush()
         self.mode.__exit__(*exc)
         if self.charging and self in _stack():
             _stack().remove(self)
@@ -179,11 +182,13 @@ class StepCounter:
         if not guard.check_pause_caller():  # a learner pausing the count: recorded, and counting goes on
             yield
             return
+        native.flush()
         self._paused += 1
         native.refresh()
         try:
             yield
         finally:
+            native.flush()
             self._paused -= 1
             native.refresh()
 
@@ -195,6 +200,7 @@ class StepCounter:
         return any(p._version != version for p, version in self._versions)
 
     def totals(self) -> StepFlops:
+        native.flush()
         with _LOCK:
             fwd, bwd = self._executed
             return StepFlops(fwd, bwd, fwd - self._saved[0], bwd - self._saved[1], self._train_like)
@@ -236,6 +242,21 @@ class StepCounter:
                 kept = self._masked_density(op, args, out, backward)
                 if kept is not None:
                     self._saved[backward] += flops * (1.0 - kept)
+
+    def _fast(self) -> bool:
+        """Whether the native engine may sum this counter's ops in C++: it needs no op's operands (masks)
+        and reports to no sink op by op."""
+        return not self._masked and self.sink is None
+
+    def _absorb(self, forward: float, backward: float, train_like: float, ops: int) -> None:
+        """Ops the native engine counted in C++ while this counter counted (see `_report`)."""
+        if self.audited:
+            _SEEN[0] += forward + backward
+            _SEEN[2] += ops
+        with _LOCK:
+            self._executed[0] += forward
+            self._executed[1] += backward
+            self._train_like += train_like
 
     def _moves(self) -> bool:
         """Whether the ops without a FLOP rule run now are this counter's to audit (the native engine

@@ -24,7 +24,7 @@ from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_flop_count
 
-__all__ = ["conv_backward_flop", "formulas", "CountingMode", "bytes_moved"]
+__all__ = ["conv_backward_flop", "formulas", "CountingMode", "bytes_moved", "zero_flops"]
 
 aten = torch.ops.aten
 
@@ -42,6 +42,11 @@ def conv_backward_flop(
     """
     forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def zero_flops(*args, out_val=None, **kwargs) -> int:
+    """An op counted at 0 FLOPs (e.g. `_to_copy`: autocast's copies of masked weights, which the masks track)."""
+    return 0
 
 
 def _conv(x, w, _bias, _stride, _padding, _dilation, transposed, *rest, out_val=None, **kwargs) -> int:

@@ -3,11 +3,13 @@ through a dispatcher fallback in C++ (`native_counter.cpp`) instead of a Python 
 
 Why: a Python dispatch mode costs every op a trip through the interpreter (~24 us on this CPU, 297
 ops per ResNet-18 training step: 9% of a 32 px step before the meter does anything). The native
-fallback handles the ~220 ops without a FLOP rule in C++ (their bytes moved, for the time audit)
-and calls Python only for the ops with one, with the arguments `__torch_dispatch__` would get, so
-the same rules (`flop_rules`, masks) count them.
+fallback handles the ops without a FLOP rule in C++ (their bytes moved, for the time audit), counts
+convolutions, their backward, mm and addmm in C++ by the formulas of `flop_rules` (summed per
+window, taken by `flush`), and calls Python for the other ops with a rule, and for every counted op
+of a counter with masks, with the arguments `__torch_dispatch__` would get, so the same rules count
+them. docs/flop-meter.md has the design and the measurements.
 
-The extension is compiled once per machine and torch version (torch.utils.cpp_extension, ~30 s,
+The extension is compiled once per machine and torch version (torch.utils.cpp_extension, ~25 s,
 cached under ~/.cache/torch_extensions); where it cannot be built (no compiler, another torch)
 `meter.engine=auto` keeps the Python mode and says why once. `choose_engine` picks per run.
 """
@@ -24,10 +26,16 @@ from typing import Any
 
 import torch
 
-from nevisbench.compute import guard
+from nevisbench.compute import flop_rules, guard
 from nevisbench.compute.flop_rules import _ALIASES, _METADATA
 
-__all__ = ["ENGINES", "NativeCountingMode", "arm_key_guard", "available", "choose_engine", "moved", "refresh",
+_aten = torch.ops.aten
+# packet -> (the rule's number in native_counter.cpp, the Python formula it equals)
+_NATIVE_RULES = {_aten.convolution: (1, flop_rules._conv), _aten._convolution: (1, flop_rules._conv),
+                 _aten.convolution_backward: (2, flop_rules._conv_backward), _aten.mm: (3, flop_rules._mm),
+                 _aten.addmm: (4, flop_rules._addmm), _aten._to_copy: (5, flop_rules.zero_flops)}
+
+__all__ = ["ENGINES", "NativeCountingMode", "arm_key_guard", "available", "choose_engine", "flush", "moved", "refresh",
            "unavailable_reason"]
 
 ENGINES = ("auto", "native", "python")
@@ -43,14 +51,22 @@ _CONFIGURED: list[dict] = []  # the table the extension was configured with
 
 
 def _build() -> Any:
-    from torch.utils import cpp_extension
-
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on every CPU machine
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
     name = "nevisbench_native_counter"
     built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
     if not built.exists() or built.stat().st_mtime < _SOURCE.stat().st_mtime:
-        _LOG.warning("Building the FLOP meter's native counter (once per machine and torch version, ~30 s) ...")
+        _LOG.warning("Building the FLOP meter's native counter (once per machine and torch version, ~25 s) ...")
     start = time.perf_counter()
-    ext = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O2"], verbose=False)
+    quiet.setLevel(logging.ERROR)
+    try:
+        ext = cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O2"], verbose=False)
+    finally:
+        quiet.setLevel(level)
     if time.perf_counter() - start > 2:
         _LOG.warning("... built in %.0f s.", time.perf_counter() - start)
     return ext
@@ -75,7 +91,9 @@ def _configure(table: dict) -> None:
         return
     counted = sorted({packet._qualified_op_name for packet in table if hasattr(packet, "_qualified_op_name")})
     passed = sorted({op._schema.name for op in _METADATA} | {packet._qualified_op_name for packet in _ALIASES})
-    _EXT.configure(counted, passed, _on_counted)
+    # the rules native_counter.cpp also has, where `table` uses exactly those (else Python counts each op)
+    native = {packet._qualified_op_name: rule for packet, (rule, formula) in _NATIVE_RULES.items() if table.get(packet) is formula}
+    _EXT.configure(counted, passed, native, _on_counted)
     _CONFIGURED.append(table)
 
 
@@ -135,11 +153,25 @@ def _modes() -> list[NativeCountingMode]:
 
 
 def refresh() -> None:
-    """Tell this thread's window whether any of its modes wants bytes now (a counter paused, or one
-    entered or left)."""
+    """Tell this thread's window what its modes want now (after a counter paused, or one entered or
+    left): bytes moved (a counter audits them now), and whether C++ may sum the ops it has rules for."""
     modes = _modes()
     if modes and _EXT is not None:
-        _EXT.want_bytes(any(mode.moved is not None and mode.gate() for mode in modes))
+        _EXT.want(any(mode.moved is not None and mode.gate() for mode in modes), all(mode.fast() for mode in modes))
+
+
+def flush() -> None:
+    """Hand the sums C++ made in this thread's window since the last flush to the modes counting now.
+    Called before anything changes which counters count (a counter entered, left or paused) and
+    before a counter's totals are read, so the sums always belong to the counters that counted them."""
+    modes = _modes()
+    if not modes or _EXT is None:
+        return
+    forward, backward, train_like, ops = _EXT.take()
+    if ops:
+        for mode in list(modes):
+            if mode.gate():
+                mode.absorb(float(forward), float(backward), float(train_like), ops)
 
 
 def moved() -> tuple[float, int]:
@@ -151,16 +183,18 @@ def moved() -> tuple[float, int]:
 
 
 class NativeCountingMode:
-    """The native engine's stand-in for `CountingMode` (same arguments; `gate()` says whether the
-    counter wants bytes moved now). Entered modes of one thread share its window."""
+    """The native engine's stand-in for `CountingMode` (its arguments, and: `gate()`, whether the counter
+    counts now (not paused, not hidden by a charging counter inside it); `fast()`, whether C++ may sum
+    its ops; `absorb(forward, backward, train_like, ops)`, takes such sums). Entered modes of one
+    thread share its window."""
 
     def __init__(self, table: dict, report: Callable[..., None], moved: Callable[..., None] | None,
-                 gate: Callable[[], bool]) -> None:
+                 gate: Callable[[], bool], fast: Callable[[], bool], absorb: Callable[[float, float, float, int], None]) -> None:
         if _load() is None:
             raise RuntimeError(f"the FLOP meter's native counter is not available: {_REASON}")
         _configure(table)
         arm_key_guard()
-        self.table, self.report, self.moved, self.gate = table, report, moved, gate
+        self.table, self.report, self.moved, self.gate, self.fast, self.absorb = table, report, moved, gate, fast, absorb
 
     def __enter__(self) -> NativeCountingMode:
         modes = _modes()
@@ -226,6 +260,7 @@ class _WatchedGuard:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._guard = self.original(*args, **kwargs)
+        _check_armed()  # a guard that acts when made
 
     def __enter__(self) -> Any:
         entered = self._guard.__enter__()
@@ -237,7 +272,9 @@ class _WatchedGuard:
 
 
 def arm_key_guard() -> None:
-    """Wrap torch's dispatch-key switches (idempotent; the native engine arms it when first used)."""
+    """Wrap torch's dispatch-key switches (idempotent). Armed before a third-party learner's module is
+    imported (`registry.get_learner_class`), so that a plugin binding one by name at import binds the
+    wrapper, and by the native engine when first used."""
     for name in _SWITCHES:
         original = getattr(torch._C, name, None)
         if original is not None and not hasattr(original, "__wrapped__"):

@@ -6,8 +6,11 @@
 // below autograd, just above the Python key, so it sees the ops a Python dispatch mode sees) is in
 // the thread's included set and a `Window` is on its debug-info stack; both travel with the
 // autograd engine to the threads that run backward. For every op reaching the key:
-// - an op with a FLOP rule (its name registered from Python) runs, then the Python handler gets
-//   its arguments and outputs exactly as `__torch_dispatch__` would;
+// - an op with a FLOP rule (its name registered from Python) runs; then, when the window is `fast`
+//   (no counter in it has masks or reports to a sink) and the rule is one of the five written here
+//   too (convolution and its backward, mm, addmm, and _to_copy at 0), its FLOPs are added to the
+//   window's sums, which Python takes at each change of its counters (`take`); otherwise the
+//   Python handler gets the op's arguments and outputs exactly as `__torch_dispatch__` would;
 // - an op that decomposes (a CompositeImplicitAutograd kernel) runs with the key still on, so its
 //   parts are counted;
 // - views, aliases and metadata queries run untouched;
@@ -20,7 +23,9 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/node.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
 
@@ -45,7 +50,14 @@ struct Window : c10::DebugInfoBase {
   explicit Window(int64_t id_) : id(id_) {}
   const int64_t id;
   std::atomic<bool> bytes_on{false};
+  std::atomic<bool> fast{false};
+  // the fast path's sums since Python last took them: FLOPs forward, backward, forward with grad, ops
+  std::atomic<int64_t> forward{0}, backward{0}, train_like{0}, ops{0};
 };
+
+// the FLOP rules written here as in flop_rules.py (`_conv`, `_conv_backward`, `_mm`, `_addmm`; the
+// `_to_copy` of autocast's weight copies at 0), by the names Python registers them under
+enum Rule : int8_t { PYTHON_ONLY = 0, CONV = 1, CONV_BACKWARD = 2, MM = 3, ADDMM = 4, ZERO = 5 };
 
 // what an op is, found once per operator: >= 0 the index of an op with a FLOP rule
 constexpr int32_t MOVED = -1, PASS = -2, DECOMPOSE = -3;
@@ -55,6 +67,8 @@ std::unordered_set<std::string> g_counted;  // operator names with a FLOP rule (
 std::unordered_set<std::string> g_pass;  // operator names run untouched (metadata queries, aliases)
 std::unordered_map<const c10::FunctionSchema*, int32_t> g_kinds;
 std::vector<std::pair<std::string, std::string>> g_names;  // index -> (name, overload)
+std::vector<int8_t> g_rules;  // index -> Rule
+std::unordered_map<std::string, int8_t> g_native;  // operator name -> Rule, for those written here
 PyObject* g_handler = nullptr;  // handler(window id, index, args, kwargs, out)
 std::atomic<int64_t> g_bytes{0}, g_ops{0};
 
@@ -76,6 +90,8 @@ int32_t classify(const c10::OperatorHandle& op) {
   if (g_counted.count(name.name)) {
     kind = static_cast<int32_t>(g_names.size());
     g_names.emplace_back(name.name, name.overload_name);
+    auto rule = g_native.find(name.name);
+    g_rules.push_back(rule == g_native.end() ? PYTHON_ONLY : rule->second);
   } else if (g_pass.count(name.name)) {
     kind = PASS;
   } else if (name.name != "prim::device" && op.hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd)) {
@@ -145,6 +161,78 @@ void report(const c10::OperatorHandle& op, int64_t window, int32_t index, const 
   handler(window, index, parsed.first, parsed.second, out);
 }
 
+int32_t rule_of(int32_t index) {
+  std::lock_guard<std::mutex> hold(g_lock);
+  return g_rules.at(static_cast<size_t>(index));
+}
+
+int64_t product(c10::IntArrayRef sizes, size_t from) {
+  int64_t out = 1;
+  for (size_t i = from; i < sizes.size(); ++i) out *= sizes[i];
+  return out;
+}
+
+// torch.utils.flop_counter.conv_flop_count: 2 x output positions (input's if transposed) x filter
+// size x batch x out channels x in channels per group
+int64_t conv_count(c10::IntArrayRef x, c10::IntArrayRef w, c10::IntArrayRef out, bool transposed) {
+  return product(transposed ? x : out, 2) * product(w, 2) * x[0] * w[0] * w[1] * 2;
+}
+
+const at::Tensor* tensor_at(const std::vector<c10::IValue>& inputs, size_t i) {
+  if (i >= inputs.size() || !inputs[i].isTensor()) return nullptr;
+  const at::Tensor& t = inputs[i].toTensor();
+  return t.defined() ? &t : nullptr;
+}
+
+// The op's FLOPs by its rule, or -1 where its arguments are not what the rule reads (Python counts it).
+int64_t flops_of(int32_t rule, const std::vector<c10::IValue>& inputs, const torch::jit::Stack& stack, size_t n_out) {
+  if (rule == ZERO) return 0;
+  if (rule == CONV) {
+    const at::Tensor *x = tensor_at(inputs, 0), *w = tensor_at(inputs, 1);
+    if (x == nullptr || w == nullptr || n_out != 1 || !stack.back().isTensor() || inputs.size() < 7 || !inputs[6].isBool()) return -1;
+    const at::Tensor& out = stack.back().toTensor();
+    if (x->dim() < 3 || w->dim() != x->dim() || out.dim() != x->dim()) return -1;
+    return conv_count(x->sizes(), w->sizes(), out.sizes(), inputs[6].toBool());
+  }
+  if (rule == CONV_BACKWARD) {
+    const at::Tensor *grad = tensor_at(inputs, 0), *x = tensor_at(inputs, 1), *w = tensor_at(inputs, 2);
+    if (grad == nullptr || x == nullptr || w == nullptr || inputs.size() < 11 || !inputs[7].isBool() || !inputs[10].isBoolList()) return -1;
+    if (x->dim() < 3 || w->dim() != x->dim() || grad->dim() != x->dim()) return -1;
+    const auto mask = inputs[10].toBoolList();
+    if (mask.size() < 2) return -1;
+    return conv_count(x->sizes(), w->sizes(), grad->sizes(), inputs[7].toBool()) * (int64_t{mask.get(0)} + int64_t{mask.get(1)});
+  }
+  const size_t first = rule == ADDMM ? 1 : 0;
+  const at::Tensor *a = tensor_at(inputs, first), *b = tensor_at(inputs, first + 1);
+  if (a == nullptr || b == nullptr || a->dim() != 2 || b->dim() != 2) return -1;
+  return 2 * a->size(0) * a->size(1) * b->size(1);
+}
+
+bool counted_fast(Window* window, int32_t index, const std::vector<c10::IValue>& inputs, const torch::jit::Stack& stack,
+                  size_t n_out) {
+  if (!window->fast.load(std::memory_order_relaxed)) return false;
+  const int32_t rule = rule_of(index);
+  if (rule == PYTHON_ONLY) return false;
+  const int64_t flops = flops_of(rule, inputs, stack, n_out);
+  if (flops < 0) return false;
+  window->ops.fetch_add(1, std::memory_order_relaxed);
+  if (flops == 0) return true;
+  if (torch::autograd::get_current_node()) {  // run by the autograd engine: backward
+    window->backward.fetch_add(flops, std::memory_order_relaxed);
+    return true;
+  }
+  window->forward.fetch_add(flops, std::memory_order_relaxed);
+  if (c10::GradMode::is_enabled()) {
+    for (const auto& value : inputs) {
+      if (value.isTensor() && value.toTensor().defined() && value.toTensor().requires_grad()) {
+        window->train_like.fetch_add(flops, std::memory_order_relaxed);
+        break;
+      }
+    }
+  }
+  return true;
+}
+
 void fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
   const auto below = keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, KEY);
   const int32_t kind = classify(op);
@@ -166,7 +254,7 @@ void fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::ji
       c10::impl::ExcludeDispatchKeyGuard quiet(KEY);
       op.redispatchBoxed(below, stack);
     }
-    report(op, window->id, kind, inputs, stack, n_out);
+    if (!counted_fast(window, kind, inputs, *stack, n_out)) report(op, window->id, kind, inputs, stack, n_out);
     return;
   }
   // as flop_rules.bytes_moved reads it: a first operand that is one tensor (not a list of them)
@@ -185,12 +273,15 @@ void fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::ji
 
 // -- the Python side's controls -------------------------------------------------------------------
 
-void configure(const std::vector<std::string>& counted, const std::vector<std::string>& passed, py::object handler) {
+void configure(const std::vector<std::string>& counted, const std::vector<std::string>& passed,
+               const std::unordered_map<std::string, int8_t>& native, py::object handler) {
   std::lock_guard<std::mutex> hold(g_lock);
   g_counted = std::unordered_set<std::string>(counted.begin(), counted.end());
   g_pass = std::unordered_set<std::string>(passed.begin(), passed.end());
+  g_native = native;
   g_kinds.clear();
   g_names.clear();
+  g_rules.clear();
   Py_XDECREF(g_handler);
   g_handler = handler.release().ptr();
 }
@@ -213,9 +304,20 @@ void close_window(bool included_before) {
   if (c10::ThreadLocalDebugInfo::get(KIND) != nullptr) c10::ThreadLocalDebugInfo::_pop(KIND);
 }
 
-void want_bytes(bool on) {
+// What this thread's window does from now on: sum bytes moved (a counter audits them), count the
+// five rules here (no counter needs each op in Python).
+void want(bool bytes, bool fast) {
   auto* window = static_cast<Window*>(c10::ThreadLocalDebugInfo::get(KIND));
-  if (window != nullptr) window->bytes_on.store(on, std::memory_order_relaxed);
+  if (window == nullptr) return;
+  window->bytes_on.store(bytes, std::memory_order_relaxed);
+  window->fast.store(fast, std::memory_order_relaxed);
+}
+
+// The fast path's sums of this thread's window since the last take: (forward, backward, train-like, ops).
+std::tuple<int64_t, int64_t, int64_t, int64_t> take() {
+  auto* window = static_cast<Window*>(c10::ThreadLocalDebugInfo::get(KIND));
+  if (window == nullptr) return {0, 0, 0, 0};
+  return {window->forward.exchange(0), window->backward.exchange(0), window->train_like.exchange(0), window->ops.exchange(0)};
 }
 
 // The id of the window this thread counts into now, or -1 when its ops are not counted (no window,
@@ -239,7 +341,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("op_name", &op_name);
   m.def("open", &open_window);
   m.def("close", &close_window);
-  m.def("want_bytes", &want_bytes);
+  m.def("want", &want);
+  m.def("take", &take);
   m.def("armed", &armed);
   m.def("moved", &moved);
 }
