@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import TINY, register_learner
 
-from nevisbench.compute import guard
+from nevisbench.compute import guard, native
 from nevisbench.config import compose
 
 STEPS = 4
+NATIVE = pytest.mark.skipif(not native.available(), reason=f"no native engine here: {native.unavailable_reason()}")
 # enough work per step that the time audit measures seconds, not milliseconds (resnet18, 48 px, batch 16)
 AUDITED = ["trainer=cpu", "trainer.progress_bar=false", "data.image_size=48", "data.batch_size=16",
            "train.max_steps=12", "budget.milestones=0"]
@@ -52,8 +53,9 @@ def honest(tmp_path_factory) -> dict:
     ("WritesAroundGuardLearner", "the FLOP meter's FlopTally.train_backward was written around its guard", "auto"),
     ("StopsCountingLearner", "wrote the FLOP meter's FlopMeter.audit_every", "auto"),
     ("FallsThroughLearner", "registered a kernel for aten::convolution at the dispatcher's Python key", "python"),
-    ("FallsThroughNativeLearner", "registered a kernel for aten::convolution at the dispatcher's Fake key", "native"),
-    ("SwitchesKeyOffLearner", "switched off the FLOP meter's dispatcher key", "native"),
+    pytest.param("FallsThroughNativeLearner", "registered a kernel for aten::convolution at the dispatcher's Fake key", "native",
+                 marks=NATIVE),
+    pytest.param("SwitchesKeyOffLearner", "switched off the FLOP meter's dispatcher key", "native", marks=NATIVE),
 ])
 def test_reaching_into_the_meter_refuses_the_task_in_one_line(monkeypatch, tmp_path, trick, says, engine):
     # `auto` counts a plugin with the native engine where it builds; the tricks aimed at one engine run under it
@@ -79,6 +81,7 @@ def test_work_in_raw_threads_and_restores_is_charged(monkeypatch, tmp_path, hone
 
 
 @pytest.mark.slow
+@NATIVE
 def test_the_python_modes_holes_do_not_open_under_the_native_engine(monkeypatch, tmp_path, honest):
     # popping the Python dispatch modes, or fallthroughs at the Python key: the native engine counts below
     # neither, so the work is simply charged (under `meter.engine=python` both are refused, above)
