@@ -221,7 +221,7 @@ def arm_kernel_guard(ops: Any) -> None:
 def _has_kernel(name: str, key: str) -> bool:
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
-    except RuntimeError:
+    except RuntimeError:  # an op this build does not have
         return False
 
 
@@ -233,24 +233,21 @@ def counting_at(key: str) -> None:
     _COUNTING_KEY[0] = key
 
 
-def _python_kernel(name: str) -> str | None:
+def _kernel_key(name: str) -> str | None:
     """The key the meter counts at, where `name` has a kernel of its own there (a kernel at the Python
     key runs instead of the dispatch mode; one at `Fake` instead of the native engine's fallback)."""
     key = _COUNTING_KEY[0]
-    try:
-        return key if torch._C._dispatch_has_kernel_for_dispatch_key(name, key) else None
-    except RuntimeError:  # an op this build does not have
-        return None
+    return key if _has_kernel(name, key) else None
 
 
 def check_kernels(where: str) -> None:
     """Record a counted op that gained a kernel at the dispatcher key the meter counts at since the guard was
     armed (~3 us an op, 54 ops: run at every counted step, the fit's end and the commit)."""
     for name in _KERNEL_OPS:
-        key = None if name in _KERNEL_BASELINE else _python_kernel(name)
+        key = None if name in _KERNEL_BASELINE else _kernel_key(name)
         if key is not None:
             violation(f"registered a kernel for {name} at the dispatcher's {key} key (found at {where}): the FLOP "
-                      "meter's dispatch mode no longer sees the op, so its compute cannot be charged")
+                      "meter no longer sees the op, so its compute cannot be charged")
 
 
 # -- the dispatch mode -----------------------------------------------------------------------------

@@ -173,25 +173,21 @@ class _FallsThroughConvolutions(TaskModule):
     """Registers fallthroughs at the dispatcher's Python key for the convolutions: they then skip the
     counting mode (the whole network's convolutions go uncounted); removed again when training ends."""
 
+    KEY = "Python"
+
     def on_train_start(self) -> None:
         self._library = torch.library.Library("aten", "IMPL")
         for op in ("convolution", "_convolution", "convolution_backward"):
-            self._library.impl(op, torch.library.fallthrough_kernel, "Python")
+            self._library.impl(op, torch.library.fallthrough_kernel, self.KEY)
 
     def on_train_end(self) -> None:
         self._library._destroy()
 
 
-class _FallsThroughNative(TaskModule):
+class _FallsThroughNative(_FallsThroughConvolutions):
     """The same at the native engine's key (`Fake`): the convolutions then skip its fallback."""
 
-    def on_train_start(self) -> None:
-        self._library = torch.library.Library("aten", "IMPL")
-        for op in ("convolution", "_convolution", "convolution_backward"):
-            self._library.impl(op, torch.library.fallthrough_kernel, "Fake")
-
-    def on_train_end(self) -> None:
-        self._library._destroy()
+    KEY = "Fake"
 
 
 class _SwitchesKeyOff(TaskModule):
